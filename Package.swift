@@ -1,0 +1,37 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "dgrun",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "dgrun", targets: ["dgrun"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Everything between clone and exec: async-signal-safe C, no Swift.
+        .target(name: "CDgrunSpawn"),
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp",
+                       providers: [.apt(["libseccomp-dev"])]),
+        .systemLibrary(name: "CCap", pkgConfig: "libcap",
+                       providers: [.apt(["libcap-dev"])]),
+        .target(name: "DgrunSystem", dependencies: ["CDgrunSpawn"]),
+        .target(name: "DgrunSpec", dependencies: ["DgrunSystem", "CCap"]),
+        .target(name: "DgrunSeccomp", dependencies: ["DgrunSystem", "DgrunSpec", "CSeccomp"]),
+        .target(name: "DgrunCgroups", dependencies: ["DgrunSystem", "DgrunSpec"]),
+        .target(name: "DgrunRuntime",
+                dependencies: ["CDgrunSpawn", "DgrunSystem", "DgrunSpec", "DgrunSeccomp", "DgrunCgroups"]),
+        .target(name: "DgrunCommands", dependencies: [
+            "DgrunRuntime", "DgrunSpec", "DgrunCgroups",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "dgrun", dependencies: ["DgrunCommands", "CDgrunSpawn"]),
+
+        .testTarget(name: "DgrunSpecTests", dependencies: ["DgrunSpec", "DgrunSeccomp"]),
+        .testTarget(name: "DgrunCgroupsTests", dependencies: ["DgrunCgroups", "DgrunSystem"]),
+        .testTarget(name: "DgrunIntegrationTests", dependencies: ["DgrunSystem", "DgrunCgroups"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,118 @@
+// The child side of a dgrun sandbox: everything between clone and exec.
+//
+// The parent (Swift) prepares one flat `dgrun_plan`; `dgrun_spawn` clones the sandbox init, which
+// waits for the parent's go byte (sent after uid/gid maps and cgroup placement), builds the mount
+// tree, forks the command, and stays as pid 1 to reap zombies and forward signals. Nothing here
+// allocates or takes locks: it runs in a copy of a multi-threaded Swift process.
+#ifndef DGRUN_SPAWN_H
+#define DGRUN_SPAWN_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+// Namespace flags and rlimit numbers, which Glibc's Swift module does not export (values from the
+// kernel's uapi headers; spawn.c checks them against <sched.h> at compile time).
+#define DGRUN_NS_CGROUP 0x02000000ULL
+#define DGRUN_NS_UTS    0x04000000ULL
+#define DGRUN_NS_IPC    0x08000000ULL
+#define DGRUN_NS_USER   0x10000000ULL
+#define DGRUN_NS_PID    0x20000000ULL
+#define DGRUN_NS_NET    0x40000000ULL
+#define DGRUN_NS_MNT    0x00020000ULL
+#define DGRUN_RLIMIT_NPROC 6
+#define DGRUN_RLIMIT_AS 9
+
+enum dgrun_mount_kind {
+    DGRUN_MOUNT_BIND = 1,   // source (host path) bound at target
+    DGRUN_MOUNT_TMPFS = 2,  // fresh tmpfs at target
+};
+
+struct dgrun_mount {
+    int32_t kind;
+    int32_t readonly;
+    const char *source;  // host path (bind)
+    const char *target;  // absolute path inside the sandbox
+};
+
+struct dgrun_rlimit {
+    int32_t resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+struct dgrun_plan {
+    const char *const *argv;   // NULL-terminated
+    const char *const *envp;   // NULL-terminated
+    const char *search_path;   // PATH used to resolve argv[0] when it has no '/'
+    const char *cwd;           // working directory inside the sandbox
+    const char *hostname;      // NULL: keep
+    uint64_t clone_flags;      // CLONE_NEW* namespaces (CLONE_NEWCGROUP is applied after placement)
+    int32_t cgroup_fd;         // >= 0: clone3(CLONE_INTO_CGROUP) into this cgroup-v2 directory
+    const char *rootfs;        // NULL: the host root, read-only
+    const struct dgrun_mount *mounts;
+    int32_t n_mounts;
+    int32_t setup_proc;        // fresh /proc (needs CLONE_NEWPID)
+    int32_t setup_dev;         // minimal /dev
+    int32_t loopback_up;       // bring up lo in a new network namespace
+    int32_t new_session;       // setsid() before exec
+    const void *bpf;           // struct sock_filter[bpf_len], NULL: no seccomp
+    uint16_t bpf_len;
+    uint64_t keep_caps;        // bit N: keep capability N
+    int32_t last_cap;          // /proc/sys/kernel/cap_last_cap
+    const struct dgrun_rlimit *rlimits;
+    int32_t n_rlimits;
+};
+
+struct dgrun_child {
+    pid_t pid;          // sandbox init, as seen by the parent
+    int32_t pidfd;
+    int32_t go_fd;      // parent writes one byte: maps and cgroups are in place
+    int32_t error_fd;   // parent reads a dgrun_failure, or EOF once the command has exec'd
+    int32_t status_fd;  // parent reads the command's wait status (int32) from init
+};
+
+// Stages the child reports on failure; dgrun_stage_name() gives the operation.
+enum dgrun_stage {
+    DGRUN_STAGE_WAIT_GO = 1, DGRUN_STAGE_CGROUPNS, DGRUN_STAGE_HOSTNAME, DGRUN_STAGE_LOOPBACK,
+    DGRUN_STAGE_MOUNT_PRIVATE, DGRUN_STAGE_CLONE_ROOT, DGRUN_STAGE_ROOT_READONLY, DGRUN_STAGE_CLONE_BIND,
+    DGRUN_STAGE_BIND_READONLY, DGRUN_STAGE_STAGING, DGRUN_STAGE_ATTACH_ROOT, DGRUN_STAGE_MOUNT_PROC,
+    DGRUN_STAGE_MOUNT_DEV, DGRUN_STAGE_MOUNT_TMPFS, DGRUN_STAGE_ATTACH_BIND, DGRUN_STAGE_PIVOT_ROOT,
+    DGRUN_STAGE_CHDIR, DGRUN_STAGE_FORK, DGRUN_STAGE_RLIMIT, DGRUN_STAGE_CAPS, DGRUN_STAGE_NO_NEW_PRIVS,
+    DGRUN_STAGE_SECCOMP, DGRUN_STAGE_CLOSE_FDS, DGRUN_STAGE_SETSID, DGRUN_STAGE_EXEC,
+};
+
+struct dgrun_failure {
+    int32_t stage;
+    int32_t err;
+    char detail[488];   // the path or name involved; whole record stays under PIPE_BUF
+};
+
+struct dgrun_outcome {
+    int32_t init_status;       // wait status of the sandbox init
+    int32_t have_command_status;
+    int32_t command_status;    // wait status of the command, from init
+    int32_t timed_out;
+    int32_t last_signal;       // last signal forwarded into the sandbox, 0 if none
+    int64_t user_usec, sys_usec, maxrss_kib;  // rusage of init and everything it reaped
+};
+
+// Block the signals dgrun forwards, in the calling thread; call first thing in main, before any
+// thread exists, so every thread inherits the mask and signalfd sees them.
+int dgrun_block_signals(void);
+
+// Clone the sandbox init. Returns 0, or -errno of clone3/pipe2.
+int dgrun_spawn(const struct dgrun_plan *plan, struct dgrun_child *child);
+// Let the child go (maps and cgroups are in place). Returns 0 or -errno.
+int dgrun_release(struct dgrun_child *child);
+// Read the child's setup/exec failure. 1: *out filled; 0: none (the command exec'd); -errno.
+int dgrun_read_failure(struct dgrun_child *child, struct dgrun_failure *out);
+// Wait for the sandbox, forwarding INT/TERM/HUP/QUIT/USR1/USR2. After timeout_ms (<0: none) send
+// SIGTERM, after grace_ms more write "1" to kill_fd (>=0, a cgroup.kill) and SIGKILL the init.
+int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, int kill_fd,
+               struct dgrun_outcome *out);
+// Kill the sandbox init (and so its pid namespace) and reap it. Used on parent-side errors.
+void dgrun_abort(struct dgrun_child *child);
+void dgrun_close(struct dgrun_child *child);
+const char *dgrun_stage_name(int stage);
+
+#endif

@@ -1,0 +1,595 @@
+// The child side of a dgrun sandbox. See dgrun_spawn.h for the protocol.
+// Rules: raw syscalls only after clone; no malloc, no stdio, no locks; every failure is reported as
+// {stage, errno, detail} over the CLOEXEC error pipe, then the process exits.
+#define _GNU_SOURCE
+#include "dgrun_spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/sched.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#define MOUNT_ATTR_NOSUID 0x00000002
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+_Static_assert(DGRUN_NS_USER == CLONE_NEWUSER && DGRUN_NS_MNT == CLONE_NEWNS && DGRUN_NS_PID == CLONE_NEWPID &&
+               DGRUN_NS_NET == CLONE_NEWNET && DGRUN_NS_IPC == CLONE_NEWIPC && DGRUN_NS_UTS == CLONE_NEWUTS &&
+               DGRUN_NS_CGROUP == CLONE_NEWCGROUP, "namespace flags");
+_Static_assert(DGRUN_RLIMIT_NPROC == RLIMIT_NPROC && DGRUN_RLIMIT_AS == RLIMIT_AS, "rlimit numbers");
+
+struct dg_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
+
+#define DG_MAX_BINDS 64
+#define DG_PATH_MAX 4096
+
+// ---------------------------------------------------------------- small async-signal-safe helpers
+
+static size_t dg_strlen(const char *s) { size_t n = 0; while (s && s[n]) n++; return n; }
+
+static void dg_copy(char *dst, size_t cap, const char *src) {
+    size_t i = 0;
+    for (; src && src[i] && i + 1 < cap; i++) dst[i] = src[i];
+    dst[i] = 0;
+}
+
+// dst = a + b, truncated to cap.
+static void dg_join(char *dst, size_t cap, const char *a, const char *b) {
+    size_t i = 0;
+    for (size_t j = 0; a && a[j] && i + 1 < cap; j++) dst[i++] = a[j];
+    for (size_t j = 0; b && b[j] && i + 1 < cap; j++) dst[i++] = b[j];
+    dst[i] = 0;
+}
+
+static int dg_error_fd = -1;
+
+__attribute__((noreturn)) static void dg_fail(int stage, int err, const char *detail) {
+    struct dgrun_failure f;
+    memset(&f, 0, sizeof f);
+    f.stage = stage;
+    f.err = err;
+    dg_copy(f.detail, sizeof f.detail, detail);
+    if (dg_error_fd >= 0) {
+        ssize_t r;
+        do { r = write(dg_error_fd, &f, sizeof f); } while (r < 0 && errno == EINTR);
+    }
+    _exit(stage == DGRUN_STAGE_EXEC ? (err == ENOENT ? 127 : 126) : 125);
+}
+
+static void dg_check(int ok, int stage, const char *detail) {
+    if (!ok) dg_fail(stage, errno, detail);
+}
+
+static long dg_clone3(uint64_t flags, int *pidfd, int cgroup_fd) {
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = flags;
+    args.exit_signal = SIGCHLD;
+    if (pidfd) args.pidfd = (uint64_t)(uintptr_t)pidfd;
+    if (cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cgroup_fd;
+    }
+    return syscall(SYS_clone3, &args, sizeof args);
+}
+
+static int dg_open_tree(const char *path, unsigned flags) {
+    return (int)syscall(SYS_open_tree, AT_FDCWD, path, flags);
+}
+
+static int dg_set_readonly(int tree_fd) {
+    struct dg_mount_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID;
+    return (int)syscall(SYS_mount_setattr, tree_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr);
+}
+
+static int dg_attach(int tree_fd, const char *target) {
+    return (int)syscall(SYS_move_mount, tree_fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+}
+
+// mkdir -p of a path relative to the current directory (the staged new root). Best effort:
+// a read-only parent gives EROFS, which the following mount then reports with the path.
+static void dg_mkdir_p(const char *rel, int as_file) {
+    char buf[DG_PATH_MAX];
+    dg_copy(buf, sizeof buf, rel);
+    size_t n = dg_strlen(buf);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == 0) {
+            char saved = buf[i];
+            buf[i] = 0;
+            if (saved == 0 && as_file) {
+                int fd = open(buf, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+                if (fd >= 0) close(fd);
+            } else {
+                mkdir(buf, 0755);
+            }
+            buf[i] = saved;
+        }
+    }
+}
+
+static const char *dg_relative(const char *abs) {
+    while (*abs == '/') abs++;
+    return *abs ? abs : ".";
+}
+
+// ---------------------------------------------------------------- stages
+
+static void dg_loopback_up(void) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    dg_check(s >= 0, DGRUN_STAGE_LOOPBACK, "socket");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    dg_copy(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+    dg_check(ioctl(s, SIOCGIFFLAGS, &ifr) == 0, DGRUN_STAGE_LOOPBACK, "lo");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    dg_check(ioctl(s, SIOCSIFFLAGS, &ifr) == 0, DGRUN_STAGE_LOOPBACK, "lo");
+    close(s);
+}
+
+static void dg_setup_dev(void) {
+    dg_check(mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=65536k") == 0,
+             DGRUN_STAGE_MOUNT_DEV, "/dev");
+    static const char *const nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        char host[64], inside[64];
+        dg_join(host, sizeof host, "/dev/", nodes[i]);
+        dg_join(inside, sizeof inside, "dev/", nodes[i]);
+        int fd = open(inside, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0666);
+        dg_check(fd >= 0, DGRUN_STAGE_MOUNT_DEV, host);
+        close(fd);
+        dg_check(mount(host, inside, NULL, MS_BIND, NULL) == 0, DGRUN_STAGE_MOUNT_DEV, host);
+    }
+    dg_check(mkdir("dev/pts", 0755) == 0, DGRUN_STAGE_MOUNT_DEV, "/dev/pts");
+    dg_check(mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                   "newinstance,ptmxmode=0666,mode=620") == 0, DGRUN_STAGE_MOUNT_DEV, "/dev/pts");
+    dg_check(symlink("pts/ptmx", "dev/ptmx") == 0, DGRUN_STAGE_MOUNT_DEV, "/dev/ptmx");
+    dg_check(mkdir("dev/shm", 01777) == 0, DGRUN_STAGE_MOUNT_DEV, "/dev/shm");
+    dg_check(mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") == 0,
+             DGRUN_STAGE_MOUNT_DEV, "/dev/shm");
+    static const char *const links[][2] = {
+        { "/proc/self/fd", "dev/fd" }, { "/proc/self/fd/0", "dev/stdin" },
+        { "/proc/self/fd/1", "dev/stdout" }, { "/proc/self/fd/2", "dev/stderr" },
+    };
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+        dg_check(symlink(links[i][0], links[i][1]) == 0, DGRUN_STAGE_MOUNT_DEV, links[i][1]);
+}
+
+// Build the new root under a private tmpfs at /tmp (of this mount namespace only) and pivot into it.
+// Bind sources are cloned first, while the host's view of every path is still intact.
+static void dg_setup_mounts(const struct dgrun_plan *plan) {
+    int bind_fds[DG_MAX_BINDS];
+    if (plan->n_mounts > DG_MAX_BINDS) dg_fail(DGRUN_STAGE_CLONE_BIND, E2BIG, "too many mounts");
+
+    dg_check(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0, DGRUN_STAGE_MOUNT_PRIVATE, "/");
+
+    const char *root_src = plan->rootfs ? plan->rootfs : "/";
+    int root_fd = dg_open_tree(root_src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    dg_check(root_fd >= 0, DGRUN_STAGE_CLONE_ROOT, root_src);
+    dg_check(dg_set_readonly(root_fd) == 0, DGRUN_STAGE_ROOT_READONLY, root_src);
+
+    for (int i = 0; i < plan->n_mounts; i++) {
+        const struct dgrun_mount *m = &plan->mounts[i];
+        bind_fds[i] = -1;
+        if (m->kind != DGRUN_MOUNT_BIND) continue;
+        bind_fds[i] = dg_open_tree(m->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+        dg_check(bind_fds[i] >= 0, DGRUN_STAGE_CLONE_BIND, m->source);
+        if (m->readonly) dg_check(dg_set_readonly(bind_fds[i]) == 0, DGRUN_STAGE_BIND_READONLY, m->source);
+    }
+
+    dg_check(mount("dgrun", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,size=64k") == 0,
+             DGRUN_STAGE_STAGING, "/tmp");
+    dg_check(mkdir("/tmp/root", 0755) == 0, DGRUN_STAGE_STAGING, "/tmp/root");
+    dg_check(dg_attach(root_fd, "/tmp/root") == 0, DGRUN_STAGE_ATTACH_ROOT, root_src);
+    close(root_fd);
+    dg_check(chdir("/tmp/root") == 0, DGRUN_STAGE_ATTACH_ROOT, "/tmp/root");
+
+    if (plan->setup_proc)
+        dg_check(mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0,
+                 DGRUN_STAGE_MOUNT_PROC, "/proc");
+    if (plan->setup_dev) dg_setup_dev();
+
+    for (int i = 0; i < plan->n_mounts; i++) {
+        const struct dgrun_mount *m = &plan->mounts[i];
+        const char *rel = dg_relative(m->target);
+        if (m->kind == DGRUN_MOUNT_TMPFS) {
+            dg_mkdir_p(rel, 0);
+            dg_check(mount("tmpfs", rel, "tmpfs", MS_NOSUID | MS_NODEV | (m->readonly ? MS_RDONLY : 0),
+                           "mode=1777") == 0, DGRUN_STAGE_MOUNT_TMPFS, m->target);
+        } else {
+            struct stat st;
+            int is_file = fstat(bind_fds[i], &st) == 0 && !S_ISDIR(st.st_mode);
+            if (faccessat(AT_FDCWD, rel, F_OK, AT_SYMLINK_NOFOLLOW) != 0) dg_mkdir_p(rel, is_file);
+            dg_check(dg_attach(bind_fds[i], rel) == 0, DGRUN_STAGE_ATTACH_BIND, m->target);
+            close(bind_fds[i]);
+        }
+    }
+
+    // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only ours.
+    dg_check(syscall(SYS_pivot_root, ".", ".") == 0, DGRUN_STAGE_PIVOT_ROOT, root_src);
+    dg_check(umount2(".", MNT_DETACH) == 0, DGRUN_STAGE_PIVOT_ROOT, "old root");
+    dg_check(chdir("/") == 0, DGRUN_STAGE_PIVOT_ROOT, "/");
+}
+
+static void dg_drop_caps(const struct dgrun_plan *plan, int stage_detail_is_init) {
+    (void)stage_detail_is_init;
+    for (int cap = 0; cap <= plan->last_cap; cap++) {
+        if (plan->keep_caps & (1ULL << cap)) continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
+            dg_fail(DGRUN_STAGE_CAPS, errno, "bounding set");
+    }
+    struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    for (int i = 0; i < 2; i++) {
+        uint32_t bits = (uint32_t)(plan->keep_caps >> (32 * i));
+        data[i].effective = data[i].permitted = data[i].inheritable = bits;
+    }
+    dg_check(syscall(SYS_capset, &hdr, data) == 0, DGRUN_STAGE_CAPS, "capset");
+    dg_check(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) == 0, DGRUN_STAGE_CAPS, "ambient");
+    for (int cap = 0; cap <= plan->last_cap; cap++)
+        if (plan->keep_caps & (1ULL << cap))
+            dg_check(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) == 0, DGRUN_STAGE_CAPS, "ambient");
+}
+
+// execvpe without allocation: try each PATH entry, remembering EACCES like execvp does.
+__attribute__((noreturn)) static void dg_exec(const struct dgrun_plan *plan) {
+    const char *file = plan->argv[0];
+    char *const *argv = (char *const *)plan->argv;
+    char *const *envp = (char *const *)plan->envp;
+    if (!file || !*file) dg_fail(DGRUN_STAGE_EXEC, ENOENT, "");
+    for (const char *c = file; *c; c++) {
+        if (*c == '/') {
+            execve(file, argv, envp);
+            dg_fail(DGRUN_STAGE_EXEC, errno, file);
+        }
+    }
+    int saw_eacces = 0, last = ENOENT;
+    const char *p = plan->search_path ? plan->search_path : "/usr/local/bin:/usr/bin:/bin";
+    char buf[DG_PATH_MAX];
+    while (1) {
+        const char *end = p;
+        while (*end && *end != ':') end++;
+        size_t dirlen = (size_t)(end - p);
+        size_t flen = dg_strlen(file);
+        if (dirlen + 1 + flen + 1 < sizeof buf) {
+            size_t i = 0;
+            if (dirlen == 0) buf[i++] = '.';
+            for (size_t j = 0; j < dirlen; j++) buf[i++] = p[j];
+            buf[i++] = '/';
+            for (size_t j = 0; j < flen; j++) buf[i++] = file[j];
+            buf[i] = 0;
+            execve(buf, argv, envp);
+            last = errno;
+            if (last == EACCES) saw_eacces = 1;
+            else if (last != ENOENT && last != ENOTDIR && last != ELOOP && last != ENAMETOOLONG) break;
+        }
+        if (!*end) break;
+        p = end + 1;
+    }
+    dg_fail(DGRUN_STAGE_EXEC, saw_eacces ? EACCES : last, file);
+}
+
+// The command: the last stages before exec, in the order the kernel needs them.
+__attribute__((noreturn)) static void dg_command(const struct dgrun_plan *plan) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < 65; sig++) sigaction(sig, &dfl, NULL);  // ignored signals stay ignored otherwise
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    if (plan->new_session) dg_check(setsid() >= 0, DGRUN_STAGE_SETSID, "setsid");
+    for (int i = 0; i < plan->n_rlimits; i++) {
+        struct rlimit rl = { plan->rlimits[i].soft, plan->rlimits[i].hard };
+        dg_check(setrlimit(plan->rlimits[i].resource, &rl) == 0, DGRUN_STAGE_RLIMIT, "setrlimit");
+    }
+    // Mark every inherited fd above stdio close-on-exec; the error pipe must live until execve.
+    dg_check(syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) == 0, DGRUN_STAGE_CLOSE_FDS, "close_range");
+    dg_drop_caps(plan, 0);
+    dg_check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, DGRUN_STAGE_NO_NEW_PRIVS, "prctl");
+    if (plan->bpf && plan->bpf_len) {
+        struct sock_fprog prog = { plan->bpf_len, (struct sock_filter *)plan->bpf };
+        dg_check(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0, DGRUN_STAGE_SECCOMP, "seccomp");
+    }
+    dg_exec(plan);
+}
+
+// pid 1 of the sandbox: forward signals to the command, reap every orphan, report the command's
+// status to the parent, and end the namespace when the command ends.
+__attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd) {
+    sigset_t all;
+    sigfillset(&all);
+    while (1) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&all, &info);
+        if (sig < 0) continue;
+        if (sig != SIGCHLD) {
+            kill(command, sig);
+            continue;
+        }
+        int status;
+        pid_t p;
+        while ((p = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {
+            if (p != command) continue;
+            int32_t s = status;
+            ssize_t r;
+            do { r = write(status_fd, &s, sizeof s); } while (r < 0 && errno == EINTR);
+            kill(-1, SIGKILL);  // whatever the command left behind dies with it
+            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+    }
+}
+
+__attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *plan, int go_fd, int status_fd) {
+    // Die with dgrun; the go byte read below also ends at EOF if dgrun died before this.
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    char go;
+    ssize_t r;
+    do { r = read(go_fd, &go, 1); } while (r < 0 && errno == EINTR);
+    if (r != 1) _exit(125);
+    close(go_fd);
+
+    if (plan->clone_flags & CLONE_NEWCGROUP)
+        dg_check(unshare(CLONE_NEWCGROUP) == 0, DGRUN_STAGE_CGROUPNS, "cgroup namespace");
+    if (plan->hostname)
+        dg_check(sethostname(plan->hostname, dg_strlen(plan->hostname)) == 0, DGRUN_STAGE_HOSTNAME, plan->hostname);
+    if (plan->loopback_up) dg_loopback_up();
+    if (plan->clone_flags & CLONE_NEWNS) dg_setup_mounts(plan);
+    if (plan->cwd) dg_check(chdir(plan->cwd) == 0, DGRUN_STAGE_CHDIR, plan->cwd);
+
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    long pid = dg_clone3(0, NULL, -1);
+    if (pid < 0) dg_fail(DGRUN_STAGE_FORK, errno, "fork");
+    if (pid == 0) {
+        close(status_fd);
+        dg_command(plan);
+    }
+    // The error pipe now belongs to the command: EOF on it tells the parent that exec succeeded.
+    close(dg_error_fd);
+    dg_error_fd = -1;
+    struct dgrun_plan init_plan = *plan;
+    init_plan.keep_caps = 0;
+    dg_drop_caps(&init_plan, 1);
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    dg_init_loop((pid_t)pid, status_fd);
+}
+
+// ---------------------------------------------------------------- parent side
+
+static const int dg_forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
+
+static void dg_forwarded_set(sigset_t *set) {
+    sigemptyset(set);
+    for (size_t i = 0; i < sizeof dg_forwarded / sizeof dg_forwarded[0]; i++) sigaddset(set, dg_forwarded[i]);
+}
+
+int dgrun_block_signals(void) {
+    sigset_t set;
+    dg_forwarded_set(&set);
+    return sigprocmask(SIG_BLOCK, &set, NULL) == 0 ? 0 : -errno;
+}
+
+int dgrun_spawn(const struct dgrun_plan *plan, struct dgrun_child *child) {
+    int go[2], err[2], status[2];
+    memset(child, 0, sizeof *child);
+    child->pid = -1;
+    child->pidfd = child->go_fd = child->error_fd = child->status_fd = -1;
+    if (pipe2(go, O_CLOEXEC) != 0) return -errno;
+    if (pipe2(err, O_CLOEXEC) != 0) { int e = errno; close(go[0]); close(go[1]); return -e; }
+    if (pipe2(status, O_CLOEXEC) != 0) {
+        int e = errno; close(go[0]); close(go[1]); close(err[0]); close(err[1]); return -e;
+    }
+    int pidfd = -1;
+    uint64_t flags = plan->clone_flags & ~(uint64_t)CLONE_NEWCGROUP;
+    long pid = dg_clone3(flags | CLONE_PIDFD, &pidfd, plan->cgroup_fd);
+    if (pid == 0) {
+        close(go[1]);
+        close(err[0]);
+        close(status[0]);
+        dg_error_fd = err[1];
+        dg_child_main(plan, go[0], status[1]);
+    }
+    int e = errno;
+    close(go[0]);
+    close(err[1]);
+    close(status[1]);
+    if (pid < 0) {
+        close(go[1]); close(err[0]); close(status[0]);
+        return -e;
+    }
+    child->pid = (pid_t)pid;
+    child->pidfd = pidfd;
+    child->go_fd = go[1];
+    child->error_fd = err[0];
+    child->status_fd = status[0];
+    return 0;
+}
+
+int dgrun_release(struct dgrun_child *child) {
+    char go = 1;
+    ssize_t r;
+    do { r = write(child->go_fd, &go, 1); } while (r < 0 && errno == EINTR);
+    int e = r == 1 ? 0 : -errno;
+    close(child->go_fd);
+    child->go_fd = -1;
+    return e;
+}
+
+int dgrun_read_failure(struct dgrun_child *child, struct dgrun_failure *out) {
+    size_t got = 0;
+    while (got < sizeof *out) {
+        ssize_t r = read(child->error_fd, (char *)out + got, sizeof *out - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return -errno;
+        if (r == 0) break;
+        got += (size_t)r;
+    }
+    return got == sizeof *out ? 1 : 0;
+}
+
+static int64_t dg_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int dg_pidfd_signal(int pidfd, int sig) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, int kill_fd,
+               struct dgrun_outcome *out) {
+    memset(out, 0, sizeof *out);
+    sigset_t set;
+    dg_forwarded_set(&set);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0) return -errno;
+    int64_t deadline = timeout_ms >= 0 ? dg_now_ms() + timeout_ms : -1;
+    int phase = 0;  // 0 running, 1 SIGTERM sent, 2 SIGKILL sent
+    while (1) {
+        int wait_ms = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - dg_now_ms();
+            wait_ms = left < 0 ? 0 : (left > 1000000 ? 1000000 : (int)left);
+        }
+        struct pollfd fds[2] = { { child->pidfd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
+        int n = poll(fds, 2, wait_ms);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) { int e = errno; close(sfd); return -e; }
+        if (fds[0].revents) break;
+        if (fds[1].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+                out->last_signal = (int32_t)si.ssi_signo;
+                dg_pidfd_signal(child->pidfd, (int)si.ssi_signo);
+            }
+            continue;
+        }
+        if (n == 0 && deadline >= 0 && dg_now_ms() >= deadline) {
+            if (phase == 0) {
+                out->timed_out = 1;
+                dg_pidfd_signal(child->pidfd, SIGTERM);
+                phase = 1;
+                deadline = dg_now_ms() + (grace_ms >= 0 ? grace_ms : 0);
+            } else {
+                if (kill_fd >= 0) { ssize_t r = write(kill_fd, "1", 1); (void)r; }
+                dg_pidfd_signal(child->pidfd, SIGKILL);
+                phase = 2;
+                deadline = -1;
+            }
+        }
+    }
+    close(sfd);
+    siginfo_t info;
+    struct rusage ru;
+    memset(&info, 0, sizeof info);
+    memset(&ru, 0, sizeof ru);
+    long r;
+    do { r = syscall(SYS_waitid, P_PIDFD, child->pidfd, &info, WEXITED | __WALL, &ru); } while (r < 0 && errno == EINTR);
+    if (r < 0) return -errno;
+    out->init_status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
+    out->user_usec = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
+    out->sys_usec = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+    out->maxrss_kib = ru.ru_maxrss;
+    int32_t s;
+    ssize_t got;
+    do { got = read(child->status_fd, &s, sizeof s); } while (got < 0 && errno == EINTR);
+    if (got == (ssize_t)sizeof s) {
+        out->have_command_status = 1;
+        out->command_status = s;
+    }
+    child->pid = -1;
+    return 0;
+}
+
+void dgrun_abort(struct dgrun_child *child) {
+    if (child->pidfd < 0 || child->pid < 0) return;
+    dg_pidfd_signal(child->pidfd, SIGKILL);
+    siginfo_t info;
+    long r;
+    do { r = syscall(SYS_waitid, P_PIDFD, child->pidfd, &info, WEXITED | __WALL, NULL); } while (r < 0 && errno == EINTR);
+    child->pid = -1;
+}
+
+void dgrun_close(struct dgrun_child *child) {
+    int *fds[] = { &child->pidfd, &child->go_fd, &child->error_fd, &child->status_fd };
+    for (size_t i = 0; i < 4; i++) {
+        if (*fds[i] >= 0) close(*fds[i]);
+        *fds[i] = -1;
+    }
+}
+
+const char *dgrun_stage_name(int stage) {
+    switch (stage) {
+    case DGRUN_STAGE_WAIT_GO: return "wait for the parent";
+    case DGRUN_STAGE_CGROUPNS: return "unshare the cgroup namespace";
+    case DGRUN_STAGE_HOSTNAME: return "set the hostname";
+    case DGRUN_STAGE_LOOPBACK: return "bring up the loopback interface";
+    case DGRUN_STAGE_MOUNT_PRIVATE: return "make mounts private";
+    case DGRUN_STAGE_CLONE_ROOT: return "clone the root filesystem";
+    case DGRUN_STAGE_ROOT_READONLY: return "make the root read-only";
+    case DGRUN_STAGE_CLONE_BIND: return "clone a bind mount source";
+    case DGRUN_STAGE_BIND_READONLY: return "make a bind mount read-only";
+    case DGRUN_STAGE_STAGING: return "mount the staging tmpfs";
+    case DGRUN_STAGE_ATTACH_ROOT: return "attach the new root";
+    case DGRUN_STAGE_MOUNT_PROC: return "mount proc";
+    case DGRUN_STAGE_MOUNT_DEV: return "set up /dev";
+    case DGRUN_STAGE_MOUNT_TMPFS: return "mount a tmpfs";
+    case DGRUN_STAGE_ATTACH_BIND: return "bind mount";
+    case DGRUN_STAGE_PIVOT_ROOT: return "pivot_root";
+    case DGRUN_STAGE_CHDIR: return "change to the working directory";
+    case DGRUN_STAGE_FORK: return "fork the command";
+    case DGRUN_STAGE_RLIMIT: return "set a resource limit";
+    case DGRUN_STAGE_CAPS: return "drop capabilities";
+    case DGRUN_STAGE_NO_NEW_PRIVS: return "set no_new_privs";
+    case DGRUN_STAGE_SECCOMP: return "load the seccomp filter";
+    case DGRUN_STAGE_CLOSE_FDS: return "close inherited file descriptors";
+    case DGRUN_STAGE_SETSID: return "start a new session";
+    case DGRUN_STAGE_EXEC: return "execute";
+    default: return "set up the sandbox";
+    }
+}

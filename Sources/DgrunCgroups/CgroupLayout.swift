@@ -1,0 +1,95 @@
+import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How cgroups are mounted on this host, detected like youki does: by the filesystem type of
+/// /sys/fs/cgroup (cgroup2 → unified; tmpfs → v1, hybrid when /sys/fs/cgroup/unified is cgroup2).
+public enum CgroupLayout: String, Sendable, Equatable {
+    case unified = "v2", hybrid, legacy = "v1", none
+
+    static let cgroup2Magic: UInt = 0x6367_7270
+    static let cgroup1Magic: UInt = 0x0027_e0eb
+    static let tmpfsMagic: UInt = 0x0102_1994
+
+    static func magic(_ path: String) -> UInt? { FileSystem.magic(path) }
+
+    public static func detect(root: String = "/sys/fs/cgroup") -> CgroupLayout {
+        switch magic(root) {
+        case cgroup2Magic: return .unified
+        case tmpfsMagic?, cgroup1Magic?:
+            return magic(root + "/unified") == cgroup2Magic ? .hybrid : .legacy
+        default: return .none
+        }
+    }
+}
+
+/// One line of /proc/self/cgroup: `ID:controllers:path`.
+public struct CgroupMembership: Sendable, Equatable {
+    public var hierarchy: Int
+    public var controllers: [String]
+    public var path: String
+
+    public static func parse(_ text: String) -> [CgroupMembership] {
+        text.split(separator: "\n").compactMap { line in
+            let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3, let id = Int(parts[0]) else { return nil }
+            let controllers = parts[1].split(separator: ",").map(String.init)
+            return CgroupMembership(hierarchy: id, controllers: controllers, path: String(parts[2]))
+        }
+    }
+}
+
+/// A cgroup mount from /proc/self/mountinfo.
+public struct CgroupMount: Sendable, Equatable {
+    public var mountPoint: String
+    public var root: String
+    public var version: Int
+    public var controllers: [String]
+
+    static let knownControllers: Set<String> = [
+        "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "blkio",
+        "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc",
+    ]
+
+    public static func parse(mountinfo: String) -> [CgroupMount] {
+        mountinfo.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ").map(String.init)
+            guard let dash = fields.firstIndex(of: "-"), dash >= 5, fields.count > dash + 3 else { return nil }
+            let fstype = fields[dash + 1]
+            guard fstype == "cgroup" || fstype == "cgroup2" else { return nil }
+            let superOptions = fields[dash + 3].split(separator: ",").map(String.init)
+            return CgroupMount(
+                mountPoint: unescape(fields[4]), root: unescape(fields[3]),
+                version: fstype == "cgroup2" ? 2 : 1,
+                controllers: superOptions.filter { knownControllers.contains($0) })
+        }
+    }
+
+    /// mountinfo escapes space, tab, newline and backslash as octal.
+    static func unescape(_ s: String) -> String {
+        guard s.contains("\\") else { return s }
+        var out: [UInt8] = []
+        let bytes = Array(s.utf8)
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "\\"), i + 3 < bytes.count,
+               let v = UInt8(String(decoding: bytes[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v)
+                i += 4
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The directory of the cgroup at `path` (from /proc/self/cgroup) in this mount.
+    public func directory(for path: String) -> String {
+        var relative = path
+        if root != "/", relative.hasPrefix(root) { relative = String(relative.dropFirst(root.count)) }
+        if relative == "/" { relative = "" }
+        return mountPoint + relative
+    }
+}

@@ -1,0 +1,52 @@
+import DgrunSpec
+
+/// Everything the launcher needs for one run, resolved from flags, profile and defaults.
+public struct SandboxSpec: Sendable {
+    public enum UserMapping: String, Sendable, CaseIterable {
+        /// The caller is uid/gid 0 inside (with capabilities only over the sandbox's own namespaces).
+        case root
+        /// The caller keeps its own uid/gid inside.
+        case current
+    }
+
+    public struct Bind: Sendable, Equatable {
+        public var source: String
+        public var target: String
+        public var readonly: Bool
+        public init(source: String, target: String, readonly: Bool) {
+            self.source = source
+            self.target = target
+            self.readonly = readonly
+        }
+    }
+
+    public var argv: [String]
+    public var environment: [String]        // KEY=VALUE
+    public var workingDirectory: String     // inside the sandbox
+    public var network: SandboxProfile.Network = .host
+    public var hostname: String = "dgrun"
+    public var rootfs: String?
+    public var binds: [Bind] = []
+    public var tmpfs: [String] = ["/tmp"]
+    public var limits = ResourceLimits()
+    public var limitMode: LimitMode = .enforce
+    public var seccompProgram: [UInt8]?
+    public var keepCapabilities: UInt64 = 0
+    public var timeoutSeconds: Double?
+    /// After a timeout: SIGTERM, then SIGKILL of everything after this long.
+    public var killGraceSeconds: Double = 2
+    public var userMapping: UserMapping = .root
+    public var newSession = false
+
+    public init(argv: [String], environment: [String], workingDirectory: String) {
+        self.argv = argv
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+    }
+
+    /// PATH from the environment the command gets, for resolving argv[0].
+    public var searchPath: String {
+        environment.first(where: { $0.hasPrefix("PATH=") }).map { String($0.dropFirst(5)) }
+            ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    }
+}

@@ -1,0 +1,86 @@
+import CSeccomp
+import DgrunSpec
+import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Compiles an OCI seccomp profile to a BPF program with libseccomp, in the parent: the child only
+/// loads the bytes with seccomp(2), because libseccomp allocates.
+public enum SeccompCompiler {
+    public static func action(_ name: String, errnoRet: UInt32?, defaultErrno: UInt32?) throws(SpecError) -> UInt32 {
+        switch name {
+        case "SCMP_ACT_ALLOW": return dgrun_act_allow()
+        case "SCMP_ACT_ERRNO": return dgrun_act_errno(UInt16(truncatingIfNeeded: errnoRet ?? defaultErrno ?? UInt32(EPERM)))
+        case "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD": return dgrun_act_kill_thread()
+        case "SCMP_ACT_KILL_PROCESS": return dgrun_act_kill_process()
+        case "SCMP_ACT_TRAP": return dgrun_act_trap()
+        case "SCMP_ACT_LOG": return dgrun_act_log()
+        case "SCMP_ACT_TRACE": return dgrun_act_trace(UInt16(truncatingIfNeeded: errnoRet ?? 0))
+        case "SCMP_ACT_NOTIFY": return dgrun_act_notify()
+        default: throw SpecError("unknown seccomp action \"\(name)\"")
+        }
+    }
+
+    static func compare(_ op: String) throws(SpecError) -> scmp_compare {
+        switch op {
+        case "SCMP_CMP_NE": return SCMP_CMP_NE
+        case "SCMP_CMP_LT": return SCMP_CMP_LT
+        case "SCMP_CMP_LE": return SCMP_CMP_LE
+        case "SCMP_CMP_EQ": return SCMP_CMP_EQ
+        case "SCMP_CMP_GE": return SCMP_CMP_GE
+        case "SCMP_CMP_GT": return SCMP_CMP_GT
+        case "SCMP_CMP_MASKED_EQ": return SCMP_CMP_MASKED_EQ
+        default: throw SpecError("unknown seccomp comparison \"\(op)\"")
+        }
+    }
+
+    /// The BPF program (an array of struct sock_filter, 8 bytes each) for this machine's architecture.
+    /// Syscall names this libseccomp does not know are skipped, as runc and Docker do.
+    public static func compile(_ profile: SeccompProfile, path: String) throws(SpecError) -> [UInt8] {
+        let defaultAction = try action(profile.defaultAction, errnoRet: profile.defaultErrnoRet, defaultErrno: nil)
+        guard let ctx = seccomp_init(defaultAction) else {
+            throw SpecError("libseccomp could not start a filter for \(path) (default action \(profile.defaultAction))")
+        }
+        defer { seccomp_release(ctx) }
+        // dgrun sets no_new_privs itself, just before loading the program.
+        _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
+        for rule in profile.syscalls {
+            let act = try action(rule.action, errnoRet: rule.errnoRet, defaultErrno: profile.defaultErrnoRet)
+            if act == defaultAction && (rule.args ?? []).isEmpty { continue }  // libseccomp rejects these
+            var comparisons: [scmp_arg_cmp] = []
+            for arg in rule.args ?? [] {
+                comparisons.append(scmp_arg_cmp(arg: arg.index, op: try compare(arg.op),
+                                                datum_a: arg.value, datum_b: arg.valueTwo ?? 0))
+            }
+            for name in rule.names {
+                let nr = seccomp_syscall_resolve_name(name)
+                if nr == __NR_SCMP_ERROR { continue }
+                let rc = comparisons.withUnsafeBufferPointer {
+                    seccomp_rule_add_array(ctx, act, nr, UInt32($0.count), $0.baseAddress)
+                }
+                if rc != 0 && rc != -EEXIST {
+                    throw SpecError("seccomp profile \(path): rule for \(name) rejected by libseccomp: \(String(cString: strerror(-rc)))")
+                }
+            }
+        }
+        let fd = dgrun_memfd_cloexec()
+        guard fd >= 0 else { throw SpecError("memfd_create for the seccomp program failed: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let rc = seccomp_export_bpf(ctx, fd)
+        guard rc == 0 else { throw SpecError("libseccomp could not export the filter of \(path): \(String(cString: strerror(-rc)))") }
+        let size = Int(lseek(fd, 0, SEEK_END))
+        var bytes = [UInt8](repeating: 0, count: size)
+        let got = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, 0) }
+        guard got == size, size % 8 == 0, size / 8 <= Int(UInt16.max) else {
+            throw SpecError("the seccomp program of \(path) could not be read back (\(got) of \(size) bytes)")
+        }
+        return bytes
+    }
+
+    public static func load(path: String) throws(SpecError) -> [UInt8] {
+        let bytes: [UInt8]
+        do { bytes = try FileIO.readBytes(path) } catch { throw SpecError("cannot read seccomp profile: \(error)") }
+        return try compile(SeccompProfile.decode(bytes, path: path), path: path)
+    }
+}

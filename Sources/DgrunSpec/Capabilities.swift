@@ -1,0 +1,27 @@
+import CCap
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Capability names ↔ numbers, through libcap (so new capabilities need no code here).
+public enum Capabilities {
+    public static func number(of name: String) throws(SpecError) -> Int {
+        var value: cap_value_t = 0
+        let normalized = name.lowercased().hasPrefix("cap_") ? name.lowercased() : "cap_" + name.lowercased()
+        guard cap_from_name(normalized, &value) == 0 else {
+            throw SpecError("unknown capability \"\(name)\" (names look like CAP_NET_BIND_SERVICE)")
+        }
+        return Int(value)
+    }
+
+    /// A bit mask of the named capabilities, for the child's capset and ambient set.
+    public static func mask(_ names: [String]) throws(SpecError) -> UInt64 {
+        var mask: UInt64 = 0
+        for name in names {
+            let n = try number(of: name)
+            guard n < 64 else { throw SpecError("capability \(name) is beyond what dgrun supports") }
+            mask |= 1 << UInt64(n)
+        }
+        return mask
+    }
+}

@@ -1,0 +1,135 @@
+import FoundationEssentials
+import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A sandbox profile: the security and isolation defaults of a run (profiles/*.json).
+/// Flags on the command line override it. The format is documented in profiles/README.md.
+public struct SandboxProfile: Sendable, Equatable, Decodable {
+    public enum Network: String, Sendable, Decodable, CaseIterable { case host, none }
+
+    public var name: String
+    public var description: String?
+    /// Seccomp profile in OCI/Docker JSON, relative to this profile's directory; nil: no filter.
+    public var seccomp: String?
+    /// Capabilities kept (CAP_NET_BIND_SERVICE, ...); everything else is dropped.
+    public var capabilities: [String]
+    /// Network for `exec -- CMD` when --net is not given.
+    public var network: Network
+    /// Run the command in a new session (no controlling terminal: no TIOCSTI injection).
+    public var newSession: Bool
+    /// Start from an empty environment plus these variables from dgrun's (PATH, HOME, ...).
+    public var clearEnv: Bool
+    public var keepEnv: [String]
+    /// Extra mounts.
+    public var readonly: [String]
+    public var writable: [String]
+    public var tmpfs: [String]
+
+    /// Where the profile was loaded from, to resolve `seccomp`.
+    public var directory: String = ""
+
+    enum CodingKeys: String, CodingKey {
+        case name, description, seccomp, capabilities, network, readonly, writable, tmpfs
+        case newSession = "new_session", clearEnv = "clear_env", keepEnv = "keep_env"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        description = try c.decodeIfPresent(String.self, forKey: .description)
+        seccomp = try c.decodeIfPresent(String.self, forKey: .seccomp)
+        capabilities = try c.decodeIfPresent([String].self, forKey: .capabilities) ?? []
+        network = try c.decodeIfPresent(Network.self, forKey: .network) ?? .host
+        newSession = try c.decodeIfPresent(Bool.self, forKey: .newSession) ?? false
+        clearEnv = try c.decodeIfPresent(Bool.self, forKey: .clearEnv) ?? false
+        keepEnv = try c.decodeIfPresent([String].self, forKey: .keepEnv) ?? []
+        readonly = try c.decodeIfPresent([String].self, forKey: .readonly) ?? []
+        writable = try c.decodeIfPresent([String].self, forKey: .writable) ?? []
+        tmpfs = try c.decodeIfPresent([String].self, forKey: .tmpfs) ?? []
+    }
+
+    /// The absolute path of the seccomp profile, or nil.
+    public var seccompPath: String? {
+        guard let seccomp else { return nil }
+        return seccomp.hasPrefix("/") ? seccomp : directory + "/" + seccomp
+    }
+
+    /// Decodes a profile; errors name the file and what is wrong with it.
+    public static func decode(_ bytes: [UInt8], path: String) throws(SpecError) -> SandboxProfile {
+        do {
+            var profile = try JSONDecoder().decode(SandboxProfile.self, from: Data(bytes))
+            profile.directory = path.split(separator: "/", omittingEmptySubsequences: false)
+                .dropLast().joined(separator: "/")
+            if profile.directory.isEmpty { profile.directory = "." }
+            for name in profile.capabilities {
+                _ = try Capabilities.number(of: name)
+            }
+            return profile
+        } catch let error as SpecError {
+            throw SpecError("profile \(path): \(error.message)")
+        } catch {
+            throw SpecError("profile \(path) is not a valid dgrun profile: \(JSONErrorText.describe(error))")
+        }
+    }
+}
+
+/// Finds profiles by name: $DGRUN_PROFILE_DIR, /etc/dgrun/profiles, the install prefix, and the
+/// source tree the binary was built in (so a fresh clone works without installing).
+public enum ProfileLocator {
+    public static func searchDirectories(executable: String) -> [String] {
+        var dirs: [String] = []
+        if let env = getenv("DGRUN_PROFILE_DIR") { dirs.append(String(cString: env)) }
+        dirs.append("/etc/dgrun/profiles")
+        var parts = executable.split(separator: "/").map(String.init)
+        // <prefix>/bin/dgrun → <prefix>/share/dgrun/profiles; <repo>/.build/.../dgrun → <repo>/profiles
+        while !parts.isEmpty {
+            parts.removeLast()
+            let base = "/" + parts.joined(separator: "/")
+            dirs.append((base == "/" ? "" : base) + "/share/dgrun/profiles")
+            dirs.append((base == "/" ? "" : base) + "/profiles")
+        }
+        return dirs
+    }
+
+    /// A NAME (looked up) or a FILE path (contains '/' or ends in .json).
+    public static func locate(_ nameOrPath: String, executable: String) throws(SpecError) -> String {
+        if nameOrPath.contains("/") || nameOrPath.hasSuffix(".json") {
+            guard FileIO.exists(nameOrPath) else { throw SpecError("profile file \(nameOrPath) does not exist") }
+            return nameOrPath
+        }
+        let dirs = searchDirectories(executable: executable)
+        for dir in dirs {
+            let candidate = dir + "/" + nameOrPath + ".json"
+            if FileIO.exists(candidate) { return candidate }
+        }
+        throw SpecError("no profile named \"\(nameOrPath)\" (looked in \(dirs.prefix(4).joined(separator: ", ")), ...); give a path to a profile file or set DGRUN_PROFILE_DIR")
+    }
+
+    public static func load(_ nameOrPath: String, executable: String) throws(SpecError) -> SandboxProfile {
+        let path = try locate(nameOrPath, executable: executable)
+        let bytes: [UInt8]
+        do { bytes = try FileIO.readBytes(path) } catch { throw SpecError("cannot read profile: \(error)") }
+        return try SandboxProfile.decode(bytes, path: path)
+    }
+}
+
+/// Turns DecodingError into one line that says where in the file the problem is.
+public enum JSONErrorText {
+    public static func describe(_ error: any Error) -> String {
+        guard let error = error as? DecodingError else { return "\(error)" }
+        func at(_ path: [any CodingKey]) -> String {
+            path.isEmpty ? "at the top level" : "at " + path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch error {
+        case .keyNotFound(let key, let ctx): return "missing key \"\(key.stringValue)\" \(at(ctx.codingPath))"
+        case .typeMismatch(let type, let ctx): return "expected \(type) \(at(ctx.codingPath))"
+        case .valueNotFound(let type, let ctx): return "expected \(type) \(at(ctx.codingPath))"
+        case .dataCorrupted(let ctx):
+            let underlying = ctx.underlyingError.map { " (\($0))" } ?? ""
+            return "\(ctx.debugDescription) \(at(ctx.codingPath))\(underlying)"
+        @unknown default: return "\(error)"
+        }
+    }
+}

@@ -1,0 +1,57 @@
+/// Parsing of the units users type: sizes like docker (`512m`, `2g`), durations like timeout(1).
+public struct SpecError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+public enum ByteSize {
+    /// `512m`, `2g`, `1.5G`, `64MiB`, `100k`, `4096` (bytes). Units are binary, as docker's are.
+    public static func parse(_ text: String) throws(SpecError) -> UInt64 {
+        let lower = text.lowercased().trimmingCharacters(in: " ")
+        var number = Substring(lower)
+        var unit = Substring("")
+        if let firstUnit = lower.firstIndex(where: { !$0.isNumber && $0 != "." }) {
+            number = lower[..<firstUnit]
+            unit = lower[firstUnit...]
+        }
+        for suffix in ["ib", "b"] where unit.count > suffix.count && unit.hasSuffix(suffix) {
+            unit = unit.dropLast(suffix.count)
+            break
+        }
+        let shifts: [Substring: UInt64] = ["": 0, "b": 0, "k": 10, "m": 20, "g": 30, "t": 40]
+        guard let value = Double(number), value >= 0, let shift = shifts[unit] else {
+            throw SpecError("invalid size \"\(text)\": use a number with an optional unit b, k, m, g or t (like 512m or 2g)")
+        }
+        let bytes = value * Double(UInt64(1) << shift)
+        guard bytes < 9.2e18 else { throw SpecError("size \"\(text)\" is too large") }
+        return UInt64(bytes.rounded())
+    }
+
+    /// 67108864 → "64 MiB"; used in messages.
+    public static func describe(_ bytes: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(bytes)
+        var index = 0
+        while value >= 1024, index < units.count - 1 { value /= 1024; index += 1 }
+        if index == 0 { return "\(bytes) B" }
+        let rounded = (value * 10).rounded() / 10
+        let text = rounded == rounded.rounded() ? String(Int(rounded)) : String(rounded)
+        return "\(text) \(units[index])"
+    }
+}
+
+public enum DurationText {
+    /// `90`, `90s`, `500ms`, `10m`, `1.5h`, `1d` → seconds.
+    public static func parse(_ text: String) throws(SpecError) -> Double {
+        let lower = text.lowercased().trimmingCharacters(in: " ")
+        let factors: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400), ("", 1)]
+        for (suffix, factor) in factors where lower.hasSuffix(suffix) {
+            let number = lower.dropLast(suffix.count)
+            if let value = Double(number), value > 0, value.isFinite {
+                return value * factor
+            }
+        }
+        throw SpecError("invalid duration \"\(text)\": use a positive number with an optional unit ms, s, m, h or d (like 30s or 10m)")
+    }
+}

@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Small, allocation-light file helpers for /proc and cgroupfs: whole-file reads and single writes.
+public enum FileIO {
+    public static func read(_ path: String, limit: Int = 1 << 20) throws(SystemError) -> String {
+        let fd = try valueOrErrno("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while bytes.count < limit {
+            let n = try valueOrErrno("read", path: path) {
+                chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            }
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    public static func readBytes(_ path: String) throws(SystemError) -> [UInt8] {
+        Array(try read(path, limit: 64 << 20).utf8)
+    }
+
+    /// Writes `value` with one write(2), as cgroupfs and /proc/PID/*_map require.
+    public static func write(_ path: String, _ value: String, create: Bool = false,
+                             hint: String? = nil) throws(SystemError) {
+        let flags = O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0)
+        let fd = try valueOrErrno("open", path: path, hint: hint) { open(path, flags, 0o644) }
+        defer { close(fd) }
+        let bytes = Array(value.utf8)
+        let n = try valueOrErrno("write \"\(value)\" to", path: path, hint: hint) {
+            bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        }
+        if n != bytes.count {
+            throw SystemError("short write to", path: path, errno: EIO, hint: hint)
+        }
+    }
+
+    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public static func isWritable(_ path: String) -> Bool { access(path, W_OK) == 0 }
+
+    public static func listDirectory(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// The canonical absolute path (symlinks resolved), or nil when it does not exist.
+    public static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    public static func currentDirectory() -> String {
+        guard let cwd = getcwd(nil, 0) else { return "/" }
+        defer { free(cwd) }
+        return String(cString: cwd)
+    }
+}

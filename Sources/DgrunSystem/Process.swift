@@ -1,0 +1,37 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Facts about processes that dgrun needs: liveness and start time (to tell a reused pid apart).
+public enum ProcessInfo {
+    /// Field 22 of /proc/PID/stat: start time in clock ticks since boot, nil when the process is gone.
+    public static func startTime(of pid: Int32) -> UInt64? {
+        guard let stat = try? FileIO.read("/proc/\(pid)/stat") else { return nil }
+        // comm may contain spaces and parentheses: split after the last ')'.
+        guard let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // fields[0] is state (field 3), so field 22 is fields[19].
+        guard fields.count > 19 else { return nil }
+        return UInt64(fields[19])
+    }
+
+    public static var currentPid: Int32 { getpid() }
+
+    public static var cpuCount: Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
+    public static var lastCapability: Int {
+        (try? FileIO.read("/proc/sys/kernel/cap_last_cap")).flatMap {
+            Int($0.trimmingCharacters(in: " \n"))
+        } ?? 40
+    }
+}
+
+extension String {
+    /// Trim characters from both ends without Foundation.
+    public func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let c = s.first, set.contains(c) { s.removeFirst() }
+        while let c = s.last, set.contains(c) { s.removeLast() }
+        return String(s)
+    }
+}

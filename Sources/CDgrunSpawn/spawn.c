@@ -371,6 +371,12 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     if (r != 1) _exit(125);
     close(go_fd);
 
+    for (int i = 0; i < plan->n_v1_task_fds; i++) {
+        ssize_t w;
+        do { w = write(plan->v1_task_fds[i], "0", 1); } while (w < 0 && errno == EINTR);
+        dg_check(w == 1, DGRUN_STAGE_CGROUP_JOIN, "cgroup v1 tasks");
+        close(plan->v1_task_fds[i]);
+    }
     if (plan->clone_flags & CLONE_NEWCGROUP)
         dg_check(unshare(CLONE_NEWCGROUP) == 0, DGRUN_STAGE_CGROUPNS, "cgroup namespace");
     if (plan->hostname)
@@ -566,6 +572,7 @@ void dgrun_close(struct dgrun_child *child) {
 const char *dgrun_stage_name(int stage) {
     switch (stage) {
     case DGRUN_STAGE_WAIT_GO: return "wait for the parent";
+    case DGRUN_STAGE_CGROUP_JOIN: return "join the run's cgroup";
     case DGRUN_STAGE_CGROUPNS: return "unshare the cgroup namespace";
     case DGRUN_STAGE_HOSTNAME: return "set the hostname";
     case DGRUN_STAGE_LOOPBACK: return "bring up the loopback interface";

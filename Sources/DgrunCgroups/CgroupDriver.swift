@@ -32,8 +32,9 @@ public protocol CgroupRun: AnyObject {
     var killFD: Int32 { get }
     /// The directories created, for messages and tests.
     var directories: [String] { get }
-    /// Places a process in every v1 hierarchy (v2 placement is done by clone3).
-    func attach(pid: Int32) throws(SystemError)
+    /// v1 `tasks` files opened for writing: the child writes "0" to each to join (see dgrun_plan).
+    /// Empty for v2, where clone3(CLONE_INTO_CGROUP) places it.
+    func openJoinFiles() throws(SystemError) -> [Int32]
     func stats() -> CgroupStats
     /// SIGKILLs every process left in the run's cgroups.
     func killAll()

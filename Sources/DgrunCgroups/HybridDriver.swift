@@ -120,10 +120,18 @@ final class HybridRun: CgroupRun {
     var killFD: Int32 = -1
     var directories: [String] { v1Directories + (unifiedDirectory.map { [$0] } ?? []) }
 
-    func attach(pid: Int32) throws(SystemError) {
+    func openJoinFiles() throws(SystemError) -> [Int32] {
+        var fds: [Int32] = []
         for dir in v1Directories {
-            try FileIO.write(dir + "/cgroup.procs", String(pid), hint: "could not place the sandbox in its cgroup")
+            let path = dir + "/tasks"
+            do {
+                fds.append(try valueOrErrno("open", path: path) { open(path, O_WRONLY | O_CLOEXEC) })
+            } catch {
+                for fd in fds { close(fd) }
+                throw error
+            }
         }
+        return fds
     }
 
     func stats() -> CgroupStats {

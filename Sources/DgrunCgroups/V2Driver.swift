@@ -79,7 +79,7 @@ final class V2Run: CgroupRun {
         killFD = Glibc.open(directory + "/cgroup.kill", O_WRONLY | O_CLOEXEC)  // absent before 5.14
     }
 
-    func attach(pid: Int32) throws(SystemError) {}  // clone3(CLONE_INTO_CGROUP) placed it
+    func openJoinFiles() throws(SystemError) -> [Int32] { [] }  // clone3(CLONE_INTO_CGROUP) places it
 
     func stats() -> CgroupStats {
         var stats = CgroupStats()

@@ -74,6 +74,13 @@ public struct Launcher {
         plan.hostname = arena.string(spec.hostname)
         plan.clone_flags = flags
         plan.cgroup_fd = cgroup?.cloneFD ?? -1
+        let joinFDs: [Int32]
+        do { joinFDs = try cgroup?.openJoinFiles() ?? [] } catch {
+            throw LaunchError("cannot prepare the run's cgroup: \(error)")
+        }
+        defer { for fd in joinFDs { close(fd) } }
+        plan.v1_task_fds = arena.buffer(joinFDs)
+        plan.n_v1_task_fds = Int32(joinFDs.count)
         plan.rootfs = arena.optionalString(spec.rootfs)
         plan.mounts = arena.buffer(orderedMounts)
         plan.n_mounts = Int32(orderedMounts.count)
@@ -95,7 +102,6 @@ public struct Launcher {
         defer { dgrun_close(&child) }
         do {
             try writeIDMaps(pid: child.pid, mapping: spec.userMapping)
-            try cgroup?.attach(pid: child.pid)
         } catch {
             dgrun_abort(&child)
             throw LaunchError("cannot prepare the sandbox: \(error)")

@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Nothing left behind: cgroups, processes, mounts — after a normal exit, a timeout and a kill -9.
+@Suite(.serialized, .enabled(if: Harness.canLimit, "\(Harness.limitSkipReason)"))
+struct CleanupTests {
+    func assertNoMountsOnTheHost() {
+        let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        #expect(!mounts.contains("dgrun"), "dgrun's mounts live in its own mount namespace")
+    }
+
+    @Test func normalExitLeavesNothing() {
+        let marker = "dgrun-clean-\(getpid())-a"
+        let r = Harness.dgrun(["exec", "--memory", "64m", "--", "sh", "-c", "(sleep 60; : \(marker)) & echo started"])
+        #expect(r.status == 0)
+        #expect(Harness.cgroups(ofDgrun: r.pid).isEmpty)
+        #expect(Harness.processes(containing: marker).isEmpty, "a background child dies with the sandbox")
+        assertNoMountsOnTheHost()
+    }
+
+    @Test func timeoutLeavesNothing() {
+        let marker = "dgrun-clean-\(getpid())-b"
+        let r = Harness.dgrun(["exec", "--timeout", "300ms", "--pids", "32", "--", "sh", "-c",
+                               "setsid sh -c 'sleep 60; : \(marker)' & sleep 60"])
+        #expect(r.status == 124)
+        #expect(Harness.cgroups(ofDgrun: r.pid).isEmpty)
+        #expect(Harness.processes(containing: marker).isEmpty, "even a setsid daemon dies")
+    }
+
+    @Test func killNineThenNextRunCleansUp() {
+        let marker = "dgrun-clean-\(getpid())-c"
+        var victim: Int32 = 0
+        let r = Harness.run([Harness.binary, "exec", "--memory", "64m", "--", "sh", "-c", "sleep 60; : \(marker)"]) { pid in
+            victim = pid
+            _ = Harness.waitUntil(timeout: 5) { !Harness.processes(containing: marker).isEmpty }
+            kill(pid, SIGKILL)
+        }
+        #expect(r.status == 137)
+        #expect(Harness.waitUntil(timeout: 3) { Harness.processes(containing: marker).isEmpty },
+                "the sandbox dies with dgrun (PDEATHSIG on its init)")
+        #expect(!Harness.cgroups(ofDgrun: victim).isEmpty, "a SIGKILLed dgrun cannot remove its cgroup itself")
+        let next = Harness.dgrun(["exec", "--", "true"])
+        #expect(next.status == 0)
+        #expect(Harness.cgroups(ofDgrun: victim).isEmpty, "the next dgrun removed the stale cgroups")
+        assertNoMountsOnTheHost()
+    }
+}

@@ -1,0 +1,60 @@
+import Testing
+@testable import DgrunSeccomp
+@testable import DgrunSpec
+
+/// The profiles shipped in profiles/, found from this source file.
+let repositoryRoot: String = {
+    var parts = #filePath.split(separator: "/").map(String.init)
+    parts.removeLast(3)  // Tests/DgrunSpecTests/ProfileTests.swift
+    return "/" + parts.joined(separator: "/")
+}()
+
+@Suite struct ProfileTests {
+    @Test(arguments: ["default", "strict"])
+    func shippedProfilesLoadAndCompile(name: String) throws {
+        let profile = try ProfileLocator.load(repositoryRoot + "/profiles/\(name).json", executable: "/nonexistent/dgrun")
+        #expect(profile.name == name)
+        let path = try #require(profile.seccompPath)
+        let program = try SeccompCompiler.load(path: path)
+        #expect(program.count > 8 && program.count % 8 == 0)
+    }
+
+    @Test func locatesByNameFromTheSourceTree() throws {
+        let exe = repositoryRoot + "/.build/x86_64-unknown-linux-gnu/debug/dgrun"
+        #expect(try ProfileLocator.locate("strict", executable: exe) == repositoryRoot + "/profiles/strict.json")
+        #expect(throws: SpecError.self) { try ProfileLocator.locate("no-such-profile", executable: exe) }
+    }
+
+    @Test func malformedProfilesSayWhereTheyAreWrong() {
+        let cases: [(String, String)] = [
+            ("{", "not a valid dgrun profile"),
+            (#"{"description": "x"}"#, "missing key \"name\""),
+            (#"{"name": "x", "network": "sometimes"}"#, "network"),
+            (#"{"name": "x", "capabilities": ["CAP_NOPE"]}"#, "unknown capability"),
+        ]
+        for (text, expected) in cases {
+            do {
+                _ = try SandboxProfile.decode(Array(text.utf8), path: "bad.json")
+                Issue.record("accepted \(text)")
+            } catch {
+                #expect(error.message.contains(expected), "\(error.message)")
+                #expect(error.message.contains("bad.json"))
+            }
+        }
+    }
+
+    @Test func seccompProfileErrors() throws {
+        #expect(throws: SpecError.self) {
+            try SeccompProfile.decode(Array(#"{"syscalls": []}"#.utf8), path: "s.json")
+        }
+        let badAction = try SeccompProfile.decode(
+            Array(#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["bpf"], "action": "SCMP_ACT_MAYBE"}]}"#.utf8),
+            path: "s.json")
+        #expect(throws: SpecError.self) { try SeccompCompiler.compile(badAction, path: "s.json") }
+        // Unknown syscall names are skipped, as runc and Docker do.
+        let unknown = try SeccompProfile.decode(
+            Array(#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["no_such_call", "bpf"], "action": "SCMP_ACT_ERRNO"}]}"#.utf8),
+            path: "s.json")
+        #expect(try SeccompCompiler.compile(unknown, path: "s.json").count > 0)
+    }
+}

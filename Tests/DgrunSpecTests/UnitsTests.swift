@@ -1,0 +1,63 @@
+import Testing
+@testable import DgrunSpec
+
+@Suite struct ByteSizeTests {
+    @Test(arguments: [
+        ("512m", UInt64(512) << 20), ("2g", UInt64(2) << 30), ("1.5G", UInt64(3) << 29),
+        ("64MiB", UInt64(64) << 20), ("100k", UInt64(100) << 10), ("4096", UInt64(4096)), ("1gb", UInt64(1) << 30),
+    ])
+    func parses(text: String, bytes: UInt64) throws {
+        #expect(try ByteSize.parse(text) == bytes)
+    }
+
+    @Test(arguments: ["", "m", "12q", "-5m", "1..2g", "ten"])
+    func rejects(text: String) {
+        #expect(throws: SpecError.self) { try ByteSize.parse(text) }
+    }
+
+    @Test func describes() {
+        #expect(ByteSize.describe(64 << 20) == "64 MiB")
+        #expect(ByteSize.describe(1536 << 20) == "1.5 GiB")
+        #expect(ByteSize.describe(12) == "12 B")
+    }
+}
+
+@Suite struct DurationTests {
+    @Test(arguments: [("90", 90.0), ("30s", 30), ("500ms", 0.5), ("10m", 600), ("1.5h", 5400), ("1d", 86400)])
+    func parses(text: String, seconds: Double) throws {
+        #expect(try DurationText.parse(text) == seconds)
+    }
+
+    @Test(arguments: ["", "0", "-1s", "5x", "s"])
+    func rejects(text: String) {
+        #expect(throws: SpecError.self) { try DurationText.parse(text) }
+    }
+}
+
+@Suite struct LimitTests {
+    @Test func validatesRanges() throws {
+        #expect(throws: SpecError.self) { try ResourceLimits(memoryBytes: 1 << 20).validated(hostCPUs: 2) }
+        #expect(throws: SpecError.self) { try ResourceLimits(cpus: 3).validated(hostCPUs: 2) }
+        #expect(throws: SpecError.self) { try ResourceLimits(cpus: 0).validated(hostCPUs: 2) }
+        #expect(throws: SpecError.self) { try ResourceLimits(pids: 0).validated(hostCPUs: 2) }
+        let ok = ResourceLimits(memoryBytes: 64 << 20, cpus: 1.5, pids: 10)
+        #expect(try ok.validated(hostCPUs: 2) == ok)
+    }
+
+    @Test func quotaAndHigh() {
+        #expect(ResourceLimits.cfsQuota(cpus: 1.5) == 150_000)
+        #expect(ResourceLimits.cfsQuota(cpus: 0.001) == 1000)
+        // memory.high sits below memory.max: 1/16 lower, at most 64 MiB lower.
+        #expect(ResourceLimits.memoryHigh(forMax: 64 << 20) == 60 << 20)
+        #expect(ResourceLimits.memoryHigh(forMax: 8 << 30) == (8 << 30) - (64 << 20))
+    }
+}
+
+@Suite struct CapabilityTests {
+    @Test func namesResolve() throws {
+        #expect(try Capabilities.number(of: "CAP_NET_BIND_SERVICE") == 10)
+        #expect(try Capabilities.number(of: "sys_admin") == 21)
+        #expect(try Capabilities.mask(["CAP_CHOWN", "CAP_KILL"]) == (1 << 0 | 1 << 5))
+        #expect(throws: SpecError.self) { try Capabilities.number(of: "CAP_MAKE_COFFEE") }
+    }
+}

@@ -15,8 +15,10 @@ public struct V2Driver: CgroupDriver {
     public static func limitWrites(_ limits: ResourceLimits) -> [(file: String, value: String)] {
         var writes: [(String, String)] = []
         if let memory = limits.memoryBytes {
+            // No memory.high yet: without swap, a task above it is throttled in reclaim for minutes
+            // instead of being OOM-killed at memory.max (seen in the VM lane). The live tuner, which
+            // raises it when pressure shows a stall, is what makes it safe to set.
             writes.append(("memory.max", String(memory)))
-            writes.append(("memory.high", String(ResourceLimits.memoryHigh(forMax: memory))))
             writes.append(("memory.swap.max", "0"))
         }
         if let cpus = limits.cpus {

@@ -224,7 +224,7 @@ struct Exec: ParsableCommand {
     func writeReport(_ outcome: RunOutcome) throws {
         guard let report else { return }
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data: Data
         do { data = try encoder.encode(outcome) } catch {
             Self.printError("dgrun: cannot encode the report: \(error)")

@@ -44,7 +44,6 @@ public struct Launcher {
             rlimits = bestEffortRlimits(spec.limits)
             applied = Self.applied(spec.limits, enforcedBy: "rlimit")
             applied.cpus = nil
-            applied.memoryHighBytes = nil
         }
         defer {
             if let cgroup {
@@ -205,7 +204,7 @@ public struct Launcher {
     static func applied(_ limits: ResourceLimits, enforcedBy: String) -> RunOutcome.AppliedLimits {
         RunOutcome.AppliedLimits(
             memoryBytes: limits.memoryBytes,
-            memoryHighBytes: limits.memoryBytes.map(ResourceLimits.memoryHigh(forMax:)),
+            memoryHighBytes: nil,
             cpus: limits.cpus, pids: limits.pids, enforcedBy: enforcedBy)
     }
 

@@ -31,11 +31,6 @@ public struct ResourceLimits: Sendable, Equatable, Codable {
         max(1000, Int((cpus * Double(periodMicros)).rounded()))
     }
 
-    /// memory.high a little below memory.max, so the kernel reclaims and throttles before it kills.
-    public static func memoryHigh(forMax max: UInt64) -> UInt64 {
-        max - min(max / 16, 64 << 20)
-    }
-
     enum CodingKeys: String, CodingKey {
         case memoryBytes = "memory_bytes", cpus, pids
     }

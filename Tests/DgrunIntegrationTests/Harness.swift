@@ -54,32 +54,36 @@ enum Harness {
     }
 
     /// Runs `argv` with output captured in files (no pipe deadlock). `onStart` gets the pid.
+    /// posix_spawn + waitpid rather than Foundation's Process, whose run loop needs a socket pair
+    /// that the VM lane's guest could not create.
     @discardableResult
-    static func run(_ argv: [String], cwd: String? = nil, environment: [String: String]? = nil,
-                    onStart: ((Int32) -> Void)? = nil) -> RunResult {
+    static func run(_ argv: [String], cwd: String? = nil, onStart: ((Int32) -> Void)? = nil) -> RunResult {
         let dir = makeTemporaryDirectory()
         defer { removeTree(dir) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : "/usr/bin/env")
-        process.arguments = argv[0].hasPrefix("/") ? Array(argv.dropFirst()) : argv
-        process.currentDirectoryURL = URL(fileURLWithPath: cwd ?? dir)
-        if let environment { process.environment = environment }
-        _ = FileManager.default.createFile(atPath: dir + "/out", contents: nil)
-        _ = FileManager.default.createFile(atPath: dir + "/err", contents: nil)
-        process.standardOutput = FileHandle(forWritingAtPath: dir + "/out")
-        process.standardError = FileHandle(forWritingAtPath: dir + "/err")
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch {
-            return RunResult(status: -1, stdout: "", stderr: "could not start \(argv): \(error)", pid: -1)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, dir + "/out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, dir + "/err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        // env -C: the working directory without chdir in this multi-threaded process; env execs
+        // the command, so the pid is the command's.
+        var cArgs = (["/usr/bin/env", "-C", cwd ?? dir] + argv).map { strdup($0) } + [nil]
+        defer { cArgs.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, "/usr/bin/env", &actions, nil, &cArgs, environ)
+        guard rc == 0 else {
+            return RunResult(status: -1, stdout: "", stderr: "could not start \(argv): \(String(cString: strerror(rc)))", pid: -1)
         }
-        onStart?(process.processIdentifier)
-        process.waitUntilExit()
-        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        onStart?(pid)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return RunResult(
-            status: status,
+            status: code,
             stdout: (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? "",
             stderr: (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? "",
-            pid: process.processIdentifier)
+            pid: pid)
     }
 
     /// Runs `dgrun ARGS` with a --report, parsed into `report`.

@@ -34,7 +34,7 @@ import Testing
     }
 }
 
-@Suite struct LimitTests {
+@Suite struct ResourceLimitTests {
     @Test func validatesRanges() throws {
         #expect(throws: SpecError.self) { try ResourceLimits(memoryBytes: 1 << 20).validated(hostCPUs: 2) }
         #expect(throws: SpecError.self) { try ResourceLimits(cpus: 3).validated(hostCPUs: 2) }
@@ -44,12 +44,9 @@ import Testing
         #expect(try ok.validated(hostCPUs: 2) == ok)
     }
 
-    @Test func quotaAndHigh() {
+    @Test func cpuQuota() {
         #expect(ResourceLimits.cfsQuota(cpus: 1.5) == 150_000)
         #expect(ResourceLimits.cfsQuota(cpus: 0.001) == 1000)
-        // memory.high sits below memory.max: 1/16 lower, at most 64 MiB lower.
-        #expect(ResourceLimits.memoryHigh(forMax: 64 << 20) == 60 << 20)
-        #expect(ResourceLimits.memoryHigh(forMax: 8 << 30) == (8 << 30) - (64 << 20))
     }
 }
 

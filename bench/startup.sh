@@ -1,0 +1,84 @@
+#!/bin/sh
+# Start-up latency of a sandboxed /bin/true, dgrun side by side with its peers in one run.
+#   bench/startup.sh [RUNS]        (as root; writes bench/results/startup.{json,md})
+# Same isolation everywhere: user, pid, mount, net, ipc, uts (+cgroup where the tool has it);
+# dgrun and crun/runc also create a cgroup with a 64 MiB memory limit, dgrun loads its default
+# seccomp profile. crun refuses the hybrid layout while the unified tree lists any controller, so the
+# whole run happens in a private mount namespace where that file is masked with an empty one.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+runs=${1:-100}
+out=$here/results
+mkdir -p "$out"
+[ "$(id -u)" = 0 ] || { echo "bench/startup.sh: run as root (crun and runc need it)" >&2; exit 1; }
+for tool in hyperfine bwrap unshare python3; do
+    command -v $tool >/dev/null || { echo "bench: missing $tool (apt-get install hyperfine bubblewrap util-linux python3)" >&2; exit 1; }
+done
+
+(cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
+dgrun=$repo/.build/release/dgrun
+
+# An OCI bundle with the busybox rootfs for crun and runc.
+bundle=$out/bundle
+if [ ! -x "$bundle/rootfs/bin/busybox" ]; then
+    "$repo/rootfs-scripts/build-busybox-rootfs.sh" "$bundle/rootfs" >/dev/null
+fi
+oci=""
+for runtime in crun runc; do command -v $runtime >/dev/null && oci="$oci $runtime"; done
+if [ -n "$oci" ]; then
+    first=${oci# }; first=${first%% *}
+    (cd "$bundle" && rm -f config.json && $first spec)
+    python3 - "$bundle/config.json" <<'PY'
+import json, sys
+path = sys.argv[1]
+c = json.load(open(path))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["/bin/true"]
+c["linux"].setdefault("resources", {})["memory"] = {"limit": 64 << 20}
+names = {n["type"] for n in c["linux"]["namespaces"]}
+for ns in ["pid", "network", "ipc", "uts", "mount", "cgroup"]:
+    if ns not in names:
+        c["linux"]["namespaces"].append({"type": ns})
+json.dump(c, open(path, "w"), indent=1)
+PY
+fi
+
+cat > "$out/run-hyperfine.sh" <<SH
+#!/bin/sh
+set -eu
+if [ -s /sys/fs/cgroup/unified/cgroup.controllers ]; then
+    : > "$out/empty"
+    mount --bind "$out/empty" /sys/fs/cgroup/unified/cgroup.controllers
+fi
+set -- \\
+  -n native "/bin/true" \\
+  -n unshare "unshare --user --map-root-user --pid --fork --mount --mount-proc --net --ipc --uts /bin/true" \\
+  -n bwrap "bwrap --unshare-user --unshare-pid --unshare-net --unshare-ipc --unshare-uts --unshare-cgroup --die-with-parent --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp /bin/true" \\
+  -n dgrun "$dgrun exec --memory 64m --net none -- /bin/true"
+for runtime in $oci; do
+  set -- "\$@" -n \$runtime "\$runtime run --bundle $bundle bench-\$runtime-\\\$\\\$"
+done
+exec hyperfine -N --warmup 10 --runs $runs --export-json "$out/startup.json" "\$@"
+SH
+chmod +x "$out/run-hyperfine.sh"
+unshare --mount --propagation private "$out/run-hyperfine.sh" >"$out/hyperfine.log" 2>&1 || { cat "$out/hyperfine.log"; exit 1; }
+
+rss_kib=$(/usr/bin/time -v "$dgrun" exec --memory 64m --net none -- /bin/true 2>&1 | sed -n 's/.*Maximum resident set size (kbytes): //p')
+
+python3 - "$out/startup.json" "$rss_kib" <<'PY' | tee "$out/startup.md"
+import json, sys, platform, subprocess, os
+data = json.load(open(sys.argv[1]))
+rss = int(sys.argv[2] or 0)
+res = {r["command"]: r for r in data["results"]}
+def med(n): return res[n]["median"] * 1000
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(f"Machine: {os.cpu_count()} CPUs ({cpu}), kernel {platform.release()}, "
+      f"cgroups {'hybrid' if os.path.exists('/sys/fs/cgroup/unified') else 'v2'}; {len(res['dgrun']['times'])} runs each.\n")
+print("| sandbox | median ms | mean ± σ ms | user ms | sys ms | dgrun ÷ it |")
+print("|---|---|---|---|---|---|")
+for name, r in res.items():
+    print(f"| {name} | {r['median']*1000:.2f} | {r['mean']*1000:.2f} ± {r['stddev']*1000:.2f} | "
+          f"{r['user']*1000:.2f} | {r['system']*1000:.2f} | {med('dgrun')/med(name):.2f} |")
+print(f"\ndgrun peak RSS (/usr/bin/time -v): {rss/1024:.1f} MiB")
+PY

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Builds dgrun and runs the bundled example (examples/hello-build) in a sandbox: compile and test a
+# small C program with no network, a read-only host, and 256 MiB / 1 CPU / 64 processes; then shows
+# what an out-of-memory kill looks like. Run as root for cgroup limits.
+set -eu
+cd "$(dirname "$0")/.."
+. scripts/ensure-deps.sh
+swift build -c release --static-swift-stdlib
+dgrun=$PWD/.build/release/dgrun
+cd examples/hello-build
+echo "== dgrun exec: build and test examples/hello-build" >&2
+"$dgrun" exec --memory 256m --cpus 1 --pids 64 --net none --timeout 2m --report ../../.build/hello-report.json \
+    -- sh -c 'cc -O2 -o /tmp/hello hello.c && /tmp/hello && ./test.sh /tmp/hello'
+echo "== report (.build/hello-report.json)" >&2
+cat ../../.build/hello-report.json
+echo "== the same sandbox with 32 MiB, running a memory hog" >&2
+"$dgrun" exec --memory 32m -- sh -c 'head -c 256m /dev/zero | tail > /dev/null' || echo "exit status: $? (as the contract says)" >&2

@@ -1,0 +1,9 @@
+#!/bin/sh
+# Runs every dgrun test lane this machine can run: unit tests, host integration (namespaces, seccomp,
+# the host's cgroups), rootless, --rootfs, and the cgroup-v2 VM lane under QEMU. Lanes that cannot
+# run here are reported as skipped with the reason. Run as root for the privileged lanes.
+set -eu
+cd "$(dirname "$0")/.."
+. scripts/ensure-deps.sh
+swift build --build-tests
+swift test --skip-build "$@"

@@ -7,9 +7,7 @@ let package = Package(
     products: [
         .executable(name: "dgrun", targets: ["dgrun"]),
     ],
-    dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-    ],
+    dependencies: [],
     targets: [
         // Everything between clone and exec: async-signal-safe C, no Swift.
         .target(name: "CDgrunSpawn"),
@@ -23,10 +21,7 @@ let package = Package(
         .target(name: "DgrunCgroups", dependencies: ["DgrunSystem", "DgrunSpec"]),
         .target(name: "DgrunRuntime",
                 dependencies: ["CDgrunSpawn", "DgrunSystem", "DgrunSpec", "DgrunSeccomp", "DgrunCgroups"]),
-        .target(name: "DgrunCommands", dependencies: [
-            "DgrunRuntime", "DgrunSpec", "DgrunCgroups",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        .target(name: "DgrunCommands", dependencies: ["DgrunRuntime", "DgrunSpec", "DgrunCgroups", "DgrunSeccomp"]),
         .executableTarget(name: "dgrun", dependencies: ["DgrunCommands", "CDgrunSpawn"]),
 
         .testTarget(name: "DgrunSpecTests", dependencies: ["DgrunSpec", "DgrunSeccomp"]),

@@ -74,11 +74,13 @@ enum CgroupFS {
         _ = try valueOrErrno("create cgroup", path: path, hint: hint) { mkdir(path, 0o755) }
     }
 
-    /// rmdir, waiting briefly while the kernel finishes tearing down the last tasks.
+    /// rmdir; while it is busy, kill what is left (only processes of this run can be in it) and
+    /// wait briefly for the kernel to finish tearing them down.
     static func removeDirectory(_ path: String) throws(SystemError) {
         for attempt in 0..<200 {
             if rmdir(path) == 0 || errno == ENOENT { return }
             let err = errno
+            if err == EBUSY && attempt == 0 { killProcesses(in: path) }
             guard err == EBUSY, attempt < 199 else {
                 throw SystemError("remove cgroup", path: path, errno: err,
                                   hint: "processes may still be running in it; dgrun will retry on its next start")
@@ -101,7 +103,7 @@ enum CgroupFS {
     }
 
     static func readNumber(_ path: String) -> UInt64? {
-        guard let text = try? FileIO.read(path) else { return nil }
+        guard let text = FileIO.readSmall(path) else { return nil }
         return UInt64(text.trimmingCharacters(in: " \n"))
     }
 
@@ -116,7 +118,7 @@ enum CgroupFS {
     }
 
     static func keyedFile(_ path: String) -> [String: UInt64] {
-        keyed((try? FileIO.read(path)) ?? "")
+        keyed(FileIO.readSmall(path) ?? "")
     }
 }
 

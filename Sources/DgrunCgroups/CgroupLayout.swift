@@ -53,17 +53,22 @@ public struct CgroupMount: Sendable, Equatable {
     ]
 
     public static func parse(mountinfo: String) -> [CgroupMount] {
-        mountinfo.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ").map(String.init)
-            guard let dash = fields.firstIndex(of: "-"), dash >= 5, fields.count > dash + 3 else { return nil }
-            let fstype = fields[dash + 1]
-            guard fstype == "cgroup" || fstype == "cgroup2" else { return nil }
-            let superOptions = fields[dash + 3].split(separator: ",").map(String.init)
-            return CgroupMount(
-                mountPoint: unescape(fields[4]), root: unescape(fields[3]),
+        // Bytes, not Characters: this runs on every start, and a host can have hundreds of mounts.
+        var mounts: [CgroupMount] = []
+        for line in Array(mountinfo.utf8).split(separator: UInt8(ascii: "\n")) {
+            let fields = line.split(separator: UInt8(ascii: " "))
+            guard let dash = fields.firstIndex(where: { $0.count == 1 && $0.first == UInt8(ascii: "-") }),
+                  dash >= 5, fields.count > dash + 3 else { continue }
+            let fstype = String(decoding: fields[dash + 1], as: UTF8.self)
+            guard fstype == "cgroup" || fstype == "cgroup2" else { continue }
+            let superOptions = fields[dash + 3].split(separator: UInt8(ascii: ",")).map { String(decoding: $0, as: UTF8.self) }
+            mounts.append(CgroupMount(
+                mountPoint: unescape(String(decoding: fields[4], as: UTF8.self)),
+                root: unescape(String(decoding: fields[3], as: UTF8.self)),
                 version: fstype == "cgroup2" ? 2 : 1,
-                controllers: superOptions.filter { knownControllers.contains($0) })
+                controllers: superOptions.filter { knownControllers.contains($0) }))
         }
+        return mounts
     }
 
     /// mountinfo escapes space, tab, newline and backslash as octal.

@@ -14,7 +14,9 @@ public struct HybridDriver: CgroupDriver {
     public let layout: CgroupLayout
     public var name: String { layout.rawValue }
 
-    static let usedControllers = ["memory", "cpu", "cpuacct", "pids"]
+    /// cpuacct is not used: the rusage of the sandbox init, which reaps every process of the
+    /// sandbox, gives the same CPU totals without a hierarchy to create and remove per run.
+    static let usedControllers = ["memory", "cpu", "pids"]
 
     public init(memberships: [CgroupMembership], mounts: [CgroupMount], layout: CgroupLayout) {
         var bases: [String: String] = [:]
@@ -66,8 +68,10 @@ public struct HybridDriver: CgroupDriver {
         let name = RunCgroupName.make()
         let run = HybridRun()
         do throws(SystemError) {
-            // One directory per distinct hierarchy (cpu and cpuacct may be co-mounted).
-            for (controller, base) in v1Bases.sorted(by: { $0.key < $1.key }) {
+            // One directory per distinct hierarchy (cpu and cpuacct may be co-mounted); cpu only
+            // when it limits something. Each hierarchy costs a mkdir, a join and an rmdir per run.
+            for (controller, base) in v1Bases.sorted(by: { $0.key < $1.key })
+            where controller != "cpu" || limits.cpus != nil {
                 let dir = base + "/" + name
                 run.byController[controller] = dir
                 if run.v1Directories.contains(dir) { continue }
@@ -140,10 +144,6 @@ final class HybridRun: CgroupRun {
             stats.memoryPeakBytes = CgroupFS.readNumber(memory + "/memory.max_usage_in_bytes")
             stats.oomKills = Int(CgroupFS.keyedFile(memory + "/memory.oom_control")["oom_kill"] ?? 0)
         }
-        if let cpuacct = byController["cpuacct"] {
-            stats.cpuUserMicros = CgroupFS.readNumber(cpuacct + "/cpuacct.usage_user").map { $0 / 1000 }
-            stats.cpuSystemMicros = CgroupFS.readNumber(cpuacct + "/cpuacct.usage_sys").map { $0 / 1000 }
-        }
         if let pids = byController["pids"] {
             stats.pidsPeak = CgroupFS.readNumber(pids + "/pids.peak").map(Int.init)
         }
@@ -151,14 +151,17 @@ final class HybridRun: CgroupRun {
     }
 
     func killAll() {
-        if let unifiedDirectory { V2Run.kill(unifiedDirectory) }
+        if killFD >= 0 {
+            _ = write(killFD, "1", 1)
+        } else if let unifiedDirectory {
+            V2Run.kill(unifiedDirectory)
+        }
         for dir in v1Directories { CgroupFS.killProcesses(in: dir) }
     }
 
     func remove() throws(SystemError) {
         if cloneFD >= 0 { close(cloneFD); cloneFD = -1 }
         if killFD >= 0 { close(killFD); killFD = -1 }
-        if directories.contains(where: { !CgroupFS.pids(in: $0).isEmpty }) { killAll() }
         var firstError: SystemError?
         for dir in directories.reversed() {
             do { try CgroupFS.removeDirectory(dir) } catch { firstError = firstError ?? error }

@@ -94,7 +94,9 @@ final class V2Run: CgroupRun {
         return stats
     }
 
-    func killAll() { Self.kill(directory) }
+    func killAll() {
+        if killFD >= 0 { _ = write(killFD, "1", 1) } else { Self.kill(directory) }
+    }
 
     static func kill(_ directory: String) {
         if (try? FileIO.write(directory + "/cgroup.kill", "1")) == nil {
@@ -104,7 +106,6 @@ final class V2Run: CgroupRun {
 
     func remove() throws(SystemError) {
         closeFDs()
-        if !CgroupFS.pids(in: directory).isEmpty { killAll() }
         try CgroupFS.removeDirectory(directory)
     }
 

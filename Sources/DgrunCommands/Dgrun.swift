@@ -1,17 +1,60 @@
-import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
 
-public struct Dgrun: ParsableCommand {
+/// The `dgrun` command: verbs and top-level flags. Exit status 125 for any usage error.
+public enum CLI {
     public static let version = "0.1.0"
-    public static let configuration = CommandConfiguration(
-        commandName: "dgrun",
-        abstract: "A Linux sandbox runtime for builds, tests and data jobs.",
-        discussion: """
-        dgrun exec runs a command in new user, mount, pid, ipc, uts and cgroup namespaces (and a new
-        network namespace with --net none), with the host root read-only, a seccomp filter, no
-        capabilities, and cgroup limits (v2 or the v1/hybrid layout).
-        """,
-        version: version,
-        subcommands: [Exec.self])
 
-    public init() {}
+    static let overview = """
+    OVERVIEW: A Linux sandbox runtime for builds, tests and data jobs.
+
+    USAGE: dgrun <command> [options]
+
+    COMMANDS:
+      exec      Run a command in a sandbox with enforced limits.
+
+    OPTIONS:
+      --version   Show the version.
+      -h, --help  Show this help; 'dgrun <command> --help' for a command's.
+    """
+
+    /// Runs dgrun with `arguments` (without the program name); returns the exit status.
+    public static func main(_ arguments: [String]) -> Int32 {
+        guard let verb = arguments.first else {
+            write(2, overview + "\n")
+            return 125
+        }
+        do throws(UsageError) {
+            switch verb {
+            case "exec":
+                guard let exec = try Exec.parse(arguments.dropFirst()) else { return 0 }
+                return exec.run()
+            case "--help", "-h", "help":
+                write(1, overview + "\n")
+                return 0
+            case "--version":
+                write(1, version + "\n")
+                return 0
+            default:
+                throw UsageError(message: "unknown command '\(verb)'; commands: exec (see dgrun --help)")
+            }
+        } catch {
+            let hint = error.verb.map { "\nSee 'dgrun \($0) --help'." } ?? ""
+            write(2, "dgrun: \(error.message)\(hint)\n")
+            return 125
+        }
+    }
+
+    static func write(_ fd: Int32, _ text: String) {
+        var text = text
+        text.withUTF8 { buf in
+            var offset = 0
+            while offset < buf.count {
+                let n = Glibc.write(fd, buf.baseAddress! + offset, buf.count - offset)
+                if n <= 0 { if errno == EINTR { continue } else { return } }
+                offset += n
+            }
+        }
+    }
 }

@@ -1,4 +1,3 @@
-import ArgumentParser
 import DgrunCgroups
 import DgrunRuntime
 import DgrunSeccomp
@@ -9,116 +8,113 @@ import FoundationEssentials
 import Glibc
 #endif
 
-extension LimitMode: ExpressibleByArgument {}
-extension SandboxProfile.Network: ExpressibleByArgument {}
-extension SandboxSpec.UserMapping: ExpressibleByArgument {}
+/// `dgrun exec`: run a command in a sandbox with enforced limits.
+struct Exec {
+    var memory: String?
+    var cpus: String?
+    var pids: String?
+    var timeout: String?
+    var net: SandboxProfile.Network?
+    var readonlyPaths: [String] = []
+    var writablePaths: [String] = []
+    var tmpfs: [String] = []
+    var profile = "default"
+    var seccomp: String?
+    var capAdd: [String] = []
+    var report: String?
+    var rootfs: String?
+    var cwd: String?
+    var hostname = "dgrun"
+    var limits: LimitMode = .enforce
+    var user: SandboxSpec.UserMapping = .root
+    var env: [String] = []
+    var clearEnv = false
+    var newSession = false
+    var command: [String] = []
 
-struct Exec: ParsableCommand {
-    static let configuration = CommandConfiguration(
+    static let verb = VerbSpec<Exec>(
+        name: "exec",
+        usage: "dgrun exec [options] -- CMD [ARGS...]",
         abstract: "Run a command in a sandbox with enforced limits.",
         discussion: """
-        Exit status: the command's own; 128+N when it was killed by signal N; 124 when --timeout
+        The sandbox: new user, mount, pid, ipc, uts and cgroup namespaces (and network with --net none),
+        the host root read-only, the working directory writable, a private /tmp, a minimal /dev, no
+        capabilities, no_new_privs, the profile's seccomp filter, and a cgroup with the limits.
+
+        EXIT STATUS: the command's own; 128+N when it was killed by signal N; 124 when --timeout
         expired; 125 when dgrun failed (bad flag, bad profile, sandbox setup); 126 when the command
         cannot be executed; 127 when it is not found.
 
-        Examples:
+        EXAMPLES:
           dgrun exec --memory 512m --cpus 1.5 --pids 256 -- make -j2
           dgrun exec --net none --timeout 10m --report run.json -- ./test.sh
-        """)
+        """,
+        options: [
+            .value("memory", "size", "Memory limit, like docker (512m, 2g).") { $0.memory = $1 },
+            .value("cpus", "n", "CPU limit in CPUs, like docker (1.5).") { $0.cpus = $1 },
+            .value("pids", "n", "Maximum number of processes and threads.") { $0.pids = $1 },
+            .value("timeout", "duration", "Stop the sandbox after this long (30s, 10m); exit status 124.") { $0.timeout = $1 },
+            .value("net", "none|host", "Network: none (loopback only) or host. Default: the profile's.") {
+                (target: inout Exec, text: String) throws(UsageError) in target.net = try choice(text, option: "net")
+            },
+            .value("ro", "path", "Bind a host path read-only (PATH or SRC:DST).") { $0.readonlyPaths.append($1) },
+            .value("rw", "path", "Bind a host path writable (PATH or SRC:DST).") { $0.writablePaths.append($1) },
+            .value("tmpfs", "path", "Mount an empty tmpfs at this path (besides /tmp).") { $0.tmpfs.append($1) },
+            .value("profile", "name|file", "Sandbox profile: a name from profiles/ or a file (default: default).") { $0.profile = $1 },
+            .value("seccomp", "file", "Seccomp profile (OCI JSON) instead of the profile's, or 'unconfined'.") { $0.seccomp = $1 },
+            .value("cap-add", "cap", "Keep this capability (CAP_NET_BIND_SERVICE...).") { $0.capAdd.append($1) },
+            .value("report", "file", "Write a JSON report of the run to this file.") { $0.report = $1 },
+            .value("rootfs", "dir", "Run in this root filesystem (see rootfs-scripts/) instead of the host's.") { $0.rootfs = $1 },
+            .value("cwd", "dir", "Working directory (default: the current one, which is made writable).") { $0.cwd = $1 },
+            .value("hostname", "name", "Hostname inside the sandbox (default: dgrun).") { $0.hostname = $1 },
+            .value("limits", "enforce|best-effort", "Without a writable cgroup: fail (enforce, the default) or use rlimits.") {
+                (target: inout Exec, text: String) throws(UsageError) in target.limits = try choice(text, option: "limits")
+            },
+            .value("user", "root|current", "Who the caller is inside: root (uid 0, the default) or its own uid.") {
+                (target: inout Exec, text: String) throws(UsageError) in target.user = try choice(text, option: "user")
+            },
+            .value("env", short: "e", "key=value", "Set an environment variable.") { $0.env.append($1) },
+            .flag("clear-env", "Start from an empty environment (PATH, HOME, TERM, LANG kept).") { $0.clearEnv = true },
+            .flag("new-session", "Run the command in a new session, without a controlling terminal.") { $0.newSession = true },
+        ])
 
-    @Option(help: ArgumentHelp("Memory limit, like docker (512m, 2g).", valueName: "size"))
-    var memory: String?
-
-    @Option(help: ArgumentHelp("CPU limit in CPUs, like docker (1.5).", valueName: "n"))
-    var cpus: String?
-
-    @Option(help: ArgumentHelp("Maximum number of processes and threads.", valueName: "n"))
-    var pids: Int?
-
-    @Option(help: ArgumentHelp("Stop the sandbox after this long (30s, 10m); exit status 124.", valueName: "duration"))
-    var timeout: String?
-
-    @Option(help: "Network: none (loopback only) or host. Default: the profile's (host).")
-    var net: SandboxProfile.Network?
-
-    @Option(name: .customLong("ro"), help: ArgumentHelp("Bind a host path read-only (PATH or SRC:DST).", valueName: "path"))
-    var readonlyPaths: [String] = []
-
-    @Option(name: .customLong("rw"), help: ArgumentHelp("Bind a host path writable (PATH or SRC:DST).", valueName: "path"))
-    var writablePaths: [String] = []
-
-    @Option(help: ArgumentHelp("Mount an empty tmpfs at this path (besides /tmp).", valueName: "path"))
-    var tmpfs: [String] = []
-
-    @Option(help: ArgumentHelp("Sandbox profile: a name from profiles/ or a file.", valueName: "name|file"))
-    var profile: String = "default"
-
-    @Option(help: ArgumentHelp("Seccomp profile (OCI JSON) instead of the profile's, or 'unconfined'.", valueName: "file"))
-    var seccomp: String?
-
-    @Option(name: .customLong("cap-add"), help: ArgumentHelp("Keep this capability (CAP_NET_BIND_SERVICE...).", valueName: "cap"))
-    var capAdd: [String] = []
-
-    @Option(help: ArgumentHelp("Write a JSON report of the run to this file.", valueName: "file"))
-    var report: String?
-
-    @Option(help: ArgumentHelp("Run in this root filesystem (see rootfs-scripts/) instead of the host's.", valueName: "dir"))
-    var rootfs: String?
-
-    @Option(help: ArgumentHelp("Working directory (default: the current one, which is made writable).", valueName: "dir"))
-    var cwd: String?
-
-    @Option(help: "Hostname inside the sandbox.")
-    var hostname: String = "dgrun"
-
-    @Option(help: "Where limits cannot be enforced with a cgroup: enforce (fail) or best-effort (rlimits).")
-    var limits: LimitMode = .enforce
-
-    @Option(help: "Who the caller is inside: root (uid 0, the default) or current (its own uid).")
-    var user: SandboxSpec.UserMapping = .root
-
-    @Option(name: [.customShort("e"), .customLong("env")], help: ArgumentHelp("Set an environment variable.", valueName: "key=value"))
-    var env: [String] = []
-
-    @Flag(help: "Start from an empty environment (PATH, HOME, TERM, LANG kept).")
-    var clearEnv = false
-
-    @Flag(help: "Run the command in a new session, without a controlling terminal.")
-    var newSession = false
-
-    @Argument(help: ArgumentHelp("Task directory (not supported yet: use -- CMD).", valueName: "taskdir"))
-    var taskDirectory: String?
-
-    @Argument(parsing: .postTerminator, help: ArgumentHelp("The command and its arguments, after --.", valueName: "cmd"))
-    var command: [String] = []
-
-    func validate() throws {
-        if let taskDirectory {
-            throw ValidationError("task directories (\(taskDirectory)) are not supported by exec yet; run a command with: dgrun exec [options] -- CMD [ARGS...]")
+    /// Parses the arguments after `exec`; nil when --help was printed.
+    static func parse(_ args: ArraySlice<String>) throws(UsageError) -> Exec? {
+        var exec = Exec()
+        let parsed = try verb.parse(args, into: &exec)
+        if parsed.help {
+            CLI.write(1, verb.help)
+            return nil
         }
-        if command.isEmpty {
-            throw ValidationError("no command given; usage: dgrun exec [options] -- CMD [ARGS...]")
+        if let first = parsed.positionals.first {
+            throw UsageError(message: "task directories (\(first)) are not supported by exec yet; run a command with: dgrun exec [options] -- CMD [ARGS...]", verb: "exec")
         }
+        guard !parsed.command.isEmpty else {
+            throw UsageError(message: "no command given; usage: \(verb.usage)", verb: "exec")
+        }
+        exec.command = parsed.command
+        return exec
     }
 
-    func run() throws {
+    /// Runs the sandbox; returns the exit status of the contract.
+    func run() -> Int32 {
         let outcome: RunOutcome
         do {
             let spec = try makeSpec()
             let detected = CgroupDrivers.detect()
             let launcher = Launcher(driver: detected.driver, driverUnavailableReason: detected.reason,
-                                    warn: { Self.printError($0) })
+                                    warn: { CLI.write(2, $0 + "\n") })
             outcome = try launcher.run(spec)
         } catch let error as SpecError {
-            try finish(failure: error.message, exitCode: 125)
-            return
+            return finish(failure: error.message, exitCode: 125)
         } catch let error as LaunchError {
-            try finish(failure: error.message, exitCode: error.exitCode)
-            return
+            return finish(failure: error.message, exitCode: error.exitCode)
+        } catch {
+            return finish(failure: "\(error)", exitCode: 125)
         }
-        if let message = outcome.error { Self.printError("dgrun: \(message)") }
-        try writeReport(outcome)
-        if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
+        if let message = outcome.error { CLI.write(2, "dgrun: \(message)\n") }
+        if !writeReport(outcome) { return 125 }
+        return outcome.exitCode
     }
 
     // MARK: - spec
@@ -133,7 +129,10 @@ struct Exec: ParsableCommand {
             guard let value = Double(cpus) else { throw SpecError("--cpus \"\(cpus)\" is not a number (like 1.5)") }
             limits.cpus = value
         }
-        limits.pids = pids
+        if let pids {
+            guard let value = Int(pids) else { throw SpecError("--pids \"\(pids)\" is not a whole number") }
+            limits.pids = value
+        }
         limits = try limits.validated(hostCPUs: DgrunSystem.ProcessInfo.cpuCount)
 
         var environment = Self.inheritedEnvironment()
@@ -182,7 +181,7 @@ struct Exec: ParsableCommand {
 
         let seccompChoice = seccomp ?? profile.seccompPath
         if let seccompChoice, seccompChoice != "unconfined" {
-            spec.seccompProgram = try SeccompCompiler.load(path: seccompChoice)
+            spec.seccompProgram = try SeccompCache.program(path: seccompChoice)
         }
         return spec
     }
@@ -213,37 +212,27 @@ struct Exec: ParsableCommand {
 
     // MARK: - output
 
-    func finish(failure: String, exitCode: Int32) throws {
-        Self.printError("dgrun: \(failure)")
-        if report != nil {
-            try writeReport(.notStarted(argv: command, exitCode: exitCode, error: failure))
-        }
-        throw ExitCode(exitCode)
+    func finish(failure: String, exitCode: Int32) -> Int32 {
+        CLI.write(2, "dgrun: \(failure)\n")
+        if report != nil, !writeReport(.notStarted(argv: command, exitCode: exitCode, error: failure)) { return 125 }
+        return exitCode
     }
 
-    func writeReport(_ outcome: RunOutcome) throws {
-        guard let report else { return }
+    /// Writes --report beside its final name, then renames: a reader never sees half a report.
+    func writeReport(_ outcome: RunOutcome) -> Bool {
+        guard let report else { return true }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let data: Data
-        do { data = try encoder.encode(outcome) } catch {
-            Self.printError("dgrun: cannot encode the report: \(error)")
-            throw ExitCode(125)
-        }
-        // Write beside, then rename: a reader never sees half a report.
         let temporary = report + ".tmp-\(getpid())"
         do {
+            let data = try encoder.encode(outcome)
             try FileIO.write(temporary, String(decoding: data, as: UTF8.self) + "\n", create: true)
             _ = try valueOrErrno("rename", path: report) { rename(temporary, report) }
+            return true
         } catch {
             unlink(temporary)
-            Self.printError("dgrun: cannot write the report: \(error)")
-            throw ExitCode(125)
+            CLI.write(2, "dgrun: cannot write the report: \(error)\n")
+            return false
         }
-    }
-
-    static func printError(_ line: String) {
-        var text = line + "\n"
-        text.withUTF8 { buf in _ = Glibc.write(2, buf.baseAddress, buf.count) }
     }
 }

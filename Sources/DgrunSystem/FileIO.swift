@@ -5,6 +5,11 @@ import Glibc
 /// Small, allocation-light file helpers for /proc and cgroupfs: whole-file reads and single writes.
 public enum FileIO {
     public static func read(_ path: String, limit: Int = 1 << 20) throws(SystemError) -> String {
+        String(decoding: try readBytes(path, limit: limit), as: UTF8.self)
+    }
+
+    /// The raw bytes of a file, up to `limit`.
+    public static func readBytes(_ path: String, limit: Int = 64 << 20) throws(SystemError) -> [UInt8] {
         let fd = try valueOrErrno("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
         defer { close(fd) }
         var bytes: [UInt8] = []
@@ -16,11 +21,20 @@ public enum FileIO {
             if n == 0 { break }
             bytes.append(contentsOf: chunk[0..<n])
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
     }
 
-    public static func readBytes(_ path: String) throws(SystemError) -> [UInt8] {
-        Array(try read(path, limit: 64 << 20).utf8)
+    /// A small cgroupfs or /proc file in one read(2): such files are produced whole by the kernel
+    /// when the buffer is large enough. nil when it cannot be read.
+    public static func readSmall(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var n: Int
+        repeat { n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } } while n < 0 && errno == EINTR
+        guard n >= 0, n < buffer.count else { return n < 0 ? nil : (try? read(path)) }
+        return String(decoding: buffer[0..<n], as: UTF8.self)
     }
 
     /// Writes `value` with one write(2), as cgroupfs and /proc/PID/*_map require.

@@ -22,7 +22,11 @@ import Glibc
     }
 
     @Test(arguments: [
-        (["exec", "--bogus", "--", "true"], "Unknown option"),
+        (["exec", "--bogus", "--", "true"], "unknown option '--bogus'"),
+        (["exec", "--memroy", "1g", "--", "true"], "did you mean '--memory'"),
+        (["exec", "--memory"], "needs a value"),
+        (["exec", "--pids", "many", "--", "true"], "whole number"),
+        ([], "USAGE"),
         (["exec", "--memory", "lots", "--", "true"], "invalid size"),
         (["exec", "--timeout", "soon", "--", "true"], "invalid duration"),
         (["exec", "--cpus", "99", "--", "true"], "out of range"),
@@ -30,7 +34,7 @@ import Glibc
         (["exec", "--net", "maybe", "--", "true"], "net"),
         (["exec"], "no command given"),
         (["exec", "--cwd", "/nonexistent", "--", "true"], "not a directory"),
-        (["frobnicate"], "Unexpected argument"),
+        (["frobnicate"], "unknown command 'frobnicate'"),
     ])
     func badInputIs125WithAMessage(args: [String], message: String) {
         let r = Harness.dgrun(args)

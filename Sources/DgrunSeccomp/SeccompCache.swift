@@ -1,0 +1,67 @@
+import CSeccomp
+import DgrunSpec
+import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Compiled BPF programs, keyed by the exact profile bytes (crun caches its BPF the same way).
+/// Decoding the JSON and compiling it with libseccomp is a third of what dgrun does at start-up;
+/// a cache entry stores the profile and libseccomp's version beside the program, and is used only
+/// when both match byte for byte, so a hash collision can never load the wrong filter.
+public enum SeccompCache {
+    static let magic = Array("dgrun-bpf-1\n".utf8)
+
+    public static func directory() -> String? {
+        if let xdg = getenv("XDG_CACHE_HOME"), xdg.pointee != 0 { return String(cString: xdg) + "/dgrun/seccomp" }
+        if let home = getenv("HOME"), home.pointee != 0 { return String(cString: home) + "/.cache/dgrun/seccomp" }
+        return nil
+    }
+
+    static func libraryVersion() -> String {
+        guard let v = seccomp_version() else { return "?" }
+        return "\(v.pointee.major).\(v.pointee.minor).\(v.pointee.micro)"
+    }
+
+    /// FNV-1a: only a file name; the entry itself is checked byte for byte.
+    static func fileName(for profile: [UInt8]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in profile { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return String(hash, radix: 16) + ".bpf"
+    }
+
+    static func header(for profile: [UInt8]) -> [UInt8] {
+        magic + Array("\(libraryVersion()) \(profile.count)\n".utf8) + profile
+    }
+
+    /// The BPF program for the seccomp profile at `path`: from the cache, or compiled and cached.
+    public static func program(path: String) throws(SpecError) -> [UInt8] {
+        let profile: [UInt8]
+        do { profile = try FileIO.readBytes(path) } catch { throw SpecError("cannot read seccomp profile: \(error)") }
+        let dir = directory()
+        let entry = dir.map { $0 + "/" + fileName(for: profile) }
+        let expected = header(for: profile)
+        if let entry, let cached = try? FileIO.readBytes(entry), cached.count > expected.count,
+           cached.starts(with: expected), (cached.count - expected.count) % 8 == 0 {
+            return Array(cached[expected.count...])
+        }
+        let program = try SeccompCompiler.compile(SeccompProfile.decode(profile, path: path), path: path)
+        if let dir, let entry { store(expected + program, at: entry, in: dir) }
+        return program
+    }
+
+    /// Best effort: a cache that cannot be written only costs time.
+    static func store(_ bytes: [UInt8], at entry: String, in dir: String) {
+        var path = ""
+        for part in dir.split(separator: "/") {
+            path += "/" + part
+            mkdir(path, 0o700)
+        }
+        let temporary = entry + ".tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        if written != bytes.count || rename(temporary, entry) != 0 { unlink(temporary) }
+    }
+}

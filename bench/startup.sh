@@ -37,9 +37,14 @@ c["process"]["terminal"] = False
 c["process"]["args"] = ["/bin/true"]
 c["linux"].setdefault("resources", {})["memory"] = {"limit": 64 << 20}
 names = {n["type"] for n in c["linux"]["namespaces"]}
-for ns in ["pid", "network", "ipc", "uts", "mount", "cgroup"]:
+for ns in ["user", "pid", "network", "ipc", "uts", "mount", "cgroup"]:
     if ns not in names:
         c["linux"]["namespaces"].append({"type": ns})
+# The same user namespace as the others: root inside is the caller (root) outside.
+c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
+c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
+for m in c["mounts"]:  # gid 5 (tty) is not mapped in a one-id user namespace
+    m["options"] = [o for o in m.get("options", []) if o != "gid=5"]
 json.dump(c, open(path, "w"), indent=1)
 PY
 fi
@@ -47,7 +52,7 @@ fi
 cat > "$out/run-hyperfine.sh" <<SH
 #!/bin/sh
 set -eu
-if [ -s /sys/fs/cgroup/unified/cgroup.controllers ]; then
+if [ -n "$(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null)" ]; then
     : > "$out/empty"
     mount --bind "$out/empty" /sys/fs/cgroup/unified/cgroup.controllers
 fi
@@ -57,7 +62,7 @@ set -- \\
   -n bwrap "bwrap --unshare-user --unshare-pid --unshare-net --unshare-ipc --unshare-uts --unshare-cgroup --die-with-parent --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp /bin/true" \\
   -n dgrun "$dgrun exec --memory 64m --net none -- /bin/true"
 for runtime in $oci; do
-  set -- "\$@" -n \$runtime "\$runtime run --bundle $bundle bench-\$runtime-\\\$\\\$"
+  set -- "\$@" -n \$runtime "\$runtime run --bundle $bundle bench-\$runtime"
 done
 exec hyperfine -N --warmup 10 --runs $runs --export-json "$out/startup.json" "\$@"
 SH

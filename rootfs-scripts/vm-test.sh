@@ -71,7 +71,7 @@ mount -t overlay overlay -o lowerdir=/host,upperdir=/ovl/up,workdir=/ovl/work /n
 mount -t proc proc /newroot/proc
 mount -t sysfs sys /newroot/sys
 mount -t devtmpfs dev /newroot/dev
-mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
+# /tmp stays the overlay: the host's /tmp (where a clone may live) shows through, writes stay in the guest.
 mount -t tmpfs tmpfs /newroot/run
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup
 echo "+memory +cpu +pids" > /newroot/sys/fs/cgroup/cgroup.subtree_control

@@ -40,14 +40,15 @@ public struct V2Driver: CgroupDriver {
         let enabled = ((try? FileIO.read(base + "/cgroup.subtree_control")) ?? "")
             .split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
         let missing = Self.controllers(for: limits).filter { !enabled.contains($0) }
-        if !missing.isEmpty {
-            throw SystemError("use controllers \(missing.joined(separator: ", ")) below", path: base, errno: ENOTSUP,
-                              hint: "they are not enabled in its cgroup.subtree_control; run dgrun in a cgroup that delegates them (systemd-run --user --scope -p Delegate=yes) or pass --limits best-effort")
-        }
+        // cgroup v2 lets a cgroup enable controllers for its children only while it holds no
+        // processes, and dgrun's own cgroup holds dgrun. When dgrun is the only process in it (a
+        // cgroup delegated to it, as `systemd-run --scope -p Delegate=yes` makes), it steps into
+        // a leaf of its own, enables them, and puts everything back when the run ends.
+        let takeover = missing.isEmpty ? nil : try Takeover.begin(base: base, controllers: missing)
         let dir = base + "/" + RunCgroupName.make()
-        try CgroupFS.makeDirectory(dir, hint: "dgrun creates one cgroup per run below its own cgroup")
-        let run = V2Run(directory: dir)
+        let run = V2Run(directory: dir, takeover: takeover)
         do throws(SystemError) {
+            try CgroupFS.makeDirectory(dir, hint: "dgrun creates one cgroup per run below its own cgroup")
             for write in Self.limitWrites(limits) {
                 let path = dir + "/" + write.file
                 if write.file == "memory.swap.max" && !FileIO.exists(path) { continue }  // no swap accounting
@@ -72,7 +73,12 @@ final class V2Run: CgroupRun {
     private(set) var killFD: Int32 = -1
     var directories: [String] { [directory] }
 
-    init(directory: String) { self.directory = directory }
+    let takeover: Takeover?
+
+    init(directory: String, takeover: Takeover? = nil) {
+        self.directory = directory
+        self.takeover = takeover
+    }
 
     func open() throws(SystemError) {
         cloneFD = try valueOrErrno("open cgroup", path: directory) {
@@ -107,6 +113,7 @@ final class V2Run: CgroupRun {
     func remove() throws(SystemError) {
         closeFDs()
         try CgroupFS.removeDirectory(directory)
+        try takeover?.end()
     }
 
     private func closeFDs() {
@@ -125,4 +132,59 @@ final class V2Run: CgroupRun {
         }
         return removed
     }
+}
+
+/// dgrun's temporary move into a leaf of its own cgroup, so that the cgroup can enable controllers
+/// for the run (see V2Driver.create). `end` restores the cgroup as it was found.
+final class Takeover {
+    let base: String
+    let leaf: String
+    let enabled: [String]
+    private var ended = false
+
+    private init(base: String, leaf: String, enabled: [String]) {
+        self.base = base
+        self.leaf = leaf
+        self.enabled = enabled
+    }
+
+    static func begin(base: String, controllers: [String]) throws(SystemError) -> Takeover {
+        let pid = getpid()
+        let members = CgroupFS.pids(in: base)
+        let available = ((try? FileIO.read(base + "/cgroup.controllers")) ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" })
+        let unavailable = controllers.filter { !available.contains(Substring($0)) }
+        guard unavailable.isEmpty else {
+            throw SystemError("use controllers \(unavailable.joined(separator: ", ")) below", path: base, errno: ENOTSUP,
+                              hint: "its parent does not delegate them (cgroup.controllers); run dgrun under a scope that has them, e.g. systemd-run --scope -p Delegate=yes dgrun ..., or pass --limits best-effort")
+        }
+        guard members == [pid] else {
+            throw SystemError("use controllers \(controllers.joined(separator: ", ")) below", path: base, errno: EBUSY,
+                              hint: "cgroup v2 enables them for children only in a cgroup without processes, and \(members.count - 1) other process(es) share dgrun's; start dgrun alone in a delegated cgroup (systemd-run [--user] --scope -p Delegate=yes dgrun exec ...) or pass --limits best-effort")
+        }
+        let leaf = base + "/" + RunCgroupName.make()
+        try CgroupFS.makeDirectory(leaf, hint: "dgrun moves itself here to free its cgroup for the run")
+        let takeover = Takeover(base: base, leaf: leaf, enabled: controllers)
+        do throws(SystemError) {
+            try FileIO.write(leaf + "/cgroup.procs", "0", hint: "dgrun could not move itself into its own leaf cgroup")
+            try FileIO.write(base + "/cgroup.subtree_control", controllers.map { "+" + $0 }.joined(separator: " "),
+                             hint: "the cgroup does not let dgrun enable controllers for its children")
+        } catch {
+            try? takeover.end()
+            throw error
+        }
+        return takeover
+    }
+
+    /// Disables what was enabled, moves dgrun back, removes the leaf.
+    func end() throws(SystemError) {
+        guard !ended else { return }
+        ended = true
+        _ = try? FileIO.write(base + "/cgroup.subtree_control", enabled.map { "-" + $0 }.joined(separator: " "))
+        if CgroupFS.pids(in: leaf).contains(getpid()) {
+            try FileIO.write(base + "/cgroup.procs", "0", hint: "dgrun could not move itself back")
+        }
+        try CgroupFS.removeDirectory(leaf)
+    }
+
+    deinit { try? end() }
 }

@@ -70,8 +70,19 @@ enum Harness {
         // the command, so the pid is the command's.
         var cArgs = (["/usr/bin/env", "-C", cwd ?? dir] + argv).map { strdup($0) } + [nil]
         defer { cArgs.forEach { free($0) } }
+        // Children start with no blocked signals and default dispositions, whatever the test
+        // runner's thread had (a blocked SIGTERM kept `kill` from ending a child's sleep).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, "/usr/bin/env", &actions, nil, &cArgs, environ)
+        let rc = posix_spawn(&pid, "/usr/bin/env", &actions, &attributes, &cArgs, environ)
         guard rc == 0 else {
             return RunResult(status: -1, stdout: "", stderr: "could not start \(argv): \(String(cString: strerror(rc)))", pid: -1)
         }

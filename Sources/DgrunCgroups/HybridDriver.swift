@@ -37,12 +37,6 @@ public struct HybridDriver: CgroupDriver {
         self.layout = layout
     }
 
-    public init(v1Bases: [String: String], unifiedBase: String?, layout: CgroupLayout) {
-        self.v1Bases = v1Bases
-        self.unifiedBase = unifiedBase
-        self.layout = layout
-    }
-
     var unusableReason: String? {
         guard let memory = v1Bases["memory"] else { return "the v1 memory controller is not mounted" }
         return FileIO.isWritable(memory) ? nil : "dgrun's cgroup \(memory) is not writable by this user (no delegated cgroup)"

@@ -15,8 +15,6 @@ public enum ProcessInfo {
         return UInt64(fields[19])
     }
 
-    public static var currentPid: Int32 { getpid() }
-
     public static var cpuCount: Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
     public static var lastCapability: Int {

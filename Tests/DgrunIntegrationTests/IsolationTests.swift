@@ -14,6 +14,14 @@ import Glibc
         #expect((Int(lines.last ?? "") ?? 99) <= 5, "only the sandbox's own processes are visible: \(r.stdout)")
     }
 
+    @Test func initReapsOrphans() {
+        // Orphans re-parent to the sandbox init (pid 1), which must reap them: no zombie remains.
+        let r = Harness.dgrun(["exec", "--", "sh", "-c",
+                               "for i in 1 2 3 4 5; do (sh -c 'exit 0' &) ; done; sleep 0.5; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "0\n", "zombies: \(r.stdout)")
+    }
+
     @Test func hostnameIsTheSandboxes() {
         #expect(Harness.dgrun(["exec", "--", "hostname"]).stdout == "dgrun\n")
         #expect(Harness.dgrun(["exec", "--hostname", "build-7", "--", "hostname"]).stdout == "build-7\n")

@@ -19,6 +19,7 @@ let package = Package(
         .target(name: "DgrunSpec", dependencies: ["DgrunSystem", "CCap"]),
         .target(name: "DgrunSeccomp", dependencies: ["DgrunSystem", "DgrunSpec", "CSeccomp"]),
         .target(name: "DgrunCgroups", dependencies: ["DgrunSystem", "DgrunSpec"]),
+        .target(name: "DgrunStatic", dependencies: ["DgrunSystem"]),
         .target(name: "DgrunRuntime",
                 dependencies: ["CDgrunSpawn", "DgrunSystem", "DgrunSpec", "DgrunSeccomp", "DgrunCgroups"]),
         .target(name: "DgrunCommands", dependencies: ["DgrunRuntime", "DgrunSpec", "DgrunCgroups", "DgrunSeccomp"]),
@@ -26,6 +27,7 @@ let package = Package(
 
         .testTarget(name: "DgrunSpecTests", dependencies: ["DgrunSpec", "DgrunSeccomp"]),
         .testTarget(name: "DgrunCgroupsTests", dependencies: ["DgrunCgroups", "DgrunSystem"]),
+        .testTarget(name: "DgrunStaticTests", dependencies: ["DgrunStatic", "DgrunSystem"]),
         .testTarget(name: "DgrunIntegrationTests", dependencies: ["DgrunSystem", "DgrunCgroups"]),
     ],
     swiftLanguageModes: [.v6]

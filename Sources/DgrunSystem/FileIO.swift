@@ -61,6 +61,8 @@ public enum FileIO {
 
     public static func isWritable(_ path: String) -> Bool { access(path, W_OK) == 0 }
 
+    public static func isExecutable(_ path: String) -> Bool { access(path, X_OK) == 0 && !isDirectory(path) }
+
     public static func listDirectory(_ path: String) -> [String] {
         guard let dir = opendir(path) else { return [] }
         defer { closedir(dir) }

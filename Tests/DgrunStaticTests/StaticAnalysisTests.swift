@@ -1,0 +1,134 @@
+import DgrunSystem
+import Foundation
+import Testing
+@testable import DgrunStatic
+
+func hasCommand(_ name: String) -> Bool {
+    (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
+        .contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(name)") }
+}
+
+func shell(_ script: String, in dir: String) -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/sh")
+    p.arguments = ["-c", script]
+    p.currentDirectoryURL = URL(fileURLWithPath: dir)
+    try? p.run()
+    p.waitUntilExit()
+    return p.terminationStatus
+}
+
+@Suite struct ElfTests {
+    @Test func dynamicProgram() throws {
+        let sh = try #require(FileIO.realPath("/bin/sh"))
+        let elf = try #require(try ElfFile.read(path: sh))
+        #expect(elf.interpreter == "/lib64/ld-linux-x86-64.so.2")
+        #expect(elf.needed.contains("libc.so.6"))
+        #expect(elf.buildID?.count == 40, "a GNU build-id is 20 bytes")
+        #expect(!elf.isStatic)
+    }
+
+    @Test(.enabled(if: hasCommand("busybox"), "needs busybox-static"))
+    func staticProgram() throws {
+        let busybox = try #require(FileIO.realPath("/usr/bin/busybox") ?? FileIO.realPath("/bin/busybox"))
+        let elf = try #require(try ElfFile.read(path: busybox))
+        #expect(elf.isStatic)
+    }
+
+    @Test func rejectsWhatIsNotELF() {
+        #expect(throws: ElfFile.ParseError.notELF) { try ElfFile.parse(Array("#!/bin/sh\necho\n".utf8)) }
+        #expect(throws: ElfFile.ParseError.self) { try ElfFile.parse([0x7f, 0x45, 0x4c, 0x46, 1, 1] + [UInt8](repeating: 0, count: 60)) }
+        // Truncated or garbage after a valid magic must not trap.
+        var junk: [UInt8] = [0x7f, 0x45, 0x4c, 0x46, 2, 1] + [UInt8](repeating: 0xff, count: 200)
+        _ = try? ElfFile.parse(junk)
+        junk = Array(junk.prefix(70))
+        _ = try? ElfFile.parse(junk)
+    }
+}
+
+@Suite struct LdSoCacheTests {
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/etc/ld.so.cache"), "no /etc/ld.so.cache"))
+    func findsLibc() throws {
+        let cache = LdSoCache.load()
+        let libc = try #require(cache.entries["libc.so.6"])
+        #expect(libc.hasSuffix("/libc.so.6"))
+        #expect(FileManager.default.fileExists(atPath: libc))
+    }
+
+    @Test func ignoresGarbage() {
+        #expect(LdSoCache.parse(Array("not a cache".utf8)).entries.isEmpty)
+        #expect(LdSoCache.parse(Array("glibc-ld.so.cache1.1".utf8) + [UInt8](repeating: 0xff, count: 100)).entries.isEmpty)
+    }
+}
+
+@Suite struct LibraryResolverTests {
+    @Test func resolvesSystemLibraries() throws {
+        let libs = LibraryResolver().resolve(program: "/bin/sh")
+        let libc = try #require(libs.first { $0.name == "libc.so.6" })
+        #expect(libc.path?.hasSuffix("libc.so.6") == true)
+        #expect(libc.via == "ld.so.cache")
+        #expect(libs.allSatisfy { $0.path != nil })
+    }
+
+    /// A program that finds its library through $ORIGIN, and one whose library is missing.
+    @Test(.enabled(if: hasCommand("cc"), "needs a C compiler"))
+    func originRunpathAndMissing() throws {
+        let dir = try #require(FileIO.realPath(NSTemporaryDirectory())) + "/dgrun-elf-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir + "/lib", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let built = shell("""
+            printf 'int f(void){return 1;}' > f.c && printf 'int g(void){return 2;}' > g.c &&
+            printf 'int f(void); int main(void){return f();}' > m.c &&
+            cc -shared -fPIC -o lib/libf.so f.c && cc -shared -fPIC -o libg.so g.c &&
+            cc -o app m.c -Llib -lf -Wl,-rpath,'$ORIGIN/lib' &&
+            cc -o app-old m.c -Llib -lf -Wl,--disable-new-dtags,-rpath,'$ORIGIN/lib' &&
+            cc -shared -fPIC -o lib/libh.so f.c -Wl,--no-as-needed -L. -lg && printf 'int main(void){return 0;}' > n.c &&
+            cc -o needs-h n.c -Wl,--no-as-needed -Llib -lh -Wl,-rpath,'$ORIGIN/lib'
+            """, in: dir)
+        try #require(built == 0)
+        let app = LibraryResolver().resolve(program: dir + "/app")
+        #expect(app.first { $0.name == "libf.so" }?.path == dir + "/lib/libf.so")
+        #expect(app.first { $0.name == "libf.so" }?.via == "runpath")
+        let old = LibraryResolver().resolve(program: dir + "/app-old")
+        #expect(old.first { $0.name == "libf.so" }?.via == "rpath")
+        // libh.so needs libg.so, which lies outside every search path: missing, and said so.
+        let needsH = LibraryResolver().resolve(program: dir + "/needs-h")
+        let g = try #require(needsH.first { $0.name == "libg.so" })
+        #expect(g.path == nil)
+        #expect(g.neededBy == dir + "/lib/libh.so")
+        // LD_LIBRARY_PATH finds it.
+        let withPath = LibraryResolver(environment: ["LD_LIBRARY_PATH=\(dir)"]).resolve(program: dir + "/needs-h")
+        #expect(withPath.first { $0.name == "libg.so" }?.via == "ld_library_path")
+    }
+
+    @Test func expandsTokens() {
+        let r = LibraryResolver(cache: LdSoCache())
+        #expect(r.expand("$ORIGIN/../lib", origin: "/opt/app/bin") == "/opt/app/bin/../lib")
+        #expect(r.expand("${ORIGIN}/x:$LIB", origin: "/o") == "/o/x:lib/x86_64-linux-gnu")
+    }
+}
+
+@Suite struct ShebangTests {
+    @Test(arguments: [
+        ("#!/bin/sh\necho", Shebang(interpreter: "/bin/sh", argument: nil, envProgram: nil)),
+        ("#! /bin/bash -e\n", Shebang(interpreter: "/bin/bash", argument: "-e", envProgram: nil)),
+        ("#!/usr/bin/env python3\nimport os", Shebang(interpreter: "/usr/bin/env", argument: "python3", envProgram: "python3")),
+        ("#!/usr/bin/env -S node --harmony\n", Shebang(interpreter: "/usr/bin/env", argument: "-S node --harmony", envProgram: "node")),
+        ("#!/usr/bin/env -i LANG=C perl -w\n", Shebang(interpreter: "/usr/bin/env", argument: "-i LANG=C perl -w", envProgram: "perl")),
+        ("#!/bin/sh\r\n", Shebang(interpreter: "/bin/sh", argument: nil, envProgram: nil)),
+    ])
+    func parses(text: String, expected: Shebang) {
+        #expect(Shebang.parse(Array(text.utf8)) == expected)
+    }
+
+    @Test func notAScript() {
+        #expect(Shebang.parse(Array("echo hi\n".utf8)) == nil)
+        #expect(Shebang.parse(Array("#!\n".utf8)) == nil)
+        #expect(Shebang.parse([0x7f, 0x45]) == nil)
+    }
+
+    @Test func resolvesEnvProgramOnPath() {
+        #expect(Shebang.resolve(program: "sh", searchPath: "/nonexistent:/usr/bin:/bin") == FileIO.realPath("/usr/bin/sh") ?? FileIO.realPath("/bin/sh"))
+        #expect(Shebang.resolve(program: "dgrun-no-such-interpreter", searchPath: "/usr/bin:/bin") == nil)
+    }
+}

@@ -7,7 +7,10 @@ let package = Package(
     products: [
         .executable(name: "dgrun", targets: ["dgrun"]),
     ],
-    dependencies: [],
+    dependencies: [
+        // SHA-256 of the files in a task's graph.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
     targets: [
         // Everything between clone and exec: async-signal-safe C, no Swift.
         .target(name: "CDgrunSpawn"),
@@ -17,12 +20,15 @@ let package = Package(
                        providers: [.apt(["libcap-dev"])]),
         .target(name: "DgrunSystem", dependencies: ["CDgrunSpawn"]),
         .target(name: "DgrunSpec", dependencies: ["DgrunSystem", "CCap"]),
-        .target(name: "DgrunSeccomp", dependencies: ["DgrunSystem", "DgrunSpec", "CSeccomp"]),
+        .target(name: "DgrunSeccomp", dependencies: ["DgrunSystem", "DgrunSpec", "CSeccomp", "CDgrunSpawn"]),
         .target(name: "DgrunCgroups", dependencies: ["DgrunSystem", "DgrunSpec"]),
         .target(name: "DgrunStatic", dependencies: ["DgrunSystem"]),
         .target(name: "DgrunRuntime",
                 dependencies: ["CDgrunSpawn", "DgrunSystem", "DgrunSpec", "DgrunSeccomp", "DgrunCgroups"]),
-        .target(name: "DgrunCommands", dependencies: ["DgrunRuntime", "DgrunSpec", "DgrunCgroups", "DgrunSeccomp"]),
+        .target(name: "DgrunGraph", dependencies: [
+            "DgrunRuntime", "DgrunStatic", "DgrunSystem", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "DgrunCommands", dependencies: ["DgrunRuntime", "DgrunSpec", "DgrunCgroups", "DgrunSeccomp", "DgrunGraph"]),
         .executableTarget(name: "dgrun", dependencies: ["DgrunCommands", "CDgrunSpawn"]),
 
         .testTarget(name: "DgrunSpecTests", dependencies: ["DgrunSpec", "DgrunSeccomp"]),

@@ -3,6 +3,7 @@
 // {stage, errno, detail} over the CLOEXEC error pipe, then the process exits.
 #define _GNU_SOURCE
 #include "dgrun_spawn.h"
+#include "dgrun_trace.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -310,6 +311,34 @@ __attribute__((noreturn)) static void dg_exec(const struct dgrun_plan *plan) {
     dg_fail(DGRUN_STAGE_EXEC, saw_eacces ? EACCES : last, file);
 }
 
+// Installs the notify filter last (so denied calls never reach the tracer) and hands the listener to
+// dgrun before any traced call: the filter lets this one sendmsg on trace_socket through.
+static void dg_install_tracer(const struct dgrun_plan *plan) {
+    struct sock_fprog prog = { plan->trace_bpf_len, (struct sock_filter *)plan->trace_bpf };
+    int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+    dg_check(listener >= 0, DGRUN_STAGE_TRACE, "seccomp notify filter");
+    char byte = 0;
+    struct iovec iov = { &byte, 1 };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &listener, sizeof listener);
+    ssize_t r;
+    do { r = sendmsg(plan->trace_socket, &msg, MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
+    dg_check(r == 1, DGRUN_STAGE_TRACE, "send the tracer's listener");
+    close(listener);
+    close(plan->trace_socket);
+}
+
 // The command: the last stages before exec, in the order the kernel needs them.
 __attribute__((noreturn)) static void dg_command(const struct dgrun_plan *plan) {
     struct sigaction dfl;
@@ -333,6 +362,7 @@ __attribute__((noreturn)) static void dg_command(const struct dgrun_plan *plan) 
         struct sock_fprog prog = { plan->bpf_len, (struct sock_filter *)plan->bpf };
         dg_check(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0, DGRUN_STAGE_SECCOMP, "seccomp");
     }
+    if (plan->trace_bpf && plan->trace_socket >= 0) dg_install_tracer(plan);
     dg_exec(plan);
 }
 
@@ -488,7 +518,7 @@ static int dg_pidfd_signal(int pidfd, int sig) {
 }
 
 int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, int kill_fd,
-               struct dgrun_outcome *out) {
+               int trace_socket, struct dgrun_trace_log *log, struct dgrun_outcome *out) {
     memset(out, 0, sizeof *out);
     sigset_t set;
     dg_forwarded_set(&set);
@@ -496,16 +526,33 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
     if (sfd < 0) return -errno;
     int64_t deadline = timeout_ms >= 0 ? dg_now_ms() + timeout_ms : -1;
     int phase = 0;  // 0 running, 1 SIGTERM sent, 2 SIGKILL sent
+    int listener = -1;
     while (1) {
         int wait_ms = -1;
         if (deadline >= 0) {
             int64_t left = deadline - dg_now_ms();
             wait_ms = left < 0 ? 0 : (left > 1000000 ? 1000000 : (int)left);
         }
-        struct pollfd fds[2] = { { child->pidfd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
-        int n = poll(fds, 2, wait_ms);
+        // The tracer's listener (or, until it arrives, the socket it comes over) is served first:
+        // a traced process waits in the kernel until its notification is answered.
+        int trace_fd = listener >= 0 ? listener : trace_socket;
+        struct pollfd fds[3] = { { child->pidfd, POLLIN, 0 }, { sfd, POLLIN, 0 }, { trace_fd, POLLIN, 0 } };
+        int n = poll(fds, trace_fd >= 0 ? 3 : 2, wait_ms);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) { int e = errno; close(sfd); return -e; }
+        if (n < 0) { int e = errno; close(sfd); if (listener >= 0) close(listener); return -e; }
+        if (trace_fd >= 0 && fds[2].revents) {
+            if (listener < 0) {
+                listener = dgrun_trace_receive_listener(trace_socket);
+                if (listener < 0) trace_socket = -1;  // the command died before it could send it
+            } else if (fds[2].revents & POLLIN) {
+                if (dgrun_trace_handle(listener, log) < 0) { close(listener); listener = -1; trace_socket = -1; }
+            } else {
+                close(listener);  // POLLHUP: every traced process is gone
+                listener = -1;
+                trace_socket = -1;
+            }
+            continue;
+        }
         if (fds[0].revents) break;
         if (fds[1].revents) {
             struct signalfd_siginfo si;
@@ -530,6 +577,7 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
         }
     }
     close(sfd);
+    if (listener >= 0) close(listener);
     siginfo_t info;
     struct rusage ru;
     memset(&info, 0, sizeof info);
@@ -594,6 +642,7 @@ const char *dgrun_stage_name(int stage) {
     case DGRUN_STAGE_CAPS: return "drop capabilities";
     case DGRUN_STAGE_NO_NEW_PRIVS: return "set no_new_privs";
     case DGRUN_STAGE_SECCOMP: return "load the seccomp filter";
+    case DGRUN_STAGE_TRACE: return "start the discovery tracer";
     case DGRUN_STAGE_CLOSE_FDS: return "close inherited file descriptors";
     case DGRUN_STAGE_SETSID: return "start a new session";
     case DGRUN_STAGE_EXEC: return "execute";

@@ -13,6 +13,7 @@ public enum CLI {
 
     COMMANDS:
       exec      Run a command in a sandbox with enforced limits.
+      discover  Run a command once, traced, and print the graph of what it depends on.
 
     OPTIONS:
       --version   Show the version.
@@ -30,6 +31,9 @@ public enum CLI {
             case "exec":
                 guard let exec = try Exec.parse(arguments.dropFirst()) else { return 0 }
                 return exec.run()
+            case "discover":
+                guard let discover = try Discover.parse(arguments.dropFirst()) else { return 0 }
+                return discover.run()
             case "--help", "-h", "help":
                 write(1, overview + "\n")
                 return 0
@@ -37,7 +41,7 @@ public enum CLI {
                 write(1, version + "\n")
                 return 0
             default:
-                throw UsageError(message: "unknown command '\(verb)'; commands: exec (see dgrun --help)")
+                throw UsageError(message: "unknown command '\(verb)'; commands: exec, discover (see dgrun --help)")
             }
         } catch {
             let hint = error.verb.map { "\nSee 'dgrun \($0) --help'." } ?? ""

@@ -96,15 +96,21 @@ struct Exec {
         return exec
     }
 
+    /// Builds the spec, lets `configure` adjust it (discover turns tracing on), runs the sandbox.
+    func launch(configure: (inout SandboxSpec) -> Void = { _ in }) throws -> RunOutcome {
+        var spec = try makeSpec()
+        configure(&spec)
+        let detected = CgroupDrivers.detect()
+        let launcher = Launcher(driver: detected.driver, driverUnavailableReason: detected.reason,
+                                warn: { CLI.write(2, $0 + "\n") })
+        return try launcher.run(spec)
+    }
+
     /// Runs the sandbox; returns the exit status of the contract.
     func run() -> Int32 {
         let outcome: RunOutcome
         do {
-            let spec = try makeSpec()
-            let detected = CgroupDrivers.detect()
-            let launcher = Launcher(driver: detected.driver, driverUnavailableReason: detected.reason,
-                                    warn: { CLI.write(2, $0 + "\n") })
-            outcome = try launcher.run(spec)
+            outcome = try launch()
         } catch let error as SpecError {
             return finish(failure: error.message, exitCode: 125)
         } catch let error as LaunchError {

@@ -1,5 +1,6 @@
 import CDgrunSpawn
 import DgrunCgroups
+import DgrunSeccomp
 import DgrunSpec
 import DgrunSystem
 #if canImport(Glibc)
@@ -93,11 +94,32 @@ public struct Launcher {
         plan.last_cap = Int32(ProcessInfo.lastCapability)
         plan.rlimits = arena.buffer(rlimits)
         plan.n_rlimits = Int32(rlimits.count)
+        plan.trace_socket = -1
+        // discover: the command sends the tracer's listener over this pair before it execs.
+        var traceSockets: [Int32] = [-1, -1]
+        if spec.trace {
+            guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &traceSockets) == 0 else {
+                throw LaunchError("cannot create the tracer's socket pair: \(String(cString: strerror(errno)))")
+            }
+            do {
+                let program = try TraceFilter.program(socket: traceSockets[1])
+                plan.trace_bpf = arena.buffer(program).map { UnsafeRawPointer($0) }
+                plan.trace_bpf_len = UInt16(program.count / 8)
+            } catch {
+                throw LaunchError("\(error)")
+            }
+            plan.trace_socket = traceSockets[1]
+        }
+        defer { for fd in traceSockets where fd >= 0 { close(fd) } }
 
         // 3. Clone, then maps and cgroup placement, then the go byte.
         var child = dgrun_child()
         let rc = dgrun_spawn(&plan, &child)
         guard rc == 0 else { throw Self.cloneError(-rc) }
+        if traceSockets[1] >= 0 {  // the child has its copy; EOF on ours must mean it is gone
+            close(traceSockets[1])
+            traceSockets[1] = -1
+        }
         defer { dgrun_close(&child) }
         do {
             try writeIDMaps(pid: child.pid, mapping: spec.userMapping)
@@ -113,7 +135,10 @@ public struct Launcher {
         // 4. Wait, forwarding signals; the timeout ends everything in the sandbox.
         var result = dgrun_outcome()
         let timeoutMs = spec.timeoutSeconds.map { Int64($0 * 1000) } ?? -1
-        let waitRC = dgrun_wait(&child, timeoutMs, Int64(spec.killGraceSeconds * 1000), cgroup?.killFD ?? -1, &result)
+        var log = dgrun_trace_log()
+        defer { dgrun_trace_log_free(&log) }
+        let waitRC = dgrun_wait(&child, timeoutMs, Int64(spec.killGraceSeconds * 1000), cgroup?.killFD ?? -1,
+                                traceSockets[0], &log, &result)
         if waitRC != 0 {
             dgrun_abort(&child)
             throw LaunchError("waiting for the sandbox failed: \(String(cString: strerror(-waitRC)))")
@@ -133,6 +158,9 @@ public struct Launcher {
             memoryPeakBytes: stats.memoryPeakBytes ?? UInt64(result.maxrss_kib) * 1024,
             pidsPeak: stats.pidsPeak, cgroupDriver: cgroup == nil ? "none" : (driver?.name ?? "none"),
             limits: applied, argv: spec.argv)
+        if spec.trace {
+            outcome.trace = TraceResult(events: TraceEvent.parse(log), notifications: log.notifications, lost: log.lost)
+        }
         if failed {
             let detail = withUnsafeBytes(of: failure.detail) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
             let stage = String(cString: dgrun_stage_name(failure.stage))

@@ -50,6 +50,8 @@ public struct RunOutcome: Sendable, Encodable {
     public var argv: [String]
     /// Set when dgrun itself, not the command, failed (exit 125/126/127).
     public var error: String?
+    /// discover: what the tracer saw (not part of the --report JSON).
+    public var trace: TraceResult?
 
     /// The report of a run that never started: dgrun failed before the command existed.
     public static func notStarted(argv: [String], exitCode: Int32, error: String) -> RunOutcome {

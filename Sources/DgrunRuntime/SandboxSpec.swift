@@ -37,6 +37,8 @@ public struct SandboxSpec: Sendable {
     public var killGraceSeconds: Double = 2
     public var userMapping: UserMapping = .root
     public var newSession = false
+    /// discover: trace file, exec and network calls with a seccomp notify filter.
+    public var trace = false
 
     public init(argv: [String], environment: [String], workingDirectory: String) {
         self.argv = argv

@@ -64,16 +64,21 @@ public enum SeccompCompiler {
                 }
             }
         }
+        return try export(ctx, what: path)
+    }
+
+    /// The BPF bytes of a libseccomp filter, through a memfd (libseccomp 2.5 exports only to an fd).
+    static func export(_ ctx: scmp_filter_ctx, what: String) throws(SpecError) -> [UInt8] {
         let fd = dgrun_memfd_cloexec()
         guard fd >= 0 else { throw SpecError("memfd_create for the seccomp program failed: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         let rc = seccomp_export_bpf(ctx, fd)
-        guard rc == 0 else { throw SpecError("libseccomp could not export the filter of \(path): \(String(cString: strerror(-rc)))") }
+        guard rc == 0 else { throw SpecError("libseccomp could not export the filter of \(what): \(String(cString: strerror(-rc)))") }
         let size = Int(lseek(fd, 0, SEEK_END))
         var bytes = [UInt8](repeating: 0, count: size)
         let got = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, 0) }
         guard got == size, size % 8 == 0, size / 8 <= Int(UInt16.max) else {
-            throw SpecError("the seccomp program of \(path) could not be read back (\(got) of \(size) bytes)")
+            throw SpecError("the seccomp program of \(what) could not be read back (\(got) of \(size) bytes)")
         }
         return bytes
     }

@@ -66,6 +66,10 @@ struct dgrun_plan {
     int32_t last_cap;          // /proc/sys/kernel/cap_last_cap
     const struct dgrun_rlimit *rlimits;
     int32_t n_rlimits;
+    // discover: a seccomp notify filter (BPF) installed last, its listener sent over trace_socket.
+    const void *trace_bpf;
+    uint16_t trace_bpf_len;
+    int32_t trace_socket;      // the child's end of a socketpair, -1: no tracing
 };
 
 struct dgrun_child {
@@ -83,7 +87,7 @@ enum dgrun_stage {
     DGRUN_STAGE_BIND_READONLY, DGRUN_STAGE_STAGING, DGRUN_STAGE_ATTACH_ROOT, DGRUN_STAGE_MOUNT_PROC,
     DGRUN_STAGE_MOUNT_DEV, DGRUN_STAGE_MOUNT_TMPFS, DGRUN_STAGE_ATTACH_BIND, DGRUN_STAGE_PIVOT_ROOT,
     DGRUN_STAGE_CHDIR, DGRUN_STAGE_FORK, DGRUN_STAGE_RLIMIT, DGRUN_STAGE_CAPS, DGRUN_STAGE_NO_NEW_PRIVS,
-    DGRUN_STAGE_SECCOMP, DGRUN_STAGE_CLOSE_FDS, DGRUN_STAGE_SETSID, DGRUN_STAGE_EXEC,
+    DGRUN_STAGE_SECCOMP, DGRUN_STAGE_TRACE, DGRUN_STAGE_CLOSE_FDS, DGRUN_STAGE_SETSID, DGRUN_STAGE_EXEC,
 };
 
 struct dgrun_failure {
@@ -113,8 +117,11 @@ int dgrun_release(struct dgrun_child *child);
 int dgrun_read_failure(struct dgrun_child *child, struct dgrun_failure *out);
 // Wait for the sandbox, forwarding INT/TERM/HUP/QUIT/USR1/USR2. After timeout_ms (<0: none) send
 // SIGTERM, after grace_ms more write "1" to kill_fd (>=0, a cgroup.kill) and SIGKILL the init.
+// With trace_socket >= 0 (dgrun's end of the pair), it also receives the tracer's listener and
+// serves its notifications into *log until the sandbox ends.
+struct dgrun_trace_log;
 int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, int kill_fd,
-               struct dgrun_outcome *out);
+               int trace_socket, struct dgrun_trace_log *log, struct dgrun_outcome *out);
 // Kill the sandbox init (and so its pid namespace) and reap it. Used on parent-side errors.
 void dgrun_abort(struct dgrun_child *child);
 void dgrun_close(struct dgrun_child *child);

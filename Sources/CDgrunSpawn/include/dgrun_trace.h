@@ -1,0 +1,46 @@
+// The discover tracer: a seccomp user-notification supervisor in dgrun (the parent).
+// The command installs the notify filter right before exec and hands the listener fd to dgrun over
+// a socketpair (SCM_RIGHTS); dgrun's wait loop calls dgrun_trace_handle for each notification.
+#ifndef DGRUN_TRACE_H
+#define DGRUN_TRACE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum dgrun_trace_kind {
+    DGRUN_TRACE_OPEN = 1,     // open, openat, openat2, creat: flags = open flags
+    DGRUN_TRACE_EXEC = 2,     // execve, execveat
+    DGRUN_TRACE_LOOKUP = 3,   // stat family, access, readlink: no change to the file
+    DGRUN_TRACE_MODIFY = 4,   // mkdir, unlink, rmdir, rename, link, symlink, truncate (path2: the new name)
+    DGRUN_TRACE_CONNECT = 5,  // connect, sendto, sendmsg: addr = the sockaddr, data = first bytes sent
+    DGRUN_TRACE_BIND = 6,
+};
+
+// One event in the log: this header, then path, path2, addr, data bytes (lengths below).
+struct dgrun_trace_event {
+    int32_t kind;
+    int32_t nr;          // syscall number
+    int32_t pid;         // in dgrun's pid namespace
+    int32_t exists;      // the path existed when the call was made (before it ran)
+    int64_t flags;
+    int32_t path_len, path2_len, addr_len, data_len;
+};
+
+struct dgrun_trace_log {
+    uint8_t *bytes;
+    size_t length, capacity;
+    uint64_t notifications;
+    uint64_t lost;       // targets that died before they could be read
+};
+
+// The BPF program is built by the parent (libseccomp); these are the syscalls it must cover.
+int dgrun_traced_syscall_count(void);
+int dgrun_traced_syscall(int index);
+
+// Receive the listener fd sent by the command. Returns the fd or -errno.
+int dgrun_trace_receive_listener(int socket_fd);
+// Handle one pending notification; 0, or -errno on a broken listener.
+int dgrun_trace_handle(int listener, struct dgrun_trace_log *log);
+void dgrun_trace_log_free(struct dgrun_trace_log *log);
+
+#endif

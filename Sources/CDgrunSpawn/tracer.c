@@ -1,0 +1,251 @@
+// The seccomp user-notification supervisor of `dgrun discover` (runs in dgrun, not in the child).
+// For every traced call: read its path arguments from the target's memory, re-check that the
+// target is still waiting (pid reuse), resolve the path inside the target's root and note whether
+// it exists *before* the call runs, then let the call continue unchanged.
+#define _GNU_SOURCE
+#include "dgrun_trace.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static const int traced[] = {
+    SYS_open, SYS_openat, SYS_openat2, SYS_creat, SYS_execve, SYS_execveat,
+    SYS_stat, SYS_lstat, SYS_newfstatat, SYS_statx, SYS_access, SYS_faccessat, SYS_faccessat2,
+    SYS_readlink, SYS_readlinkat, SYS_mkdir, SYS_mkdirat, SYS_unlink, SYS_unlinkat, SYS_rmdir,
+    SYS_rename, SYS_renameat, SYS_renameat2, SYS_link, SYS_linkat, SYS_symlink, SYS_symlinkat,
+    SYS_truncate, SYS_connect, SYS_bind, SYS_sendto, SYS_sendmsg,
+};
+int dgrun_traced_syscall_count(void) { return (int)(sizeof traced / sizeof traced[0]); }
+int dgrun_traced_syscall(int index) { return traced[index]; }
+
+int dgrun_trace_receive_listener(int socket_fd) {
+    char byte;
+    struct iovec iov = { &byte, 1 };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    ssize_t r;
+    do { r = recvmsg(socket_fd, &msg, MSG_CMSG_CLOEXEC); } while (r < 0 && errno == EINTR);
+    if (r < 0) return -errno;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (r == 0 || !c || c->cmsg_type != SCM_RIGHTS) return -EPROTO;
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    return fd;
+}
+
+// A NUL-terminated string from the target, page by page (a string may end just before an
+// unmapped page). Returns its length, or -1.
+static ssize_t read_string(pid_t pid, uint64_t address, char *out, size_t cap) {
+    if (!address) return -1;
+    size_t got = 0;
+    while (got + 1 < cap) {
+        uint64_t at = address + got;
+        size_t chunk = 4096 - (at & 4095);
+        if (chunk > cap - 1 - got) chunk = cap - 1 - got;
+        struct iovec local = { out + got, chunk }, remote = { (void *)(uintptr_t)at, chunk };
+        ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+        if (n <= 0) return got ? (ssize_t)got : -1;
+        void *nul = memchr(out + got, 0, (size_t)n);
+        if (nul) return (char *)nul - out;
+        got += (size_t)n;
+    }
+    out[got] = 0;
+    return (ssize_t)got;
+}
+
+static ssize_t read_bytes(pid_t pid, uint64_t address, void *out, size_t length) {
+    if (!address || !length) return 0;
+    struct iovec local = { out, length }, remote = { (void *)(uintptr_t)address, length };
+    return process_vm_readv(pid, &local, 1, &remote, 1, 0);
+}
+
+// Makes `path` absolute as the target sees it: relative to its cwd, or to the directory fd.
+static void absolute(pid_t pid, int dirfd, const char *path, char *out, size_t cap) {
+    if (path[0] == '/') {
+        snprintf(out, cap, "%s", path);
+        return;
+    }
+    char link[64], base[4096];
+    if (dirfd == AT_FDCWD) snprintf(link, sizeof link, "/proc/%d/cwd", pid);
+    else snprintf(link, sizeof link, "/proc/%d/fd/%d", pid, dirfd);
+    ssize_t n = readlink(link, base, sizeof base - 1);
+    if (n < 0) n = 0;
+    base[n] = 0;
+    if (path[0] == 0) snprintf(out, cap, "%s", base);
+    else snprintf(out, cap, "%s/%s", strcmp(base, "/") == 0 ? "" : base, path);
+}
+
+// Resolves `path` inside the target's root. On success, `canonical` is the path with symlinks
+// resolved (follow: the last component too) and 1 is returned; 0 when it does not exist.
+static int resolve(pid_t pid, const char *path, int follow, char *canonical, size_t cap) {
+    char root[64];
+    snprintf(root, sizeof root, "/proc/%d/root", pid);
+    int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) return 0;
+    struct open_how how = { 0 };
+    how.flags = O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    int fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+    close(rootfd);
+    if (fd < 0) return 0;
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, canonical, cap - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    canonical[n] = 0;
+    return 1;
+}
+
+static int append(struct dgrun_trace_log *log, const struct dgrun_trace_event *e, const char *path,
+                  const char *path2, const void *addr, const void *data) {
+    size_t need = sizeof *e + (size_t)e->path_len + (size_t)e->path2_len + (size_t)e->addr_len + (size_t)e->data_len;
+    if (log->length + need > log->capacity) {
+        size_t capacity = log->capacity ? log->capacity * 2 : 1 << 16;
+        while (capacity < log->length + need) capacity *= 2;
+        uint8_t *bytes = realloc(log->bytes, capacity);
+        if (!bytes) return -ENOMEM;
+        log->bytes = bytes;
+        log->capacity = capacity;
+    }
+    uint8_t *p = log->bytes + log->length;
+    memcpy(p, e, sizeof *e); p += sizeof *e;
+    memcpy(p, path, (size_t)e->path_len); p += e->path_len;
+    memcpy(p, path2, (size_t)e->path2_len); p += e->path2_len;
+    memcpy(p, addr, (size_t)e->addr_len); p += e->addr_len;
+    memcpy(p, data, (size_t)e->data_len);
+    log->length += need;
+    return 0;
+}
+
+int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
+    static struct seccomp_notif_sizes sizes;
+    if (!sizes.seccomp_notif && syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) != 0) return -errno;
+    union { struct seccomp_notif n; uint8_t raw[512]; } req;
+    union { struct seccomp_notif_resp r; uint8_t raw[512]; } resp;
+    if (sizes.seccomp_notif > sizeof req || sizes.seccomp_notif_resp > sizeof resp) return -E2BIG;
+    memset(&req, 0, sizeof req);  // the kernel insists on a zeroed buffer
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req.n) != 0) {
+        if (errno == ENOENT || errno == EINTR || errno == EAGAIN) { log->lost += errno == ENOENT; return 0; }
+        return -errno;
+    }
+    log->notifications++;
+    const struct seccomp_data *d = &req.n.data;
+    pid_t pid = (pid_t)req.n.pid;
+    const __u64 *a = d->args;
+    struct dgrun_trace_event e = { 0 };
+    e.nr = d->nr;
+    e.pid = pid;
+    static char path[4096], path2[4096], full[4096], canonical[4096];
+    uint8_t addr[128], data[512];
+    int dirfd = AT_FDCWD, dirfd2 = AT_FDCWD, follow = 1;
+    uint64_t p1 = 0, p2 = 0;
+    switch (d->nr) {
+    case SYS_open: e.kind = DGRUN_TRACE_OPEN; p1 = a[0]; e.flags = (int64_t)a[1]; break;
+    case SYS_creat: e.kind = DGRUN_TRACE_OPEN; p1 = a[0]; e.flags = O_CREAT | O_WRONLY | O_TRUNC; break;
+    case SYS_openat: e.kind = DGRUN_TRACE_OPEN; dirfd = (int)a[0]; p1 = a[1]; e.flags = (int64_t)a[2]; break;
+    case SYS_openat2: {
+        e.kind = DGRUN_TRACE_OPEN; dirfd = (int)a[0]; p1 = a[1];
+        uint64_t flags = 0;
+        read_bytes(pid, a[2], &flags, sizeof flags);
+        e.flags = (int64_t)flags;
+        break;
+    }
+    case SYS_execve: e.kind = DGRUN_TRACE_EXEC; p1 = a[0]; break;
+    case SYS_execveat: e.kind = DGRUN_TRACE_EXEC; dirfd = (int)a[0]; p1 = a[1]; e.flags = (int64_t)a[4]; break;
+    case SYS_stat: case SYS_access: e.kind = DGRUN_TRACE_LOOKUP; p1 = a[0]; break;
+    case SYS_lstat: case SYS_readlink: e.kind = DGRUN_TRACE_LOOKUP; p1 = a[0]; follow = 0; break;
+    case SYS_newfstatat: e.kind = DGRUN_TRACE_LOOKUP; dirfd = (int)a[0]; p1 = a[1];
+        follow = !(a[3] & AT_SYMLINK_NOFOLLOW); e.flags = (int64_t)a[3]; break;
+    case SYS_statx: e.kind = DGRUN_TRACE_LOOKUP; dirfd = (int)a[0]; p1 = a[1];
+        follow = !(a[2] & AT_SYMLINK_NOFOLLOW); e.flags = (int64_t)a[2]; break;
+    case SYS_faccessat: case SYS_faccessat2: e.kind = DGRUN_TRACE_LOOKUP; dirfd = (int)a[0]; p1 = a[1]; break;
+    case SYS_readlinkat: e.kind = DGRUN_TRACE_LOOKUP; dirfd = (int)a[0]; p1 = a[1]; follow = 0; break;
+    case SYS_mkdir: case SYS_rmdir: case SYS_unlink: case SYS_truncate:
+        e.kind = DGRUN_TRACE_MODIFY; p1 = a[0]; follow = 0; break;
+    case SYS_mkdirat: case SYS_unlinkat: e.kind = DGRUN_TRACE_MODIFY; dirfd = (int)a[0]; p1 = a[1]; follow = 0; break;
+    case SYS_rename: case SYS_link: e.kind = DGRUN_TRACE_MODIFY; p1 = a[0]; p2 = a[1]; follow = 0; break;
+    case SYS_renameat: case SYS_renameat2: case SYS_linkat:
+        e.kind = DGRUN_TRACE_MODIFY; dirfd = (int)a[0]; p1 = a[1]; dirfd2 = (int)a[2]; p2 = a[3]; follow = 0; break;
+    case SYS_symlink: e.kind = DGRUN_TRACE_MODIFY; p1 = a[1]; follow = 0; break;        // the link is created
+    case SYS_symlinkat: e.kind = DGRUN_TRACE_MODIFY; dirfd = (int)a[1]; p1 = a[2]; follow = 0; break;
+    case SYS_connect: case SYS_bind: {
+        e.kind = d->nr == SYS_connect ? DGRUN_TRACE_CONNECT : DGRUN_TRACE_BIND;
+        size_t len = a[2] < sizeof addr ? (size_t)a[2] : sizeof addr;
+        ssize_t n = read_bytes(pid, a[1], addr, len);
+        e.addr_len = n > 0 ? (int32_t)n : 0;
+        break;
+    }
+    case SYS_sendto: {
+        e.kind = DGRUN_TRACE_CONNECT;
+        size_t len = a[5] < sizeof addr ? (size_t)a[5] : sizeof addr;
+        ssize_t n = read_bytes(pid, a[4], addr, len);
+        e.addr_len = n > 0 ? (int32_t)n : 0;
+        size_t dlen = a[2] < sizeof data ? (size_t)a[2] : sizeof data;
+        n = read_bytes(pid, a[1], data, dlen);
+        e.data_len = n > 0 ? (int32_t)n : 0;
+        break;
+    }
+    case SYS_sendmsg: {
+        e.kind = DGRUN_TRACE_CONNECT;
+        struct msghdr msg;
+        if (read_bytes(pid, a[1], &msg, sizeof msg) == (ssize_t)sizeof msg) {
+            size_t len = msg.msg_namelen < sizeof addr ? msg.msg_namelen : sizeof addr;
+            ssize_t n = read_bytes(pid, (uint64_t)(uintptr_t)msg.msg_name, addr, len);
+            e.addr_len = n > 0 ? (int32_t)n : 0;
+            struct iovec first;
+            if (msg.msg_iovlen > 0 && read_bytes(pid, (uint64_t)(uintptr_t)msg.msg_iov, &first, sizeof first) == (ssize_t)sizeof first) {
+                size_t dlen = first.iov_len < sizeof data ? first.iov_len : sizeof data;
+                n = read_bytes(pid, (uint64_t)(uintptr_t)first.iov_base, data, dlen);
+                e.data_len = n > 0 ? (int32_t)n : 0;
+            }
+        }
+        break;
+    }
+    default: break;
+    }
+    path[0] = path2[0] = 0;
+    int have_path = p1 && read_string(pid, p1, path, sizeof path) >= 0;
+    if (p2) read_string(pid, p2, path2, sizeof path2);
+
+    // What was read belongs to this very call only if the target is still waiting in it.
+    int valid = ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.n.id) == 0;
+    if (valid && have_path) {
+        absolute(pid, dirfd, path, full, sizeof full);
+        e.exists = resolve(pid, full, follow, canonical, sizeof canonical);
+        const char *recorded = e.exists ? canonical : full;
+        snprintf(path, sizeof path, "%s", recorded);
+        e.path_len = (int32_t)strlen(path);
+        if (path2[0]) {
+            absolute(pid, dirfd2, path2, full, sizeof full);
+            snprintf(path2, sizeof path2, "%s", full);
+            e.path2_len = (int32_t)strlen(path2);
+        }
+    }
+    memset(&resp, 0, sizeof resp);
+    resp.r.id = req.n.id;
+    resp.r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp.r) != 0 && errno != ENOENT) return -errno;
+    if (!valid) { log->lost++; return 0; }
+    if (e.kind && (have_path || e.addr_len)) return append(log, &e, path, path2, addr, data);
+    return 0;
+}
+
+void dgrun_trace_log_free(struct dgrun_trace_log *log) {
+    free(log->bytes);
+    memset(log, 0, sizeof *log);
+}

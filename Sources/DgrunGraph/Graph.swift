@@ -1,0 +1,49 @@
+/// The dependency graph of a task: the `dgrun.graph/1` contract of the design notes.
+public struct Graph: Sendable, Encodable {
+    public struct TaskInfo: Sendable, Encodable {
+        public var id: String
+        public var dir: String
+        public var argv: [String]
+    }
+
+    public struct Node: Sendable, Encodable, Equatable {
+        public enum Kind: String, Sendable, Encodable, CaseIterable { case task, data, code, library, service, infrastructure }
+        public var id: String
+        public var kind: Kind
+        public var ref: String
+        public var version: String?
+        /// available, unavailable, loading or error
+        public var state: String
+        /// internal (in the task directory or produced by the task) or external
+        public var ownership: String
+        public var cost: [String: Double]
+        public var priority: Int
+        public var evidence: [String]
+
+        enum CodingKeys: String, CodingKey { case id, kind, ref, version, state, ownership, cost, priority, evidence }
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(id, forKey: .id)
+            try c.encode(kind, forKey: .kind)
+            try c.encode(ref, forKey: .ref)
+            try c.encode(version, forKey: .version)
+            try c.encode(state, forKey: .state)
+            try c.encode(ownership, forKey: .ownership)
+            try c.encode(cost, forKey: .cost)
+            try c.encode(priority, forKey: .priority)
+            try c.encode(evidence, forKey: .evidence)
+        }
+    }
+
+    public struct Edge: Sendable, Encodable, Hashable {
+        public var from: String
+        public var to: String
+        /// reads, writes, executes, loads, requires, probes, connects, resolves, uses
+        public var relation: String
+    }
+
+    public var schema = "dgrun.graph/1"
+    public var task: TaskInfo
+    public var nodes: [Node]
+    public var edges: [Edge]
+}

@@ -1,0 +1,264 @@
+import Crypto
+import DgrunRuntime
+import DgrunStatic
+import DgrunSystem
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Builds the graph of one discovery run from what the tracer saw and what static analysis of the
+/// executed programs adds (their interpreter and libraries, a script's interpreter).
+public struct GraphBuilder {
+    public var taskDirectory: String
+    public var argv: [String]
+    public var environment: [String]
+    private var nodes: [String: Graph.Node] = [:]
+    private var order: [String] = []
+    private var edges: [Graph.Edge] = []
+    private var edgeSet: Set<Graph.Edge> = []
+    private var written: Set<String> = []
+    let taskID: String
+
+    public init(taskDirectory: String, argv: [String], environment: [String]) {
+        self.taskDirectory = taskDirectory
+        self.argv = argv
+        self.environment = environment
+        taskID = "task:" + (argv.first.map { String($0.split(separator: "/").last ?? Substring($0)) } ?? "task")
+    }
+
+    public mutating func build(trace: TraceResult, outcome: RunOutcome) -> Graph {
+        add(Graph.Node(id: taskID, kind: .task, ref: taskDirectory, version: nil, state: "available",
+                       ownership: "internal", cost: [:], priority: 0, evidence: ["task"]))
+        var executed: [String] = []
+        var network = "none"
+        for event in trace.events {
+            let evidence = "traced:" + SyscallNames.name(event.syscall)
+            switch event.kind {
+            case .open, .lookup:
+                if event.kind == .lookup && event.existed && !isRegularFile(event.path) { continue }
+                if !event.existed && !event.writes {
+                    link(file(event.path, existed: false, evidence: evidence), "probes")
+                } else if event.writes {
+                    written.insert(event.path)
+                    link(file(event.path, existed: event.existed, evidence: evidence, produced: true), "writes")
+                } else {
+                    let id = file(event.path, existed: true, evidence: evidence)
+                    link(id, nodes[id]?.kind == .library ? "loads" : "reads")
+                }
+            case .exec:
+                if event.existed {
+                    let id = file(event.path, existed: true, evidence: evidence, kind: .code)
+                    link(id, "executes")
+                    if !executed.contains(event.path) { executed.append(event.path) }
+                } else {
+                    link(file(event.path, existed: false, evidence: evidence), "probes")
+                }
+            case .modify:
+                for path in [event.path, event.path2] where !path.isEmpty {
+                    written.insert(path)
+                    link(file(path, existed: event.existed, evidence: evidence, produced: true), "writes")
+                }
+            case .connect:
+                guard let endpoint = Endpoint(sockaddr: event.address, data: event.data) else { continue }
+                let id = "service:" + endpoint.uri
+                add(Graph.Node(id: id, kind: .service, ref: endpoint.uri, version: nil, state: "available",
+                               ownership: "external", cost: [:], priority: 0, evidence: [evidence]))
+                link(id, endpoint.isDNS ? "resolves" : "connects")
+                if let name = endpoint.dnsName {
+                    let nameID = "service:dns:" + name
+                    add(Graph.Node(id: nameID, kind: .service, ref: "dns:" + name, version: nil, state: "available",
+                                   ownership: "external", cost: [:], priority: 0, evidence: ["traced:dns-query"]))
+                    link(nameID, "resolves")
+                }
+                // none < loopback < outside: the widest reach the task needed.
+                let reach = endpoint.uri.hasPrefix("unix:") ? "none" : (endpoint.isLoopback ? "loopback" : "outside")
+                let rank = ["none": 0, "loopback": 1, "outside": 2]
+                if rank[reach]! > rank[network]! { network = reach }
+            case .bind:
+                continue
+            }
+        }
+        addStaticAnalysis(of: executed)
+        addInfrastructure(outcome: outcome, network: network, trace: trace)
+        return Graph(task: .init(id: taskID, dir: taskDirectory, argv: argv),
+                     nodes: order.compactMap { nodes[$0] }, edges: edges)
+    }
+
+    // MARK: - nodes
+
+    mutating func add(_ node: Graph.Node) {
+        if var existing = nodes[node.id] {
+            for e in node.evidence where !existing.evidence.contains(e) { existing.evidence.append(e) }
+            nodes[node.id] = existing
+        } else {
+            nodes[node.id] = node
+            order.append(node.id)
+        }
+    }
+
+    mutating func link(_ to: String, _ relation: String, from: String? = nil) {
+        let edge = Graph.Edge(from: from ?? taskID, to: to, relation: relation)
+        if edgeSet.insert(edge).inserted { edges.append(edge) }
+    }
+
+    /// A file node: kind from where it lives and what it is; state and ownership from the run.
+    mutating func file(_ path: String, existed: Bool, evidence: String, produced: Bool = false,
+                       kind forced: Graph.Node.Kind? = nil) -> String {
+        let id = "file:" + path
+        if nodes[id] == nil {
+            var kind = forced ?? Self.kind(of: path)
+            if forced == nil, kind == .data, existed, looksLikeLibrary(path) { kind = .library }
+            var cost: [String: Double] = [:]
+            var st = stat()
+            if existed, stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { cost["bytes"] = Double(st.st_size) }
+            let inside = path == taskDirectory || path.hasPrefix(taskDirectory + "/")
+            add(Graph.Node(id: id, kind: kind, ref: path, version: existed && !produced ? Self.version(of: path) : nil,
+                           state: existed || produced ? "available" : "unavailable",
+                           ownership: inside || produced ? "internal" : "external",
+                           cost: cost, priority: 0, evidence: [evidence]))
+        } else {
+            add(Graph.Node(id: id, kind: nodes[id]!.kind, ref: path, version: nil, state: "", ownership: "", cost: [:],
+                           priority: 0, evidence: [evidence]))
+            if forced == .code, nodes[id]?.kind != .code { nodes[id]?.kind = .code }
+            if produced {
+                nodes[id]?.ownership = "internal"
+                nodes[id]?.state = "available"
+            }
+        }
+        return id
+    }
+
+    static func kind(of path: String) -> Graph.Node.Kind {
+        for prefix in ["/dev/", "/proc/", "/sys/"] where path.hasPrefix(prefix) || path + "/" == prefix { return .infrastructure }
+        return .data
+    }
+
+    func looksLikeLibrary(_ path: String) -> Bool {
+        let name = path.split(separator: "/").last ?? ""
+        return name.hasSuffix(".so") || name.contains(".so.")
+    }
+
+    func isRegularFile(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+    }
+
+    /// sha256 of the content (and the ELF build-id where there is one), for regular files.
+    static func version(of path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size <= 1 << 30,
+              let bytes = try? FileIO.readBytes(path, limit: 1 << 30) else { return nil }
+        let digest = SHA256.hash(data: bytes).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        return "sha256:" + digest
+    }
+
+    // MARK: - static analysis of what ran
+
+    mutating func addStaticAnalysis(of executed: [String]) {
+        let resolver = LibraryResolver(environment: environment)
+        let searchPath = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? "/usr/bin:/bin"
+        for program in executed {
+            let programID = "file:" + program
+            if let shebang = Shebang.read(path: program) {
+                var interpreter = FileIO.realPath(shebang.interpreter)
+                if let env = shebang.envProgram { interpreter = Shebang.resolve(program: env, searchPath: searchPath) ?? interpreter }
+                if let interpreter {
+                    let id = file(interpreter, existed: true, evidence: "static:shebang", kind: .code)
+                    link(id, "requires", from: programID)
+                }
+                continue
+            }
+            guard let elf = try? ElfFile.read(path: program) else { continue }
+            if let buildID = elf.buildID, var node = nodes[programID] {
+                node.version = (node.version.map { $0 + " " } ?? "") + "build-id:" + buildID
+                nodes[programID] = node
+            }
+            if let interp = elf.interpreter, let real = FileIO.realPath(interp) {
+                link(file(real, existed: true, evidence: "static:elf-interp", kind: .library), "requires", from: programID)
+            }
+            for library in resolver.resolve(program: program) {
+                let target = library.path ?? library.name
+                let id = file(target, existed: library.path != nil, evidence: "static:elf-needed", kind: .library)
+                link(id, "requires", from: "file:" + library.neededBy)
+            }
+        }
+    }
+
+    mutating func addInfrastructure(outcome: RunOutcome, network: String, trace: TraceResult) {
+        var cost: [String: Double] = ["wall_s": outcome.wallSeconds, "cpu_s": outcome.cpuUserSeconds + outcome.cpuSystemSeconds]
+        if let peak = outcome.memoryPeakBytes { cost["memory_peak_bytes"] = Double(peak) }
+        if let pids = outcome.pidsPeak { cost["pids_peak"] = Double(pids) }
+        add(Graph.Node(id: "infrastructure:resources", kind: .infrastructure, ref: "cgroup:" + outcome.cgroupDriver,
+                       version: nil, state: "available", ownership: "external", cost: cost, priority: 0,
+                       evidence: ["measured:cgroup"]))
+        link("infrastructure:resources", "uses")
+        add(Graph.Node(id: "infrastructure:network", kind: .infrastructure, ref: "network:" + network, version: nil,
+                       state: "available", ownership: "external", cost: [:], priority: 0, evidence: ["traced:network"]))
+        link("infrastructure:network", "uses")
+    }
+}
+
+/// A network endpoint from a sockaddr (and, for port 53, the name a DNS query asks for).
+struct Endpoint {
+    var uri: String
+    var isLoopback: Bool
+    var dnsName: String?
+    var isDNS: Bool { dnsName != nil }
+
+    init?(sockaddr b: [UInt8], data: [UInt8]) {
+        guard b.count >= 2 else { return nil }
+        let family = Int(b[0]) | Int(b[1]) << 8
+        switch family {
+        case 1:  // AF_UNIX
+            let path = b.dropFirst(2).prefix(while: { $0 != 0 })
+            let abstract = b.count > 2 && b[2] == 0
+            let name = abstract ? "@" + String(decoding: b.dropFirst(3).prefix(while: { $0 != 0 }), as: UTF8.self)
+                                : String(decoding: path, as: UTF8.self)
+            guard !name.isEmpty else { return nil }
+            uri = "unix:" + name
+            isLoopback = true
+        case 2:  // AF_INET
+            guard b.count >= 8 else { return nil }
+            let port = Int(b[2]) << 8 | Int(b[3])
+            let host = "\(b[4]).\(b[5]).\(b[6]).\(b[7])"
+            isLoopback = b[4] == 127
+            dnsName = port == 53 ? Endpoint.queryName(data) : nil
+            uri = (port == 53 ? "udp://" : "tcp://") + host + ":\(port)"
+        case 10:  // AF_INET6
+            guard b.count >= 24 else { return nil }
+            let port = Int(b[2]) << 8 | Int(b[3])
+            let words = stride(from: 8, to: 24, by: 2).map { String(Int(b[$0]) << 8 | Int(b[$0 + 1]), radix: 16) }
+            isLoopback = b[8..<23].allSatisfy { $0 == 0 } && b[23] == 1
+            dnsName = port == 53 ? Endpoint.queryName(data) : nil
+            uri = (port == 53 ? "udp://" : "tcp://") + "[" + words.joined(separator: ":") + "]:\(port)"
+        default:
+            return nil
+        }
+    }
+
+    /// The QNAME of a DNS query (header of 12 bytes, then length-prefixed labels).
+    static func queryName(_ d: [UInt8]) -> String? {
+        guard d.count > 12 else { return nil }
+        var labels: [String] = []
+        var at = 12
+        while at < d.count, d[at] != 0, d[at] < 64 {
+            let n = Int(d[at])
+            guard at + 1 + n <= d.count else { return nil }
+            labels.append(String(decoding: d[(at + 1)...(at + n)], as: UTF8.self))
+            at += 1 + n
+        }
+        return labels.isEmpty ? nil : labels.joined(separator: ".")
+    }
+}
+
+enum SyscallNames {
+    static let names: [Int32: String] = [
+        2: "open", 257: "openat", 437: "openat2", 85: "creat", 59: "execve", 322: "execveat", 4: "stat", 6: "lstat",
+        262: "newfstatat", 332: "statx", 21: "access", 269: "faccessat", 439: "faccessat2", 89: "readlink",
+        267: "readlinkat", 83: "mkdir", 258: "mkdirat", 87: "unlink", 263: "unlinkat", 84: "rmdir", 82: "rename",
+        264: "renameat", 316: "renameat2", 86: "link", 265: "linkat", 88: "symlink", 266: "symlinkat",
+        76: "truncate", 42: "connect", 49: "bind", 44: "sendto", 46: "sendmsg",
+    ]
+    static func name(_ nr: Int32) -> String { names[nr] ?? "syscall-\(nr)" }
+}

@@ -1,0 +1,62 @@
+import FoundationEssentials
+
+/// json (the contract), dot (Graphviz), mermaid, and text for people.
+public enum GraphFormat: String, Sendable, CaseIterable { case json, dot, mermaid, text }
+
+public enum GraphRenderer {
+    public static func render(_ graph: Graph, as format: GraphFormat) throws -> String {
+        switch format {
+        case .json:
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            return String(decoding: try encoder.encode(graph), as: UTF8.self) + "\n"
+        case .dot:
+            var out = "digraph dgrun {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n"
+            for node in graph.nodes {
+                let style = node.state == "unavailable" ? ", style=dashed" : ""
+                out += "  \(quote(node.id)) [label=\(quote(node.kind.rawValue + "\n" + node.ref))\(style)];\n"
+            }
+            for edge in graph.edges { out += "  \(quote(edge.from)) -> \(quote(edge.to)) [label=\(quote(edge.relation))];\n" }
+            return out + "}\n"
+        case .mermaid:
+            var ids: [String: String] = [:]
+            for (i, node) in graph.nodes.enumerated() { ids[node.id] = "n\(i)" }
+            var out = "graph LR\n"
+            for node in graph.nodes {
+                let label = (node.kind.rawValue + ": " + node.ref).replacingOccurrences(of: "\"", with: "'")
+                out += "  \(ids[node.id]!)[\"\(label)\"]\n"
+            }
+            for edge in graph.edges {
+                guard let from = ids[edge.from], let to = ids[edge.to] else { continue }
+                out += "  \(from) -->|\(edge.relation)| \(to)\n"
+            }
+            return out
+        case .text:
+            var out = "\(graph.task.id)  \(graph.task.argv.joined(separator: " "))  (in \(graph.task.dir))\n"
+            let byID = Dictionary(graph.nodes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+            for relation in ["executes", "reads", "loads", "writes", "probes", "connects", "resolves", "uses"] {
+                let targets = graph.edges.filter { $0.from == graph.task.id && $0.relation == relation }.compactMap { byID[$0.to] }
+                guard !targets.isEmpty else { continue }
+                out += "\n\(relation) (\(targets.count)):\n"
+                for node in targets { out += "  \(node.kind.rawValue.padding(14)) \(node.ref)\n" }
+            }
+            let requires = graph.edges.filter { $0.relation == "requires" }
+            if !requires.isEmpty {
+                out += "\nrequires (static analysis, \(requires.count)):\n"
+                for edge in requires {
+                    out += "  \(byID[edge.from]?.ref ?? edge.from) -> \(byID[edge.to]?.ref ?? edge.to)\n"
+                }
+            }
+            return out
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n") + "\""
+    }
+}
+
+extension String {
+    func padding(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
+}

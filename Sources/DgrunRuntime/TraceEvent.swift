@@ -1,0 +1,60 @@
+import CDgrunSpawn
+
+/// One call the discovery tracer saw (see dgrun_trace.h), as it was when the call was made.
+public struct TraceEvent: Sendable, Equatable {
+    public enum Kind: Int32, Sendable { case open = 1, exec, lookup, modify, connect, bind }
+
+    public var kind: Kind
+    public var syscall: Int32
+    public var pid: Int32
+    /// The path existed (and `path` is canonical) before the call ran.
+    public var existed: Bool
+    public var flags: Int64
+    public var path: String
+    public var path2: String
+    /// The raw sockaddr of connect/bind/sendto/sendmsg.
+    public var address: [UInt8]
+    /// The first bytes sent (sendto/sendmsg), for DNS queries.
+    public var data: [UInt8]
+
+    /// An open that can change the file: write access, create or truncate.
+    public var writes: Bool {
+        switch kind {
+        case .modify: return true
+        case .open: return flags & 0o3 != 0 || flags & 0o100 != 0 || flags & 0o1000 != 0  // O_WRONLY|O_RDWR, O_CREAT, O_TRUNC
+        default: return false
+        }
+    }
+
+    /// Parses the tracer's log: fixed headers, each followed by its variable parts.
+    static func parse(_ log: dgrun_trace_log) -> [TraceEvent] {
+        guard let base = log.bytes, log.length > 0 else { return [] }
+        let header = MemoryLayout<dgrun_trace_event>.size
+        var events: [TraceEvent] = []
+        var at = 0
+        while at + header <= log.length {
+            let e = UnsafeRawPointer(base + at).loadUnaligned(as: dgrun_trace_event.self)
+            var p = at + header
+            func take(_ n: Int32) -> [UInt8] {
+                let n = Int(max(0, n))
+                defer { p += n }
+                return Array(UnsafeBufferPointer(start: base + p, count: min(n, log.length - p)))
+            }
+            let path = take(e.path_len), path2 = take(e.path2_len), address = take(e.addr_len), data = take(e.data_len)
+            at = p
+            guard let kind = Kind(rawValue: e.kind) else { continue }
+            events.append(TraceEvent(kind: kind, syscall: e.nr, pid: e.pid, existed: e.exists != 0, flags: e.flags,
+                                     path: String(decoding: path, as: UTF8.self), path2: String(decoding: path2, as: UTF8.self),
+                                     address: address, data: data))
+        }
+        return events
+    }
+}
+
+/// What the tracer recorded over a run.
+public struct TraceResult: Sendable {
+    public var events: [TraceEvent]
+    public var notifications: UInt64
+    /// Calls whose process died before they could be read.
+    public var lost: UInt64
+}

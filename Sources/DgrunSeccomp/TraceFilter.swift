@@ -1,0 +1,38 @@
+import CDgrunSpawn
+import CSeccomp
+import DgrunSpec
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The seccomp user-notification filter of `dgrun discover`: every file, exec and network call
+/// goes to dgrun's tracer, except the two that would only cost time or deadlock it.
+public enum TraceFilter {
+    /// `socket`: the fd number (in the command) over which the listener is sent; that one
+    /// sendmsg must not wait for a tracer that does not have the listener yet.
+    public static func program(socket: Int32) throws(SpecError) -> [UInt8] {
+        guard let ctx = seccomp_init(dgrun_act_allow()) else { throw SpecError("libseccomp could not start the tracer's filter") }
+        defer { seccomp_release(ctx) }
+        _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
+        let notify = dgrun_act_notify()
+        let atEmptyPath: UInt64 = 0x1000
+        for i in 0..<dgrun_traced_syscall_count() {
+            let nr = dgrun_traced_syscall(i)
+            var args: [scmp_arg_cmp] = []
+            switch nr {
+            case Int32(SYS_sendmsg):
+                args = [scmp_arg_cmp(arg: 0, op: SCMP_CMP_NE, datum_a: UInt64(socket), datum_b: 0)]
+            case Int32(SYS_newfstatat):
+                // glibc's fstat is newfstatat(fd, "", AT_EMPTY_PATH): no path, only cost.
+                args = [scmp_arg_cmp(arg: 3, op: SCMP_CMP_MASKED_EQ, datum_a: atEmptyPath, datum_b: 0)]
+            case Int32(SYS_statx):
+                args = [scmp_arg_cmp(arg: 2, op: SCMP_CMP_MASKED_EQ, datum_a: atEmptyPath, datum_b: 0)]
+            default:
+                break
+            }
+            let rc = args.withUnsafeBufferPointer { seccomp_rule_add_array(ctx, notify, nr, UInt32($0.count), $0.baseAddress) }
+            guard rc == 0 else { throw SpecError("libseccomp rejected the tracer rule for syscall \(nr): \(String(cString: strerror(-rc)))") }
+        }
+        return try SeccompCompiler.export(ctx, what: "the tracer's filter")
+    }
+}

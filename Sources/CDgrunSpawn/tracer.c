@@ -92,15 +92,33 @@ static void absolute(pid_t pid, int dirfd, const char *path, char *out, size_t c
 // Resolves `path` inside the target's root. On success, `canonical` is the path with symlinks
 // resolved (follow: the last component too) and 1 is returned; 0 when it does not exist.
 static int resolve(pid_t pid, const char *path, int follow, char *canonical, size_t cap) {
-    char root[64];
-    snprintf(root, sizeof root, "/proc/%d/root", pid);
-    int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (rootfd < 0) return 0;
+    // /proc is full of magic links, and "self" would be dgrun: check the target's own entry and
+    // keep the path as the program wrote it.
+    if (strncmp(path, "/proc/", 6) == 0) {
+        const char *rest = path + 6;
+        char host[4096];
+        if (strncmp(rest, "self", 4) == 0 && (rest[4] == '/' || rest[4] == 0))
+            snprintf(host, sizeof host, "/proc/%d%s", pid, rest + 4);
+        else if (strncmp(rest, "thread-self", 11) == 0 && (rest[11] == '/' || rest[11] == 0))
+            snprintf(host, sizeof host, "/proc/%d%s", pid, rest + 11);
+        else  // numbers are the sandbox's pids: look in its own /proc, through its root
+            snprintf(host, sizeof host, "/proc/%d/root%s", pid, path);
+        snprintf(canonical, cap, "%s", path);
+        return faccessat(AT_FDCWD, host, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+    }
+    // Every process of the sandbox shares one root (chroot is denied by the profiles), so the
+    // first one's is kept open for the whole run: two syscalls fewer per event.
+    static int rootfd = -1;
+    if (rootfd < 0) {
+        char root[64];
+        snprintf(root, sizeof root, "/proc/%d/root", pid);
+        rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (rootfd < 0) return 0;
+    }
     struct open_how how = { 0 };
     how.flags = O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
     int fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
-    close(rootfd);
     if (fd < 0) return 0;
     char link[64];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
@@ -224,23 +242,29 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
 
     // What was read belongs to this very call only if the target is still waiting in it.
     int valid = ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.n.id) == 0;
+    // Relative paths are made absolute while the target still waits (it could chdir or close the
+    // directory fd next). Only a call that can create the path must also wait for the existence
+    // check; the others run on while the tracer resolves.
+    int creates = e.kind == DGRUN_TRACE_MODIFY || (e.kind == DGRUN_TRACE_OPEN && (e.flags & O_CREAT));
     if (valid && have_path) {
         absolute(pid, dirfd, path, full, sizeof full);
-        e.exists = resolve(pid, full, follow, canonical, sizeof canonical);
-        const char *recorded = e.exists ? canonical : full;
-        snprintf(path, sizeof path, "%s", recorded);
-        e.path_len = (int32_t)strlen(path);
         if (path2[0]) {
-            absolute(pid, dirfd2, path2, full, sizeof full);
-            snprintf(path2, sizeof path2, "%s", full);
+            absolute(pid, dirfd2, path2, canonical, sizeof canonical);
+            snprintf(path2, sizeof path2, "%s", canonical);
             e.path2_len = (int32_t)strlen(path2);
         }
+        if (creates) e.exists = resolve(pid, full, follow, canonical, sizeof canonical);
     }
     memset(&resp, 0, sizeof resp);
     resp.r.id = req.n.id;
     resp.r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp.r) != 0 && errno != ENOENT) return -errno;
     if (!valid) { log->lost++; return 0; }
+    if (have_path) {
+        if (!creates) e.exists = resolve(pid, full, follow, canonical, sizeof canonical);
+        snprintf(path, sizeof path, "%s", e.exists ? canonical : full);
+        e.path_len = (int32_t)strlen(path);
+    }
     if (e.kind && (have_path || e.addr_len)) return append(log, &e, path, path2, addr, data);
     return 0;
 }

@@ -146,6 +146,7 @@ public struct GraphBuilder {
 
     /// sha256 of the content (and the ELF build-id where there is one), for regular files.
     static func version(of path: String) -> String? {
+        if getenv("DGRUN_NOHASH_TMP") != nil { return nil }
         var st = stat()
         guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size <= 1 << 30,
               let bytes = try? FileIO.readBytes(path, limit: 1 << 30) else { return nil }

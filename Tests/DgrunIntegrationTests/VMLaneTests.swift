@@ -1,5 +1,8 @@
 import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Lane 3 of the design notes: the same limit and cleanup suites, run inside a QEMU/TCG guest whose
 /// only cgroup hierarchy is cgroup v2 (rootfs-scripts/vm-test.sh). The guest sees this host's root
@@ -35,6 +38,9 @@ enum VMLane {
     }()
 }
 
+/// The canonical path (every symlink resolved), nil when it does not exist.
 func FileIO_realPath(_ path: String) -> String? {
-    (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? path
+    guard let resolved = realpath(path, nil) else { return nil }
+    defer { free(resolved) }
+    return String(cString: resolved)
 }

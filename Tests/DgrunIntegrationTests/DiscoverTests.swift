@@ -1,0 +1,147 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `dgrun discover` on real programs: each kind of access becomes the right node and edge.
+@Suite struct DiscoverTests {
+    struct Found {
+        var nodes: [String: [String: Any]] = [:]   // by ref
+        var edges: Set<String> = []                 // "relation ref"
+        var status: Int32
+        var stderr: String
+
+        func has(_ relation: String, _ ref: String) -> Bool { edges.contains("\(relation) \(ref)") }
+    }
+
+    static func discover(_ command: [String], cwd: String? = nil) -> Found {
+        let dir = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(dir) }
+        let r = Harness.run([Harness.binary, "discover", "-o", dir + "/graph.json", "--"] + command, cwd: cwd)
+        var found = Found(status: r.status, stderr: r.stderr)
+        guard let data = FileManager.default.contents(atPath: dir + "/graph.json"),
+              let graph = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return found }
+        #expect(graph["schema"] as? String == "dgrun.graph/1")
+        var refByID: [String: String] = [:]
+        for node in graph["nodes"] as? [[String: Any]] ?? [] {
+            let ref = node["ref"] as? String ?? ""
+            refByID[node["id"] as? String ?? ""] = ref
+            found.nodes[ref] = node
+        }
+        for edge in graph["edges"] as? [[String: Any]] ?? [] {
+            let to = refByID[edge["to"] as? String ?? ""] ?? ""
+            found.edges.insert("\(edge["relation"] as? String ?? "") \(to)")
+        }
+        return found
+    }
+
+    @Test func filesReadWrittenProbedAndExecuted() throws {
+        let work = try #require(FileIO_realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        try "input\n".write(toFile: work + "/in.txt", atomically: true, encoding: .utf8)
+        let f = Self.discover(["sh", "-c", "cat in.txt > out.txt; test -e missing.txt; mkdir made; mv out.txt made/moved.txt"], cwd: work)
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(f.has("reads", work + "/in.txt"))
+        #expect(f.has("writes", work + "/out.txt"))
+        #expect(f.has("writes", work + "/made/moved.txt"))
+        #expect(f.has("probes", work + "/missing.txt"))
+        #expect(f.has("executes", FileIO_realPath("/bin/cat") ?? "/usr/bin/cat"))
+        #expect(f.has("loads", FileIO_realPath("/lib/x86_64-linux-gnu/libc.so.6") ?? ""))
+        let input = try #require(f.nodes[work + "/in.txt"])
+        #expect(input["ownership"] as? String == "internal")
+        #expect(input["state"] as? String == "available")
+        #expect((input["version"] as? String)?.hasPrefix("sha256:7d3f9b62") == true, "sha256 of 'input\\n'")
+        #expect(f.nodes[work + "/missing.txt"]?["state"] as? String == "unavailable")
+        let libc = try #require(f.nodes[FileIO_realPath("/lib/x86_64-linux-gnu/libc.so.6") ?? ""])
+        #expect(libc["kind"] as? String == "library")
+        #expect((libc["evidence"] as? [String])?.contains("static:elf-needed") == true)
+        #expect(f.nodes["cgroup:" + Harness.layout.rawValue]?["kind"] as? String == "infrastructure" || !Harness.canLimit)
+    }
+
+    @Test(.enabled(if: Harness.hasCommand("busybox"), "needs busybox-static"))
+    func staticBinary() throws {
+        let busybox = try #require(FileIO_realPath("/bin/busybox") ?? FileIO_realPath("/usr/bin/busybox"))
+        let f = Self.discover([busybox, "cat", "/etc/hostname"])
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(f.has("executes", busybox))
+        #expect(f.has("reads", "/etc/hostname"), "a static binary's own openat is traced")
+    }
+
+    @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
+    func threadsForksAndDirectoryFDs() throws {
+        let work = try #require(FileIO_realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        try FileManager.default.createDirectory(atPath: work + "/sub", withIntermediateDirectories: true)
+        for i in 0..<4 { try "\(i)".write(toFile: work + "/sub/t\(i)", atomically: true, encoding: .utf8) }
+        let f = Self.discover(["python3", "-c", """
+            import os, threading
+            def read(i): open("sub/t%d" % i).read()
+            ts = [threading.Thread(target=read, args=(i,)) for i in range(4)]
+            [t.start() for t in ts]; [t.join() for t in ts]
+            d = os.open("sub", os.O_RDONLY | os.O_DIRECTORY)
+            os.close(os.open("via-dirfd", os.O_WRONLY | os.O_CREAT, dir_fd=d))
+            if os.fork() == 0:
+                open("from-child", "w").close(); os._exit(0)
+            os.wait()
+            """], cwd: work)
+        #expect(f.status == 0, "\(f.stderr)")
+        for i in 0..<4 { #expect(f.has("reads", work + "/sub/t\(i)"), "thread \(i)") }
+        #expect(f.has("writes", work + "/sub/via-dirfd"), "relative to a directory fd")
+        #expect(f.has("writes", work + "/from-child"), "a forked child is traced")
+    }
+
+    @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
+    func loopbackTCPAndUnixSocketClients() throws {
+        let server = try LoopbackServer()
+        defer { server.close() }
+        let f = Self.discover(["python3", "-c", """
+            import socket
+            socket.create_connection(("127.0.0.1", \(server.port))).close()
+            s = socket.socket(socket.AF_UNIX); s.bind("\\0dgrun-test-\(getpid())"); s.listen()
+            c = socket.socket(socket.AF_UNIX); c.connect("\\0dgrun-test-\(getpid())")
+            """])
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(f.has("connects", "tcp://127.0.0.1:\(server.port)"), "\(f.edges.filter { $0.hasPrefix("connects") })")
+        #expect(f.has("connects", "unix:@dgrun-test-\(getpid())"))
+        #expect(f.nodes["network:loopback"] != nil)
+    }
+
+    @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
+    func dnsQueryToAStubResolverOnLoopback() throws {
+        // A query sent to a stub resolver on 127.0.0.1:53 is decoded to the name it asks for.
+        let f = Self.discover(["python3", "-c", """
+            import socket, struct
+            q = struct.pack(">HHHHHH", 1, 0x100, 1, 0, 0, 0) + b"".join(bytes([len(p)]) + p for p in [b"example", b"test"]) + b"\\0" + struct.pack(">HH", 1, 1)
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(q, ("127.0.0.1", 53))
+            """])
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(f.has("resolves", "dns:example.test"), "\(f.edges.filter { $0.hasPrefix("resolves") })")
+        #expect(f.has("resolves", "udp://127.0.0.1:53"))
+    }
+
+    @Test func shebangInterpreterComesFromStaticAnalysis() throws {
+        let work = try #require(FileIO_realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        try "#!/usr/bin/env sh\nexit 0\n".write(toFile: work + "/run.sh", atomically: true, encoding: .utf8)
+        chmod(work + "/run.sh", 0o755)
+        let f = Self.discover(["./run.sh"], cwd: work)
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(f.has("executes", work + "/run.sh"))
+        let sh = FileIO_realPath("/bin/sh") ?? ""
+        #expect(f.nodes[sh]?["kind"] as? String == "code")
+        #expect((f.nodes[sh]?["evidence"] as? [String])?.contains("static:shebang") == true)
+    }
+
+    @Test func exitStatusAndBadInput() {
+        let failing = Harness.run([Harness.binary, "discover", "--format", "text", "--", "sh", "-c", "exit 3"])
+        #expect(failing.status == 3)
+        #expect(failing.stdout.contains("task:sh"))
+        #expect(Harness.run([Harness.binary, "discover", "--format", "yaml", "--", "true"]).status == 125)
+        #expect(Harness.run([Harness.binary, "discover"]).status == 125)
+        let dot = Harness.run([Harness.binary, "discover", "--format", "dot", "--", "true"])
+        #expect(dot.stdout.hasPrefix("digraph dgrun {"))
+        let mermaid = Harness.run([Harness.binary, "discover", "--format", "mermaid", "--", "true"])
+        #expect(mermaid.stdout.hasPrefix("graph LR"))
+    }
+}

@@ -1,13 +1,17 @@
 #!/bin/sh
-# Builds dgrun and runs the bundled example (examples/hello-build) in a sandbox: compile and test a
-# small C program with no network, a read-only host, and 256 MiB / 1 CPU / 64 processes; then shows
-# what an out-of-memory kill looks like. Run as root for cgroup limits.
+# Builds dgrun and runs the bundled example (examples/hello-build): first `dgrun discover` prints
+# what building and testing it depends on; then `dgrun exec` builds and tests it with no network,
+# a read-only host, and 256 MiB / 1 CPU / 64 processes; last, what an out-of-memory kill looks
+# like. Run as root for cgroup limits.
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/ensure-deps.sh
 swift build -c release --static-swift-stdlib
 dgrun=$PWD/.build/release/dgrun
 cd examples/hello-build
+echo "== dgrun discover: what building and testing examples/hello-build depends on" >&2
+"$dgrun" discover --format text -- sh -c 'cc -O2 -o /tmp/hello hello.c && ./test.sh /tmp/hello' \
+    | grep -v '^  data           /usr/lib/locale/'
 echo "== dgrun exec: build and test examples/hello-build" >&2
 "$dgrun" exec --memory 256m --cpus 1 --pids 64 --net none --timeout 2m --report ../../.build/hello-report.json \
     -- sh -c 'cc -O2 -o /tmp/hello hello.c && /tmp/hello && ./test.sh /tmp/hello'

@@ -11,13 +11,14 @@ struct Discover {
     var exec = Exec()
     var format: GraphFormat = .json
     var output: String?
+    var taskDirectory: String?
 
     /// The sandbox options discover shares with exec, taken from exec's own table.
     static let sharedOptions: Set<String> = ["profile", "timeout", "cwd", "env", "ro", "rw", "tmpfs", "net", "memory", "cpus", "pids", "limits", "report"]
 
     static let verb = VerbSpec<Discover>(
         name: "discover",
-        usage: "dgrun discover [options] -- CMD [ARGS...]",
+        usage: "dgrun discover [options] (TASKDIR | -- CMD [ARGS...])",
         abstract: "Run a command once, traced, and print the graph of what it depends on.",
         discussion: """
         The command runs in the exec sandbox (host network by default, so that what it reaches can
@@ -25,6 +26,10 @@ struct Discover {
         of every process it starts. Static analysis adds what the executed programs load (ELF
         interpreter and libraries, script interpreters). The graph follows the dgrun.graph/1 schema;
         a summary goes to stderr. Exit status: the command's, as with exec.
+
+        TASKDIR: a directory with a task.toml. Its command runs in its workdir with its env, limits
+        and sandbox settings (flags override them); the graph is also saved as TASKDIR/.dgrun/graph.json,
+        and the summary names inputs and outputs used but not declared, and declared but unused.
         """,
         options: [
             .value("format", "json|dot|mermaid|text", "Output format (default: json).") {
@@ -44,15 +49,40 @@ struct Discover {
             CLI.write(1, verb.help)
             return nil
         }
-        if let first = parsed.positionals.first {
-            throw UsageError(message: "task directories (\(first)) are not supported by discover yet; run a command with: \(verb.usage)", verb: "discover")
+        switch (parsed.positionals.count, parsed.command.isEmpty) {
+        case (0, false): discover.exec.command = parsed.command
+        case (1, true): discover.taskDirectory = parsed.positionals[0]
+        case (0, true): throw UsageError(message: "no task directory or command given; usage: \(verb.usage)", verb: "discover")
+        default: throw UsageError(message: "give one task directory or a command after --, not both; usage: \(verb.usage)", verb: "discover")
         }
-        guard !parsed.command.isEmpty else { throw UsageError(message: "no command given; usage: \(verb.usage)", verb: "discover") }
-        discover.exec.command = parsed.command
         return discover
     }
 
+    /// Applies task.toml under the flags: a flag given on the command line wins.
+    static func applying(_ task: TaskFile, to base: Exec) -> Exec {
+        var exec = base
+        exec.command = task.argv
+        exec.cwd = exec.cwd ?? task.workingDirectory
+        exec.env = task.env.map { "\($0.key)=\($0.value)" } + exec.env
+        exec.memory = exec.memory ?? task.memory
+        exec.cpus = exec.cpus ?? task.cpus.map { String($0) }
+        exec.pids = exec.pids ?? task.pids.map { String($0) }
+        exec.timeout = exec.timeout ?? task.timeout
+        if let profile = task.profile, exec.profile == "default" { exec.profile = profile }
+        exec.net = exec.net ?? task.network
+        if task.workdir != "." { exec.writablePaths.append(task.directory) }  // outputs may land anywhere in it
+        return exec
+    }
+
     func run() -> Int32 {
+        var exec = self.exec
+        var task: TaskFile?
+        if let taskDirectory {
+            do { task = try TaskFile.load(directory: taskDirectory) } catch {
+                return exec.finish(failure: error.message, exitCode: 125)
+            }
+            exec = Self.applying(task!, to: exec)
+        }
         let outcome: RunOutcome
         var environment: [String] = []
         var directory = ""
@@ -74,8 +104,17 @@ struct Discover {
         _ = exec.writeReport(outcome)
         guard let trace = outcome.trace else { return outcome.exitCode }
 
-        var builder = GraphBuilder(taskDirectory: directory, argv: exec.command, environment: environment)
-        let graph = builder.build(trace: trace, outcome: outcome)
+        var builder = GraphBuilder(taskDirectory: task?.directory ?? directory, argv: exec.command,
+                                   environment: environment, name: task?.name)
+        var graph = builder.build(trace: trace, outcome: outcome)
+        if let task {
+            graph.nodes = graph.nodes.map { node in
+                var node = node
+                if node.kind == .task { node.priority = task.priority }
+                return node
+            }
+            save(graph, in: task)
+        }
         let text: String
         do { text = try GraphRenderer.render(graph, as: format) } catch {
             CLI.write(2, "dgrun: cannot render the graph: \(error)\n")
@@ -94,6 +133,65 @@ struct Discover {
         let summary = Graph.Node.Kind.allCases.compactMap { kind in counts[kind.rawValue].map { "\($0) \(kind.rawValue)" } }
         CLI.write(2, "dgrun: discovered \(graph.nodes.count) nodes (\(summary.joined(separator: ", "))), \(graph.edges.count) edges from \(trace.notifications) traced calls"
                   + (trace.lost > 0 ? " (\(trace.lost) lost: their process died first)" : "") + "\n")
+        if let task { CLI.write(2, DeclarationCheck(task: task, graph: graph).summary) }
         return outcome.exitCode
+    }
+}
+
+extension Discover {
+    /// TASKDIR/.dgrun/graph.json, written beside and renamed so a reader never sees half of it.
+    func save(_ graph: Graph, in task: TaskFile) {
+        let dir = task.directory + "/.dgrun"
+        mkdir(dir, 0o755)
+        do {
+            let text = try GraphRenderer.render(graph, as: .json)
+            let temporary = dir + "/graph.json.tmp-\(getpid())"
+            try FileIO.write(temporary, text, create: true)
+            _ = try valueOrErrno("rename", path: dir + "/graph.json") { rename(temporary, dir + "/graph.json") }
+        } catch {
+            CLI.write(2, "dgrun: warning: cannot save the graph in \(dir): \(error)\n")
+        }
+    }
+}
+
+/// Declared inputs and outputs (task.toml globs) against what the run used inside the task directory.
+struct DeclarationCheck {
+    var undeclaredInputs: [String] = []
+    var unusedInputs: [String] = []
+    var undeclaredOutputs: [String] = []
+    var unwrittenOutputs: [String] = []
+
+    init(task: TaskFile, graph: Graph) {
+        let prefix = task.directory + "/"
+        let refs = Dictionary(graph.nodes.map { ($0.id, $0.ref) }, uniquingKeysWith: { a, _ in a })
+        func inside(_ relation: Set<String>) -> [String] {
+            var seen: Set<String> = []
+            return graph.edges.filter { relation.contains($0.relation) && $0.from == graph.task.id }
+                .compactMap { refs[$0.to] }.filter { $0.hasPrefix(prefix) }
+                .map { String($0.dropFirst(prefix.count)) }
+                // Directories listed or created on the way to files are implied by the file globs.
+                .filter { !$0.hasPrefix(".dgrun/") && $0 != "task.toml" && !FileIO.isDirectory(prefix + $0) }
+                .filter { seen.insert($0).inserted }
+        }
+        let written = inside(["writes"])
+        let read = inside(["reads", "loads", "executes"]).filter { !written.contains($0) }
+        func matches(_ path: String, _ globs: [String]) -> Bool { globs.contains { fnmatch($0, path, FNM_PATHNAME) == 0 } }
+        undeclaredInputs = read.filter { !matches($0, task.inputs) }
+        unusedInputs = task.inputs.filter { glob in !read.contains { fnmatch(glob, $0, FNM_PATHNAME) == 0 } }
+        undeclaredOutputs = written.filter { !matches($0, task.outputs) }
+        unwrittenOutputs = task.outputs.filter { glob in !written.contains { fnmatch(glob, $0, FNM_PATHNAME) == 0 } }
+    }
+
+    var summary: String {
+        var lines: [String] = []
+        func add(_ title: String, _ items: [String]) {
+            guard !items.isEmpty else { return }
+            lines.append("dgrun: \(title): " + items.prefix(20).joined(separator: ", ") + (items.count > 20 ? ", ... (\(items.count))" : ""))
+        }
+        add("inputs used but not declared in task.toml", undeclaredInputs)
+        add("inputs declared but not used", unusedInputs)
+        add("outputs written but not declared in task.toml", undeclaredOutputs)
+        add("outputs declared but not written", unwrittenOutputs)
+        return lines.isEmpty ? "dgrun: inputs and outputs match task.toml\n" : lines.joined(separator: "\n") + "\n"
     }
 }

@@ -20,11 +20,12 @@ public struct GraphBuilder {
     private var written: Set<String> = []
     let taskID: String
 
-    public init(taskDirectory: String, argv: [String], environment: [String]) {
+    /// `name`: the task's name (its directory's); for a command, the program's.
+    public init(taskDirectory: String, argv: [String], environment: [String], name: String? = nil) {
         self.taskDirectory = taskDirectory
         self.argv = argv
         self.environment = environment
-        taskID = "task:" + (argv.first.map { String($0.split(separator: "/").last ?? Substring($0)) } ?? "task")
+        taskID = "task:" + (name ?? argv.first.map { String($0.split(separator: "/").last ?? Substring($0)) } ?? "task")
     }
 
     public mutating func build(trace: TraceResult, outcome: RunOutcome) -> Graph {

@@ -145,3 +145,49 @@ import Glibc
         #expect(mermaid.stdout.hasPrefix("graph LR"))
     }
 }
+
+/// `dgrun discover TASKDIR`: task.toml applied, graph saved, declarations checked.
+@Suite struct DiscoverTaskTests {
+    static func makeTask(_ toml: String, files: [String: String] = [:]) throws -> String {
+        let dir = try #require(FileIO_realPath(Harness.makeTemporaryDirectory())) + "/report"
+        try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        try toml.write(toFile: dir + "/task.toml", atomically: true, encoding: .utf8)
+        for (name, text) in files { try text.write(toFile: dir + "/" + name, atomically: true, encoding: .utf8) }
+        return dir
+    }
+
+    @Test func runsTheTaskSavesTheGraphAndChecksDeclarations() throws {
+        let dir = try Self.makeTask("""
+            run = "mkdir -p out && cat data/a.csv extra.txt > out/report.txt && echo $GREETING > out/log.txt"
+            env = { GREETING = "hello" }
+            inputs = ["data/*.csv", "config.ini"]
+            outputs = ["out/report.txt"]
+            [sandbox]
+            network = "none"
+            """, files: ["data/a.csv": "x,1\n", "extra.txt": "e\n"])
+        defer { Harness.removeTree((dir as NSString).deletingLastPathComponent) }
+        let r = Harness.run([Harness.binary, "discover", "--format", "text", dir])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.hasPrefix("task:report"))
+        #expect((try? String(contentsOfFile: dir + "/out/log.txt", encoding: .utf8)) == "hello\n", "env from task.toml")
+        #expect(FileManager.default.fileExists(atPath: dir + "/.dgrun/graph.json"))
+        #expect(r.stderr.contains("inputs used but not declared in task.toml: extra.txt"), "\(r.stderr)")
+        #expect(r.stderr.contains("inputs declared but not used: config.ini"))
+        #expect(r.stderr.contains("outputs written but not declared in task.toml: out/log.txt"))
+        #expect(r.stdout.contains("network:none"), "task.toml's network = none holds")
+    }
+
+    @Test func badTaskDirectoriesAre125() throws {
+        let broken = try Self.makeTask("command = [\"true\"]\n[limits]\nmemroy = \"1g\"\n")
+        defer { Harness.removeTree((broken as NSString).deletingLastPathComponent) }
+        let r = Harness.run([Harness.binary, "discover", broken])
+        #expect(r.status == 125)
+        #expect(r.stderr.contains("task.toml: unknown key \"memroy\" in [limits]"), "\(r.stderr)")
+        let empty = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(empty) }
+        let none = Harness.run([Harness.binary, "discover", empty])
+        #expect(none.status == 125)
+        #expect(none.stderr.contains("has no task.toml"))
+        #expect(Harness.run([Harness.binary, "discover", empty, "--", "true"]).status == 125)
+    }
+}

@@ -1,0 +1,134 @@
+import DgrunSystem
+
+/// A task directory's task.toml (the contract of the design notes). Unknown keys are errors, so
+/// that a typo never silently drops a limit.
+public struct TaskFile: Sendable, Equatable {
+    public var directory: String
+    public var name: String
+    /// `command = [...]`, or `run = "..."` as ["/bin/sh", "-c", run].
+    public var argv: [String]
+    public var workdir: String
+    public var env: [(key: String, value: String)]
+    public var inputs: [String]
+    public var outputs: [String]
+    public var memory: String?
+    public var cpus: Double?
+    public var pids: Int?
+    public var timeout: String?
+    public var profile: String?
+    public var network: SandboxProfile.Network?
+    public var priority: Int
+
+    public static func == (a: TaskFile, b: TaskFile) -> Bool {
+        a.directory == b.directory && a.argv == b.argv && a.workdir == b.workdir
+            && a.env.map { "\($0.key)=\($0.value)" } == b.env.map { "\($0.key)=\($0.value)" }
+            && a.inputs == b.inputs && a.outputs == b.outputs && a.memory == b.memory && a.cpus == b.cpus
+            && a.pids == b.pids && a.timeout == b.timeout && a.profile == b.profile && a.network == b.network
+            && a.priority == b.priority
+    }
+
+    /// Loads DIR/task.toml; every error names the file and what to fix.
+    public static func load(directory: String) throws(SpecError) -> TaskFile {
+        guard let dir = FileIO.realPath(directory), FileIO.isDirectory(dir) else {
+            throw SpecError("\(directory) is not a directory")
+        }
+        let path = dir + "/task.toml"
+        guard FileIO.exists(path) else {
+            throw SpecError("\(directory) has no task.toml (a task directory needs one; see README, \"Task directories\")")
+        }
+        let text: String
+        do { text = try FileIO.read(path) } catch { throw SpecError("cannot read \(path): \(error)") }
+        do {
+            return try parse(text, directory: dir)
+        } catch {
+            throw SpecError("\(path): \(error.message)")
+        }
+    }
+
+    static let topLevelKeys: Set<String> = ["command", "run", "workdir", "env", "inputs", "outputs", "priority", "limits", "sandbox"]
+    static let limitKeys: Set<String> = ["memory", "cpus", "pids", "timeout"]
+    static let sandboxKeys: Set<String> = ["profile", "network"]
+
+    public static func parse(_ text: String, directory: String) throws(SpecError) -> TaskFile {
+        let root = try TOMLSubset.parse(text)
+        try checkKeys(root, allowed: topLevelKeys, in: nil)
+        var task = TaskFile(directory: directory, name: String(directory.split(separator: "/").last ?? "task"),
+                            argv: [], workdir: ".", env: [], inputs: [], outputs: [], priority: 0)
+        switch (root["command"], root["run"]) {
+        case (.some, .some): throw SpecError("give either command or run, not both")
+        case (nil, nil): throw SpecError("missing command = [\"prog\", \"arg\"] or run = \"shell line\"")
+        case (let command?, nil):
+            task.argv = try strings(command, key: "command")
+            if task.argv.isEmpty { throw SpecError("command is empty") }
+        case (nil, let run?):
+            task.argv = ["/bin/sh", "-c", try string(run, key: "run")]
+        }
+        if let value = root["workdir"] {
+            task.workdir = try string(value, key: "workdir")
+            if task.workdir.hasPrefix("/") { throw SpecError("workdir must be relative to the task directory") }
+        }
+        if let value = root["env"] {
+            guard case .table(let table) = value else { throw SpecError("env must be a table, like env = { LANG = \"C.UTF-8\" }") }
+            for key in table.keys { task.env.append((key, try string(table[key]!, key: "env.\(key)"))) }
+        }
+        if let value = root["inputs"] { task.inputs = try strings(value, key: "inputs") }
+        if let value = root["outputs"] { task.outputs = try strings(value, key: "outputs") }
+        if let value = root["priority"] { task.priority = try integer(value, key: "priority") }
+        if let value = root["limits"] {
+            guard case .table(let limits) = value else { throw SpecError("limits must be a [limits] table") }
+            try checkKeys(limits, allowed: limitKeys, in: "limits")
+            if let v = limits["memory"] { task.memory = try string(v, key: "limits.memory"); _ = try ByteSize.parse(task.memory!) }
+            if let v = limits["cpus"] {
+                switch v {
+                case .float(let d): task.cpus = d
+                case .integer(let i): task.cpus = Double(i)
+                default: throw SpecError("limits.cpus must be a number, like 1.5")
+                }
+            }
+            if let v = limits["pids"] { task.pids = try integer(v, key: "limits.pids") }
+            if let v = limits["timeout"] { task.timeout = try string(v, key: "limits.timeout"); _ = try DurationText.parse(task.timeout!) }
+        }
+        if let value = root["sandbox"] {
+            guard case .table(let sandbox) = value else { throw SpecError("sandbox must be a [sandbox] table") }
+            try checkKeys(sandbox, allowed: sandboxKeys, in: "sandbox")
+            if let v = sandbox["profile"] { task.profile = try string(v, key: "sandbox.profile") }
+            if let v = sandbox["network"] {
+                let text = try string(v, key: "sandbox.network")
+                guard let network = SandboxProfile.Network(rawValue: text) else {
+                    throw SpecError("sandbox.network \"\(text)\": use host or none")
+                }
+                task.network = network
+            }
+        }
+        return task
+    }
+
+    /// The working directory of the command: the task directory joined with `workdir`.
+    public var workingDirectory: String {
+        workdir == "." ? directory : directory + "/" + workdir
+    }
+
+    static func checkKeys(_ table: TOMLTable, allowed: Set<String>, in section: String?) throws(SpecError) {
+        for key in table.keys where !allowed.contains(key) {
+            let place = section.map { "in [\($0)] " } ?? ""
+            throw SpecError("unknown key \"\(key)\" \(place)(allowed: \(allowed.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    static func string(_ value: TOMLValue, key: String) throws(SpecError) -> String {
+        guard case .string(let s) = value else { throw SpecError("\(key) must be a string, not \(value.typeName)") }
+        return s
+    }
+
+    static func integer(_ value: TOMLValue, key: String) throws(SpecError) -> Int {
+        guard case .integer(let i) = value else { throw SpecError("\(key) must be an integer, not \(value.typeName)") }
+        return i
+    }
+
+    static func strings(_ value: TOMLValue, key: String) throws(SpecError) -> [String] {
+        guard case .array(let items) = value else { throw SpecError("\(key) must be an array of strings") }
+        var result: [String] = []
+        for item in items { result.append(try string(item, key: key + "[]")) }
+        return result
+    }
+}

@@ -1,0 +1,117 @@
+import Testing
+@testable import DgrunSpec
+
+@Suite struct TOMLSubsetTests {
+    @Test func parsesTheTaskFileSubset() throws {
+        let table = try TOMLSubset.parse(#"""
+        # comment
+        command = ["python3", "make_report.py"]  # trailing comment
+        lit = 'C:\path'
+        esc = "a\"b\n\u00e9"
+        multi = """
+        line one
+        line two"""
+        n = 1_000
+        f = 1.5
+        neg = -3
+        yes = true
+        env = { LANG = "C.UTF-8", "X-Y" = "z" }
+        list = [
+          "a",
+          "b",   # comment in an array
+        ]
+
+        [limits]
+        memory = "512m"
+        """#)
+        #expect(table["command"] == .array([.string("python3"), .string("make_report.py")]))
+        #expect(table["lit"] == .string(#"C:\path"#))
+        #expect(table["esc"] == .string("a\"b\n\u{e9}"))
+        #expect(table["multi"] == .string("line one\nline two"))
+        #expect(table["n"] == .integer(1000))
+        #expect(table["f"] == .float(1.5))
+        #expect(table["neg"] == .integer(-3))
+        #expect(table["yes"] == .bool(true))
+        guard case .table(let env)? = table["env"] else { Issue.record("env"); return }
+        #expect(env["LANG"] == .string("C.UTF-8") && env["X-Y"] == .string("z"))
+        #expect(table["list"] == .array([.string("a"), .string("b")]))
+        guard case .table(let limits)? = table["limits"] else { Issue.record("limits"); return }
+        #expect(limits["memory"] == .string("512m"))
+    }
+
+    @Test(arguments: [
+        ("a = ", "line 1, column 5: expected a value"),
+        ("a = \"open", "unterminated string"),
+        ("a = 1\na = 2", "line 2, column 6: key \"a\" is defined twice"),
+        ("a.b = 1", "dotted keys"),
+        ("[[x]]", "arrays of tables"),
+        ("a = 1979-05-27", "dates and times are not supported"),
+        ("a = yes", "strings need quotes"),
+        ("a = 1 b = 2", "one key = value per line"),
+        ("[t]\n[t]", "defined twice"),
+        ("a = [1, 2", "expected , or ]"),
+    ])
+    func rejectsWithAPlace(text: String, message: String) {
+        do {
+            _ = try TOMLSubset.parse(text)
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.message.contains(message), "\(error.message)")
+        }
+    }
+}
+
+@Suite struct TaskFileTests {
+    @Test func theDesignNotesExample() throws {
+        let task = try TaskFile.parse("""
+            command = ["python3", "make_report.py"]
+            workdir = "."
+            env = { LANG = "C.UTF-8" }
+            inputs = ["data/*.csv"]
+            outputs = ["out/report.txt"]
+
+            [limits]
+            memory = "512m"
+            cpus = 1.5
+            pids = 256
+            timeout = "10m"
+
+            [sandbox]
+            profile = "default"
+            network = "host"
+            """, directory: "/w/report")
+        #expect(task.name == "report")
+        #expect(task.argv == ["python3", "make_report.py"])
+        #expect(task.env.map { "\($0.key)=\($0.value)" } == ["LANG=C.UTF-8"])
+        #expect(task.inputs == ["data/*.csv"] && task.outputs == ["out/report.txt"])
+        #expect(task.memory == "512m" && task.cpus == 1.5 && task.pids == 256 && task.timeout == "10m")
+        #expect(task.profile == "default" && task.network == .host)
+        #expect(task.workingDirectory == "/w/report")
+    }
+
+    @Test func runIsAShellLine() throws {
+        let task = try TaskFile.parse(#"run = "make -j2 && ./test.sh""#, directory: "/w/t")
+        #expect(task.argv == ["/bin/sh", "-c", "make -j2 && ./test.sh"])
+    }
+
+    @Test(arguments: [
+        ("", "missing command"),
+        ("command = []", "command is empty"),
+        ("command = [\"a\"]\nrun = \"b\"", "either command or run"),
+        ("command = [\"a\"]\ncomand = 1", "unknown key \"comand\""),
+        ("command = [\"a\"]\n[limits]\nmemroy = \"1g\"", "unknown key \"memroy\" in [limits]"),
+        ("command = [\"a\"]\n[limits]\nmemory = \"lots\"", "invalid size"),
+        ("command = [\"a\"]\n[limits]\ncpus = \"2\"", "limits.cpus must be a number"),
+        ("command = [\"a\"]\n[sandbox]\nnetwork = \"some\"", "use host or none"),
+        ("command = \"a\"", "command must be an array"),
+        ("command = [\"a\"]\nworkdir = \"/abs\"", "relative"),
+    ])
+    func rejects(text: String, message: String) {
+        do {
+            _ = try TaskFile.parse(text, directory: "/w/t")
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.message.contains(message), "\(error.message)")
+        }
+    }
+}

@@ -1,4 +1,5 @@
 import Crypto
+import Dispatch
 import DgrunRuntime
 import DgrunStatic
 import DgrunSystem
@@ -18,6 +19,8 @@ public struct GraphBuilder {
     private var edges: [Graph.Edge] = []
     private var edgeSet: Set<Graph.Edge> = []
     private var written: Set<String> = []
+    /// Nodes whose content hash is computed at the end, on every CPU at once.
+    private var toHash: [String] = []
     let taskID: String
 
     /// `name`: the task's name (its directory's); for a command, the program's.
@@ -82,6 +85,7 @@ public struct GraphBuilder {
         }
         addStaticAnalysis(of: executed)
         addInfrastructure(outcome: outcome, network: network, trace: trace)
+        hashVersions()
         return Graph(task: .init(id: taskID, dir: taskDirectory, argv: argv),
                      nodes: order.compactMap { nodes[$0] }, edges: edges)
     }
@@ -114,7 +118,8 @@ public struct GraphBuilder {
             var st = stat()
             if existed, stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { cost["bytes"] = Double(st.st_size) }
             let inside = path == taskDirectory || path.hasPrefix(taskDirectory + "/")
-            add(Graph.Node(id: id, kind: kind, ref: path, version: existed && !produced ? Self.version(of: path) : nil,
+            if existed && !produced { toHash.append(id) }
+            add(Graph.Node(id: id, kind: kind, ref: path, version: nil,
                            state: existed || produced ? "available" : "unavailable",
                            ownership: inside || produced ? "internal" : "external",
                            cost: cost, priority: 0, evidence: [evidence]))
@@ -145,14 +150,41 @@ public struct GraphBuilder {
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
     }
 
-    /// sha256 of the content (and the ELF build-id where there is one), for regular files.
+    /// Content hashes of the files the run found, in parallel: hashing is most of what discover
+    /// adds after the run on a task that reads many files. A build-id already set is kept after it.
+    mutating func hashVersions() {
+        let ids = toHash
+        let paths = ids.map { nodes[$0]?.ref ?? "" }
+        let results = Slots(count: paths.count)
+        DispatchQueue.concurrentPerform(iterations: paths.count) { i in
+            results.set(i, Self.version(of: paths[i]))
+        }
+        for (i, id) in ids.enumerated() {
+            guard let digest = results.get(i), var node = nodes[id] else { continue }
+            node.version = digest + (node.version.map { " " + $0 } ?? "")
+            nodes[id] = node
+        }
+    }
+
+    /// sha256 of the content, for regular files, streamed through a buffer of at most 1 MiB.
     static func version(of path: String) -> String? {
-        if getenv("DGRUN_NOHASH_TMP") != nil { return nil }
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
         var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size <= 1 << 30,
-              let bytes = try? FileIO.readBytes(path, limit: 1 << 30) else { return nil }
-        let digest = SHA256.hash(data: bytes).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-        return "sha256:" + digest
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        var hasher = SHA256()
+        // Sized to the file (most are small headers), never zero-filled: read overwrites it.
+        let size = max(1, min(Int(st.st_size), 1 << 20))
+        var buffer = [UInt8](unsafeUninitializedCapacity: size) { _, count in count = size }
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return nil }
+            if n == 0 { break }
+            buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        return "sha256:" + hasher.finalize().map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
     // MARK: - static analysis of what ran
@@ -173,7 +205,7 @@ public struct GraphBuilder {
             }
             guard let elf = try? ElfFile.read(path: program) else { continue }
             if let buildID = elf.buildID, var node = nodes[programID] {
-                node.version = (node.version.map { $0 + " " } ?? "") + "build-id:" + buildID
+                node.version = "build-id:" + buildID  // the content hash is prepended by hashVersions
                 nodes[programID] = node
             }
             if let interp = elf.interpreter, let real = FileIO.realPath(interp) {
@@ -263,4 +295,20 @@ enum SyscallNames {
         76: "truncate", 42: "connect", 49: "bind", 44: "sendto", 46: "sendmsg",
     ]
     static func name(_ nr: Int32) -> String { names[nr] ?? "syscall-\(nr)" }
+}
+
+/// One result slot per parallel iteration. Each index is written by exactly one iteration and read
+/// only after concurrentPerform returns, which is why unchecked Sendable is sound here.
+final class Slots: @unchecked Sendable {
+    private let buffer: UnsafeMutableBufferPointer<String?>
+    init(count: Int) {
+        buffer = .allocate(capacity: count)
+        buffer.initialize(repeating: nil)
+    }
+    func set(_ i: Int, _ value: String?) { buffer[i] = value }
+    func get(_ i: Int) -> String? { buffer[i] }
+    deinit {
+        buffer.deinitialize()
+        buffer.deallocate()
+    }
 }

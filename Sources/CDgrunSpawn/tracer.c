@@ -28,6 +28,13 @@ static const int traced[] = {
 int dgrun_traced_syscall_count(void) { return (int)(sizeof traced / sizeof traced[0]); }
 int dgrun_traced_syscall(int index) { return traced[index]; }
 
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
+#endif
+
 int dgrun_trace_receive_listener(int socket_fd) {
     char byte;
     struct iovec iov = { &byte, 1 };
@@ -44,6 +51,10 @@ int dgrun_trace_receive_listener(int socket_fd) {
     if (r == 0 || !c || c->cmsg_type != SCM_RIGHTS) return -EPROTO;
     int fd;
     memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    // Linux 6.6+: wake the tracer and the traced process on the current CPU. Each traced call is
+    // two wake-ups, and across CPUs (worse in a VM) they are most of its cost. Older kernels say
+    // EINVAL and keep the ordinary wake-ups.
+    ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP);
     return fd;
 }
 
@@ -127,6 +138,74 @@ static int resolve(pid_t pid, const char *path, int follow, char *canonical, siz
     if (n <= 0) return 0;
     canonical[n] = 0;
     return 1;
+}
+
+// Resolutions seen in this run: repeated lookups of one path (loaders, include searches, stat
+// loops) are most of what a task does. Any call that can create, remove or rename clears it.
+struct cache_entry { uint64_t hash; char *path; char *canonical; int exists; int follow; };
+static struct cache_entry *cache;
+static size_t cache_capacity, cache_count;
+
+static uint64_t hash_path(const char *s, int follow) {
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)follow;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+static void cache_clear(void) {
+    for (size_t i = 0; i < cache_capacity; i++) {
+        free(cache[i].path);
+        free(cache[i].canonical);
+    }
+    memset(cache, 0, cache_capacity * sizeof *cache);
+    cache_count = 0;
+}
+
+static struct cache_entry *cache_find(const char *path, int follow, uint64_t h) {
+    if (!cache_capacity) return NULL;
+    for (size_t i = h & (cache_capacity - 1);; i = (i + 1) & (cache_capacity - 1)) {
+        struct cache_entry *e = &cache[i];
+        if (!e->hash) return NULL;
+        if (e->hash == h && e->follow == follow && strcmp(e->path, path) == 0) return e;
+    }
+}
+
+static void cache_put(const char *path, int follow, uint64_t h, int exists, const char *canonical) {
+    if ((cache_count + 1) * 2 > cache_capacity) {  // keep it at most half full
+        size_t old_capacity = cache_capacity;
+        struct cache_entry *old = cache;
+        cache_capacity = old_capacity ? old_capacity * 2 : 4096;
+        cache = calloc(cache_capacity, sizeof *cache);
+        if (!cache) { cache = old; cache_capacity = old_capacity; return; }
+        cache_count = 0;
+        for (size_t i = 0; i < old_capacity; i++) {
+            if (!old[i].hash) continue;
+            size_t j = old[i].hash & (cache_capacity - 1);
+            while (cache[j].hash) j = (j + 1) & (cache_capacity - 1);
+            cache[j] = old[i];
+            cache_count++;
+        }
+        free(old);
+    }
+    char *p = strdup(path), *c = strdup(canonical);
+    if (!p || !c) { free(p); free(c); return; }
+    size_t j = h & (cache_capacity - 1);
+    while (cache[j].hash) j = (j + 1) & (cache_capacity - 1);
+    cache[j] = (struct cache_entry){ h, p, c, exists, follow };
+    cache_count++;
+}
+
+static int resolve_cached(pid_t pid, const char *path, int follow, char *canonical, size_t cap) {
+    uint64_t h = hash_path(path, follow);
+    struct cache_entry *hit = cache_find(path, follow, h);
+    if (hit) {
+        snprintf(canonical, cap, "%s", hit->canonical);
+        return hit->exists;
+    }
+    int exists = resolve(pid, path, follow, canonical, cap);
+    // /proc differs per process: never cached.
+    if (strncmp(path, "/proc/", 6) != 0) cache_put(path, follow, h, exists, exists ? canonical : "");
+    return exists;
 }
 
 static int append(struct dgrun_trace_log *log, const struct dgrun_trace_event *e, const char *path,
@@ -253,7 +332,10 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
             snprintf(path2, sizeof path2, "%s", canonical);
             e.path2_len = (int32_t)strlen(path2);
         }
-        if (creates) e.exists = resolve(pid, full, follow, canonical, sizeof canonical);
+        if (creates) {
+            cache_clear();  // what existed may change now
+            e.exists = resolve(pid, full, follow, canonical, sizeof canonical);
+        }
     }
     memset(&resp, 0, sizeof resp);
     resp.r.id = req.n.id;
@@ -261,7 +343,7 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp.r) != 0 && errno != ENOENT) return -errno;
     if (!valid) { log->lost++; return 0; }
     if (have_path) {
-        if (!creates) e.exists = resolve(pid, full, follow, canonical, sizeof canonical);
+        if (!creates) e.exists = resolve_cached(pid, full, follow, canonical, sizeof canonical);
         snprintf(path, sizeof path, "%s", e.exists ? canonical : full);
         e.path_len = (int32_t)strlen(path);
     }
@@ -270,6 +352,12 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
 }
 
 void dgrun_trace_log_free(struct dgrun_trace_log *log) {
+    if (cache) {
+        cache_clear();
+        free(cache);
+        cache = NULL;
+        cache_capacity = 0;
+    }
     free(log->bytes);
     memset(log, 0, sizeof *log);
 }

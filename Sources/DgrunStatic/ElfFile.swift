@@ -1,4 +1,7 @@
 import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What static analysis needs from an ELF file: its interpreter, the libraries it needs, where it
 /// asks for them to be searched, and its build-id. 64-bit little-endian (x86-64, aarch64) only.
@@ -25,13 +28,30 @@ public struct ElfFile: Sendable, Equatable {
         }
     }
 
-    /// Reads at most the headers and the tables it points to; nil for a file that is not ELF.
+    /// Maps the file and touches only the headers and the tables they point to (a compiler's
+    /// binary is tens of MB); nil for a file that is not ELF.
     public static func read(path: String) throws(SystemError) -> ElfFile? {
-        let bytes = try FileIO.readBytes(path, limit: 256 << 20)
-        return try? parse(bytes)
+        let fd = try valueOrErrno("open", path: path) { open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size >= 64 else { return nil }
+        let size = Int(st.st_size)
+        guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), map != MAP_FAILED else {
+            throw SystemError("mmap", path: path, errno: errno)
+        }
+        defer { munmap(map, size) }
+        return try? parse(UnsafeRawBufferPointer(start: map, count: size))
     }
 
-    public static func parse(_ b: [UInt8]) throws(ParseError) -> ElfFile {
+    public static func parse(_ bytes: [UInt8]) throws(ParseError) -> ElfFile {
+        var result: Result<ElfFile, ParseError> = .failure(.notELF)
+        bytes.withUnsafeBytes { buffer in
+            do throws(ParseError) { result = .success(try parse(buffer)) } catch { result = .failure(error) }
+        }
+        return try result.get()
+    }
+
+    public static func parse(_ b: UnsafeRawBufferPointer) throws(ParseError) -> ElfFile {
         guard b.count >= 64, b[0] == 0x7f, b[1] == 0x45, b[2] == 0x4c, b[3] == 0x46 else { throw .notELF }
         guard b[4] == 2 else { throw .unsupported("32-bit") }
         guard b[5] == 1 else { throw .unsupported("big-endian") }
@@ -58,7 +78,7 @@ public struct ElfFile: Sendable, Equatable {
                 let name = at + 12, desc = name + (namesz + 3) & ~3
                 guard desc + descsz <= end else { break }
                 if kind == 3, namesz == 4, r.cString(name, limit: 4) == "GNU" {
-                    elf.buildID = b[desc..<desc + descsz].map { String($0, radix: 16).leftPadded(2) }.joined()
+                    elf.buildID = (desc..<desc + descsz).map { String(b[$0], radix: 16).leftPadded(2) }.joined()
                 }
                 at = desc + (descsz + 3) & ~3
             }
@@ -99,7 +119,7 @@ public struct ElfFile: Sendable, Equatable {
 
 /// Little-endian reads that never trap: out-of-range reads give 0 (callers check bounds first).
 struct Reader {
-    let bytes: [UInt8]
+    let bytes: UnsafeRawBufferPointer
 
     /// A file offset or size: clamped to just past the end, so arithmetic on junk cannot overflow.
     func offset(_ at: Int) -> Int {
@@ -121,8 +141,9 @@ struct Reader {
     func cString(_ at: Int, limit: Int) -> String {
         guard at >= 0, at < bytes.count else { return "" }
         let end = min(bytes.count, at + limit)
-        let stop = bytes[at..<end].firstIndex(of: 0) ?? end
-        return String(decoding: bytes[at..<stop], as: UTF8.self)
+        var stop = at
+        while stop < end && bytes[stop] != 0 { stop += 1 }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[at..<stop]), as: UTF8.self)
     }
 }
 

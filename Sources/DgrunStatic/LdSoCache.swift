@@ -17,15 +17,19 @@ public struct LdSoCache: Sendable {
         return parse(bytes)
     }
 
-    public static func parse(_ b: [UInt8]) -> LdSoCache {
+    public static func parse(_ bytes: [UInt8]) -> LdSoCache {
+        bytes.withUnsafeBytes { parse($0) }
+    }
+
+    static func parse(_ b: UnsafeRawBufferPointer) -> LdSoCache {
         let r = Reader(bytes: b)
         var start = 0
-        if b.starts(with: oldMagic) {
+        if b.count >= oldMagic.count && b.prefix(oldMagic.count).elementsEqual(oldMagic) {
             // Old header: magic (11) + pad to 12, nlibs (4); entries of 12 bytes; then the new table, 8-aligned.
             let count = Int(r.u32(12))
             start = (16 + count * 12 + 7) & ~7
         }
-        guard start + 48 <= b.count, Array(b[start..<start + newMagic.count]) == newMagic else { return LdSoCache() }
+        guard start + 48 <= b.count, b[start..<start + newMagic.count].elementsEqual(newMagic) else { return LdSoCache() }
         let count = Int(r.u32(start + 20))
         var cache = LdSoCache()
         // Header: magic 20, nlibs 4, len_strings 4, flags 1, pad 3, extension offset 4, unused 12 = 48.

@@ -19,6 +19,9 @@ public struct GraphBuilder {
     private var edges: [Graph.Edge] = []
     private var edgeSet: Set<Graph.Edge> = []
     private var written: Set<String> = []
+    /// Files the task read before writing them: the write is a second version, so that the graph
+    /// stays acyclic when tasks are chained (what a task reads is never what it produced).
+    private var rewritten: [String: String] = [:]
     /// Nodes whose content hash is computed at the end, on every CPU at once.
     private var toHash: [String] = []
     let taskID: String
@@ -45,7 +48,7 @@ public struct GraphBuilder {
                     link(file(event.path, existed: false, evidence: evidence), "probes")
                 } else if event.writes {
                     written.insert(event.path)
-                    link(file(event.path, existed: event.existed, evidence: evidence, produced: true), "writes")
+                    link(output(event.path, existed: event.existed, evidence: evidence), "writes")
                 } else {
                     let id = file(event.path, existed: true, evidence: evidence)
                     link(id, nodes[id]?.kind == .library ? "loads" : "reads")
@@ -61,7 +64,7 @@ public struct GraphBuilder {
             case .modify:
                 for path in [event.path, event.path2] where !path.isEmpty {
                     written.insert(path)
-                    link(file(path, existed: event.existed, evidence: evidence, produced: true), "writes")
+                    link(output(path, existed: event.existed, evidence: evidence), "writes")
                 }
             case .connect:
                 guard let endpoint = Endpoint(sockaddr: event.address, data: event.data) else { continue }
@@ -133,6 +136,30 @@ public struct GraphBuilder {
             }
         }
         return id
+    }
+
+    /// The node a write goes to: the file's own, or, when the task read it first, a second version.
+    mutating func output(_ path: String, existed: Bool, evidence: String) -> String {
+        let original = "file:" + path
+        if let second = rewritten[path] {
+            add(Graph.Node(id: second, kind: nodes[second]!.kind, ref: path, version: nil, state: "", ownership: "",
+                           cost: [:], priority: 0, evidence: [evidence]))
+            return second
+        }
+        let readFirst = edgeSet.contains(Graph.Edge(from: taskID, to: original, relation: "reads"))
+            && !edgeSet.contains(Graph.Edge(from: taskID, to: original, relation: "writes"))
+        guard readFirst, let first = nodes[original] else {
+            return file(path, existed: existed, evidence: evidence, produced: true)
+        }
+        let second = original + "#2"
+        rewritten[path] = second
+        // Hashes are taken after the run: the content read is gone. The version read stays
+        // unknown rather than wrong; the version written gets the final content's hash.
+        toHash.removeAll { $0 == original }
+        toHash.append(second)
+        add(Graph.Node(id: second, kind: first.kind, ref: path, version: nil, state: "available", ownership: "internal",
+                       cost: [:], priority: 0, evidence: [evidence]))
+        return second
     }
 
     static func kind(of path: String) -> Graph.Node.Kind {

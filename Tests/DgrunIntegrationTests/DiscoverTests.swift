@@ -6,6 +6,14 @@ import Glibc
 
 /// `dgrun discover` on real programs: each kind of access becomes the right node and edge.
 @Suite struct DiscoverTests {
+    /// sha256 by sha256sum, independent of the code under test.
+    static func sha256(_ text: String) -> String {
+        let dir = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(dir) }
+        try? text.write(toFile: dir + "/f", atomically: true, encoding: .utf8)
+        return String(Harness.run(["sha256sum", dir + "/f"]).stdout.prefix(64))
+    }
+
     struct Found {
         var nodes: [String: [String: Any]] = [:]   // by ref
         var edges: Set<String> = []                 // "relation ref"
@@ -57,6 +65,29 @@ import Glibc
         #expect(libc["kind"] as? String == "library")
         #expect((libc["evidence"] as? [String])?.contains("static:elf-needed") == true)
         #expect(f.nodes["cgroup:" + Harness.layout.rawValue]?["kind"] as? String == "infrastructure" || !Harness.canLimit)
+    }
+
+    @Test func aFileReadThenRewrittenGetsTwoVersions() throws {
+        let work = try #require(FileIO_realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        try "1\n".write(toFile: work + "/counter", atomically: true, encoding: .utf8)
+        let dir = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(dir) }
+        let r = Harness.run([Harness.binary, "discover", "-o", dir + "/g.json", "--", "sh", "-c", "cat counter > /dev/null; echo 2 >> counter"], cwd: work)
+        #expect(r.status == 0, "\(r.stderr)")
+        let data = try #require(FileManager.default.contents(atPath: dir + "/g.json"))
+        let graph = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let nodes = (graph["nodes"] as? [[String: Any]] ?? []).filter { $0["ref"] as? String == work + "/counter" }
+        #expect(nodes.count == 2, "the version read and the version written: \(nodes)")
+        let edges = graph["edges"] as? [[String: Any]] ?? []
+        let relations = Set(edges.compactMap { e -> String? in
+            guard let to = e["to"] as? String, to.hasPrefix("file:" + work + "/counter") else { return nil }
+            return "\(e["relation"] as? String ?? "") \(to)"
+        })
+        #expect(relations == ["reads file:\(work)/counter", "writes file:\(work)/counter#2"], "\(relations)")
+        // The content read is gone by the time hashes are taken: unknown, never wrong.
+        #expect(nodes.first { $0["id"] as? String == "file:\(work)/counter" }?["version"] is NSNull)
+        #expect((nodes.first { $0["id"] as? String == "file:\(work)/counter#2" }?["version"] as? String) == "sha256:\(Self.sha256("1\n2\n"))")
     }
 
     @Test(.enabled(if: Harness.hasCommand("busybox"), "needs busybox-static"))

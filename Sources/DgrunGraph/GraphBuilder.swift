@@ -228,6 +228,7 @@ public struct GraphBuilder {
                     let id = file(interpreter, existed: true, evidence: "static:shebang", kind: .code)
                     link(id, "requires", from: programID)
                 }
+                addScriptCandidates(of: program, interpreter: shebang.envProgram ?? shebang.interpreter, searchPath: searchPath)
                 continue
             }
             guard let elf = try? ElfFile.read(path: program) else { continue }
@@ -244,6 +245,50 @@ public struct GraphBuilder {
                 link(id, "requires", from: "file:" + library.neededBy)
             }
         }
+    }
+
+    static let shells: Set<String> = ["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash"]
+
+    /// Candidates named in a script's text: the commands a shell script runs (on PATH), and literal
+    /// paths, URLs and host:port. They carry static:* evidence; the trace confirms them or not.
+    mutating func addScriptCandidates(of script: String, interpreter: String, searchPath: String) {
+        guard let bytes = try? FileIO.readBytes(script, limit: 1 << 20) else { return }
+        let text = String(decoding: bytes, as: UTF8.self)
+        let scriptID = "file:" + script
+        let directory = String(script[..<(script.lastIndex(of: "/") ?? script.startIndex)])
+        if Self.shells.contains(String(interpreter.split(separator: "/").last ?? "")) {
+            for command in ScriptScanner.commands(inShellScript: text) {
+                let resolved = command.contains("/")
+                    ? FileIO.realPath(command.hasPrefix("/") ? command : directory + "/" + command)
+                    : Shebang.resolve(program: command, searchPath: searchPath)
+                guard let resolved else { continue }
+                link(file(resolved, existed: true, evidence: "static:shell-command", kind: .code), "requires", from: scriptID)
+            }
+        }
+        let literals = ScriptScanner.literals(in: text)
+        for path in literals.paths {
+            guard let real = FileIO.realPath(path), real != script else { continue }
+            link(file(real, existed: true, evidence: "static:script-literal"), "requires", from: scriptID)
+        }
+        let endpoints = literals.urls.compactMap(Self.endpoint(ofURL:)) + literals.endpoints.map { "tcp://" + $0 }
+        for uri in endpoints {
+            let id = "service:" + uri
+            add(Graph.Node(id: id, kind: .service, ref: uri, version: nil, state: "available", ownership: "external",
+                           cost: [:], priority: 0, evidence: ["static:script-literal"]))
+            link(id, "connects", from: scriptID)
+        }
+    }
+
+    /// https://host/path → tcp://host:443 (the scheme's port unless the URL names one).
+    static func endpoint(ofURL url: String) -> String? {
+        guard let schemeEnd = url.firstRange(of: "://") else { return nil }
+        let scheme = String(url[..<schemeEnd.lowerBound])
+        let rest = url[schemeEnd.upperBound...]
+        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }.split(separator: "@").last ?? ""
+        guard !authority.isEmpty else { return nil }
+        if authority.contains(":") { return "tcp://" + authority }
+        let ports = ["http": 80, "https": 443, "ftp": 21, "ssh": 22, "git": 9418, "s3": 443]
+        return ports[scheme].map { "tcp://\(authority):\($0)" }
     }
 
     mutating func addInfrastructure(outcome: RunOutcome, network: String, trace: TraceResult) {

@@ -154,7 +154,9 @@ import Glibc
     @Test func shebangInterpreterComesFromStaticAnalysis() throws {
         let work = try #require(FileIO_realPath(Harness.makeTemporaryDirectory()))
         defer { Harness.removeTree(work) }
-        try "#!/usr/bin/env sh\nexit 0\n".write(toFile: work + "/run.sh", atomically: true, encoding: .utf8)
+        // A branch that never runs: what it names is found statically only.
+        try "#!/usr/bin/env sh\nif false; then gzip /etc/hostname; curl https://data.example.test/x; fi\nexit 0\n"
+            .write(toFile: work + "/run.sh", atomically: true, encoding: .utf8)
         chmod(work + "/run.sh", 0o755)
         let f = Self.discover(["./run.sh"], cwd: work)
         #expect(f.status == 0, "\(f.stderr)")
@@ -162,6 +164,10 @@ import Glibc
         let sh = FileIO_realPath("/bin/sh") ?? ""
         #expect(f.nodes[sh]?["kind"] as? String == "code")
         #expect((f.nodes[sh]?["evidence"] as? [String])?.contains("static:shebang") == true)
+        let gzip = FileIO_realPath("/bin/gzip") ?? ""
+        #expect(f.nodes[gzip]?["evidence"] as? [String] == ["static:shell-command"], "not traced: the branch never ran")
+        #expect(f.nodes["/etc/hostname"]?["evidence"] as? [String] == ["static:script-literal"])
+        #expect(f.nodes["tcp://data.example.test:443"] != nil)
     }
 
     @Test func exitStatusAndBadInput() {

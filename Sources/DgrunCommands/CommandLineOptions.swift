@@ -73,6 +73,17 @@ struct VerbSpec<Target>: Sendable {
         return (positionals, [], false)
     }
 
+    /// parse, except that --help prints this verb's help and gives nil.
+    func parseOrShowHelp(_ args: ArraySlice<String>, into target: inout Target) throws(UsageError)
+        -> (positionals: [String], command: [String])? {
+        let parsed = try parse(args, into: &target)
+        if parsed.help {
+            CLI.write(1, help)
+            return nil
+        }
+        return (parsed.positionals, parsed.command)
+    }
+
     private func find(_ name: String) -> OptionSpec<Target>? {
         if name.hasPrefix("--") { return options.first { "--" + $0.long == name } }
         if name.count == 2, let c = name.last { return options.first { $0.short == c } }

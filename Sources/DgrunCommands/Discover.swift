@@ -44,11 +44,7 @@ struct Discover {
 
     static func parse(_ args: ArraySlice<String>) throws(UsageError) -> Discover? {
         var discover = Discover()
-        let parsed = try verb.parse(args, into: &discover)
-        if parsed.help {
-            CLI.write(1, verb.help)
-            return nil
-        }
+        guard let parsed = try verb.parseOrShowHelp(args, into: &discover) else { return nil }
         switch (parsed.positionals.count, parsed.command.isEmpty) {
         case (0, false): discover.exec.command = parsed.command
         case (1, true): discover.taskDirectory = parsed.positionals[0]
@@ -93,12 +89,8 @@ struct Discover {
                 environment = spec.environment
                 directory = spec.workingDirectory
             }
-        } catch let error as SpecError {
-            return exec.finish(failure: error.message, exitCode: 125)
-        } catch let error as LaunchError {
-            return exec.finish(failure: error.message, exitCode: error.exitCode)
         } catch {
-            return exec.finish(failure: "\(error)", exitCode: 125)
+            return exec.finish(error)
         }
         if let message = outcome.error { CLI.write(2, "dgrun: \(message)\n") }
         _ = exec.writeReport(outcome)

@@ -81,11 +81,7 @@ struct Exec {
     /// Parses the arguments after `exec`; nil when --help was printed.
     static func parse(_ args: ArraySlice<String>) throws(UsageError) -> Exec? {
         var exec = Exec()
-        let parsed = try verb.parse(args, into: &exec)
-        if parsed.help {
-            CLI.write(1, verb.help)
-            return nil
-        }
+        guard let parsed = try verb.parseOrShowHelp(args, into: &exec) else { return nil }
         if let first = parsed.positionals.first {
             throw UsageError(message: "task directories (\(first)) are not supported by exec yet; run a command with: dgrun exec [options] -- CMD [ARGS...]", verb: "exec")
         }
@@ -111,12 +107,8 @@ struct Exec {
         let outcome: RunOutcome
         do {
             outcome = try launch()
-        } catch let error as SpecError {
-            return finish(failure: error.message, exitCode: 125)
-        } catch let error as LaunchError {
-            return finish(failure: error.message, exitCode: error.exitCode)
         } catch {
-            return finish(failure: "\(error)", exitCode: 125)
+            return finish(error)
         }
         if let message = outcome.error { CLI.write(2, "dgrun: \(message)\n") }
         if !writeReport(outcome) { return 125 }
@@ -217,6 +209,15 @@ struct Exec {
     }
 
     // MARK: - output
+
+    /// dgrun's own failure before or while starting the sandbox: message, report, exit status.
+    func finish(_ error: any Error) -> Int32 {
+        switch error {
+        case let error as SpecError: return finish(failure: error.message, exitCode: 125)
+        case let error as LaunchError: return finish(failure: error.message, exitCode: error.exitCode)
+        default: return finish(failure: "\(error)", exitCode: 125)
+        }
+    }
 
     func finish(failure: String, exitCode: Int32) -> Int32 {
         CLI.write(2, "dgrun: \(failure)\n")

@@ -142,7 +142,10 @@ static int resolve(pid_t pid, const char *path, int follow, char *canonical, siz
 
 // Resolutions seen in this run: repeated lookups of one path (loaders, include searches, stat
 // loops) are most of what a task does. Any call that can create, remove or rename clears it.
-struct cache_entry { uint64_t hash; char *path; char *canonical; int exists; int follow; };
+struct cache_entry {
+    uint64_t hash; char *path; char *canonical; int exists; int follow;
+    int32_t recorded[6]; int n_recorded;  // syscalls already logged for this path: not again
+};
 static struct cache_entry *cache;
 static size_t cache_capacity, cache_count;
 
@@ -195,16 +198,24 @@ static void cache_put(const char *path, int follow, uint64_t h, int exists, cons
     cache_count++;
 }
 
-static int resolve_cached(pid_t pid, const char *path, int follow, char *canonical, size_t cap) {
+// *seen: this syscall was already logged for this path since the cache was last cleared.
+static int resolve_cached(pid_t pid, const char *path, int follow, int nr, char *canonical, size_t cap, int *seen) {
     uint64_t h = hash_path(path, follow);
     struct cache_entry *hit = cache_find(path, follow, h);
+    *seen = 0;
     if (hit) {
         snprintf(canonical, cap, "%s", hit->canonical);
+        for (int i = 0; i < hit->n_recorded; i++) if (hit->recorded[i] == nr) *seen = 1;
+        if (!*seen && hit->n_recorded < 6) hit->recorded[hit->n_recorded++] = nr;
         return hit->exists;
     }
     int exists = resolve(pid, path, follow, canonical, cap);
     // /proc differs per process: never cached.
-    if (strncmp(path, "/proc/", 6) != 0) cache_put(path, follow, h, exists, exists ? canonical : "");
+    if (strncmp(path, "/proc/", 6) != 0) {
+        cache_put(path, follow, h, exists, exists ? canonical : "");
+        struct cache_entry *added = cache_find(path, follow, h);
+        if (added) { added->recorded[0] = nr; added->n_recorded = 1; }
+    }
     return exists;
 }
 
@@ -342,11 +353,13 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
     resp.r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp.r) != 0 && errno != ENOENT) return -errno;
     if (!valid) { log->lost++; return 0; }
+    int seen = 0;
     if (have_path) {
-        if (!creates) e.exists = resolve_cached(pid, full, follow, canonical, sizeof canonical);
+        if (!creates) e.exists = resolve_cached(pid, full, follow, e.nr, canonical, sizeof canonical, &seen);
         snprintf(path, sizeof path, "%s", e.exists ? canonical : full);
         e.path_len = (int32_t)strlen(path);
     }
+    if (seen) return 0;  // the same call on the same path: nothing new for the graph
     if (e.kind && (have_path || e.addr_len)) return append(log, &e, path, path2, addr, data);
     return 0;
 }

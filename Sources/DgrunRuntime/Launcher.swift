@@ -167,8 +167,10 @@ public struct Launcher {
             let err = SystemError(stage, path: detail.isEmpty ? nil : detail, errno: failure.err)
             if failure.stage == Int32(DGRUN_STAGE_EXEC.rawValue) {
                 outcome.exitCode = failure.err == ENOENT ? 127 : 126
+                let privateTmp = detail.hasPrefix("/tmp/") && spec.tmpfs.contains("/tmp")
+                    ? "; the sandbox has its own empty /tmp: bind the file in with --ro \(detail)" : ""
                 outcome.error = failure.err == ENOENT
-                    ? "\(detail): command not found in the sandbox (PATH=\(spec.searchPath))"
+                    ? "\(detail): command not found in the sandbox (PATH=\(spec.searchPath))\(privateTmp)"
                     : "cannot execute \(detail): \(err.errnoName)"
             } else {
                 outcome.exitCode = 125
@@ -202,14 +204,18 @@ public struct Launcher {
 
     // MARK: - steps
 
-    /// Maps the caller to root (or itself) inside. setgroups must be denied first when unprivileged.
+    /// Maps the caller to root (or itself) inside. Without CAP_SETGID (an ordinary user, or root
+    /// inside another sandbox) the kernel requires setgroups to be denied first.
     func writeIDMaps(pid: Int32, mapping: SandboxSpec.UserMapping) throws(SystemError) {
         let uid = getuid(), gid = getgid()
         let inside = mapping == .root ? (uid: UInt32(0), gid: UInt32(0)) : (uid: uid, gid: gid)
-        if uid != 0 {
+        if uid != 0 || !Capabilities.isEffective("CAP_SETGID") {
             try FileIO.write("/proc/\(pid)/setgroups", "deny")
         }
-        try FileIO.write("/proc/\(pid)/uid_map", "\(inside.uid) \(uid) 1\n")
+        // Since Linux 5.12, mapping uid 0 needs CAP_SETFCAP in the parent namespace.
+        let hint = inside.uid == 0 && !Capabilities.isEffective("CAP_SETFCAP")
+            ? "inside another sandbox, mapping root needs CAP_SETFCAP there (dgrun exec --cap-add CAP_SETFCAP)" : nil
+        try FileIO.write("/proc/\(pid)/uid_map", "\(inside.uid) \(uid) 1\n", hint: hint)
         try FileIO.write("/proc/\(pid)/gid_map", "\(inside.gid) \(gid) 1\n")
     }
 
@@ -257,6 +263,8 @@ public struct Launcher {
             return "; the mount point does not exist in the sandbox root and cannot be created there"
         case (Int(DGRUN_STAGE_CHDIR.rawValue), _): return "; pass --cwd with a directory that exists in the sandbox"
         case (Int(DGRUN_STAGE_CLONE_ROOT.rawValue), _): return "; check the --rootfs directory"
+        case (Int(DGRUN_STAGE_TRACE.rawValue), EBUSY):
+            return "; another seccomp notify supervisor already watches this process (dgrun discover inside dgrun discover?): the kernel allows one"
         default: return ""
         }
     }

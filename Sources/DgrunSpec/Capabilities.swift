@@ -14,6 +14,15 @@ public enum Capabilities {
         return Int(value)
     }
 
+    /// Whether this process has the capability in its effective set (uid 0 inside a sandbox has none).
+    public static func isEffective(_ name: String) -> Bool {
+        guard let number = try? number(of: name), let caps = cap_get_proc() else { return false }
+        defer { cap_free(UnsafeMutableRawPointer(caps)) }
+        var value = CAP_CLEAR
+        guard cap_get_flag(caps, cap_value_t(number), CAP_EFFECTIVE, &value) == 0 else { return false }
+        return value == CAP_SET
+    }
+
     /// A bit mask of the named capabilities, for the child's capset and ambient set.
     public static func mask(_ names: [String]) throws(SpecError) -> UInt64 {
         var mask: UInt64 = 0

@@ -106,6 +106,18 @@ import Glibc
         #expect(kept.stdout.hasSuffix("0000000000000400\n"), "\(kept.stdout) \(kept.stderr)")
     }
 
+    @Test func nestedSandboxNeedsSetfcapAndNoSeccompFilter() {
+        // Mapping root in a nested user namespace needs CAP_SETFCAP (Linux 5.12+), and the default
+        // profile denies mount and sethostname: dgrun says which, and runs nested when allowed.
+        let refused = Harness.dgrun(["exec", "--", Harness.binary, "exec", "--", "true"])
+        #expect(refused.status == 125)
+        #expect(refused.stderr.contains("--cap-add CAP_SETFCAP"), "\(refused.stderr)")
+        let nested = Harness.dgrun(["exec", "--seccomp", "unconfined", "--cap-add", "CAP_SETFCAP", "--",
+                                    Harness.binary, "exec", "--hostname", "inner", "--", "hostname"])
+        #expect(nested.status == 0, "\(nested.stderr)")
+        #expect(nested.stdout == "inner\n")
+    }
+
     @Test func userMapping() {
         #expect(Harness.dgrun(["exec", "--", "id", "-u"]).stdout == "0\n")
         #expect(Harness.dgrun(["exec", "--user", "current", "--", "id", "-u"]).stdout == "\(getuid())\n")

@@ -109,10 +109,12 @@ import Glibc
     @Test func nestedSandboxNeedsSetfcapAndNoSeccompFilter() {
         // Mapping root in a nested user namespace needs CAP_SETFCAP (Linux 5.12+), and the default
         // profile denies mount and sethostname: dgrun says which, and runs nested when allowed.
-        let refused = Harness.dgrun(["exec", "--", Harness.binary, "exec", "--", "true"])
+        // The build directory may live under /tmp, which is private in the sandbox: bind it in.
+        let buildDirectory = (Harness.binary as NSString).deletingLastPathComponent
+        let refused = Harness.dgrun(["exec", "--ro", buildDirectory, "--", Harness.binary, "exec", "--", "true"])
         #expect(refused.status == 125)
         #expect(refused.stderr.contains("--cap-add CAP_SETFCAP"), "\(refused.stderr)")
-        let nested = Harness.dgrun(["exec", "--seccomp", "unconfined", "--cap-add", "CAP_SETFCAP", "--",
+        let nested = Harness.dgrun(["exec", "--ro", buildDirectory, "--seccomp", "unconfined", "--cap-add", "CAP_SETFCAP", "--",
                                     Harness.binary, "exec", "--hostname", "inner", "--", "hostname"])
         #expect(nested.status == 0, "\(nested.stderr)")
         #expect(nested.stdout == "inner\n")

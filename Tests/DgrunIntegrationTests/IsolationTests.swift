@@ -109,8 +109,8 @@ import Glibc
     @Test func nestedSandboxNeedsSetfcapAndNoSeccompFilter() {
         // Mapping root in a nested user namespace needs CAP_SETFCAP (Linux 5.12+), and the default
         // profile denies mount and sethostname: dgrun says which, and runs nested when allowed.
-        // The build directory may live under /tmp, which is private in the sandbox: bind it in.
-        let buildDirectory = (Harness.binary as NSString).deletingLastPathComponent
+        // The clone (binary and profiles) may live under /tmp, which is private in the sandbox: bind it in.
+        let buildDirectory = Harness.repositoryRoot
         let refused = Harness.dgrun(["exec", "--ro", buildDirectory, "--", Harness.binary, "exec", "--", "true"])
         #expect(refused.status == 125)
         #expect(refused.stderr.contains("--cap-add CAP_SETFCAP"), "\(refused.stderr)")

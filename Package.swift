@@ -7,10 +7,7 @@ let package = Package(
     products: [
         .executable(name: "dgrun", targets: ["dgrun"]),
     ],
-    dependencies: [
-        // SHA-256 of the files in a task's graph.
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
-    ],
+    dependencies: [],
     targets: [
         // Everything between clone and exec: async-signal-safe C, no Swift.
         .target(name: "CDgrunSpawn"),
@@ -25,9 +22,7 @@ let package = Package(
         .target(name: "DgrunStatic", dependencies: ["DgrunSystem"]),
         .target(name: "DgrunRuntime",
                 dependencies: ["CDgrunSpawn", "DgrunSystem", "DgrunSpec", "DgrunSeccomp", "DgrunCgroups"]),
-        .target(name: "DgrunGraph", dependencies: [
-            "DgrunRuntime", "DgrunStatic", "DgrunSystem", .product(name: "Crypto", package: "swift-crypto"),
-        ]),
+        .target(name: "DgrunGraph", dependencies: ["DgrunRuntime", "DgrunStatic", "DgrunSystem", "CDgrunSpawn"]),
         .target(name: "DgrunCommands", dependencies: ["DgrunRuntime", "DgrunSpec", "DgrunCgroups", "DgrunSeccomp", "DgrunGraph"]),
         .executableTarget(name: "dgrun", dependencies: ["DgrunCommands", "CDgrunSpawn"]),
 

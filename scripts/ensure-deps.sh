@@ -16,6 +16,8 @@ have python3 || need="$need python3"
 have bash || need="$need bash"
 have setpriv || need="$need util-linux"
 have qemu-system-x86_64 || need="$need qemu-system-x86"
+# discover hashes files with the system's libcrypto, loaded on demand.
+ldconfig -p 2>/dev/null | grep -q 'libcrypto\.so\.3 ' || need="$need libssl3"
 if [ "${DGRUN_WITH_BENCH:-0}" = 1 ]; then
     have hyperfine || need="$need hyperfine"
     have bwrap || need="$need bubblewrap"

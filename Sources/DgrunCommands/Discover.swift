@@ -126,6 +126,9 @@ struct Discover {
         CLI.write(2, "dgrun: discovered \(graph.nodes.count) nodes (\(summary.joined(separator: ", "))), \(graph.edges.count) edges from \(trace.notifications) traced calls"
                   + (trace.lost > 0 ? " (\(trace.lost) lost: their process died first)" : "") + "\n")
         if let task { CLI.write(2, DeclarationCheck(task: task, graph: graph).summary) }
+        if !GraphBuilder.canHash {
+            CLI.write(2, "dgrun: file versions are not hashed: the system's libcrypto (libssl3) could not be loaded\n")
+        }
         return outcome.exitCode
     }
 }

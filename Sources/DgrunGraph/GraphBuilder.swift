@@ -1,4 +1,4 @@
-import Crypto
+import CDgrunSpawn
 import Dispatch
 import DgrunRuntime
 import DgrunStatic
@@ -193,25 +193,17 @@ public struct GraphBuilder {
         }
     }
 
-    /// sha256 of the content, for regular files, streamed through a buffer of at most 1 MiB.
+    /// sha256 of the content, for regular files; nil when it cannot be computed (no libcrypto).
     static func version(of path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
-        var hasher = SHA256()
-        // Sized to the file (most are small headers), never zero-filled: read overwrites it.
-        let size = max(1, min(Int(st.st_size), 1 << 20))
-        var buffer = [UInt8](unsafeUninitializedCapacity: size) { _, count in count = size }
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { return nil }
-            if n == 0 { break }
-            buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-        }
-        return "sha256:" + hasher.finalize().map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        var digest = [UInt8](repeating: 0, count: 32)
+        guard dgrun_sha256_file(path, &digest) == 0 else { return nil }
+        return "sha256:" + digest.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+
+    /// Whether file versions can be hashed here (the system's libcrypto is loadable).
+    public static var canHash: Bool {
+        var digest = [UInt8](repeating: 0, count: 32)
+        return dgrun_sha256_file("/proc/self/exe", &digest) != -ENOSYS
     }
 
     // MARK: - static analysis of what ran

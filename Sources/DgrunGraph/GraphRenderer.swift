@@ -23,7 +23,7 @@ public enum GraphRenderer {
             for (i, node) in graph.nodes.enumerated() { ids[node.id] = "n\(i)" }
             var out = "graph LR\n"
             for node in graph.nodes {
-                let label = (node.kind.rawValue + ": " + node.ref).replacingOccurrences(of: "\"", with: "'")
+                let label = (node.kind.rawValue + ": " + node.ref).replacing("\"", with: "'")
                 out += "  \(ids[node.id]!)[\"\(label)\"]\n"
             }
             for edge in graph.edges {
@@ -52,8 +52,8 @@ public enum GraphRenderer {
     }
 
     static func quote(_ s: String) -> String {
-        "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n") + "\""
+        "\"" + s.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"")
+            .replacing("\n", with: "\\n") + "\""
     }
 }
 

@@ -1,0 +1,7 @@
+#ifndef DGRUN_HASH_H
+#define DGRUN_HASH_H
+#include <stdint.h>
+// SHA-256 of a file's content through the system's libcrypto, loaded with dlopen on first use so
+// that `dgrun exec` never pays for it. 0, -ENOSYS when libcrypto is not there, or -errno.
+int dgrun_sha256_file(const char *path, uint8_t digest[32]);
+#endif

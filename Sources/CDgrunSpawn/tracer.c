@@ -100,6 +100,8 @@ static void absolute(pid_t pid, int dirfd, const char *path, char *out, size_t c
     else snprintf(out, cap, "%s/%s", strcmp(base, "/") == 0 ? "" : base, path);
 }
 
+static int rootfd = -1;  // the traced sandbox's root, for this run
+
 // Resolves `path` inside the target's root. On success, `canonical` is the path with symlinks
 // resolved (follow: the last component too) and 1 is returned; 0 when it does not exist.
 static int resolve(pid_t pid, const char *path, int follow, char *canonical, size_t cap) {
@@ -118,8 +120,7 @@ static int resolve(pid_t pid, const char *path, int follow, char *canonical, siz
         return faccessat(AT_FDCWD, host, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
     }
     // Every process of the sandbox shares one root (chroot is denied by the profiles), so the
-    // first one's is kept open for the whole run: two syscalls fewer per event.
-    static int rootfd = -1;
+    // first one's is kept open for the whole run (until the log is freed): two syscalls fewer.
     if (rootfd < 0) {
         char root[64];
         snprintf(root, sizeof root, "/proc/%d/root", pid);
@@ -365,6 +366,10 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
 }
 
 void dgrun_trace_log_free(struct dgrun_trace_log *log) {
+    if (rootfd >= 0) {
+        close(rootfd);
+        rootfd = -1;
+    }
     if (cache) {
         cache_clear();
         free(cache);

@@ -42,6 +42,11 @@ static void load(void) {
     }
 }
 
+int dgrun_sha256_available(void) {
+    pthread_once(&once, load);
+    return available;
+}
+
 int dgrun_sha256_file(const char *path, uint8_t digest[32]) {
     pthread_once(&once, load);
     if (!available) return -ENOSYS;

@@ -36,9 +36,7 @@ public protocol CgroupRun: AnyObject {
     /// Empty for v2, where clone3(CLONE_INTO_CGROUP) places it.
     func openJoinFiles() throws(SystemError) -> [Int32]
     func stats() -> CgroupStats
-    /// SIGKILLs every process left in the run's cgroups.
-    func killAll()
-    /// Removes the run's cgroups (after killAll if anything is left).
+    /// Removes the run's cgroups, killing whatever still keeps one busy.
     func remove() throws(SystemError)
 }
 

@@ -144,15 +144,6 @@ final class HybridRun: CgroupRun {
         return stats
     }
 
-    func killAll() {
-        if killFD >= 0 {
-            _ = write(killFD, "1", 1)
-        } else if let unifiedDirectory {
-            V2Run.kill(unifiedDirectory)
-        }
-        for dir in v1Directories { CgroupFS.killProcesses(in: dir) }
-    }
-
     func remove() throws(SystemError) {
         if cloneFD >= 0 { close(cloneFD); cloneFD = -1 }
         if killFD >= 0 { close(killFD); killFD = -1 }

@@ -100,10 +100,6 @@ final class V2Run: CgroupRun {
         return stats
     }
 
-    func killAll() {
-        if killFD >= 0 { _ = write(killFD, "1", 1) } else { Self.kill(directory) }
-    }
-
     static func kill(_ directory: String) {
         if (try? FileIO.write(directory + "/cgroup.kill", "1")) == nil {
             CgroupFS.killProcesses(in: directory)

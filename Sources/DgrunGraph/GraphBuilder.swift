@@ -201,10 +201,7 @@ public struct GraphBuilder {
     }
 
     /// Whether file versions can be hashed here (the system's libcrypto is loadable).
-    public static var canHash: Bool {
-        var digest = [UInt8](repeating: 0, count: 32)
-        return dgrun_sha256_file("/proc/self/exe", &digest) != -ENOSYS
-    }
+    public static var canHash: Bool { dgrun_sha256_available() != 0 }
 
     // MARK: - static analysis of what ran
 

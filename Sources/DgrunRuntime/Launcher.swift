@@ -147,8 +147,8 @@ public struct Launcher {
         var failure = dgrun_failure()
         let failed = dgrun_read_failure(&child, &failure) == 1
 
-        // 5. What it used, then the exit status of the contract.
-        cgroup?.killAll()
+        // 5. What it used, then the exit status of the contract. The pid namespace died with its
+        // init, so the cgroups are empty; remove() still kills anything that keeps one busy.
         let stats = cgroup?.stats() ?? CgroupStats()
         var outcome = RunOutcome(
             exitCode: 0, signal: nil, oomKilled: stats.oomKills > 0, timedOut: result.timed_out != 0,
@@ -209,11 +209,12 @@ public struct Launcher {
     func writeIDMaps(pid: Int32, mapping: SandboxSpec.UserMapping) throws(SystemError) {
         let uid = getuid(), gid = getgid()
         let inside = mapping == .root ? (uid: UInt32(0), gid: UInt32(0)) : (uid: uid, gid: gid)
-        if uid != 0 || !Capabilities.isEffective("CAP_SETGID") {
+        let caps = Capabilities.effective(["CAP_SETGID", "CAP_SETFCAP"])
+        if uid != 0 || !caps.contains("CAP_SETGID") {
             try FileIO.write("/proc/\(pid)/setgroups", "deny")
         }
         // Since Linux 5.12, mapping uid 0 needs CAP_SETFCAP in the parent namespace.
-        let hint = inside.uid == 0 && !Capabilities.isEffective("CAP_SETFCAP")
+        let hint = inside.uid == 0 && !caps.contains("CAP_SETFCAP")
             ? "inside another sandbox, mapping root needs CAP_SETFCAP there (dgrun exec --cap-add CAP_SETFCAP)" : nil
         try FileIO.write("/proc/\(pid)/uid_map", "\(inside.uid) \(uid) 1\n", hint: hint)
         try FileIO.write("/proc/\(pid)/gid_map", "\(inside.gid) \(gid) 1\n")

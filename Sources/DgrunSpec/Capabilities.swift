@@ -14,13 +14,20 @@ public enum Capabilities {
         return Int(value)
     }
 
-    /// Whether this process has the capability in its effective set (uid 0 inside a sandbox has none).
-    public static func isEffective(_ name: String) -> Bool {
-        guard let number = try? number(of: name), let caps = cap_get_proc() else { return false }
+    /// The named capabilities this process has in its effective set (uid 0 inside a sandbox has
+    /// none), from one query of the process's capabilities.
+    public static func effective(_ names: [String]) -> Set<String> {
+        guard let caps = cap_get_proc() else { return [] }
         defer { cap_free(UnsafeMutableRawPointer(caps)) }
-        var value = CAP_CLEAR
-        guard cap_get_flag(caps, cap_value_t(number), CAP_EFFECTIVE, &value) == 0 else { return false }
-        return value == CAP_SET
+        var result: Set<String> = []
+        for name in names {
+            var value = CAP_CLEAR
+            if let number = try? number(of: name), cap_get_flag(caps, cap_value_t(number), CAP_EFFECTIVE, &value) == 0,
+               value == CAP_SET {
+                result.insert(name)
+            }
+        }
+        return result
     }
 
     /// A bit mask of the named capabilities, for the child's capset and ambient set.

@@ -2,7 +2,7 @@ import DgrunSystem
 
 /// A task directory's task.toml (the contract of the design notes). Unknown keys are errors, so
 /// that a typo never silently drops a limit.
-public struct TaskFile: Sendable, Equatable {
+public struct TaskFile: Sendable {
     public var directory: String
     public var name: String
     /// `command = [...]`, or `run = "..."` as ["/bin/sh", "-c", run].
@@ -18,14 +18,6 @@ public struct TaskFile: Sendable, Equatable {
     public var profile: String?
     public var network: SandboxProfile.Network?
     public var priority: Int
-
-    public static func == (a: TaskFile, b: TaskFile) -> Bool {
-        a.directory == b.directory && a.argv == b.argv && a.workdir == b.workdir
-            && a.env.map { "\($0.key)=\($0.value)" } == b.env.map { "\($0.key)=\($0.value)" }
-            && a.inputs == b.inputs && a.outputs == b.outputs && a.memory == b.memory && a.cpus == b.cpus
-            && a.pids == b.pids && a.timeout == b.timeout && a.profile == b.profile && a.network == b.network
-            && a.priority == b.priority
-    }
 
     /// Loads DIR/task.toml; every error names the file and what to fix.
     public static func load(directory: String) throws(SpecError) -> TaskFile {

@@ -1,3 +1,4 @@
+import DgrunSystem
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -39,7 +40,7 @@ struct DelegationTests {
             let subtree = (try? String(contentsOfFile: cgroup + "/cgroup.subtree_control", encoding: .utf8)) ?? "?"
             #expect(subtree.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "subtree_control: \(subtree)")
             let children = (try? FileManager.default.contentsOfDirectory(atPath: cgroup))?.filter {
-                FileIO_isDirectory(cgroup + "/" + $0)
+                FileIO.isDirectory(cgroup + "/" + $0)
             } ?? []
             #expect(children.isEmpty, "\(children)")
         }
@@ -60,9 +61,4 @@ struct DelegationTests {
             #expect(subtree.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
         }
     }
-}
-
-func FileIO_isDirectory(_ path: String) -> Bool {
-    var isDirectory: ObjCBool = false
-    return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
 }

@@ -1,3 +1,4 @@
+import DgrunSystem
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -45,7 +46,7 @@ import Glibc
     }
 
     @Test func filesReadWrittenProbedAndExecuted() throws {
-        let work = try #require(FileIO_realPath(Harness.makeTemporaryDirectory()))
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
         defer { Harness.removeTree(work) }
         try "input\n".write(toFile: work + "/in.txt", atomically: true, encoding: .utf8)
         let f = Self.discover(["sh", "-c", "cat in.txt > out.txt; test -e missing.txt; mkdir made; mv out.txt made/moved.txt"], cwd: work)
@@ -54,21 +55,21 @@ import Glibc
         #expect(f.has("writes", work + "/out.txt"))
         #expect(f.has("writes", work + "/made/moved.txt"))
         #expect(f.has("probes", work + "/missing.txt"))
-        #expect(f.has("executes", FileIO_realPath("/bin/cat") ?? "/usr/bin/cat"))
-        #expect(f.has("loads", FileIO_realPath("/lib/x86_64-linux-gnu/libc.so.6") ?? ""))
+        #expect(f.has("executes", FileIO.realPath("/bin/cat") ?? "/usr/bin/cat"))
+        #expect(f.has("loads", FileIO.realPath("/lib/x86_64-linux-gnu/libc.so.6") ?? ""))
         let input = try #require(f.nodes[work + "/in.txt"])
         #expect(input["ownership"] as? String == "internal")
         #expect(input["state"] as? String == "available")
         #expect((input["version"] as? String)?.hasPrefix("sha256:7d3f9b62") == true, "sha256 of 'input\\n'")
         #expect(f.nodes[work + "/missing.txt"]?["state"] as? String == "unavailable")
-        let libc = try #require(f.nodes[FileIO_realPath("/lib/x86_64-linux-gnu/libc.so.6") ?? ""])
+        let libc = try #require(f.nodes[FileIO.realPath("/lib/x86_64-linux-gnu/libc.so.6") ?? ""])
         #expect(libc["kind"] as? String == "library")
         #expect((libc["evidence"] as? [String])?.contains("static:elf-needed") == true)
         #expect(f.nodes["cgroup:" + Harness.layout.rawValue]?["kind"] as? String == "infrastructure" || !Harness.canLimit)
     }
 
     @Test func aFileReadThenRewrittenGetsTwoVersions() throws {
-        let work = try #require(FileIO_realPath(Harness.makeTemporaryDirectory()))
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
         defer { Harness.removeTree(work) }
         try "1\n".write(toFile: work + "/counter", atomically: true, encoding: .utf8)
         let dir = Harness.makeTemporaryDirectory()
@@ -92,7 +93,7 @@ import Glibc
 
     @Test(.enabled(if: Harness.hasCommand("busybox"), "needs busybox-static"))
     func staticBinary() throws {
-        let busybox = try #require(FileIO_realPath("/bin/busybox") ?? FileIO_realPath("/usr/bin/busybox"))
+        let busybox = try #require(FileIO.realPath("/bin/busybox") ?? FileIO.realPath("/usr/bin/busybox"))
         let f = Self.discover([busybox, "cat", "/etc/hostname"])
         #expect(f.status == 0, "\(f.stderr)")
         #expect(f.has("executes", busybox))
@@ -101,7 +102,7 @@ import Glibc
 
     @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
     func threadsForksAndDirectoryFDs() throws {
-        let work = try #require(FileIO_realPath(Harness.makeTemporaryDirectory()))
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
         defer { Harness.removeTree(work) }
         try FileManager.default.createDirectory(atPath: work + "/sub", withIntermediateDirectories: true)
         for i in 0..<4 { try "\(i)".write(toFile: work + "/sub/t\(i)", atomically: true, encoding: .utf8) }
@@ -152,7 +153,7 @@ import Glibc
     }
 
     @Test func shebangInterpreterComesFromStaticAnalysis() throws {
-        let work = try #require(FileIO_realPath(Harness.makeTemporaryDirectory()))
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
         defer { Harness.removeTree(work) }
         // A branch that never runs: what it names is found statically only.
         try "#!/usr/bin/env sh\nif false; then gzip /etc/hostname; curl https://data.example.test/x; fi\nexit 0\n"
@@ -161,10 +162,10 @@ import Glibc
         let f = Self.discover(["./run.sh"], cwd: work)
         #expect(f.status == 0, "\(f.stderr)")
         #expect(f.has("executes", work + "/run.sh"))
-        let sh = FileIO_realPath("/bin/sh") ?? ""
+        let sh = FileIO.realPath("/bin/sh") ?? ""
         #expect(f.nodes[sh]?["kind"] as? String == "code")
         #expect((f.nodes[sh]?["evidence"] as? [String])?.contains("static:shebang") == true)
-        let gzip = FileIO_realPath("/bin/gzip") ?? ""
+        let gzip = FileIO.realPath("/bin/gzip") ?? ""
         #expect(f.nodes[gzip]?["evidence"] as? [String] == ["static:shell-command"], "not traced: the branch never ran")
         #expect(f.nodes["/etc/hostname"]?["evidence"] as? [String] == ["static:script-literal"])
         #expect(f.nodes["tcp://data.example.test:443"] != nil)
@@ -186,7 +187,7 @@ import Glibc
 /// `dgrun discover TASKDIR`: task.toml applied, graph saved, declarations checked.
 @Suite struct DiscoverTaskTests {
     static func makeTask(_ toml: String, files: [String: String] = [:]) throws -> String {
-        let dir = try #require(FileIO_realPath(Harness.makeTemporaryDirectory())) + "/report"
+        let dir = try #require(FileIO.realPath(Harness.makeTemporaryDirectory())) + "/report"
         try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
         try toml.write(toFile: dir + "/task.toml", atomically: true, encoding: .utf8)
         for (name, text) in files { try text.write(toFile: dir + "/" + name, atomically: true, encoding: .utf8) }

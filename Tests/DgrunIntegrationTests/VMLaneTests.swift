@@ -1,3 +1,4 @@
+import DgrunSystem
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -10,7 +11,7 @@ import Glibc
 @Suite(.enabled(if: VMLane.unavailableReason == nil, "\(VMLane.unavailableReason ?? "")"))
 struct VMLaneTests {
     @Test func limitAndCleanupSuitesPassOnCgroupV2() throws {
-        let testBinary = try #require(FileIO_realPath("/proc/self/exe"))
+        let testBinary = try #require(FileIO.realPath("/proc/self/exe"))
         let r = Harness.run([Harness.repositoryRoot + "/rootfs-scripts/vm-test.sh", "--timeout", "900", "--",
                              "env", "DGRUN_TEST_LANE=v2", "DGRUN_BIN=\(Harness.binary)",
                              testBinary, "--testing-library", "swift-testing", "--filter", "DgrunIntegrationTests.LimitTests|DgrunIntegrationTests.CleanupTests|DgrunIntegrationTests.DelegationTests"])
@@ -36,11 +37,4 @@ enum VMLane {
         if !kernels.contains(where: { $0.hasPrefix("vmlinuz-") }) { missing.append("linux-image-amd64") }
         return missing.isEmpty ? nil : "cgroup-v2 VM lane needs: \(missing.joined(separator: ", ")) (apt-get install)"
     }()
-}
-
-/// The canonical path (every symlink resolved), nil when it does not exist.
-func FileIO_realPath(_ path: String) -> String? {
-    guard let resolved = realpath(path, nil) else { return nil }
-    defer { free(resolved) }
-    return String(cString: resolved)
 }

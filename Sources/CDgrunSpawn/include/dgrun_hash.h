@@ -4,4 +4,6 @@
 // SHA-256 of a file's content through the system's libcrypto, loaded with dlopen on first use so
 // that `dgrun exec` never pays for it. 0, -ENOSYS when libcrypto is not there, or -errno.
 int dgrun_sha256_file(const char *path, uint8_t digest[32]);
+// 1 when libcrypto could be loaded, else 0.
+int dgrun_sha256_available(void);
 #endif

@@ -7,7 +7,10 @@ let package = Package(
     products: [
         .executable(name: "dgrun", targets: ["dgrun"]),
     ],
-    dependencies: [],
+    dependencies: [
+        // SQLite for the state store (graphs, runs, samples); links the system libsqlite3.
+        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
+    ],
     targets: [
         // Everything between clone and exec: async-signal-safe C, no Swift.
         .target(name: "CDgrunSpawn"),
@@ -23,12 +26,16 @@ let package = Package(
         .target(name: "DgrunRuntime",
                 dependencies: ["CDgrunSpawn", "DgrunSystem", "DgrunSpec", "DgrunSeccomp", "DgrunCgroups"]),
         .target(name: "DgrunGraph", dependencies: ["DgrunRuntime", "DgrunStatic", "DgrunSystem", "CDgrunSpawn"]),
-        .target(name: "DgrunCommands", dependencies: ["DgrunRuntime", "DgrunSpec", "DgrunCgroups", "DgrunSeccomp", "DgrunGraph"]),
+        .target(name: "DgrunStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "DgrunPlanner", dependencies: ["DgrunStore", "DgrunSystem"]),
+        .target(name: "DgrunCommands", dependencies: ["DgrunRuntime", "DgrunSpec", "DgrunCgroups", "DgrunSeccomp", "DgrunGraph",
+                                                      "DgrunStore", "DgrunPlanner"]),
         .executableTarget(name: "dgrun", dependencies: ["DgrunCommands", "CDgrunSpawn"]),
 
         .testTarget(name: "DgrunSpecTests", dependencies: ["DgrunSpec", "DgrunSeccomp"]),
         .testTarget(name: "DgrunCgroupsTests", dependencies: ["DgrunCgroups", "DgrunSystem"]),
         .testTarget(name: "DgrunStaticTests", dependencies: ["DgrunStatic", "DgrunSystem"]),
+        .testTarget(name: "DgrunPlannerTests", dependencies: ["DgrunPlanner", "DgrunStore"]),
         .testTarget(name: "DgrunIntegrationTests", dependencies: ["DgrunSystem", "DgrunCgroups"]),
     ],
     swiftLanguageModes: [.v6]

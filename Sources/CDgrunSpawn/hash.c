@@ -73,3 +73,14 @@ int dgrun_sha256_file(const char *path, uint8_t digest[32]) {
     close(fd);
     return rc;
 }
+
+int dgrun_sha256_bytes(const void *bytes, size_t length, uint8_t digest[32]) {
+    pthread_once(&once, load);
+    if (!available) return -ENOSYS;
+    void *ctx = api.ctx_new();
+    unsigned int out = 0;
+    int ok = ctx && api.init(ctx, api.sha256(), NULL) && api.update(ctx, bytes, length)
+             && api.final(ctx, digest, &out) && out == 32;
+    if (ctx) api.ctx_free(ctx);
+    return ok ? 0 : -EIO;
+}

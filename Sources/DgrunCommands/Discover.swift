@@ -70,15 +70,21 @@ struct Discover {
         return exec
     }
 
-    func run() -> Int32 {
-        var exec = self.exec
-        var task: TaskFile?
-        if let taskDirectory {
-            do { task = try TaskFile.load(directory: taskDirectory) } catch {
-                return exec.finish(failure: error.message, exitCode: 125)
-            }
-            exec = Self.applying(task!, to: exec)
-        }
+    /// The outcome of a traced run and the graph built from it (nil when the tracer saw nothing).
+    struct TracedRun {
+        var outcome: RunOutcome
+        var graph: Graph?
+        var trace: TraceResult?
+    }
+
+    enum TracedResult {
+        case success(TracedRun)
+        /// dgrun could not start the run: the exit status of the contract and the message.
+        case failure(Int32, String)
+    }
+
+    /// Runs `exec` (task.toml already applied to it) under the tracer and builds the task's graph.
+    static func traced(exec: Exec, task: TaskFile?) -> TracedResult {
         let outcome: RunOutcome
         var environment: [String] = []
         var directory = ""
@@ -89,13 +95,14 @@ struct Discover {
                 environment = spec.environment
                 directory = spec.workingDirectory
             }
+        } catch let error as SpecError {
+            return .failure(125, error.message)
+        } catch let error as LaunchError {
+            return .failure(error.exitCode, error.message)
         } catch {
-            return exec.finish(error)
+            return .failure(125, "\(error)")
         }
-        if let message = outcome.error { CLI.write(2, "dgrun: \(message)\n") }
-        _ = exec.writeReport(outcome)
-        guard let trace = outcome.trace else { return outcome.exitCode }
-
+        guard let trace = outcome.trace else { return .success(TracedRun(outcome: outcome, graph: nil, trace: nil)) }
         var builder = GraphBuilder(taskDirectory: task?.directory ?? directory, argv: exec.command,
                                    environment: environment, name: task?.name)
         var graph = builder.build(trace: trace, outcome: outcome)
@@ -105,8 +112,27 @@ struct Discover {
                 if node.kind == .task { node.priority = task.priority }
                 return node
             }
-            save(graph, in: task)
         }
+        return .success(TracedRun(outcome: outcome, graph: graph, trace: trace))
+    }
+
+    func run() -> Int32 {
+        var task: TaskFile?
+        if let taskDirectory {
+            do { task = try TaskFile.load(directory: taskDirectory) } catch {
+                return exec.finish(failure: error.message, exitCode: 125)
+            }
+        }
+        let result: TracedRun
+        switch Self.traced(exec: task.map { Self.applying($0, to: exec) } ?? exec, task: task) {
+        case .failure(let code, let message): return exec.finish(failure: message, exitCode: code)
+        case .success(let run): result = run
+        }
+        let outcome = result.outcome
+        if let message = outcome.error { CLI.write(2, "dgrun: \(message)\n") }
+        _ = exec.writeReport(outcome)
+        guard let graph = result.graph, let trace = result.trace else { return outcome.exitCode }
+        if let task { Self.save(graph, in: task) }
         let text: String
         do { text = try GraphRenderer.render(graph, as: format) } catch {
             CLI.write(2, "dgrun: cannot render the graph: \(error)\n")
@@ -135,7 +161,7 @@ struct Discover {
 
 extension Discover {
     /// TASKDIR/.dgrun/graph.json, written beside and renamed so a reader never sees half of it.
-    func save(_ graph: Graph, in task: TaskFile) {
+    static func save(_ graph: Graph, in task: TaskFile) {
         let dir = task.directory + "/.dgrun"
         mkdir(dir, 0o755)
         do {

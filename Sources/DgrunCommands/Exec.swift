@@ -31,19 +31,36 @@ struct Exec {
     var clearEnv = false
     var newSession = false
     var command: [String] = []
+    /// exec TASKDIR|WORKSPACE: the directory, and how to plan it.
+    var taskDirectory: String?
+    var force = false
+    var state: String?
+    var noDependencies = false
+    var pool = ResourcePool.Budget()
 
     static let verb = VerbSpec<Exec>(
         name: "exec",
-        usage: "dgrun exec [options] -- CMD [ARGS...]",
+        usage: "dgrun exec [options] (TASKDIR | WORKSPACE | -- CMD [ARGS...])",
         abstract: "Run a command in a sandbox with enforced limits.",
         discussion: """
         The sandbox: new user, mount, pid, ipc, uts and cgroup namespaces (and network with --net none),
         the host root read-only, the working directory writable, a private /tmp, a minimal /dev, no
         capabilities, no_new_privs, the profile's seccomp filter, and a cgroup with the limits.
 
+        TASKDIR (a directory with a task.toml): the planner first checks everything the task's last
+        run used (files by size, times and inode, hashed only when those moved; libraries and
+        programs; services by a short connect; memory; cgroup controllers). Nothing changed: it is
+        up to date and does not run (exit 0). Something missing or unavailable: it is blocked and
+        does not start (exit 122). Otherwise it runs, traced, and its graph, outputs and record are
+        stored in TASKDIR/.dgrun (or --state DIR, or $DGRUN_STATE_DIR). When TASKDIR is in a
+        workspace, the tasks producing its inputs are brought up to date first.
+
+        WORKSPACE (a directory of task directories): every stale task runs, in dependency order
+        (a task that reads what another writes runs after it), in parallel within the pool.
+
         EXIT STATUS: the command's own; 128+N when it was killed by signal N; 124 when --timeout
         expired; 125 when dgrun failed (bad flag, bad profile, sandbox setup); 126 when the command
-        cannot be executed; 127 when it is not found.
+        cannot be executed; 127 when it is not found; 122 when a task was blocked before starting.
 
         EXAMPLES:
           dgrun exec --memory 512m --cpus 1.5 --pids 256 -- make -j2
@@ -76,19 +93,32 @@ struct Exec {
             .value("env", short: "e", "key=value", "Set an environment variable.") { $0.env.append($1) },
             .flag("clear-env", "Start from an empty environment (PATH, HOME, TERM, LANG kept).") { $0.clearEnv = true },
             .flag("new-session", "Run the command in a new session, without a controlling terminal.") { $0.newSession = true },
+            .flag("force", "TASKDIR: run even when up to date (a blocked task still does not start).") { $0.force = true },
+            .value("state", "dir", "TASKDIR: keep the state store here instead of TASKDIR/.dgrun.") { $0.state = $1 },
+            .flag("no-deps", "TASKDIR: do not bring the workspace tasks it reads from up to date first.") { $0.noDependencies = true },
+            .value("pool-memory", "size", "WORKSPACE: memory budget for tasks running at once (default: the host's).") {
+                (target: inout Exec, text: String) throws(UsageError) in
+                do throws(SpecError) { target.pool.memoryBytes = Int64(try ByteSize.parse(text)) } catch {
+                    throw UsageError(message: "--pool-memory: \(error.message)", verb: "exec")
+                }
+            },
+            .value("pool-cpus", "n", "WORKSPACE: CPU budget for tasks running at once (default: the host's CPUs).") {
+                (target: inout Exec, text: String) throws(UsageError) in
+                guard let value = Double(text), value > 0 else { throw UsageError(message: "--pool-cpus \"\(text)\" is not a positive number", verb: "exec") }
+                target.pool.cpus = value
+            },
         ])
 
     /// Parses the arguments after `exec`; nil when --help was printed.
     static func parse(_ args: ArraySlice<String>) throws(UsageError) -> Exec? {
         var exec = Exec()
         guard let parsed = try verb.parseOrShowHelp(args, into: &exec) else { return nil }
-        if let first = parsed.positionals.first {
-            throw UsageError(message: "task directories (\(first)) are not supported by exec yet; run a command with: dgrun exec [options] -- CMD [ARGS...]", verb: "exec")
+        switch (parsed.positionals.count, parsed.command.isEmpty) {
+        case (0, false): exec.command = parsed.command
+        case (1, true): exec.taskDirectory = parsed.positionals[0]
+        case (0, true): throw UsageError(message: "no task directory or command given; usage: \(verb.usage)", verb: "exec")
+        default: throw UsageError(message: "give one task directory or a command after --, not both; usage: \(verb.usage)", verb: "exec")
         }
-        guard !parsed.command.isEmpty else {
-            throw UsageError(message: "no command given; usage: \(verb.usage)", verb: "exec")
-        }
-        exec.command = parsed.command
         return exec
     }
 
@@ -104,6 +134,7 @@ struct Exec {
 
     /// Runs the sandbox; returns the exit status of the contract.
     func run() -> Int32 {
+        if let taskDirectory { return Workspace.execute(directory: taskDirectory, exec: self) }
         let outcome: RunOutcome
         do {
             outcome = try launch()
@@ -219,8 +250,8 @@ struct Exec {
         }
     }
 
-    func finish(failure: String, exitCode: Int32) -> Int32 {
-        CLI.write(2, "dgrun: \(failure)\n")
+    func finish(failure: String, exitCode: Int32, quiet: Bool = false) -> Int32 {
+        if !quiet { CLI.write(2, "dgrun: \(failure)\n") }
         if report != nil, !writeReport(.notStarted(argv: command, exitCode: exitCode, error: failure)) { return 125 }
         return exitCode
     }

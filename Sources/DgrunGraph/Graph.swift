@@ -1,13 +1,13 @@
 /// The dependency graph of a task: the `dgrun.graph/1` contract of the design notes.
-public struct Graph: Sendable, Encodable {
-    public struct TaskInfo: Sendable, Encodable {
+public struct Graph: Sendable, Codable {
+    public struct TaskInfo: Sendable, Codable {
         public var id: String
         public var dir: String
         public var argv: [String]
     }
 
-    public struct Node: Sendable, Encodable, Equatable {
-        public enum Kind: String, Sendable, Encodable, CaseIterable { case task, data, code, library, service, infrastructure }
+    public struct Node: Sendable, Codable, Equatable {
+        public enum Kind: String, Sendable, Codable, CaseIterable { case task, data, code, library, service, infrastructure }
         public var id: String
         public var kind: Kind
         public var ref: String
@@ -35,7 +35,7 @@ public struct Graph: Sendable, Encodable {
         }
     }
 
-    public struct Edge: Sendable, Encodable, Hashable {
+    public struct Edge: Sendable, Codable, Hashable {
         public var from: String
         public var to: String
         /// reads, writes, executes, loads, requires, probes, connects, resolves, uses

@@ -1,4 +1,3 @@
-import CDgrunSpawn
 import Dispatch
 import DgrunRuntime
 import DgrunStatic
@@ -121,7 +120,8 @@ public struct GraphBuilder {
             var st = stat()
             if existed, stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { cost["bytes"] = Double(st.st_size) }
             let inside = path == taskDirectory || path.hasPrefix(taskDirectory + "/")
-            if existed && !produced { toHash.append(id) }
+            // Outputs are hashed too (after the run): their versions are what dependants consume.
+            if existed || produced { toHash.append(id) }
             add(Graph.Node(id: id, kind: kind, ref: path, version: nil,
                            state: existed || produced ? "available" : "unavailable",
                            ownership: inside || produced ? "internal" : "external",
@@ -131,6 +131,7 @@ public struct GraphBuilder {
                            priority: 0, evidence: [evidence]))
             if forced == .code, nodes[id]?.kind != .code { nodes[id]?.kind = .code }
             if produced {
+                if nodes[id]?.state == "unavailable" { toHash.append(id) }
                 nodes[id]?.ownership = "internal"
                 nodes[id]?.state = "available"
             }
@@ -193,15 +194,10 @@ public struct GraphBuilder {
         }
     }
 
-    /// sha256 of the content, for regular files; nil when it cannot be computed (no libcrypto).
-    static func version(of path: String) -> String? {
-        var digest = [UInt8](repeating: 0, count: 32)
-        guard dgrun_sha256_file(path, &digest) == 0 else { return nil }
-        return "sha256:" + digest.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-    }
+    static func version(of path: String) -> String? { ContentHash.version(of: path) }
 
     /// Whether file versions can be hashed here (the system's libcrypto is loadable).
-    public static var canHash: Bool { dgrun_sha256_available() != 0 }
+    public static var canHash: Bool { ContentHash.isAvailable }
 
     // MARK: - static analysis of what ran
 

@@ -1,9 +1,12 @@
 #ifndef DGRUN_HASH_H
 #define DGRUN_HASH_H
+#include <stddef.h>
 #include <stdint.h>
 // SHA-256 of a file's content through the system's libcrypto, loaded with dlopen on first use so
 // that `dgrun exec` never pays for it. 0, -ENOSYS when libcrypto is not there, or -errno.
 int dgrun_sha256_file(const char *path, uint8_t digest[32]);
+// SHA-256 of a byte string; same return values.
+int dgrun_sha256_bytes(const void *bytes, size_t length, uint8_t digest[32]);
 // 1 when libcrypto could be loaded, else 0.
 int dgrun_sha256_available(void);
 #endif

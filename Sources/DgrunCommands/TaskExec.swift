@@ -1,0 +1,245 @@
+import DgrunCgroups
+import DgrunGraph
+import DgrunPlanner
+import DgrunRuntime
+import DgrunSpec
+import DgrunStore
+import DgrunSystem
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Exit status of `exec TASKDIR` when the planner blocks the run: something the task needs is
+/// missing or unavailable, and nothing was started. Chosen outside the range tools commonly use
+/// (1-2, 124-127, 128+N) so that CI can tell it from the task's own failure.
+let blockedExitStatus: Int32 = 122
+
+/// `dgrun exec TASKDIR`: plan against the recorded graph, then skip, block, or run traced and record.
+struct TaskExecution {
+    /// The flags with task.toml applied under them.
+    var exec: Exec
+    var task: TaskFile
+    var store: Store
+    var force: Bool
+
+    init(base: Exec, task: TaskFile, store: Store, force: Bool) {
+        exec = Discover.applying(task, to: base)
+        self.task = task
+        self.store = store
+        self.force = force
+    }
+
+    var taskID: String { task.directory }
+    var label: String { task.name }
+
+    /// Opens the task's store: --state DIR, else $DGRUN_STATE_DIR, else TASKDIR/.dgrun.
+    static func openStore(for task: TaskFile, stateOption: String?) throws(StoreError) -> Store {
+        try Store(directory: stateDirectory(for: task, stateOption: stateOption))
+    }
+
+    static func stateDirectory(for task: TaskFile, stateOption: String?) -> String {
+        if let stateOption { return Exec.absolute(stateOption) }
+        if let env = getenv("DGRUN_STATE_DIR"), env.pointee != 0 { return Exec.absolute(String(cString: env)) }
+        return task.directory + "/.dgrun"
+    }
+
+    /// The environment the task is defined by: what task.toml and --env set, and PATH/locale.
+    /// The rest of the caller's environment (SHLVL, OLDPWD...) would make every shell look new.
+    func environmentDigest(_ spec: [String]) -> String {
+        let keys = Set(task.env.map(\.key) + exec.env.map { String($0.prefix { $0 != "=" }) } + ["PATH", "LANG", "LC_ALL"])
+        let relevant = spec.filter { keys.contains(String($0.prefix { $0 != "=" })) }.sorted()
+        return ContentHash.version(ofBytes: Array(relevant.joined(separator: "\0").utf8)) ?? relevant.joined(separator: "\0")
+    }
+
+    func run(producers: [String: String] = [:]) -> Int32 {
+        let lock: FileLock
+        do { lock = try FileLock.acquire(store.directory + "/task-" + FileLock.name(for: taskID) + ".lock",
+                                          waiting: { CLI.write(2, "dgrun: \(label): waiting for another dgrun running this task\n") }) }
+        catch { return exec.finish(failure: error.message, exitCode: 125) }
+        defer { lock.release() }
+
+        let inputs: PlanInput
+        let spec: SandboxSpec
+        var runExec = exec
+        do {
+            try store.registerTask(id: taskID, directory: task.directory)
+            let abandoned = try store.settleAbandonedRuns(task: taskID) { pid, start in
+                DgrunSystem.ProcessInfo.startTime(of: pid).map { start == nil || $0 == start } ?? false
+            }
+            if abandoned > 0 { CLI.write(2, "dgrun: \(label): \(abandoned) earlier run(s) were interrupted (dgrun was killed); recorded as abandoned\n") }
+            let dependencies = try store.dependencies(task: taskID)
+            // Neither task.toml nor a flag chose the network: what the last run needed (none → none).
+            if exec.net == nil, dependencies.contains(where: { $0.relation == .uses && $0.ref == "network:none" }) {
+                runExec.net = SandboxProfile.Network.none
+            }
+            spec = try runExec.makeSpec()
+            let state = try store.task(id: taskID)
+            inputs = PlanInput(taskID: taskID, dependencies: dependencies,
+                               lastRun: try store.lastFinishedRun(task: taskID), staleReason: state?.staleReason,
+                               argv: task.argv, environmentDigest: environmentDigest(spec.environment),
+                               producers: producers, missingControllers: missingControllers(spec),
+                               requestedCPUs: spec.limits.cpus, force: force)
+        } catch let error as StoreError {
+            return exec.finish(failure: error.message, exitCode: 125)
+        } catch {
+            return exec.finish(error)
+        }
+        let plan = Planner(environment: HostEnvironment()).plan(inputs)
+        switch plan.decision {
+        case .upToDate:
+            try? store.refreshFingerprints(task: taskID, plan.refreshed)
+            CLI.write(2, "dgrun: \(label): up to date (\(plan.checked) dependencies checked, \(plan.hashed) hashed)\n")
+            return 0
+        case .blocked:
+            CLI.write(2, "dgrun: \(label): blocked; nothing was started:\n" + plan.blockers.map { "  - \($0.description)\n" }.joined())
+            var record = newRecord(reasons: plan.reasons, environment: spec.environment)
+            record.finishedAt = Self.now()
+            try? store.recordBlocked(record)
+            return exec.finish(failure: "\(label): blocked by \(plan.blockers.count) missing or unavailable dependencies", exitCode: blockedExitStatus, quiet: true)
+        case .run:
+            CLI.write(2, "dgrun: \(label): running: " + plan.reasons.prefix(3).joined(separator: "; ")
+                      + (plan.reasons.count > 3 ? "; and \(plan.reasons.count - 3) more" : "") + "\n")
+        }
+        return runAndRecord(exec: runExec, reasons: plan.reasons, environment: spec.environment, previous: inputs.lastRun)
+    }
+
+    func newRecord(reasons: [String], environment: [String]) -> RunRecord {
+        RunRecord(taskID: taskID, status: .running, startedAt: Self.now(), pid: getpid(), argv: task.argv,
+                  environmentDigest: environmentDigest(environment), reasons: reasons)
+    }
+
+    func missingControllers(_ spec: SandboxSpec) -> [String] {
+        guard spec.limitMode == .enforce, spec.limits.memoryBytes != nil || spec.limits.pids != nil || spec.limits.cpus != nil else { return [] }
+        let detected = CgroupDrivers.detect()
+        return detected.driver == nil ? ["memory/pids/cpu (\(detected.reason))"] : []
+    }
+
+    func runAndRecord(exec: Exec, reasons: [String], environment: [String], previous: RunRecord?) -> Int32 {
+        var record = newRecord(reasons: reasons, environment: environment)
+        let runID: Int64
+        do { runID = try store.beginRun(record, pidStartTime: DgrunSystem.ProcessInfo.startTime(of: getpid())) } catch {
+            return exec.finish(failure: error.message, exitCode: 125)
+        }
+        let traced = Discover.traced(exec: exec, task: task)
+        let outcome: RunOutcome
+        switch traced {
+        case .failure(let code, let message):
+            record.status = .finished
+            record.exitCode = code
+            record.finishedAt = Self.now()
+            record.reasons.append("dgrun failed: \(message)")
+            try? store.finishRun(record, id: runID, graphJSON: nil, dependencies: nil)
+            return exec.finish(failure: message, exitCode: code)
+        case .success(let result):
+            outcome = result.outcome
+            let finished = Self.now()
+            record.status = .finished
+            record.finishedAt = finished
+            record.exitCode = outcome.exitCode
+            record.signal = outcome.signal
+            record.oomKilled = outcome.oomKilled
+            record.timedOut = outcome.timedOut
+            record.wallSeconds = outcome.wallSeconds
+            record.cpuUserSeconds = outcome.cpuUserSeconds
+            record.cpuSystemSeconds = outcome.cpuSystemSeconds
+            record.memoryPeakBytes = outcome.memoryPeakBytes.map { Int64($0) }
+            record.pidsPeak = outcome.pidsPeak.map { Int64($0) }
+            record.limitsJSON = Self.json(outcome.limits) ?? "{}"
+            record.adjustmentsJSON = Self.json(outcome.adjustments) ?? "[]"
+            var dependencies: [Dependency]? = nil
+            var graphJSON: String? = nil
+            if let graph = result.graph {
+                let recorded = GraphRecording(graph: graph, now: finished)
+                dependencies = recorded.dependencies
+                record.outputs = recorded.outputs
+                graphJSON = try? GraphRenderer.render(graph, as: .json)
+                Discover.save(graph, in: task)
+            }
+            do { try store.finishRun(record, id: runID, graphJSON: graphJSON, dependencies: dependencies) } catch {
+                CLI.write(2, "dgrun: \(label): the run finished but could not be recorded: \(error)\n")
+            }
+            let changed = record.outputs.filter { previous?.outputs[$0.key] != $0.value }.map(\.key)
+            if !changed.isEmpty, outcome.exitCode == 0 {
+                Workspace.markDependantsStale(of: task, changedOutputs: changed, runID: runID, stateOption: exec.state)
+            }
+        }
+        if let message = outcome.error { CLI.write(2, "dgrun: \(message)\n") }
+        if !exec.writeReport(outcome) { return 125 }
+        return outcome.exitCode
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    static func json<T: Encodable>(_ value: T) -> String? {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) }
+    }
+}
+
+/// The graph of a finished run turned into what the planner checks next time: the task's edges
+/// with the versions and stat fingerprints of the files as the run left them.
+struct GraphRecording {
+    var dependencies: [Dependency] = []
+    /// path → version of each output that exists after the run.
+    var outputs: [String: String] = [:]
+
+    init(graph: Graph, now: Double) {
+        let nodes = Dictionary(graph.nodes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let codeNodes = Set(graph.edges.filter { $0.from == graph.task.id && $0.relation == "executes" }.map(\.to))
+        for edge in graph.edges {
+            guard let node = nodes[edge.to], let relation = Dependency.Relation(rawValue: edge.relation) else { continue }
+            // What the task does, and what the programs it ran require (their libraries, interpreters).
+            guard edge.from == graph.task.id || (relation == .requires && codeNodes.contains(edge.from)) else { continue }
+            let traced = node.evidence.contains { $0.hasPrefix("traced:") }
+            let isFile = node.ref.hasPrefix("/")
+            let version = node.version.map { String($0.prefix { $0 != " " }) }
+            let fingerprint = isFile && relation != .probes ? Fingerprints.settled(node.ref, now: now) : nil
+            dependencies.append(Dependency(nodeID: node.id, kind: node.kind.rawValue, ref: node.ref, relation: relation,
+                                           version: version, fingerprint: fingerprint, priority: node.priority,
+                                           costBytes: Int64(node.cost["bytes"] ?? 0), traced: traced))
+            if relation == .writes, let version, fingerprint != nil || FileIO.exists(node.ref) {
+                outputs[node.ref] = version
+            }
+        }
+        for node in graph.nodes where node.kind == .infrastructure && node.ref.hasPrefix("network:") {
+            dependencies.append(Dependency(nodeID: node.id, kind: node.kind.rawValue, ref: node.ref, relation: .uses))
+        }
+    }
+}
+
+/// An exclusive flock held for one task's plan-run-record, so that two dgruns running the same
+/// task take turns (the second then finds it up to date) instead of racing on its outputs.
+struct FileLock {
+    let fd: Int32
+
+    static func acquire(_ path: String, waiting: () -> Void) throws(StoreError) -> FileLock {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw StoreError("cannot open the task lock \(path): \(String(cString: strerror(errno))); is the state directory writable?") }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            waiting()
+            while flock(fd, LOCK_EX) != 0 {
+                guard errno == EINTR else {
+                    let e = errno
+                    close(fd)
+                    throw StoreError("cannot lock \(path): \(String(cString: strerror(e)))")
+                }
+            }
+        }
+        return FileLock(fd: fd)
+    }
+
+    func release() { close(fd) }
+
+    /// A short stable file name for a task id (FNV-1a, 64 bits).
+    static func name(for id: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in id.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return String(hash, radix: 16)
+    }
+}

@@ -1,0 +1,220 @@
+import DgrunStore
+
+/// What the planner needs to know about one task besides its recorded dependencies.
+public struct PlanInput: Sendable {
+    public var taskID: String
+    public var dependencies: [Dependency]
+    /// The last finished run (any exit status); nil before the first.
+    public var lastRun: RunRecord?
+    /// Set when a task this one reads from produced new outputs since this one last ran.
+    public var staleReason: String?
+    public var argv: [String]
+    public var environmentDigest: String
+    /// ref → the workspace task that produces it: a missing input is provisioned, not a blocker.
+    public var producers: [String: String]
+    /// Controllers the requested limits need but this host cannot give (from the cgroup driver).
+    public var missingControllers: [String]
+    public var requestedCPUs: Double?
+    public var force: Bool
+
+    public init(taskID: String, dependencies: [Dependency], lastRun: RunRecord?, staleReason: String? = nil,
+                argv: [String], environmentDigest: String, producers: [String: String] = [:],
+                missingControllers: [String] = [], requestedCPUs: Double? = nil, force: Bool = false) {
+        self.taskID = taskID
+        self.dependencies = dependencies
+        self.lastRun = lastRun
+        self.staleReason = staleReason
+        self.argv = argv
+        self.environmentDigest = environmentDigest
+        self.producers = producers
+        self.missingControllers = missingControllers
+        self.requestedCPUs = requestedCPUs
+        self.force = force
+    }
+}
+
+/// A dependency that moved since the last run.
+public struct Change: Sendable, Equatable {
+    public var ref: String
+    public var relation: Dependency.Relation
+    /// "changed", "missing", "deleted", "modified", "appeared", "produced by TASK"
+    public var what: String
+    public var description: String { "\(relation.rawValue) \(ref): \(what)" }
+}
+
+/// Something the task needs that is not there: the run cannot start.
+public struct Blocker: Sendable, Equatable {
+    public var ref: String
+    public var why: String
+    public var remedy: String
+    public var description: String { "\(ref): \(why) (\(remedy))" }
+}
+
+public struct Plan: Sendable {
+    public enum Decision: Sendable, Equatable { case upToDate, run, blocked }
+    public var decision: Decision
+    /// Why it runs: "forced", "no previous run", the changes.
+    public var reasons: [String]
+    public var changes: [Change]
+    public var blockers: [Blocker]
+    /// Files whose stat moved but whose content did not: their new fingerprints, to remember.
+    public var refreshed: [(nodeID: String, relation: Dependency.Relation, fingerprint: FileFingerprint)]
+    /// How many dependencies were checked, and how many of them had to be hashed.
+    public var checked: Int
+    public var hashed: Int
+}
+
+/// The planner: checks every recorded dependency of a task against the host as it is now.
+/// Pure policy over `PlanEnvironment`, so that it is unit-tested with a fake host.
+public struct Planner {
+    public var environment: any PlanEnvironment
+
+    public init(environment: any PlanEnvironment) { self.environment = environment }
+
+    /// Paths that are not host state: the sandbox's private /tmp and kernel interfaces.
+    static let ephemeralPrefixes = ["/tmp/", "/proc/", "/sys/", "/dev/"]
+
+    public func plan(_ input: PlanInput) -> Plan {
+        var plan = Plan(decision: .upToDate, reasons: [], changes: [], blockers: [], refreshed: [], checked: 0, hashed: 0)
+        let written = Set(input.dependencies.lazy.filter { $0.relation == .writes }.map(\.ref))
+        // Priority first (higher first), then the cheapest check.
+        let ordered = input.dependencies.sorted {
+            ($0.priority, -$0.costBytes) > ($1.priority, -$1.costBytes)
+        }
+        for dependency in ordered {
+            guard dependency.traced || dependency.relation == .requires else { continue }
+            switch dependency.relation {
+            case .reads, .loads, .executes, .requires:
+                guard isHostFile(dependency), !written.contains(dependency.ref) else { continue }
+                check(input: dependency, producers: input.producers, into: &plan)
+            case .writes:
+                guard isHostFile(dependency) else { continue }
+                check(output: dependency, into: &plan)
+            case .probes:
+                guard isHostFile(dependency), !written.contains(dependency.ref) else { continue }
+                plan.checked += 1
+                if environment.fingerprint(dependency.ref) != nil {
+                    plan.changes.append(Change(ref: dependency.ref, relation: .probes, what: "appeared (it was absent when the task looked for it)"))
+                }
+            case .connects, .resolves:
+                guard dependency.traced else { continue }
+                check(service: dependency, into: &plan)
+            case .uses:
+                continue
+            }
+        }
+        checkResources(input, into: &plan)
+        decide(input, &plan)
+        return plan
+    }
+
+    func isHostFile(_ d: Dependency) -> Bool {
+        d.ref.hasPrefix("/") && d.kind != "infrastructure" && !Self.ephemeralPrefixes.contains { d.ref.hasPrefix($0) }
+    }
+
+    func check(input d: Dependency, producers: [String: String], into plan: inout Plan) {
+        plan.checked += 1
+        guard let now = environment.fingerprint(d.ref) else {
+            if let producer = producers[d.ref] {
+                plan.changes.append(Change(ref: d.ref, relation: d.relation, what: "missing; task \(producer) produces it"))
+            } else {
+                plan.blockers.append(Blocker(ref: d.ref, why: "missing (the task \(d.relation.rawValue) it)",
+                                             remedy: "restore it, or re-run `dgrun discover` if the task no longer needs it"))
+            }
+            return
+        }
+        if let before = d.fingerprint, before == now { return }
+        // A file's version is its content's hash; a listed directory's, that of its entry names.
+        plan.hashed += 1
+        let version = environment.contentVersion(d.ref)
+        if let version, let recorded = d.version, recorded.hasPrefix(version) {
+            plan.refreshed.append((d.nodeID, d.relation, now))
+        } else {
+            let what = d.version == nil ? "version unknown" : now.isDirectory ? "entries changed" : "changed"
+            plan.changes.append(Change(ref: d.ref, relation: d.relation, what: what))
+        }
+    }
+
+    func check(output d: Dependency, into plan: inout Plan) {
+        plan.checked += 1
+        guard let now = environment.fingerprint(d.ref) else {
+            plan.changes.append(Change(ref: d.ref, relation: .writes, what: "deleted since the task wrote it"))
+            return
+        }
+        if let before = d.fingerprint, before == now { return }
+        if now.isDirectory { return }
+        plan.hashed += 1
+        if let version = environment.contentVersion(d.ref), let recorded = d.version, recorded.hasPrefix(version) {
+            plan.refreshed.append((d.nodeID, d.relation, now))
+        } else {
+            plan.changes.append(Change(ref: d.ref, relation: .writes, what: "modified since the task wrote it"))
+        }
+    }
+
+    func check(service d: Dependency, into plan: inout Plan) {
+        // UDP has no handshake to test; a DNS server's use is checked through the names it resolved.
+        guard d.ref.hasPrefix("tcp://") || d.ref.hasPrefix("unix:") || d.ref.hasPrefix("dns:") else { return }
+        plan.checked += 1
+        if let failure = environment.unreachable(d.ref) {
+            let remedy = d.ref.hasPrefix("dns:") ? "check the resolver, or run offline with a cached copy"
+                                                 : "start the service, or set a wait bound: [services] wait = \"30s\" in task.toml"
+            plan.blockers.append(Blocker(ref: d.ref, why: "unavailable: \(failure)", remedy: remedy))
+        }
+    }
+
+    func checkResources(_ input: PlanInput, into plan: inout Plan) {
+        for controller in input.missingControllers {
+            plan.blockers.append(Blocker(ref: "cgroup:\(controller)", why: "the \(controller) controller is not available to dgrun here",
+                                         remedy: "run as root or in a delegated cgroup, or pass --limits best-effort"))
+        }
+        if let peak = input.lastRun?.memoryPeakBytes, let available = environment.memoryAvailableBytes(), available < peak {
+            plan.blockers.append(Blocker(ref: "host:memory",
+                                         why: "the last run peaked at \(peak >> 20) MiB and only \(available >> 20) MiB is available",
+                                         remedy: "free memory or wait for other jobs; --force does not override this"))
+        }
+        if let cpus = input.requestedCPUs, cpus > Double(environment.cpuCount()) {
+            plan.blockers.append(Blocker(ref: "host:cpu", why: "the task asks for \(cpus) CPUs and the host has \(environment.cpuCount())",
+                                         remedy: "lower limits.cpus"))
+        }
+    }
+
+    func decide(_ input: PlanInput, _ plan: inout Plan) {
+        if !plan.blockers.isEmpty {
+            plan.decision = .blocked
+            plan.reasons = plan.blockers.map(\.description)
+            return
+        }
+        var reasons: [String] = []
+        if input.force { reasons.append("forced (--force)") }
+        if let last = input.lastRun {
+            if last.exitCode != 0 || last.signal != nil {
+                reasons.append("the last run failed (exit status \(last.exitCode.map(String.init) ?? "unknown"))")
+            }
+            if last.argv != input.argv { reasons.append("the command changed") }
+            if last.environmentDigest != input.environmentDigest { reasons.append("the environment changed") }
+        } else {
+            reasons.append("no previous run")
+        }
+        if let stale = input.staleReason { reasons.append(stale) }
+        reasons += plan.changes.map(\.description)
+        plan.reasons = reasons
+        plan.decision = reasons.isEmpty ? .upToDate : .run
+    }
+}
+
+/// The host as the planner sees it; `HostEnvironment` is the real one.
+public protocol PlanEnvironment: Sendable {
+    /// nil when the path does not exist.
+    func fingerprint(_ path: String) -> FileFingerprint?
+    /// sha256:… of a regular file's content; nil when it cannot be read.
+    func contentVersion(_ path: String) -> String?
+    /// nil when reachable; otherwise why not.
+    func unreachable(_ uri: String) -> String?
+    func memoryAvailableBytes() -> Int64?
+    func cpuCount() -> Int
+}
+
+extension FileFingerprint {
+    /// Directories are recorded with size -1: their content is their entries, seen through mtime.
+    public var isDirectory: Bool { size == -1 }
+}

@@ -1,0 +1,149 @@
+/// What the store keeps: the current dependencies of each task (what the planner checks), graph
+/// versions, execution records and samples. Plain values; Store reads and writes them.
+
+/// The stat identity of a file at the time its version was recorded: when none of these moved, the
+/// content is taken as unchanged without hashing it (git's index and ninja's log do the same).
+public struct FileFingerprint: Sendable, Equatable, Codable {
+    public var size: Int64
+    public var mtimeNs: Int64
+    public var ctimeNs: Int64
+    public var inode: UInt64
+    public var device: UInt64
+
+    public init(size: Int64, mtimeNs: Int64, ctimeNs: Int64, inode: UInt64, device: UInt64) {
+        self.size = size
+        self.mtimeNs = mtimeNs
+        self.ctimeNs = ctimeNs
+        self.inode = inode
+        self.device = device
+    }
+}
+
+/// One dependency of a task: a node of its graph and how the task relates to it.
+public struct Dependency: Sendable, Equatable {
+    public enum Relation: String, Sendable, CaseIterable {
+        case reads, writes, executes, loads, requires, probes, connects, resolves
+        /// Infrastructure the run used (the network reach it needed); not checked, but read back.
+        case uses
+    }
+    public var nodeID: String
+    public var kind: String
+    /// A canonical path for files; a URI for services (tcp://, unix:, dns:).
+    public var ref: String
+    public var relation: Relation
+    /// sha256:… of the content the task saw or produced; nil when unknown.
+    public var version: String?
+    public var fingerprint: FileFingerprint?
+    public var priority: Int
+    /// Bytes for files: cheap checks go first.
+    public var costBytes: Int64
+    /// Seen by the tracer (not only named by static analysis): only those can block a run.
+    public var traced: Bool
+
+    public init(nodeID: String, kind: String, ref: String, relation: Relation, version: String? = nil,
+                fingerprint: FileFingerprint? = nil, priority: Int = 0, costBytes: Int64 = 0, traced: Bool = true) {
+        self.nodeID = nodeID
+        self.kind = kind
+        self.ref = ref
+        self.relation = relation
+        self.version = version
+        self.fingerprint = fingerprint
+        self.priority = priority
+        self.costBytes = costBytes
+        self.traced = traced
+    }
+}
+
+/// The record of one execution attempt of a task.
+public struct RunRecord: Sendable, Equatable, Codable {
+    public enum Status: String, Sendable, Codable {
+        /// Started and not finished yet (or dgrun was killed: see `Store.settleAbandonedRuns`).
+        case running
+        /// The command ran; `exitCode` says how it ended.
+        case finished
+        /// The planner refused to start it; `reasons` names what was missing.
+        case blocked
+        /// dgrun died while the run was in flight (kill -9, power loss).
+        case abandoned
+    }
+    public var id: Int64?
+    public var taskID: String
+    public var status: Status
+    public var startedAt: Double
+    public var finishedAt: Double?
+    public var pid: Int32
+    public var argv: [String]
+    /// sha256 of the sorted environment: which environment ran, without storing secrets.
+    public var environmentDigest: String
+    /// Why it ran (or why it was blocked): "input data.csv changed", "forced", "no previous run".
+    public var reasons: [String]
+    /// The limits applied, as the report's JSON object.
+    public var limitsJSON: String
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var oomKilled: Bool
+    public var timedOut: Bool
+    public var wallSeconds: Double?
+    public var cpuUserSeconds: Double?
+    public var cpuSystemSeconds: Double?
+    public var memoryPeakBytes: Int64?
+    public var pidsPeak: Int64?
+    /// path → version of every output the run left behind.
+    public var outputs: [String: String]
+    /// The report's adjustments list ({t_s, knob, from, to, reason}) as JSON.
+    public var adjustmentsJSON: String
+    /// The graph version this run recorded, when it recorded one.
+    public var graphVersion: Int64?
+
+    public init(taskID: String, status: Status, startedAt: Double, pid: Int32, argv: [String],
+                environmentDigest: String, reasons: [String], limitsJSON: String = "{}") {
+        self.taskID = taskID
+        self.status = status
+        self.startedAt = startedAt
+        self.pid = pid
+        self.argv = argv
+        self.environmentDigest = environmentDigest
+        self.reasons = reasons
+        self.limitsJSON = limitsJSON
+        self.oomKilled = false
+        self.timedOut = false
+        self.outputs = [:]
+        self.adjustmentsJSON = "[]"
+    }
+
+    public var succeeded: Bool { status == .finished && exitCode == 0 }
+}
+
+/// A task as the store knows it.
+public struct TaskState: Sendable, Equatable {
+    public var id: String
+    public var directory: String
+    /// Set when a task this one depends on produced new outputs since this one last ran.
+    public var staleReason: String?
+    /// The latest graph version, nil before the first recorded run.
+    public var graphVersion: Int64?
+}
+
+/// One sample of a running task (the monitor's), kept downsampled with the run.
+public struct Sample: Sendable, Equatable {
+    public var runID: Int64
+    public var seconds: Double
+    public var memoryBytes: Int64?
+    public var cpuSeconds: Double?
+    public var memoryPressure: Double?
+    public var cpuPressure: Double?
+    public var ioPressure: Double?
+    public var pids: Int64?
+
+    public init(runID: Int64, seconds: Double, memoryBytes: Int64? = nil, cpuSeconds: Double? = nil,
+                memoryPressure: Double? = nil, cpuPressure: Double? = nil, ioPressure: Double? = nil, pids: Int64? = nil) {
+        self.runID = runID
+        self.seconds = seconds
+        self.memoryBytes = memoryBytes
+        self.cpuSeconds = cpuSeconds
+        self.memoryPressure = memoryPressure
+        self.cpuPressure = cpuPressure
+        self.ioPressure = ioPressure
+        self.pids = pids
+    }
+}

@@ -1,0 +1,378 @@
+import GRDB
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The state store: one SQLite file (`state.db`) in a state directory, shared safely by every dgrun
+/// process that uses it (WAL, a busy timeout, immediate write transactions).
+public final class Store: Sendable {
+    public let directory: String
+    let queue: DatabaseQueue
+
+    public static let fileName = "state.db"
+
+    /// Opens (creating when needed) DIR/state.db and brings its schema up to date.
+    public init(directory: String) throws(StoreError) {
+        self.directory = directory
+        if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw StoreError("cannot create the state directory \(directory): \(String(cString: strerror(errno))); pass --state DIR or set DGRUN_STATE_DIR to a writable place")
+        }
+        var config = Configuration()
+        // Another dgrun may be writing (a workspace runs tasks in parallel): wait, do not fail.
+        config.busyMode = .timeout(30)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON")
+        }
+        let path = directory + "/" + Self.fileName
+        do {
+            queue = try DatabaseQueue(path: path, configuration: config)
+            // Two processes opening a new store at once must not both create the tables.
+            try Self.withFileLock(directory + "/state.db.lock") { try Self.migrator.migrate(queue) }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError("cannot open the state store \(path): \(error)")
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE task (
+                    id TEXT PRIMARY KEY,
+                    dir TEXT NOT NULL,
+                    stale_reason TEXT,
+                    graph_version INTEGER
+                );
+                CREATE TABLE graph_version (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    task_id TEXT NOT NULL REFERENCES task(id) ON DELETE CASCADE,
+                    created_at REAL NOT NULL,
+                    json TEXT NOT NULL
+                );
+                CREATE TABLE dependency (
+                    task_id TEXT NOT NULL REFERENCES task(id) ON DELETE CASCADE,
+                    node_id TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    ref TEXT NOT NULL,
+                    relation TEXT NOT NULL,
+                    version TEXT,
+                    size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, device INTEGER,
+                    priority INTEGER NOT NULL DEFAULT 0,
+                    cost_bytes INTEGER NOT NULL DEFAULT 0,
+                    traced INTEGER NOT NULL DEFAULT 1,
+                    PRIMARY KEY (task_id, node_id, relation)
+                ) WITHOUT ROWID;
+                CREATE INDEX dependency_ref ON dependency(ref);
+                CREATE TABLE run (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    task_id TEXT NOT NULL REFERENCES task(id) ON DELETE CASCADE,
+                    status TEXT NOT NULL,
+                    started_at REAL NOT NULL,
+                    finished_at REAL,
+                    pid INTEGER NOT NULL,
+                    pid_start_time INTEGER,
+                    argv TEXT NOT NULL,
+                    env_digest TEXT NOT NULL,
+                    reasons TEXT NOT NULL,
+                    limits TEXT NOT NULL,
+                    exit_code INTEGER, signal INTEGER,
+                    oom_killed INTEGER NOT NULL DEFAULT 0, timed_out INTEGER NOT NULL DEFAULT 0,
+                    wall_s REAL, cpu_user_s REAL, cpu_sys_s REAL,
+                    memory_peak_bytes INTEGER, pids_peak INTEGER,
+                    outputs TEXT NOT NULL DEFAULT '{}',
+                    adjustments TEXT NOT NULL DEFAULT '[]',
+                    graph_version INTEGER
+                );
+                CREATE INDEX run_task ON run(task_id, id);
+                CREATE TABLE sample (
+                    run_id INTEGER NOT NULL REFERENCES run(id) ON DELETE CASCADE,
+                    t_s REAL NOT NULL,
+                    memory_bytes INTEGER, cpu_s REAL,
+                    psi_memory REAL, psi_cpu REAL, psi_io REAL,
+                    pids INTEGER
+                );
+                CREATE INDEX sample_run ON sample(run_id);
+                """)
+        }
+        return migrator
+    }
+
+    // MARK: - writing
+
+    /// One immediate write transaction: concurrent writers queue on the busy timeout instead of
+    /// failing halfway through a deferred upgrade.
+    func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+        do {
+            return try queue.writeWithoutTransaction { db in
+                var result: T?
+                try db.inTransaction(.immediate) {
+                    result = try body(db)
+                    return .commit
+                }
+                return result!
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError("state store \(directory): \(error)")
+        }
+    }
+
+    func read<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+        do { return try queue.read(body) } catch {
+            throw StoreError("state store \(directory): \(error)")
+        }
+    }
+
+    public func registerTask(id: String, directory: String) throws(StoreError) {
+        try write { db in
+            try db.execute(sql: "INSERT INTO task(id, dir) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET dir = excluded.dir",
+                           arguments: [id, directory])
+        }
+    }
+
+    /// Records a run as started; returns its id. The row stays `running` until `finishRun`.
+    public func beginRun(_ record: RunRecord, pidStartTime: UInt64?) throws(StoreError) -> Int64 {
+        try write { db in
+            try db.execute(sql: """
+                INSERT INTO run(task_id, status, started_at, pid, pid_start_time, argv, env_digest, reasons, limits)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [record.taskID, record.status.rawValue, record.startedAt, record.pid,
+                                 pidStartTime.map { Int64(bitPattern: $0) }, JSONText.encode(record.argv),
+                                 record.environmentDigest, JSONText.encode(record.reasons), record.limitsJSON])
+            return db.lastInsertedRowID
+        }
+    }
+
+    /// Completes a run and, in the same transaction, replaces the task's dependencies with what this
+    /// run used (when it recorded a graph) and clears its stale mark: a reader sees all or nothing.
+    public func finishRun(_ record: RunRecord, id: Int64, graphJSON: String?, dependencies: [Dependency]?) throws(StoreError) {
+        try write { db in
+            var graphVersion: Int64? = nil
+            if let graphJSON {
+                try db.execute(sql: "INSERT INTO graph_version(task_id, created_at, json) VALUES (?, ?, ?)",
+                               arguments: [record.taskID, record.finishedAt ?? record.startedAt, graphJSON])
+                graphVersion = db.lastInsertedRowID
+            }
+            try db.execute(sql: """
+                UPDATE run SET status = ?, finished_at = ?, exit_code = ?, signal = ?, oom_killed = ?, timed_out = ?,
+                    wall_s = ?, cpu_user_s = ?, cpu_sys_s = ?, memory_peak_bytes = ?, pids_peak = ?, outputs = ?,
+                    adjustments = ?, graph_version = ?, reasons = ?, limits = ?
+                WHERE id = ?
+                """, arguments: [record.status.rawValue, record.finishedAt, record.exitCode, record.signal,
+                                 record.oomKilled, record.timedOut, record.wallSeconds, record.cpuUserSeconds,
+                                 record.cpuSystemSeconds, record.memoryPeakBytes, record.pidsPeak,
+                                 JSONText.encode(record.outputs), record.adjustmentsJSON, graphVersion,
+                                 JSONText.encode(record.reasons), record.limitsJSON, id])
+            if let dependencies {
+                try Self.replace(dependencies, of: record.taskID, in: db)
+                try db.execute(sql: "UPDATE task SET stale_reason = NULL, graph_version = COALESCE(?, graph_version) WHERE id = ?",
+                               arguments: [graphVersion, record.taskID])
+            }
+        }
+    }
+
+    /// A run the planner refused: kept in the history with its reasons.
+    public func recordBlocked(_ record: RunRecord) throws(StoreError) {
+        var record = record
+        record.status = .blocked
+        let id = try beginRun(record, pidStartTime: nil)
+        try finishRun(record, id: id, graphJSON: nil, dependencies: nil)
+    }
+
+    static func replace(_ dependencies: [Dependency], of taskID: String, in db: Database) throws {
+        try db.execute(sql: "DELETE FROM dependency WHERE task_id = ?", arguments: [taskID])
+        let statement = try db.makeStatement(sql: """
+            INSERT OR REPLACE INTO dependency(task_id, node_id, kind, ref, relation, version, size, mtime_ns, ctime_ns,
+                inode, device, priority, cost_bytes, traced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for d in dependencies {
+            let f = d.fingerprint
+            try statement.execute(arguments: [taskID, d.nodeID, d.kind, d.ref, d.relation.rawValue, d.version,
+                                              f?.size, f?.mtimeNs, f?.ctimeNs, f.map { Int64(bitPattern: $0.inode) },
+                                              f.map { Int64(bitPattern: $0.device) }, d.priority, d.costBytes, d.traced])
+        }
+    }
+
+    /// A file whose stat moved but whose content hashed the same: remember the new stat so the
+    /// next check is fast again.
+    public func refreshFingerprints(task taskID: String, _ updates: [(nodeID: String, relation: Dependency.Relation, fingerprint: FileFingerprint)]) throws(StoreError) {
+        guard !updates.isEmpty else { return }
+        try write { db in
+            let statement = try db.makeStatement(sql: """
+                UPDATE dependency SET size = ?, mtime_ns = ?, ctime_ns = ?, inode = ?, device = ?
+                WHERE task_id = ? AND node_id = ? AND relation = ?
+                """)
+            for u in updates {
+                let f = u.fingerprint
+                try statement.execute(arguments: [f.size, f.mtimeNs, f.ctimeNs, Int64(bitPattern: f.inode),
+                                                  Int64(bitPattern: f.device), taskID, u.nodeID, u.relation.rawValue])
+            }
+        }
+    }
+
+    public func markStale(task taskID: String, reason: String) throws(StoreError) {
+        try write { db in
+            try db.execute(sql: "UPDATE task SET stale_reason = ? WHERE id = ? AND stale_reason IS NULL", arguments: [reason, taskID])
+        }
+    }
+
+    /// Runs left `running` by a dgrun that no longer exists (kill -9): marked abandoned, so history
+    /// tells the truth and the task's dependencies stay those of its last finished run.
+    @discardableResult
+    public func settleAbandonedRuns(task taskID: String, isAlive: (Int32, UInt64?) -> Bool) throws(StoreError) -> Int {
+        let running = try read { db in
+            try Row.fetchAll(db, sql: "SELECT id, pid, pid_start_time FROM run WHERE task_id = ? AND status = 'running'",
+                             arguments: [taskID])
+                .map { (id: $0["id"] as Int64, pid: $0["pid"] as Int32, start: ($0["pid_start_time"] as Int64?).map { UInt64(bitPattern: $0) }) }
+        }
+        let dead = running.filter { !isAlive($0.pid, $0.start) }
+        guard !dead.isEmpty else { return 0 }
+        try write { db in
+            for run in dead {
+                try db.execute(sql: "UPDATE run SET status = 'abandoned' WHERE id = ? AND status = 'running'", arguments: [run.id])
+            }
+        }
+        return dead.count
+    }
+
+    public func addSamples(_ samples: [Sample]) throws(StoreError) {
+        guard !samples.isEmpty else { return }
+        try write { db in
+            let statement = try db.makeStatement(sql: """
+                INSERT INTO sample(run_id, t_s, memory_bytes, cpu_s, psi_memory, psi_cpu, psi_io, pids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            for s in samples {
+                try statement.execute(arguments: [s.runID, s.seconds, s.memoryBytes, s.cpuSeconds, s.memoryPressure,
+                                                  s.cpuPressure, s.ioPressure, s.pids])
+            }
+        }
+    }
+
+    // MARK: - reading
+
+    public func task(id: String) throws(StoreError) -> TaskState? {
+        try read { db in
+            try Row.fetchOne(db, sql: "SELECT id, dir, stale_reason, graph_version FROM task WHERE id = ?", arguments: [id])
+                .map { TaskState(id: $0["id"], directory: $0["dir"], staleReason: $0["stale_reason"], graphVersion: $0["graph_version"]) }
+        }
+    }
+
+    /// The task's dependencies as its last finished run recorded them (the planner's input).
+    public func dependencies(task taskID: String) throws(StoreError) -> [Dependency] {
+        try read { db in
+            let cursor = try Row.fetchCursor(db, sql: """
+                SELECT node_id, kind, ref, relation, version, size, mtime_ns, ctime_ns, inode, device, priority, cost_bytes, traced
+                FROM dependency WHERE task_id = ?
+                """, arguments: [taskID])
+            var result: [Dependency] = []
+            while let row = try cursor.next() {
+                var fingerprint: FileFingerprint? = nil
+                if let size = row[5] as Int64? {
+                    fingerprint = FileFingerprint(size: size, mtimeNs: row[6], ctimeNs: row[7],
+                                                  inode: UInt64(bitPattern: row[8]), device: UInt64(bitPattern: row[9]))
+                }
+                result.append(Dependency(nodeID: row[0], kind: row[1], ref: row[2],
+                                         relation: Dependency.Relation(rawValue: row[3]) ?? .reads, version: row[4],
+                                         fingerprint: fingerprint, priority: row[10], costBytes: row[11], traced: row[12]))
+            }
+            return result
+        }
+    }
+
+    /// Tasks in this store that depend on `ref` (read, load or execute it).
+    public func dependants(of ref: String) throws(StoreError) -> [String] {
+        try read { db in
+            try String.fetchAll(db, sql: """
+                SELECT DISTINCT task_id FROM dependency WHERE ref = ? AND relation IN ('reads', 'loads', 'executes', 'requires')
+                """, arguments: [ref])
+        }
+    }
+
+    /// The newest runs first.
+    public func runs(task taskID: String?, limit: Int = 50) throws(StoreError) -> [RunRecord] {
+        try read { db in
+            let filter = taskID == nil ? "" : "WHERE task_id = ?"
+            let arguments: StatementArguments = taskID.map { [$0, limit] } ?? [limit]
+            return try Row.fetchAll(db, sql: "SELECT * FROM run \(filter) ORDER BY id DESC LIMIT ?", arguments: arguments)
+                .map(Self.runRecord)
+        }
+    }
+
+    /// The last run that finished (any exit status), the source of history-based decisions.
+    public func lastFinishedRun(task taskID: String) throws(StoreError) -> RunRecord? {
+        try read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM run WHERE task_id = ? AND status = 'finished' ORDER BY id DESC LIMIT 1",
+                             arguments: [taskID]).map(Self.runRecord)
+        }
+    }
+
+    public func graphJSON(version: Int64) throws(StoreError) -> String? {
+        try read { db in try String.fetchOne(db, sql: "SELECT json FROM graph_version WHERE id = ?", arguments: [version]) }
+    }
+
+    public func samples(run runID: Int64) throws(StoreError) -> [Sample] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM sample WHERE run_id = ? ORDER BY t_s", arguments: [runID]).map {
+                Sample(runID: $0["run_id"], seconds: $0["t_s"], memoryBytes: $0["memory_bytes"], cpuSeconds: $0["cpu_s"],
+                       memoryPressure: $0["psi_memory"], cpuPressure: $0["psi_cpu"], ioPressure: $0["psi_io"], pids: $0["pids"])
+            }
+        }
+    }
+
+    /// `PRAGMA integrity_check` plus the invariants dgrun relies on; empty when all hold.
+    public func consistencyProblems() throws(StoreError) -> [String] {
+        try read { db in
+            var problems = try String.fetchAll(db, sql: "PRAGMA integrity_check").filter { $0 != "ok" }
+            problems += try String.fetchAll(db, sql: "PRAGMA foreign_key_check")
+            let orphans = try Int.fetchOne(db, sql: "SELECT count(*) FROM run WHERE task_id NOT IN (SELECT id FROM task)") ?? 0
+            if orphans > 0 { problems.append("\(orphans) runs of unknown tasks") }
+            let unfinished = try Int.fetchOne(db, sql: "SELECT count(*) FROM run WHERE status = 'finished' AND finished_at IS NULL") ?? 0
+            if unfinished > 0 { problems.append("\(unfinished) finished runs without an end time") }
+            return problems
+        }
+    }
+
+    static func runRecord(_ row: Row) -> RunRecord {
+        var record = RunRecord(taskID: row["task_id"], status: RunRecord.Status(rawValue: row["status"]) ?? .abandoned,
+                               startedAt: row["started_at"], pid: row["pid"], argv: JSONText.decodeStrings(row["argv"]),
+                               environmentDigest: row["env_digest"], reasons: JSONText.decodeStrings(row["reasons"]),
+                               limitsJSON: row["limits"])
+        record.id = row["id"]
+        record.finishedAt = row["finished_at"]
+        record.exitCode = row["exit_code"]
+        record.signal = row["signal"]
+        record.oomKilled = row["oom_killed"]
+        record.timedOut = row["timed_out"]
+        record.wallSeconds = row["wall_s"]
+        record.cpuUserSeconds = row["cpu_user_s"]
+        record.cpuSystemSeconds = row["cpu_sys_s"]
+        record.memoryPeakBytes = row["memory_peak_bytes"]
+        record.pidsPeak = row["pids_peak"]
+        record.outputs = JSONText.decodeStringMap(row["outputs"])
+        record.adjustmentsJSON = row["adjustments"]
+        record.graphVersion = row["graph_version"]
+        return record
+    }
+
+    // MARK: - locks
+
+    /// Runs `body` holding an exclusive flock on `path` (created when missing).
+    static func withFileLock<T>(_ path: String, _ body: () throws -> T) throws -> T {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw StoreError("cannot open the lock \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw StoreError("cannot lock \(path): \(String(cString: strerror(errno)))") }
+        }
+        return try body()
+    }
+}
+
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

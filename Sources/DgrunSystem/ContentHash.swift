@@ -1,0 +1,36 @@
+import CDgrunSpawn
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Content versions of files: `sha256:<hex>`, through the system's libcrypto (loaded on demand).
+public enum ContentHash {
+    /// nil when the file cannot be read or libcrypto is missing.
+    /// A directory's version is that of its sorted entry names: what a task that lists it sees.
+    public static func version(of path: String) -> String? {
+        var digest = [UInt8](repeating: 0, count: 32)
+        let rc = dgrun_sha256_file(path, &digest)
+        if rc == -EINVAL, FileIO.isDirectory(path) {
+            return version(ofBytes: Array(FileIO.listDirectory(path).sorted().joined(separator: "\0").utf8))
+        }
+        guard rc == 0 else { return nil }
+        return "sha256:" + hex(digest)
+    }
+
+    /// sha256 of a byte string, same format.
+    public static func version(ofBytes bytes: [UInt8]) -> String? {
+        var digest = [UInt8](repeating: 0, count: 32)
+        guard dgrun_sha256_bytes(bytes, bytes.count, &digest) == 0 else { return nil }
+        return "sha256:" + hex(digest)
+    }
+
+    public static var isAvailable: Bool { dgrun_sha256_available() != 0 }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

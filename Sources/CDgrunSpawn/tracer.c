@@ -130,7 +130,13 @@ static int resolve(pid_t pid, const char *path, int follow, char *canonical, siz
     struct open_how how = { 0 };
     how.flags = O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    int fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+    // With RESOLVE_IN_ROOT, a ".." fails with EAGAIN when any rename or mount happened on the
+    // system during the walk (another sandbox starting is enough): retry, it is not an absence.
+    int fd = -1;
+    for (int attempt = 0; attempt < 64; attempt++) {
+        fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+        if (fd >= 0 || errno != EAGAIN) break;
+    }
     if (fd < 0) return 0;
     char link[64];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);

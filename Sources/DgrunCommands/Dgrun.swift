@@ -14,6 +14,10 @@ public enum CLI {
     COMMANDS:
       exec      Run a command in a sandbox with enforced limits.
       discover  Run a command once, traced, and print the graph of what it depends on.
+      status    Show what changed, is missing or unavailable since each task's last run.
+      explain   Say why the next exec of a task would run.
+      history   List the recorded runs of a task or workspace.
+      graph     Print a task's recorded graph (or a workspace's tasks) with current states.
 
     OPTIONS:
       --version   Show the version.
@@ -34,6 +38,9 @@ public enum CLI {
             case "discover":
                 guard let discover = try Discover.parse(arguments.dropFirst()) else { return 0 }
                 return discover.run()
+            case "status", "explain", "history", "graph":
+                guard let query = try StateQuery.parse(StateQuery.Verb(rawValue: verb)!, arguments.dropFirst()) else { return 0 }
+                return query.run()
             case "--help", "-h", "help":
                 write(1, overview + "\n")
                 return 0
@@ -41,7 +48,7 @@ public enum CLI {
                 write(1, version + "\n")
                 return 0
             default:
-                throw UsageError(message: "unknown command '\(verb)'; commands: exec, discover (see dgrun --help)")
+                throw UsageError(message: "unknown command '\(verb)'; commands: exec, discover, status, explain, history, graph (see dgrun --help)")
             }
         } catch {
             let hint = error.verb.map { "\nSee 'dgrun \($0) --help'." } ?? ""

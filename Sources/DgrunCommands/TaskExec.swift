@@ -59,32 +59,20 @@ struct TaskExecution {
         catch { return exec.finish(failure: error.message, exitCode: 125) }
         defer { lock.release() }
 
-        let inputs: PlanInput
-        let spec: SandboxSpec
-        var runExec = exec
+        let prepared: Prepared
         do {
             try store.registerTask(id: taskID, directory: task.directory)
             let abandoned = try store.settleAbandonedRuns(task: taskID) { pid, start in
                 DgrunSystem.ProcessInfo.startTime(of: pid).map { start == nil || $0 == start } ?? false
             }
             if abandoned > 0 { CLI.write(2, "dgrun: \(label): \(abandoned) earlier run(s) were interrupted (dgrun was killed); recorded as abandoned\n") }
-            let dependencies = try store.dependencies(task: taskID)
-            // Neither task.toml nor a flag chose the network: what the last run needed (none → none).
-            if exec.net == nil, dependencies.contains(where: { $0.relation == .uses && $0.ref == "network:none" }) {
-                runExec.net = SandboxProfile.Network.none
-            }
-            spec = try runExec.makeSpec()
-            let state = try store.task(id: taskID)
-            inputs = PlanInput(taskID: taskID, dependencies: dependencies,
-                               lastRun: try store.lastFinishedRun(task: taskID), staleReason: state?.staleReason,
-                               argv: task.argv, environmentDigest: environmentDigest(spec.environment),
-                               producers: producers, missingControllers: missingControllers(spec),
-                               requestedCPUs: spec.limits.cpus, force: force)
+            prepared = try prepare(producers: producers)
         } catch let error as StoreError {
             return exec.finish(failure: error.message, exitCode: 125)
         } catch {
             return exec.finish(error)
         }
+        let (inputs, spec, runExec) = (prepared.input, prepared.spec, prepared.exec)
         let plan = Planner(environment: HostEnvironment()).plan(inputs)
         switch plan.decision {
         case .upToDate:
@@ -102,6 +90,31 @@ struct TaskExecution {
                       + (plan.reasons.count > 3 ? "; and \(plan.reasons.count - 3) more" : "") + "\n")
         }
         return runAndRecord(exec: runExec, reasons: plan.reasons, environment: spec.environment, previous: inputs.lastRun)
+    }
+
+    struct Prepared {
+        var input: PlanInput
+        var spec: SandboxSpec
+        /// The flags the run will use (the network chosen from history when nothing chose it).
+        var exec: Exec
+    }
+
+    /// Everything the planner needs, read from the store and the sandbox spec; writes nothing.
+    func prepare(producers: [String: String]) throws -> Prepared {
+        var runExec = exec
+        let dependencies = try store.dependencies(task: taskID)
+        // Neither task.toml nor a flag chose the network: what the last run needed (none → none).
+        if exec.net == nil, dependencies.contains(where: { $0.relation == .uses && $0.ref == "network:none" }) {
+            runExec.net = SandboxProfile.Network.none
+        }
+        let spec = try runExec.makeSpec()
+        let state = try store.task(id: taskID)
+        let input = PlanInput(taskID: taskID, dependencies: dependencies,
+                              lastRun: try store.lastFinishedRun(task: taskID), staleReason: state?.staleReason,
+                              argv: task.argv, environmentDigest: environmentDigest(spec.environment),
+                              producers: producers, missingControllers: missingControllers(spec),
+                              requestedCPUs: spec.limits.cpus, force: force)
+        return Prepared(input: input, spec: spec, exec: runExec)
     }
 
     func newRecord(reasons: [String], environment: [String]) -> RunRecord {

@@ -4,6 +4,7 @@ public struct Graph: Sendable, Codable {
         public var id: String
         public var dir: String
         public var argv: [String]
+        public init(id: String, dir: String, argv: [String]) { self.id = id; self.dir = dir; self.argv = argv }
     }
 
     public struct Node: Sendable, Codable, Equatable {
@@ -19,8 +20,23 @@ public struct Graph: Sendable, Codable {
         public var cost: [String: Double]
         public var priority: Int
         public var evidence: [String]
+        /// `dgrun graph`: how the node moved since the run that recorded it (absent when it did not).
+        public var change: String? = nil
 
-        enum CodingKeys: String, CodingKey { case id, kind, ref, version, state, ownership, cost, priority, evidence }
+        public init(id: String, kind: Kind, ref: String, version: String?, state: String, ownership: String,
+                    cost: [String: Double], priority: Int, evidence: [String]) {
+            self.id = id
+            self.kind = kind
+            self.ref = ref
+            self.version = version
+            self.state = state
+            self.ownership = ownership
+            self.cost = cost
+            self.priority = priority
+            self.evidence = evidence
+        }
+
+        enum CodingKeys: String, CodingKey { case id, kind, ref, version, state, ownership, cost, priority, evidence, change }
         public func encode(to encoder: any Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(id, forKey: .id)
@@ -32,6 +48,7 @@ public struct Graph: Sendable, Codable {
             try c.encode(cost, forKey: .cost)
             try c.encode(priority, forKey: .priority)
             try c.encode(evidence, forKey: .evidence)
+            try c.encodeIfPresent(change, forKey: .change)
         }
     }
 
@@ -40,10 +57,17 @@ public struct Graph: Sendable, Codable {
         public var to: String
         /// reads, writes, executes, loads, requires, probes, connects, resolves, uses
         public var relation: String
+        public init(from: String, to: String, relation: String) { self.from = from; self.to = to; self.relation = relation }
     }
 
     public var schema = "dgrun.graph/1"
     public var task: TaskInfo
     public var nodes: [Node]
     public var edges: [Edge]
+
+    public init(task: TaskInfo, nodes: [Node], edges: [Edge]) {
+        self.task = task
+        self.nodes = nodes
+        self.edges = edges
+    }
 }

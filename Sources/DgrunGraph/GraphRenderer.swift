@@ -13,7 +13,7 @@ public enum GraphRenderer {
         case .dot:
             var out = "digraph dgrun {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n"
             for node in graph.nodes {
-                let style = node.state == "unavailable" ? ", style=dashed" : ""
+                let style = node.state == "unavailable" ? ", style=dashed" : node.change != nil ? ", color=red" : ""
                 out += "  \(quote(node.id)) [label=\(quote(node.kind.rawValue + "\n" + node.ref))\(style)];\n"
             }
             for edge in graph.edges { out += "  \(quote(edge.from)) -> \(quote(edge.to)) [label=\(quote(edge.relation))];\n" }
@@ -38,7 +38,19 @@ public enum GraphRenderer {
                 let targets = graph.edges.filter { $0.from == graph.task.id && $0.relation == relation }.compactMap { byID[$0.to] }
                 guard !targets.isEmpty else { continue }
                 out += "\n\(relation) (\(targets.count)):\n"
-                for node in targets { out += "  \(node.kind.rawValue.padding(14)) \(node.ref)\n" }
+                for node in targets {
+                    let mark = node.change.map { "   [\($0)]" } ?? (node.state == "unavailable" ? "   [unavailable]" : "")
+                    out += "  \(node.kind.rawValue.padding(14)) \(node.ref)\(mark)\n"
+                }
+            }
+            // A graph of tasks (a workspace): who feeds whom, and each task's state.
+            let tasks = graph.nodes.filter { $0.kind == .task }
+            if tasks.count > 1 {
+                for node in tasks {
+                    let feeds = graph.edges.filter { $0.from == node.id }.compactMap { byID[$0.to]?.id }
+                    out += "  \(node.id.padding(20)) \((node.change ?? "up to date").padding(11))"
+                        + (feeds.isEmpty ? "" : " → " + feeds.joined(separator: ", ")) + "\n"
+                }
             }
             let requires = graph.edges.filter { $0.relation == "requires" }
             if !requires.isEmpty {

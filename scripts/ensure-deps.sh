@@ -7,6 +7,7 @@ have_header() { [ -e "/usr/include/$1" ]; }
 have() { command -v "$1" >/dev/null 2>&1; }
 have_header seccomp.h || need="$need libseccomp-dev"
 have_header sys/capability.h || need="$need libcap-dev"
+have_header sqlite3.h || need="$need libsqlite3-dev"   # the state store (GRDB)
 have pkg-config || need="$need pkg-config"
 have gcc || need="$need gcc"
 have busybox || need="$need busybox-static"
@@ -24,6 +25,8 @@ if [ "${DGRUN_WITH_BENCH:-0}" = 1 ]; then
     have crun || need="$need crun"
     have runc || need="$need runc"
     [ -x /usr/bin/time ] || need="$need time"
+    have ninja || need="$need ninja-build"
+    have make || need="$need make"
 fi
 if ! ls /boot/vmlinuz-* >/dev/null 2>&1; then
     # The kernel for the cgroup-v2 VM test lane (booted under QEMU, never on this machine).

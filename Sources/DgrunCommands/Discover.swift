@@ -67,6 +67,14 @@ struct Discover {
         if let profile = task.profile, exec.profile == "default" { exec.profile = profile }
         exec.net = exec.net ?? task.network
         if task.workdir != "." { exec.writablePaths.append(task.directory) }  // outputs may land anywhere in it
+        // Declared inputs elsewhere that the sandbox's private /tmp would hide: shown read-only.
+        for input in task.inputs {
+            let absolute = Workspace.absolute(input, in: task.directory)
+            guard absolute.hasPrefix("/tmp/"), !absolute.hasPrefix(task.directory + "/") else { continue }
+            var dir = String(absolute.prefix { !"*?[".contains($0) })
+            dir = String(dir[..<(dir.lastIndex(of: "/") ?? dir.endIndex)])
+            if FileIO.isDirectory(dir), !exec.readonlyPaths.contains(dir) { exec.readonlyPaths.append(dir) }
+        }
         return exec
     }
 

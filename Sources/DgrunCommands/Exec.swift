@@ -206,6 +206,10 @@ struct Exec {
         for (paths, readonly) in [(profile.readonly + readonlyPaths, true), (profile.writable + writablePaths, false)] {
             for path in paths { spec.binds.append(try Self.bind(path, readonly: readonly)) }
         }
+        // Parents before children: a read-only workspace must not cover the writable task inside it.
+        spec.binds = spec.binds.enumerated().sorted {
+            ($0.element.target.split(separator: "/").count, $0.offset) < ($1.element.target.split(separator: "/").count, $1.offset)
+        }.map(\.element)
         spec.tmpfs = ["/tmp"] + (profile.tmpfs + tmpfs).map { Self.absolute($0) }
 
         let seccompChoice = seccomp ?? profile.seccompPath

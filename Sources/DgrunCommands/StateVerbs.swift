@@ -116,7 +116,8 @@ struct StateQuery {
         guard let store = try existingStore(task), try store.lastFinishedRun(task: task.directory) != nil else { return nil }
         var base = Exec()
         base.state = state
-        let execution = TaskExecution(base: base, task: task, store: store, force: false)
+        let execution = TaskExecution(base: base, task: task, store: store, force: false,
+                                      workspaceRoot: try Workspace.enclosing(task, stateOption: state)?.root)
         let input = try execution.prepare(producers: producers).input
         return Planner(environment: HostEnvironment()).plan(input)
     }

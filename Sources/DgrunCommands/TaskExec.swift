@@ -23,8 +23,11 @@ struct TaskExecution {
     var store: Store
     var force: Bool
 
-    init(base: Exec, task: TaskFile, store: Store, force: Bool) {
+    /// `workspaceRoot`: the workspace the task belongs to, shown read-only so that it can read
+    /// what its siblings produce (even under /tmp, which is private in the sandbox).
+    init(base: Exec, task: TaskFile, store: Store, force: Bool, workspaceRoot: String? = nil) {
         exec = Discover.applying(task, to: base)
+        if let workspaceRoot, !exec.readonlyPaths.contains(workspaceRoot) { exec.readonlyPaths.append(workspaceRoot) }
         self.task = task
         self.store = store
         self.force = force
@@ -89,7 +92,7 @@ struct TaskExecution {
             CLI.write(2, "dgrun: \(label): running: " + plan.reasons.prefix(3).joined(separator: "; ")
                       + (plan.reasons.count > 3 ? "; and \(plan.reasons.count - 3) more" : "") + "\n")
         }
-        return runAndRecord(exec: runExec, reasons: plan.reasons, environment: spec.environment, previous: inputs.lastRun)
+        return runAndRecord(exec: runExec, spec: spec, reasons: plan.reasons, previous: inputs.lastRun)
     }
 
     struct Prepared {
@@ -128,8 +131,8 @@ struct TaskExecution {
         return detected.driver == nil ? ["memory/pids/cpu (\(detected.reason))"] : []
     }
 
-    func runAndRecord(exec: Exec, reasons: [String], environment: [String], previous: RunRecord?) -> Int32 {
-        var record = newRecord(reasons: reasons, environment: environment)
+    func runAndRecord(exec: Exec, spec: SandboxSpec, reasons: [String], previous: RunRecord?) -> Int32 {
+        var record = newRecord(reasons: reasons, environment: spec.environment)
         let runID: Int64
         do { runID = try store.beginRun(record, pidStartTime: DgrunSystem.ProcessInfo.startTime(of: getpid())) } catch {
             return exec.finish(failure: error.message, exitCode: 125)
@@ -163,7 +166,7 @@ struct TaskExecution {
             var dependencies: [Dependency]? = nil
             var graphJSON: String? = nil
             if let graph = result.graph {
-                let recorded = GraphRecording(graph: graph, now: finished)
+                let recorded = GraphRecording(graph: graph, now: finished, isPrivate: Self.privatePaths(of: spec))
                 dependencies = recorded.dependencies
                 record.outputs = recorded.outputs
                 graphJSON = try? GraphRenderer.render(graph, as: .json)
@@ -180,6 +183,17 @@ struct TaskExecution {
         if let message = outcome.error { CLI.write(2, "dgrun: \(message)\n") }
         if !exec.writeReport(outcome) { return 125 }
         return outcome.exitCode
+    }
+
+    /// Whether a path lived in one of the sandbox's own tmpfs mounts (its /tmp): gone with it, and
+    /// no dependency of the next run, unless a bind mount showed a host directory there.
+    static func privatePaths(of spec: SandboxSpec) -> (String) -> Bool {
+        let tmpfs = spec.tmpfs.map { $0.hasSuffix("/") ? $0 : $0 + "/" }
+        let binds = spec.binds.map { $0.target.hasSuffix("/") ? $0.target : $0.target + "/" }
+        return { path in
+            let probe = path + "/"
+            return tmpfs.contains { probe.hasPrefix($0) } && !binds.contains { probe.hasPrefix($0) }
+        }
     }
 
     static func now() -> Double {
@@ -202,13 +216,14 @@ struct GraphRecording {
     /// path → version of each output that exists after the run.
     var outputs: [String: String] = [:]
 
-    init(graph: Graph, now: Double) {
+    init(graph: Graph, now: Double, isPrivate: (String) -> Bool) {
         let nodes = Dictionary(graph.nodes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let codeNodes = Set(graph.edges.filter { $0.from == graph.task.id && $0.relation == "executes" }.map(\.to))
         for edge in graph.edges {
             guard let node = nodes[edge.to], let relation = Dependency.Relation(rawValue: edge.relation) else { continue }
             // What the task does, and what the programs it ran require (their libraries, interpreters).
             guard edge.from == graph.task.id || (relation == .requires && codeNodes.contains(edge.from)) else { continue }
+            if node.ref.hasPrefix("/") && isPrivate(node.ref) { continue }
             let traced = node.evidence.contains { $0.hasPrefix("traced:") }
             let isFile = node.ref.hasPrefix("/")
             let version = node.version.map { String($0.prefix { $0 != " " }) }

@@ -146,7 +146,8 @@ struct Workspace {
             if FileIO.exists(root + "/task.toml") {
                 let task = try TaskFile.load(directory: root)
                 var producers: [String: String] = [:]
-                if let workspace = try enclosing(task, stateOption: exec.state), let me = workspace.index(of: task) {
+                let enclosing = try enclosing(task, stateOption: exec.state)
+                if let workspace = enclosing, let me = workspace.index(of: task) {
                     if let cycle = workspace.cycle() { throw SpecError("the tasks of \(workspace.root) form a cycle: \(cycle.joined(separator: " → "))") }
                     for link in workspace.links where link.consumer == me { producers[link.ref] = workspace.tasks[link.producer].name }
                     let upstream = workspace.ancestors(of: me)
@@ -159,7 +160,8 @@ struct Workspace {
                     }
                 }
                 let store = try TaskExecution.openStore(for: task, stateOption: exec.state)
-                return TaskExecution(base: exec, task: task, store: store, force: exec.force).run(producers: producers)
+                return TaskExecution(base: exec, task: task, store: store, force: exec.force,
+                                     workspaceRoot: enclosing?.root).run(producers: producers)
             }
             let workspace = try load(root: root, stateOption: exec.state)
             guard !workspace.tasks.isEmpty else {

@@ -71,8 +71,9 @@ public struct Planner {
 
     public init(environment: any PlanEnvironment) { self.environment = environment }
 
-    /// Paths that are not host state: the sandbox's private /tmp and kernel interfaces.
-    static let ephemeralPrefixes = ["/tmp/", "/proc/", "/sys/", "/dev/"]
+    /// Paths that are not files of the host: kernel interfaces. (What lived in the sandbox's
+    /// private /tmp is left out when the run is recorded.)
+    static let ephemeralPrefixes = ["/proc/", "/sys/", "/dev/"]
 
     public func plan(_ input: PlanInput) -> Plan {
         var plan = Plan(decision: .upToDate, reasons: [], changes: [], blockers: [], refreshed: [], checked: 0, hashed: 0)

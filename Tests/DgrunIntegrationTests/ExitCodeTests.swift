@@ -32,7 +32,7 @@ import Glibc
         (["exec", "--cpus", "99", "--", "true"], "out of range"),
         (["exec", "--profile", "no-such-profile", "--", "true"], "no profile named"),
         (["exec", "--net", "maybe", "--", "true"], "net"),
-        (["exec"], "no command given"),
+        (["exec"], "no task directory or command given"),
         (["exec", "--cwd", "/nonexistent", "--", "true"], "not a directory"),
         (["frobnicate"], "unknown command 'frobnicate'"),
     ])

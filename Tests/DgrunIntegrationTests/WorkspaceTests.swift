@@ -1,0 +1,263 @@
+import DgrunStore
+import DgrunSystem
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `dgrun exec TASKDIR|WORKSPACE` on a real multi-task pipeline (examples/pipeline: generate data,
+/// build a shared library, build a tool against it, run the tool on the data, summarise).
+@Suite(.serialized) struct WorkspaceTests {
+    /// Without root (or a writable cgroup) the tasks' [limits] fall back to rlimits.
+    static var limitFlags: [String] { Harness.canLimit ? [] : ["--limits", "best-effort"] }
+
+    /// A fresh copy of examples/pipeline, without any state or outputs.
+    static func pipeline() -> String {
+        let dir = Harness.makeTemporaryDirectory()
+        Harness.run(["cp", "-R", Harness.repositoryRoot + "/examples/pipeline/.", dir])
+        Harness.run(["sh", "-c", "rm -rf */.dgrun */out"], cwd: dir)
+        return dir
+    }
+
+    /// Which tasks ran and which were up to date, from dgrun's stderr lines ("dgrun: NAME: running: ...").
+    static func outcome(_ stderr: String) -> (ran: Set<String>, upToDate: Set<String>) {
+        var ran: Set<String> = [], upToDate: Set<String> = []
+        for line in stderr.split(separator: "\n") where line.hasPrefix("dgrun: ") {
+            let parts = line.dropFirst(7).split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            if parts[1].hasPrefix(" running") { ran.insert(String(parts[0])) }
+            if parts[1].hasPrefix(" up to date") { upToDate.insert(String(parts[0])) }
+        }
+        return (ran, upToDate)
+    }
+
+    func exec(_ dir: String, _ extra: [String] = []) -> RunResult {
+        Harness.run([Harness.binary, "exec"] + Self.limitFlags + extra + [dir])
+    }
+
+    @Test(.enabled(if: Harness.hasCommand("cc"), "needs a C compiler (gcc)"))
+    func rerunsOnlyWhatDependsOnAChange() throws {
+        let ws = Self.pipeline()
+        defer { Harness.removeTree(ws) }
+        let all: Set = ["gen", "lib", "tool", "apply", "summary"]
+
+        var r = exec(ws)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(Self.outcome(r.stderr).ran == all)
+        #expect(FileIO.exists(ws + "/summary/out/summary.txt"))
+
+        r = exec(ws)
+        #expect(r.status == 0)
+        #expect(Self.outcome(r.stderr).ran.isEmpty, "\(r.stderr)")
+        #expect(Self.outcome(r.stderr).upToDate == all)
+
+        // A new input of gen: gen and everything downstream of its data, not the library or tool.
+        try "rows 3000\nseed 7\n".write(toFile: ws + "/gen/params.txt", atomically: false, encoding: .utf8)
+        r = exec(ws)
+        #expect(Self.outcome(r.stderr).ran == ["gen", "apply", "summary"], "\(r.stderr)")
+        #expect(Self.outcome(r.stderr).upToDate == ["lib", "tool"])
+
+        // Touching without changing content re-runs nothing (stat moved, hash did not).
+        Harness.run(["touch", ws + "/gen/params.txt", ws + "/lib/score.c"])
+        r = exec(ws)
+        #expect(Self.outcome(r.stderr).ran.isEmpty, "\(r.stderr)")
+
+        // A deleted output re-runs its producer, and only it when it comes back the same.
+        unlink(ws + "/gen/out/data.txt")
+        r = exec(ws)
+        #expect(Self.outcome(r.stderr).ran == ["gen"], "\(r.stderr)")
+        #expect(r.stderr.contains("deleted since the task wrote it"))
+
+        // A rebuilt shared library re-runs the tool linked against it and the task that loads it.
+        try "int score(int id, int value) { return (value * 37 + id) % 997; }\n"
+            .write(toFile: ws + "/lib/score.c", atomically: false, encoding: .utf8)
+        r = exec(ws)
+        #expect(Self.outcome(r.stderr).ran == ["lib", "tool", "apply", "summary"], "\(r.stderr)")
+        #expect(r.stderr.contains("libscore.so"))
+
+        // A single task of the workspace brings what it reads up to date first.
+        try "rows 2000\nseed 5\n".write(toFile: ws + "/gen/params.txt", atomically: false, encoding: .utf8)
+        r = exec(ws + "/apply")
+        #expect(r.status == 0)
+        #expect(Self.outcome(r.stderr).ran == ["gen", "apply"], "\(r.stderr)")
+        let status = Harness.run([Harness.binary, "status", ws])
+        #expect(status.status == 1, "summary is stale now: \(status.stdout)")
+        #expect(status.stdout.contains("summary: stale"))
+        let explain = Harness.run([Harness.binary, "explain", ws + "/summary"])
+        #expect(explain.stdout.contains("apply/out/scores.txt"), "\(explain.stdout)")
+
+        let history = Harness.run([Harness.binary, "history", "--json", ws + "/gen"])
+        let runs = try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(runs.count == 4)
+        #expect(runs.allSatisfy { $0["status"] as? String == "finished" && $0["exit_code"] as? Int == 0 })
+        #expect((runs.first?["outputs"] as? [String: String])?.keys.contains(ws + "/gen/out/data.txt") == true)
+    }
+
+    @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
+    func unavailableServiceOrMissingInputBlocksBeforeAnythingStarts() throws {
+        let task = Harness.makeTemporaryDirectory()
+        let external = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(task); Harness.removeTree(external) }
+        var listener = try LoopbackListener()
+        let port = listener.port
+        try "42\n".write(toFile: external + "/reference.txt", atomically: false, encoding: .utf8)
+        try """
+        run = "python3 -c \\"import socket; socket.create_connection(('127.0.0.1', \(port)), 2).close()\\" && cat \(external)/reference.txt >> ran.log"
+        inputs = ["\(external)/reference.txt"]
+        [sandbox]
+        network = "host"
+        """.write(toFile: task + "/task.toml", atomically: false, encoding: .utf8)
+
+        var r = exec(task)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(exec(task).status == 0)
+        #expect(try String(contentsOfFile: task + "/ran.log", encoding: .utf8) == "42\n")
+
+        listener.close()
+        r = exec(task)
+        #expect(r.status == 122, "\(r.stderr)")
+        #expect(r.stderr.contains("tcp://127.0.0.1:\(port)"))
+        #expect(r.stderr.contains("nothing was started"))
+        #expect(try String(contentsOfFile: task + "/ran.log", encoding: .utf8) == "42\n", "the task must not have started")
+        let status = Harness.run([Harness.binary, "status", task])
+        #expect(status.status == 122)
+        #expect(status.stdout.contains("unavailable"))
+
+        listener = try LoopbackListener(port: port)
+        defer { listener.close() }
+        #expect(exec(task).status == 0)
+
+        unlink(external + "/reference.txt")
+        r = exec(task)
+        #expect(r.status == 122)
+        #expect(r.stderr.contains(external + "/reference.txt"), "\(r.stderr)")
+        #expect(try String(contentsOfFile: task + "/ran.log", encoding: .utf8) == "42\n")
+
+        // Blocked runs are in the history, with what blocked them.
+        let history = Harness.run([Harness.binary, "history", task])
+        #expect(history.stdout.contains("blocked"))
+    }
+
+    @Test func concurrentExecsKeepTheStoreConsistent() throws {
+        let task = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(task) }
+        try "run = \"sleep 0.2; date +%s%N >> runs.log\"\n".write(toFile: task + "/task.toml", atomically: false, encoding: .utf8)
+        let group = DispatchGroup()
+        let results = ResultBox()
+        for _ in 0..<4 {
+            DispatchQueue.global().async(group: group) {
+                results.append(Harness.run([Harness.binary, "exec", "--force"] + Self.limitFlags + [task]))
+            }
+        }
+        group.wait()
+        #expect(results.all.allSatisfy { $0.status == 0 }, "\(results.all.map(\.stderr))")
+        let store = try Store(directory: task + "/.dgrun")
+        #expect(try store.consistencyProblems().isEmpty)
+        let runs = try store.runs(task: task)
+        #expect(runs.count == 4)
+        #expect(runs.allSatisfy { $0.status == .finished })
+        // They took turns: each run ended before the next began.
+        let ordered = runs.sorted { $0.startedAt < $1.startedAt }
+        for (a, b) in zip(ordered, ordered.dropFirst()) { #expect(a.finishedAt! <= b.startedAt + 0.001) }
+        let lines = try String(contentsOfFile: task + "/runs.log", encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 4)
+    }
+
+    @Test func killNineDuringARunLeavesTheStoreConsistent() throws {
+        let task = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(task) }
+        let marker = "dgrun-kill9-\(getpid())"
+        try "run = \"if [ -e slow ]; then sleep 30; fi; echo done > out.txt # \(marker)\"\n"
+            .write(toFile: task + "/task.toml", atomically: false, encoding: .utf8)
+        try "".write(toFile: task + "/slow", atomically: false, encoding: .utf8)
+        let killer = Thread {
+            _ = Harness.waitUntil(timeout: 20) { !Harness.processes(containing: marker).isEmpty }
+            for pid in Harness.processes(containing: "exec") where Harness.processes(containing: task).contains(pid) {
+                kill(pid, SIGKILL)
+            }
+        }
+        killer.start()
+        let first = Harness.run([Harness.binary, "exec"] + Self.limitFlags + [task])
+        #expect(first.status == 128 + SIGKILL)
+        #expect(Harness.waitUntil(timeout: 10) { Harness.processes(containing: marker).isEmpty }, "the sandbox died with dgrun")
+
+        let store = try Store(directory: task + "/.dgrun")
+        #expect(try store.consistencyProblems().isEmpty)
+        #expect(try store.runs(task: task).first?.status == .running)
+        #expect(try store.dependencies(task: task).isEmpty, "a killed run records no dependencies")
+
+        unlink(task + "/slow")
+        let second = Harness.run([Harness.binary, "exec"] + Self.limitFlags + [task])
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(second.stderr.contains("recorded as abandoned"))
+        let runs = try store.runs(task: task)
+        #expect(runs.map(\.status) == [.finished, .abandoned])
+        #expect(Harness.run([Harness.binary, "exec"] + Self.limitFlags + [task]).stderr.contains("up to date"))
+    }
+
+    @Test func badInputIsRejectedWithoutState() throws {
+        let ws = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(ws) }
+        mkdir(ws + "/a", 0o755)
+        try "run = \"true\"\nbogus = 1\n".write(toFile: ws + "/a/task.toml", atomically: false, encoding: .utf8)
+        var r = exec(ws)
+        #expect(r.status == 125)
+        #expect(r.stderr.contains("unknown key \"bogus\""))
+        #expect(!FileIO.exists(ws + "/a/.dgrun"))
+        r = exec(ws + "/nonexistent")
+        #expect(r.status == 125)
+        let empty = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(empty) }
+        r = exec(empty)
+        #expect(r.status == 125)
+        #expect(r.stderr.contains("neither a task directory"))
+
+        // A cycle between two tasks is named.
+        try "run = \"cat ../b/out.txt > out.txt\"\ninputs = [\"../b/out.txt\"]\noutputs = [\"out.txt\"]\n"
+            .write(toFile: ws + "/a/task.toml", atomically: false, encoding: .utf8)
+        mkdir(ws + "/b", 0o755)
+        try "run = \"cat ../a/out.txt > out.txt\"\ninputs = [\"../a/out.txt\"]\noutputs = [\"out.txt\"]\n"
+            .write(toFile: ws + "/b/task.toml", atomically: false, encoding: .utf8)
+        r = exec(ws)
+        #expect(r.status == 125)
+        #expect(r.stderr.contains("cycle"))
+    }
+}
+
+/// Results gathered from several threads.
+final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [RunResult] = []
+    func append(_ r: RunResult) { lock.lock(); items.append(r); lock.unlock() }
+    var all: [RunResult] { lock.lock(); defer { lock.unlock() }; return items }
+}
+
+/// A TCP listener on 127.0.0.1: the kernel completes connections into its backlog, so no thread
+/// needs to accept them. Closing it makes the port refuse connections.
+struct LoopbackListener {
+    let fd: Int32
+    let port: UInt16
+
+    init(port requested: UInt16 = 0) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = requested.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 64) == 0 else { throw SystemError("bind/listen", path: "127.0.0.1:\(requested)", errno: errno) }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        self.port = UInt16(bigEndian: address.sin_port)
+    }
+
+    func close() { _ = Glibc.close(fd) }
+}

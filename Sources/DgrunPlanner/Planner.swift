@@ -1,4 +1,6 @@
+import Dispatch
 import DgrunStore
+import DgrunSystem
 
 /// What the planner needs to know about one task besides its recorded dependencies.
 public struct PlanInput: Sendable {
@@ -58,7 +60,7 @@ public struct Plan: Sendable {
     public var changes: [Change]
     public var blockers: [Blocker]
     /// Files whose stat moved but whose content did not: their new fingerprints, to remember.
-    public var refreshed: [(nodeID: String, relation: Dependency.Relation, fingerprint: FileFingerprint)]
+    public var refreshed: [(nodeID: String, ref: String, relation: Dependency.Relation, fingerprint: FileFingerprint)]
     /// How many dependencies were checked, and how many of them had to be hashed.
     public var checked: Int
     public var hashed: Int
@@ -77,45 +79,79 @@ public struct Planner {
 
     public func plan(_ input: PlanInput) -> Plan {
         var plan = Plan(decision: .upToDate, reasons: [], changes: [], blockers: [], refreshed: [], checked: 0, hashed: 0)
-        let written = Set(input.dependencies.lazy.filter { $0.relation == .writes }.map(\.ref))
+        checkAll(input, into: &plan)
+        checkResources(input, into: &plan)
+        decide(input, &plan)
+        return plan
+    }
+
+    func checkAll(_ input: PlanInput, into plan: inout Plan) {
+        let deps = input.dependencies
+        let written = Set(deps.lazy.filter { $0.relation == .writes }.map(\.ref))
+        let files = deps.map { isHostFile($0) && ($0.traced || $0.relation == .requires) && $0.relation != .uses }
+        let now = fingerprints(of: deps, where: files)
         // Priority first (higher first), then the cheapest check.
-        let ordered = input.dependencies.sorted {
-            ($0.priority, -$0.costBytes) > ($1.priority, -$1.costBytes)
+        let ordered = deps.indices.sorted {
+            (deps[$0].priority, -deps[$0].costBytes, $1) > (deps[$1].priority, -deps[$1].costBytes, $0)
         }
-        for dependency in ordered {
+        for i in ordered {
+            let dependency = deps[i]
             guard dependency.traced || dependency.relation == .requires else { continue }
             switch dependency.relation {
             case .reads, .loads, .executes, .requires:
-                guard isHostFile(dependency), !written.contains(dependency.ref) else { continue }
-                check(input: dependency, producers: input.producers, into: &plan)
+                guard files[i], !written.contains(dependency.ref) else { continue }
+                check(input: dependency, now: now[i], producers: input.producers, into: &plan)
             case .writes:
-                guard isHostFile(dependency) else { continue }
-                check(output: dependency, into: &plan)
+                guard files[i] else { continue }
+                check(output: dependency, now: now[i], into: &plan)
             case .probes:
-                guard isHostFile(dependency), !written.contains(dependency.ref) else { continue }
+                guard files[i], !written.contains(dependency.ref) else { continue }
                 plan.checked += 1
-                if environment.fingerprint(dependency.ref) != nil {
+                if now[i] != nil {
                     plan.changes.append(Change(ref: dependency.ref, relation: .probes, what: "appeared (it was absent when the task looked for it)"))
                 }
             case .connects, .resolves:
-                guard dependency.traced else { continue }
                 check(service: dependency, into: &plan)
             case .uses:
                 continue
             }
         }
-        checkResources(input, into: &plan)
-        decide(input, &plan)
-        return plan
+    }
+
+    /// The stat of every file dependency, taken up front on all CPUs: a large task's check is
+    /// thousands of stats and little else.
+    func fingerprints(of deps: [Dependency], where wanted: [Bool]) -> [FileFingerprint?] {
+        let environment = self.environment
+        let results = UnsafeMutableBufferPointer<FileFingerprint?>.allocate(capacity: deps.count)
+        results.initialize(repeating: nil)
+        defer { results.deallocate() }
+        let workers = deps.count < 1024 ? 1 : Swift.max(1, DgrunSystem.ProcessInfo.cpuCount)
+        let slots = SendableBuffer(results)
+        deps.withUnsafeBufferPointer { items in
+            let shared = SendableBuffer(UnsafeMutableBufferPointer(mutating: items))
+            wanted.withUnsafeBufferPointer { flags in
+                let wantedShared = SendableBuffer(UnsafeMutableBufferPointer(mutating: flags))
+                // Each index is written by one worker only (strided), read after all return.
+                let work: @Sendable (Int) -> Void = { worker in
+                    var i = worker
+                    while i < shared.buffer.count {
+                        if wantedShared.buffer[i] { slots.buffer[i] = environment.fingerprint(shared.buffer[i].ref) }
+                        i += workers
+                    }
+                }
+                if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
+            }
+        }
+        return Array(results)
     }
 
     func isHostFile(_ d: Dependency) -> Bool {
         d.ref.hasPrefix("/") && d.kind != "infrastructure" && !Self.ephemeralPrefixes.contains { d.ref.hasPrefix($0) }
     }
 
-    func check(input d: Dependency, producers: [String: String], into plan: inout Plan) {
+    func check(input d: Dependency, now: FileFingerprint?, producers: [String: String], into plan: inout Plan) {
         plan.checked += 1
-        guard let now = environment.fingerprint(d.ref) else {
+        guard let now else {
             if let producer = producers[d.ref] {
                 plan.changes.append(Change(ref: d.ref, relation: d.relation, what: "missing; task \(producer) produces it"))
             } else {
@@ -129,16 +165,16 @@ public struct Planner {
         plan.hashed += 1
         let version = environment.contentVersion(d.ref)
         if let version, let recorded = d.version, recorded.hasPrefix(version) {
-            plan.refreshed.append((d.nodeID, d.relation, now))
+            plan.refreshed.append((d.nodeID, d.ref, d.relation, now))
         } else {
             let what = d.version == nil ? "version unknown" : now.isDirectory ? "entries changed" : "changed"
             plan.changes.append(Change(ref: d.ref, relation: d.relation, what: what))
         }
     }
 
-    func check(output d: Dependency, into plan: inout Plan) {
+    func check(output d: Dependency, now: FileFingerprint?, into plan: inout Plan) {
         plan.checked += 1
-        guard let now = environment.fingerprint(d.ref) else {
+        guard let now else {
             plan.changes.append(Change(ref: d.ref, relation: .writes, what: "deleted since the task wrote it"))
             return
         }
@@ -146,7 +182,7 @@ public struct Planner {
         if now.isDirectory { return }
         plan.hashed += 1
         if let version = environment.contentVersion(d.ref), let recorded = d.version, recorded.hasPrefix(version) {
-            plan.refreshed.append((d.nodeID, d.relation, now))
+            plan.refreshed.append((d.nodeID, d.ref, d.relation, now))
         } else {
             plan.changes.append(Change(ref: d.ref, relation: .writes, what: "modified since the task wrote it"))
         }
@@ -218,4 +254,10 @@ public protocol PlanEnvironment: Sendable {
 extension FileFingerprint {
     /// Directories are recorded with size -1: their content is their entries, seen through mtime.
     public var isDirectory: Bool { size == -1 }
+}
+
+/// A buffer whose disjoint indices are written from concurrentPerform's threads.
+struct SendableBuffer<T>: @unchecked Sendable {
+    let buffer: UnsafeMutableBufferPointer<T>
+    init(_ buffer: UnsafeMutableBufferPointer<T>) { self.buffer = buffer }
 }

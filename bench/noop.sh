@@ -1,0 +1,77 @@
+#!/bin/sh
+# The no-op check: how long `dgrun exec TASKDIR` takes to find a task with 5,000 file
+# dependencies up to date, against `make -q` and `ninja -n` on the same graph (one output built
+# from the 5,000 files), side by side in one hyperfine run.
+#   bench/noop.sh [RUNS] [FILES]     (writes bench/results/noop.{json,md})
+# dgrun's check is real: it opens the task's SQLite store, reads the 5,000 recorded dependencies
+# (plus the libraries and programs the task used), stats each, and finds nothing moved.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+runs=${1:-200}
+files=${2:-5000}
+out=$here/results
+for tool in hyperfine make ninja python3; do
+    command -v $tool >/dev/null || { echo "bench: missing $tool (apt-get install hyperfine make ninja-build python3)" >&2; exit 1; }
+done
+(cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
+dgrun=$repo/.build/release/dgrun
+
+# A task directory of its own (no sibling tasks: not a workspace).
+root=$out/noop
+rm -rf "$root"
+task=$root/task
+mkdir -p "$task/src" "$task/out"
+python3 - "$task/src" "$files" <<'PY'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    with open(os.path.join(d, f"f{i:05d}.txt"), "w") as f:
+        f.write(f"file {i}\n" * 8)
+PY
+cat > "$task/task.toml" <<TOML
+# Concatenates every source: one output that depends on all $files files.
+run = "cat src/*.txt > out/all.txt"
+inputs = ["src/*.txt"]
+outputs = ["out/all.txt"]
+TOML
+cat > "$task/Makefile" <<'MK'
+out/all.txt: $(wildcard src/*.txt)
+	cat src/*.txt > out/all.txt
+MK
+python3 - "$task" <<'PY'
+import os, sys
+task = sys.argv[1]
+srcs = sorted(os.listdir(os.path.join(task, "src")))
+with open(os.path.join(task, "build.ninja"), "w") as f:
+    f.write("rule cat\n  command = cat src/*.txt > $out\n")
+    f.write("build out/all.txt: cat " + " ".join("src/" + s for s in srcs) + "\n")
+PY
+limits=""
+[ "$(id -u)" = 0 ] || limits="--limits best-effort"
+"$dgrun" exec $limits "$task" >/dev/null 2>"$root/first-run.log"
+(cd "$task" && ninja >/dev/null && make -q)   # both tools agree it is built
+deps=$("$dgrun" exec $limits "$task" 2>&1 | sed -n 's/.*up to date (\([0-9]*\) dependencies.*/\1/p')
+[ -n "$deps" ] || { echo "bench: dgrun did not find the task up to date" >&2; cat "$root/first-run.log" >&2; exit 1; }
+
+hyperfine -N --warmup 10 --runs "$runs" --export-json "$out/noop.json" \
+    -n "dgrun exec (no-op)" "$dgrun exec $limits $task" \
+    -n "make -q" "make -q -C $task" \
+    -n "ninja -n" "ninja -C $task -n" \
+    -n "dgrun status" "$dgrun status $task" >"$out/noop.log" 2>&1 || { cat "$out/noop.log"; exit 1; }
+
+python3 - "$out/noop.json" "$deps" "$files" <<'PY' | tee "$out/noop.md"
+import json, sys, platform, os
+data = json.load(open(sys.argv[1]))
+deps, files = sys.argv[2], sys.argv[3]
+res = {r["command"]: r for r in data["results"]}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(f"Machine: {os.cpu_count()} CPUs ({cpu}), kernel {platform.release()}; {files} source files, "
+      f"{deps} dependencies checked by dgrun; {len(res['make -q']['times'])} runs each.\n")
+base = res["dgrun exec (no-op)"]["median"]
+print("| no-op check | median ms | mean ± σ ms | user ms | sys ms | dgrun ÷ it |")
+print("|---|---|---|---|---|---|")
+for name, r in res.items():
+    print(f"| {name} | {r['median']*1000:.2f} | {r['mean']*1000:.2f} ± {r['stddev']*1000:.2f} | "
+          f"{r['user']*1000:.2f} | {r['system']*1000:.2f} | {base/r['median']:.2f} |")
+PY

@@ -29,8 +29,9 @@ let package = Package(
         .target(name: "DgrunStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift"),
                                                   .product(name: "GRDBSQLite", package: "GRDB.swift")]),
         .target(name: "DgrunPlanner", dependencies: ["DgrunStore", "DgrunSystem"]),
+        .target(name: "DgrunProvision", dependencies: ["DgrunSpec", "DgrunSystem"]),
         .target(name: "DgrunCommands", dependencies: ["DgrunRuntime", "DgrunSpec", "DgrunCgroups", "DgrunSeccomp", "DgrunGraph",
-                                                      "DgrunStore", "DgrunPlanner"]),
+                                                      "DgrunStore", "DgrunPlanner", "DgrunProvision"]),
         .executableTarget(name: "dgrun", dependencies: ["DgrunCommands", "CDgrunSpawn"]),
 
         .testTarget(name: "DgrunSpecTests", dependencies: ["DgrunSpec", "DgrunSeccomp"]),

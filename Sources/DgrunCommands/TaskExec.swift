@@ -1,6 +1,7 @@
 import DgrunCgroups
 import DgrunGraph
 import DgrunPlanner
+import DgrunProvision
 import DgrunRuntime
 import DgrunSpec
 import DgrunStore
@@ -76,7 +77,21 @@ struct TaskExecution {
             return exec.finish(error)
         }
         let (inputs, spec, runExec) = (prepared.input, prepared.spec, prepared.exec)
-        let plan = Planner(environment: HostEnvironment()).plan(inputs)
+        // Provisioning first: [fetch] files in place (the planner then sees whether they changed).
+        var fetchBlockers: [Blocker] = []
+        for fetch in task.fetches {
+            switch Fetcher().provision(fetch, in: task.directory) {
+            case .ready(let note): CLI.write(2, "dgrun: \(label): \(fetch.path) ← \(fetch.url): \(note)\n")
+            case .failed(let why, let remedy): fetchBlockers.append(Blocker(ref: fetch.url, why: why, remedy: remedy))
+            }
+        }
+        var plan = Planner(environment: HostEnvironment()).plan(inputs)
+        if !fetchBlockers.isEmpty {
+            plan.blockers = fetchBlockers + plan.blockers
+            plan.decision = .blocked
+            plan.reasons = plan.blockers.map(\.description)
+        }
+        plan = waitForServices(plan, inputs: inputs)
         switch plan.decision {
         case .upToDate:
             try? store.refreshFingerprints(task: taskID, plan.refreshed)
@@ -93,6 +108,21 @@ struct TaskExecution {
                       + (plan.reasons.count > 3 ? "; and \(plan.reasons.count - 3) more" : "") + "\n")
         }
         return runAndRecord(exec: runExec, spec: spec, reasons: plan.reasons, previous: inputs.lastRun)
+    }
+
+    /// [services] wait: when only services block, check again until they answer or the bound passes.
+    func waitForServices(_ plan: Plan, inputs: PlanInput) -> Plan {
+        guard plan.decision == .blocked, let wait = task.serviceWait, let bound = try? DurationText.parse(wait), bound > 0,
+              plan.blockers.allSatisfy({ $0.ref.hasPrefix("tcp://") || $0.ref.hasPrefix("unix:") || $0.ref.hasPrefix("dns:") })
+        else { return plan }
+        CLI.write(2, "dgrun: \(label): waiting up to \(wait) for " + plan.blockers.map(\.ref).joined(separator: ", ") + "\n")
+        let deadline = Self.now() + bound
+        var current = plan
+        while current.decision == .blocked, Self.now() < deadline {
+            usleep(250_000)
+            current = Planner(environment: HostEnvironment(connectTimeoutMilliseconds: 250)).plan(inputs)
+        }
+        return current
     }
 
     struct Prepared {

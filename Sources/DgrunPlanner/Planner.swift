@@ -50,6 +50,7 @@ public struct Blocker: Sendable, Equatable {
     public var why: String
     public var remedy: String
     public var description: String { "\(ref): \(why) (\(remedy))" }
+    public init(ref: String, why: String, remedy: String) { self.ref = ref; self.why = why; self.remedy = remedy }
 }
 
 public struct Plan: Sendable {

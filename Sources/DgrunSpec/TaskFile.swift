@@ -18,6 +18,18 @@ public struct TaskFile: Sendable {
     public var profile: String?
     public var network: SandboxProfile.Network?
     public var priority: Int
+    /// [fetch]: files of the task directory that come from a URL, each with an optional checksum.
+    public var fetches: [Fetch] = []
+    /// [services] wait: how long to wait for an unavailable service before the run is blocked.
+    public var serviceWait: String?
+
+    public struct Fetch: Sendable, Equatable {
+        /// Relative to the task directory.
+        public var path: String
+        public var url: String
+        /// Expected sha256 (hex) of the content; a download that differs is refused.
+        public var sha256: String?
+    }
 
     /// Loads DIR/task.toml; every error names the file and what to fix.
     public static func load(directory: String) throws(SpecError) -> TaskFile {
@@ -37,9 +49,12 @@ public struct TaskFile: Sendable {
         }
     }
 
-    static let topLevelKeys: Set<String> = ["command", "run", "workdir", "env", "inputs", "outputs", "priority", "limits", "sandbox"]
+    static let topLevelKeys: Set<String> = ["command", "run", "workdir", "env", "inputs", "outputs", "priority", "limits", "sandbox",
+                                            "fetch", "services"]
     static let limitKeys: Set<String> = ["memory", "cpus", "pids", "timeout"]
     static let sandboxKeys: Set<String> = ["profile", "network"]
+    static let fetchKeys: Set<String> = ["url", "sha256"]
+    static let serviceKeys: Set<String> = ["wait"]
 
     public static func parse(_ text: String, directory: String) throws(SpecError) -> TaskFile {
         let root = try TOMLSubset.parse(text)
@@ -91,6 +106,37 @@ public struct TaskFile: Sendable {
                 }
                 task.network = network
             }
+        }
+        if let value = root["fetch"] {
+            guard case .table(let table) = value else { throw SpecError("fetch must be a [fetch] table of \"path\" = { url = \"...\" }") }
+            for path in table.keys {
+                guard case .table(let entry) = table[path]! else {
+                    throw SpecError("fetch.\"\(path)\" must be an inline table like { url = \"https://...\", sha256 = \"...\" }")
+                }
+                try checkKeys(entry, allowed: fetchKeys, in: "fetch.\"\(path)\"")
+                guard let url = entry["url"] else { throw SpecError("fetch.\"\(path)\" needs a url") }
+                let text = try string(url, key: "fetch.\"\(path)\".url")
+                guard text.hasPrefix("http://") || text.hasPrefix("https://") || text.hasPrefix("file://") else {
+                    throw SpecError("fetch.\"\(path)\".url \"\(text)\": use an http://, https:// or file:// URL")
+                }
+                if path.hasPrefix("/") || path.split(separator: "/").contains("..") {
+                    throw SpecError("fetch.\"\(path)\": the path must stay inside the task directory")
+                }
+                var fetch = Fetch(path: path, url: text, sha256: nil)
+                if let sum = entry["sha256"] {
+                    let hex = try string(sum, key: "fetch.\"\(path)\".sha256").lowercased()
+                    guard hex.count == 64, hex.allSatisfy({ $0.isHexDigit }) else {
+                        throw SpecError("fetch.\"\(path)\".sha256 must be 64 hexadecimal digits")
+                    }
+                    fetch.sha256 = hex
+                }
+                task.fetches.append(fetch)
+            }
+        }
+        if let value = root["services"] {
+            guard case .table(let services) = value else { throw SpecError("services must be a [services] table") }
+            try checkKeys(services, allowed: serviceKeys, in: "services")
+            if let v = services["wait"] { task.serviceWait = try string(v, key: "services.wait"); _ = try DurationText.parse(task.serviceWait!) }
         }
         return task
     }

@@ -1,9 +1,40 @@
 import CDgrunSpawn
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public enum FileSystem {
     /// statfs(2) f_type of the filesystem holding `path`, nil when it cannot be read.
     public static func magic(_ path: String) -> UInt? {
         var value: UInt = 0
         return dgrun_fs_magic(path, &value) == 0 ? value : nil
+    }
+
+    /// mkdir -p; errors show up when the directory is used.
+    public static func makeDirectories(_ path: String) {
+        var prefix = ""
+        for part in path.split(separator: "/") {
+            prefix += "/" + part
+            mkdir(prefix, 0o755)
+        }
+    }
+
+    /// Copies a regular file's bytes.
+    public static func copy(_ source: String, to target: String) throws(SystemError) {
+        let input = try valueOrErrno("open", path: source) { open(source, O_RDONLY | O_CLOEXEC) }
+        defer { close(input) }
+        let output = try valueOrErrno("open", path: target) { open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        defer { close(output) }
+        let size = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let n = try valueOrErrno("read", path: source) { read(input, buffer, size) }
+            if n == 0 { return }
+            var written = 0
+            while written < n {
+                written += try valueOrErrno("write", path: target) { write(output, buffer + written, n - written) }
+            }
+        }
     }
 }

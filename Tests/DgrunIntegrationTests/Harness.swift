@@ -97,6 +97,38 @@ enum Harness {
             pid: pid)
     }
 
+    /// Starts `argv` in the background (output discarded); the caller ends it with kill(pid).
+    static func start(_ argv: [String], cwd: String? = nil) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var cArgs = (["/usr/bin/env", "-C", cwd ?? "/"] + argv).map { strdup($0) } + [nil]
+        defer { cArgs.forEach { free($0) } }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var pid: pid_t = 0
+        guard posix_spawn(&pid, "/usr/bin/env", &actions, &attributes, &cArgs, environ) == 0 else { return -1 }
+        return pid
+    }
+
+    /// Ends a process started by `start`, by its id, and reaps it.
+    static func stop(_ pid: pid_t) {
+        guard pid > 0 else { return }
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    }
+
     /// Runs `dgrun ARGS` with a --report, parsed into `report`.
     @discardableResult
     static func dgrun(_ args: [String], cwd: String? = nil, onStart: ((Int32) -> Void)? = nil) -> RunResult {

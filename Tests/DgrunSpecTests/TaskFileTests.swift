@@ -115,3 +115,40 @@ import Testing
         }
     }
 }
+
+@Suite struct TaskFileProvisioningTests {
+    @Test func fetchAndServicesAreRead() throws {
+        let task = try TaskFile.parse("""
+        run = "wc -l data/a.csv"
+        [fetch]
+        "data/a.csv" = { url = "https://example.org/a.csv", sha256 = "\(String(repeating: "AB", count: 32))" }
+        "b.txt" = { url = "http://127.0.0.1:8000/b.txt" }
+        [services]
+        wait = "30s"
+        """, directory: "/w/t")
+        #expect(task.fetches == [
+            TaskFile.Fetch(path: "data/a.csv", url: "https://example.org/a.csv", sha256: String(repeating: "ab", count: 32)),
+            TaskFile.Fetch(path: "b.txt", url: "http://127.0.0.1:8000/b.txt", sha256: nil),
+        ])
+        #expect(task.serviceWait == "30s")
+    }
+
+    @Test(arguments: [
+        ("[fetch]\n\"a\" = \"https://x\"", "must be an inline table"),
+        ("[fetch]\n\"a\" = { sha256 = \"00\" }", "needs a url"),
+        ("[fetch]\n\"a\" = { url = \"ftp://x/a\" }", "http://, https:// or file://"),
+        ("[fetch]\n\"../a\" = { url = \"https://x/a\" }", "inside the task directory"),
+        ("[fetch]\n\"a\" = { url = \"https://x/a\", sha256 = \"xyz\" }", "64 hexadecimal digits"),
+        ("[fetch]\n\"a\" = { url = \"https://x/a\", md5 = \"x\" }", "unknown key \"md5\""),
+        ("[services]\nwait = \"soon\"", "soon"),
+        ("[services]\ntimeout = \"1s\"", "unknown key \"timeout\""),
+    ])
+    func badProvisioningIsNamed(text: String, message: String) {
+        do {
+            _ = try TaskFile.parse("run = \"true\"\n" + text, directory: "/w/t")
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.message.contains(message), "\(error.message)")
+        }
+    }
+}

@@ -142,11 +142,12 @@ struct TaskExecution {
         }
         let spec = try runExec.makeSpec()
         let state = try store.task(id: taskID)
-        let input = PlanInput(taskID: taskID, dependencies: dependencies,
+        var input = PlanInput(taskID: taskID, dependencies: dependencies,
                               lastRun: try store.lastFinishedRun(task: taskID), staleReason: state?.staleReason,
                               argv: task.argv, environmentDigest: environmentDigest(spec.environment),
                               producers: producers, missingControllers: missingControllers(spec),
                               requestedCPUs: spec.limits.cpus, force: force)
+        input.hasRecordedGraph = state?.graphVersion != nil
         return Prepared(input: input, spec: spec, exec: runExec)
     }
 

@@ -18,6 +18,8 @@ public struct PlanInput: Sendable {
     public var missingControllers: [String]
     public var requestedCPUs: Double?
     public var force: Bool
+    /// Whether a run recorded the task's dependencies (a run without a trace did not).
+    public var hasRecordedGraph = true
 
     public init(taskID: String, dependencies: [Dependency], lastRun: RunRecord?, staleReason: String? = nil,
                 argv: [String], environmentDigest: String, producers: [String: String] = [:],
@@ -224,6 +226,9 @@ public struct Planner {
         }
         var reasons: [String] = []
         if input.force { reasons.append("forced (--force)") }
+        if input.lastRun != nil && !input.hasRecordedGraph {
+            reasons.append("the last run recorded no dependencies")
+        }
         if let last = input.lastRun {
             if last.exitCode != 0 || last.signal != nil {
                 reasons.append("the last run failed (exit status \(last.exitCode.map(String.init) ?? "unknown"))")

@@ -131,6 +131,9 @@ func finishedRun(exit: Int32 = 0, argv: [String] = ["make"], env: String = "e", 
         #expect(plan([input, output], unchangedHost, last: finishedRun(argv: ["make", "-j2"])).reasons == ["the command changed"])
         #expect(plan([input, output], unchangedHost, last: finishedRun(env: "other")).reasons == ["the environment changed"])
         #expect(plan([input, output], unchangedHost, stale: "input x was rewritten by gen").decision == .run)
+        var untraced = PlanInput(taskID: "t", dependencies: [], lastRun: finishedRun(), argv: ["make"], environmentDigest: "e")
+        untraced.hasRecordedGraph = false
+        #expect(Planner(environment: unchangedHost).plan(untraced).reasons == ["the last run recorded no dependencies"])
     }
 
     @Test func notEnoughMemoryForLastPeakBlocks() {

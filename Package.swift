@@ -23,8 +23,9 @@ let package = Package(
         .target(name: "DgrunSeccomp", dependencies: ["DgrunSystem", "DgrunSpec", "CSeccomp", "CDgrunSpawn"]),
         .target(name: "DgrunCgroups", dependencies: ["DgrunSystem", "DgrunSpec"]),
         .target(name: "DgrunStatic", dependencies: ["DgrunSystem"]),
+        .target(name: "DgrunMonitor", dependencies: ["DgrunCgroups", "DgrunSystem", "CDgrunSpawn"]),
         .target(name: "DgrunRuntime",
-                dependencies: ["CDgrunSpawn", "DgrunSystem", "DgrunSpec", "DgrunSeccomp", "DgrunCgroups"]),
+                dependencies: ["CDgrunSpawn", "DgrunSystem", "DgrunSpec", "DgrunSeccomp", "DgrunCgroups", "DgrunMonitor"]),
         .target(name: "DgrunGraph", dependencies: ["DgrunRuntime", "DgrunStatic", "DgrunSystem", "CDgrunSpawn"]),
         .target(name: "DgrunStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift"),
                                                   .product(name: "GRDBSQLite", package: "GRDB.swift")]),
@@ -38,6 +39,7 @@ let package = Package(
         .testTarget(name: "DgrunCgroupsTests", dependencies: ["DgrunCgroups", "DgrunSystem"]),
         .testTarget(name: "DgrunStaticTests", dependencies: ["DgrunStatic", "DgrunSystem"]),
         .testTarget(name: "DgrunPlannerTests", dependencies: ["DgrunPlanner", "DgrunStore"]),
+        .testTarget(name: "DgrunMonitorTests", dependencies: ["DgrunMonitor", "DgrunCgroups"]),
         .testTarget(name: "DgrunIntegrationTests", dependencies: ["DgrunSystem", "DgrunCgroups", "DgrunStore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -25,7 +25,7 @@ public protocol CgroupDriver: Sendable {
 }
 
 /// One run's cgroup(s).
-public protocol CgroupRun: AnyObject {
+public protocol CgroupRun: LiveCgroup {
     /// A cgroup-v2 directory fd for clone3(CLONE_INTO_CGROUP), or -1.
     var cloneFD: Int32 { get }
     /// cgroup.kill of the v2 (or unified-tree) cgroup, opened for writing, or -1.

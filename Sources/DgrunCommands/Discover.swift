@@ -92,17 +92,18 @@ struct Discover {
     }
 
     /// Runs `exec` (task.toml already applied to it) under the tracer and builds the task's graph.
-    static func traced(exec: Exec, task: TaskFile?) -> TracedResult {
+    /// `attempt`: each OOM-killed attempt that --retry-oom runs again (the last one is returned).
+    static func traced(exec: Exec, task: TaskFile?, attempt: (RunOutcome) -> Void = { _ in }) -> TracedResult {
         let outcome: RunOutcome
         var environment: [String] = []
         var directory = ""
         do {
-            outcome = try exec.launch { spec in
+            outcome = try exec.launchRetryingOOM(configure: { spec in
                 spec.trace = true
                 if exec.net == nil { spec.network = .host }  // discover sees what the task reaches
                 environment = spec.environment
                 directory = spec.workingDirectory
-            }
+            }, record: { outcome, willRetry in if willRetry { attempt(outcome) } })
         } catch let error as SpecError {
             return .failure(125, error.message)
         } catch let error as LaunchError {

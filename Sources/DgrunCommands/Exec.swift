@@ -2,6 +2,7 @@ import DgrunCgroups
 import DgrunRuntime
 import DgrunSeccomp
 import DgrunSpec
+import DgrunStore
 import DgrunSystem
 import FoundationEssentials
 #if canImport(Glibc)
@@ -37,6 +38,10 @@ struct Exec {
     var state: String?
     var noDependencies = false
     var pool = ResourcePool.Budget()
+    /// Live tuning of memory and CPU limits (on by default); where they start (set from history).
+    var tune = true
+    var tuningPlan: SandboxSpec.TuningPlan?
+    var retryOOM = 0
 
     static let verb = VerbSpec<Exec>(
         name: "exec",
@@ -93,6 +98,16 @@ struct Exec {
             .value("env", short: "e", "key=value", "Set an environment variable.") { $0.env.append($1) },
             .flag("clear-env", "Start from an empty environment (PATH, HOME, TERM, LANG kept).") { $0.clearEnv = true },
             .flag("new-session", "Run the command in a new session, without a controlling terminal.") { $0.newSession = true },
+            .value("tune", "on|off", "Tune memory and CPU limits while the task runs (default: on).") {
+                (target: inout Exec, text: String) throws(UsageError) in
+                guard text == "on" || text == "off" else { throw UsageError(message: "--tune \"\(text)\": use on or off", verb: "exec") }
+                target.tune = text == "on"
+            },
+            .value("retry-oom", "n", "Run again up to N times with twice the memory after an OOM kill.") {
+                (target: inout Exec, text: String) throws(UsageError) in
+                guard let n = Int(text), (0...10).contains(n) else { throw UsageError(message: "--retry-oom \"\(text)\": use 0 to 10", verb: "exec") }
+                target.retryOOM = n
+            },
             .flag("force", "TASKDIR: run even when up to date (a blocked task still does not start).") { $0.force = true },
             .value("state", "dir", "TASKDIR: keep the state store here instead of TASKDIR/.dgrun.") { $0.state = $1 },
             .flag("no-deps", "TASKDIR: do not bring the workspace tasks it reads from up to date first.") { $0.noDependencies = true },
@@ -135,9 +150,29 @@ struct Exec {
     /// Runs the sandbox; returns the exit status of the contract.
     func run() -> Int32 {
         if let taskDirectory { return Workspace.execute(directory: taskDirectory, exec: self) }
+        var exec = self
+        // History for tuned limits: only when there is a ceiling to tune below.
+        var history: (store: Store, id: String)?
+        if tune, memory != nil || cpus != nil, let store = TuningFromHistory.adHocStore() {
+            let id = TuningFromHistory.adHocTaskID(argv: command, directory: FileIO.realPath(cwd ?? ".") ?? FileIO.currentDirectory())
+            if (try? store.registerTask(id: id, directory: cwd ?? FileIO.currentDirectory())) != nil {
+                history = (store, id)
+                let limits = (try? exec.makeLimits()) ?? ResourceLimits()
+                exec.tuningPlan = TuningFromHistory.plan(limits: limits, history: (try? store.runs(task: id, limit: 20)) ?? [], tune: true)
+            }
+        }
         let outcome: RunOutcome
         do {
-            outcome = try launch()
+            outcome = try exec.launchRetryingOOM { attempt, _ in
+                guard let history else { return }
+                var record = RunRecord(taskID: history.id, status: .running, startedAt: TaskExecution.now() - attempt.wallSeconds,
+                                       pid: getpid(), argv: exec.command, environmentDigest: "", reasons: [])
+                record.fill(from: attempt, finishedAt: TaskExecution.now())
+                if let id = try? history.store.beginRun(record, pidStartTime: nil) {
+                    try? history.store.finishRun(record, id: id, graphJSON: nil, dependencies: nil)
+                    try? history.store.addSamples(Sample.from(attempt.samples, run: id))
+                }
+            }
         } catch {
             return finish(error)
         }
@@ -146,12 +181,35 @@ struct Exec {
         return outcome.exitCode
     }
 
+    /// Launches; after an OOM kill, again with twice the memory, up to --retry-oom times. Each
+    /// attempt is passed to `record`; the last outcome carries every retry in its adjustments.
+    func launchRetryingOOM(configure: (inout SandboxSpec) -> Void = { _ in },
+                           record: (_ attempt: RunOutcome, _ willRetry: Bool) -> Void) throws -> RunOutcome {
+        var exec = self
+        var retries: [RunOutcome.Adjustment] = []
+        var elapsed = 0.0
+        while true {
+            var outcome = try exec.launch(configure: configure)
+            elapsed += outcome.wallSeconds
+            let limit = try? exec.makeLimits().memoryBytes
+            let next = outcome.oomKilled && retries.count < retryOOM ? limit.flatMap(OOMRetry.nextLimit(after:)) : nil
+            record(outcome, next != nil)
+            if let limit, let next {
+                CLI.write(2, "dgrun: OOM-killed at \(ByteSize.describe(limit)); retrying with \(ByteSize.describe(next)) (attempt \(retries.count + 2) of \(retryOOM + 1))\n")
+                retries.append(RunOutcome.Adjustment(tSeconds: elapsed, knob: "memory.max", from: ByteSize.describe(limit),
+                                                     to: ByteSize.describe(next), reason: "retry \(retries.count + 1) after an OOM kill"))
+                exec.memory = String(next)
+                exec.tuningPlan?.memoryStart = nil  // the new ceiling is the start: the last one was too small
+                continue
+            }
+            outcome.adjustments = retries + outcome.adjustments
+            return outcome
+        }
+    }
+
     // MARK: - spec
 
-    func makeSpec() throws(SpecError) -> SandboxSpec {
-        let exe = FileIO.realPath("/proc/self/exe") ?? CommandLine.arguments[0]
-        let profile = try ProfileLocator.load(profile, executable: exe)
-
+    func makeLimits() throws(SpecError) -> ResourceLimits {
         var limits = ResourceLimits()
         if let memory { limits.memoryBytes = try ByteSize.parse(memory) }
         if let cpus {
@@ -162,7 +220,13 @@ struct Exec {
             guard let value = Int(pids) else { throw SpecError("--pids \"\(pids)\" is not a whole number") }
             limits.pids = value
         }
-        limits = try limits.validated(hostCPUs: DgrunSystem.ProcessInfo.cpuCount)
+        return try limits.validated(hostCPUs: DgrunSystem.ProcessInfo.cpuCount)
+    }
+
+    func makeSpec() throws(SpecError) -> SandboxSpec {
+        let exe = FileIO.realPath("/proc/self/exe") ?? CommandLine.arguments[0]
+        let profile = try ProfileLocator.load(profile, executable: exe)
+        let limits = try makeLimits()
 
         var environment = Self.inheritedEnvironment()
         if clearEnv || profile.clearEnv {
@@ -183,6 +247,8 @@ struct Exec {
         spec.network = net ?? profile.network
         spec.limits = limits
         spec.limitMode = self.limits
+        // The monitor samples every run with a cgroup; it moves limits only with --tune on.
+        spec.tuning = tuningPlan ?? SandboxSpec.TuningPlan(tune: tune)
         spec.userMapping = user
         spec.newSession = newSession || profile.newSession
         if let timeout { spec.timeoutSeconds = try DurationText.parse(timeout) }

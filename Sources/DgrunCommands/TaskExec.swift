@@ -164,11 +164,23 @@ struct TaskExecution {
 
     func runAndRecord(exec: Exec, spec: SandboxSpec, reasons: [String], previous: RunRecord?) -> Int32 {
         var record = newRecord(reasons: reasons, environment: spec.environment)
-        let runID: Int64
+        var runID: Int64
         do { runID = try store.beginRun(record, pidStartTime: DgrunSystem.ProcessInfo.startTime(of: getpid())) } catch {
             return exec.finish(failure: error.message, exitCode: 125)
         }
-        let traced = Discover.traced(exec: exec, task: task)
+        var exec = exec
+        if exec.tune, let limits = try? exec.makeLimits(), limits.memoryBytes != nil || limits.cpus != nil {
+            exec.tuningPlan = TuningFromHistory.plan(limits: limits, history: (try? store.runs(task: taskID, limit: 20)) ?? [], tune: true)
+        }
+        let traced = Discover.traced(exec: exec, task: task) { killed in
+            // An OOM-killed attempt that --retry-oom runs again: kept in the history as it was.
+            var attempt = record
+            attempt.fill(from: killed, finishedAt: Self.now())
+            attempt.reasons.append("OOM-killed; run again with more memory (--retry-oom)")
+            try? store.finishRun(attempt, id: runID, graphJSON: nil, dependencies: nil)
+            try? store.addSamples(Sample.from(killed.samples, run: runID))
+            if let next = try? store.beginRun(record, pidStartTime: DgrunSystem.ProcessInfo.startTime(of: getpid())) { runID = next }
+        }
         let outcome: RunOutcome
         switch traced {
         case .failure(let code, let message):
@@ -181,19 +193,7 @@ struct TaskExecution {
         case .success(let result):
             outcome = result.outcome
             let finished = Self.now()
-            record.status = .finished
-            record.finishedAt = finished
-            record.exitCode = outcome.exitCode
-            record.signal = outcome.signal
-            record.oomKilled = outcome.oomKilled
-            record.timedOut = outcome.timedOut
-            record.wallSeconds = outcome.wallSeconds
-            record.cpuUserSeconds = outcome.cpuUserSeconds
-            record.cpuSystemSeconds = outcome.cpuSystemSeconds
-            record.memoryPeakBytes = outcome.memoryPeakBytes.map { Int64($0) }
-            record.pidsPeak = outcome.pidsPeak.map { Int64($0) }
-            record.limitsJSON = Self.json(outcome.limits) ?? "{}"
-            record.adjustmentsJSON = Self.json(outcome.adjustments) ?? "[]"
+            record.fill(from: outcome, finishedAt: finished)
             var dependencies: [Dependency]? = nil
             var graphJSON: String? = nil
             if let graph = result.graph {
@@ -203,7 +203,10 @@ struct TaskExecution {
                 graphJSON = try? GraphRenderer.render(graph, as: .json)
                 Discover.save(graph, in: task)
             }
-            do { try store.finishRun(record, id: runID, graphJSON: graphJSON, dependencies: dependencies) } catch {
+            do {
+                try store.finishRun(record, id: runID, graphJSON: graphJSON, dependencies: dependencies)
+                try store.addSamples(Sample.from(outcome.samples, run: runID))
+            } catch {
                 CLI.write(2, "dgrun: \(label): the run finished but could not be recorded: \(error)\n")
             }
             let changed = record.outputs.filter { previous?.outputs[$0.key] != $0.value }.map(\.key)

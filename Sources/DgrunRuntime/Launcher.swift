@@ -1,5 +1,6 @@
 import CDgrunSpawn
 import DgrunCgroups
+import DgrunMonitor
 import DgrunSeccomp
 import DgrunSpec
 import DgrunSystem
@@ -51,6 +52,17 @@ public struct Launcher {
                 do { try cgroup.remove() } catch { warn("dgrun: warning: \(error)") }
             }
         }
+        // The tuned limits start below the ceilings; the monitor watches from before the clone.
+        var monitor: Monitor?
+        if let cgroup, let tuning = spec.tuning {
+            do {
+                monitor = try startMonitor(cgroup, tuning: tuning, limits: spec.limits, applied: &applied)
+            } catch {
+                throw LaunchError("cannot set the run's starting limits: \(error)")
+            }
+        }
+        var monitorResult: (samples: [MonitorSample], adjustments: [LimitAdjustment])?
+        defer { if monitorResult == nil { _ = monitor?.stop() } }
 
         // 2. The flat plan the C child reads.
         let arena = CStringArena()
@@ -144,6 +156,7 @@ public struct Launcher {
             throw LaunchError("waiting for the sandbox failed: \(String(cString: strerror(-waitRC)))")
         }
         let wall = Self.monotonicSeconds() - started
+        monitorResult = monitor?.stop()
         var failure = dgrun_failure()
         let failed = dgrun_read_failure(&child, &failure) == 1
 
@@ -158,6 +171,12 @@ public struct Launcher {
             memoryPeakBytes: stats.memoryPeakBytes ?? UInt64(result.maxrss_kib) * 1024,
             pidsPeak: stats.pidsPeak, cgroupDriver: cgroup == nil ? "none" : (driver?.name ?? "none"),
             limits: applied, argv: spec.argv)
+        if let monitorResult {
+            outcome.samples = monitorResult.samples
+            outcome.adjustments = monitorResult.adjustments.map {
+                RunOutcome.Adjustment(tSeconds: $0.seconds, knob: $0.knob, from: $0.from, to: $0.to, reason: $0.reason)
+            }
+        }
         if spec.trace {
             outcome.trace = TraceResult(events: TraceEvent.parse(log), notifications: log.notifications, lost: log.lost)
         }
@@ -203,6 +222,39 @@ public struct Launcher {
     }
 
     // MARK: - steps
+
+    /// Applies the starting points of the tuned limits and starts the monitor.
+    func startMonitor(_ cgroup: any CgroupRun, tuning: SandboxSpec.TuningPlan, limits: ResourceLimits,
+                      applied: inout RunOutcome.AppliedLimits) throws(SystemError) -> Monitor {
+        let knobs = cgroup.liveKnobs
+        var tuned = TunedLimits()
+        let memoryKnob: CgroupKnob = knobs.contains(.memoryHigh) ? .memoryHigh : .memorySoft
+        var effective = limits.memoryBytes
+        if let ceiling = limits.memoryBytes, knobs.contains(memoryKnob) {
+            // The soft limit (memory.high on v2, the soft limit on v1) starts from history; the
+            // hard limit stays at the ceiling, where the kernel OOM-kills.
+            let start = min(tuning.memoryStart ?? ceiling, ceiling)
+            if start < ceiling {
+                try cgroup.set(memoryKnob, to: start)
+                if memoryKnob == .memoryHigh { applied.memoryHighBytes = start } else { applied.memorySoftBytes = start }
+            }
+            tuned.memory = start
+            effective = start
+        }
+        var cpuCeiling: UInt64?
+        if let cpus = limits.cpus, knobs.contains(.cpuQuota) {
+            let ceiling = UInt64(ResourceLimits.cfsQuota(cpus: cpus))
+            let start = min(tuning.cpuQuotaStart ?? ceiling, ceiling)
+            if start < ceiling { try cgroup.set(.cpuQuota, to: start) }
+            tuned.cpuQuota = start
+            cpuCeiling = ceiling
+        }
+        let bounds = TunerBounds(memoryCeiling: limits.memoryBytes, cpuCeilingQuota: cpuCeiling, memoryAvailable: nil,
+                                 idleCPUs: nil, memoryKnob: memoryKnob)
+        let monitor = Monitor(cgroup: cgroup, limits: tuned, bounds: bounds, tune: tuning.tune, effectiveLimit: effective)
+        try monitor.start()
+        return monitor
+    }
 
     /// Maps the caller to root (or itself) inside. Without CAP_SETGID (an ordinary user, or root
     /// inside another sandbox) the kernel requires setgroups to be denied first.

@@ -1,3 +1,4 @@
+import DgrunMonitor
 import DgrunSpec
 
 /// What happened in one run: the --report contract of the design notes.
@@ -5,13 +6,15 @@ public struct RunOutcome: Sendable, Encodable {
     public struct AppliedLimits: Sendable, Encodable, Equatable {
         public var memoryBytes: UInt64?
         public var memoryHighBytes: UInt64?
+        /// v1: the tuned soft limit at the start (v1 has no memory.high).
+        public var memorySoftBytes: UInt64?
         public var cpus: Double?
         public var pids: Int?
         /// "cgroup", "rlimit" (best effort, rootless) or "none".
         public var enforcedBy: String
 
         enum CodingKeys: String, CodingKey {
-            case memoryBytes = "memory_bytes", memoryHighBytes = "memory_high_bytes", cpus, pids
+            case memoryBytes = "memory_bytes", memoryHighBytes = "memory_high_bytes", memorySoftBytes = "memory_soft_bytes", cpus, pids
             case enforcedBy = "enforced_by"
         }
 
@@ -19,6 +22,7 @@ public struct RunOutcome: Sendable, Encodable {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(memoryBytes, forKey: .memoryBytes)
             try c.encode(memoryHighBytes, forKey: .memoryHighBytes)
+            try c.encodeIfPresent(memorySoftBytes, forKey: .memorySoftBytes)
             try c.encode(cpus, forKey: .cpus)
             try c.encode(pids, forKey: .pids)
             try c.encode(enforcedBy, forKey: .enforcedBy)
@@ -33,6 +37,13 @@ public struct RunOutcome: Sendable, Encodable {
         public var to: String
         public var reason: String
         enum CodingKeys: String, CodingKey { case tSeconds = "t_s", knob, from, to, reason }
+        public init(tSeconds: Double, knob: String, from: String, to: String, reason: String) {
+            self.tSeconds = tSeconds
+            self.knob = knob
+            self.from = from
+            self.to = to
+            self.reason = reason
+        }
     }
 
     public var exitCode: Int32
@@ -47,6 +58,8 @@ public struct RunOutcome: Sendable, Encodable {
     public var cgroupDriver: String
     public var limits: AppliedLimits
     public var adjustments: [Adjustment] = []
+    /// The monitor's series (downsampled); empty without a cgroup.
+    public var samples: [MonitorSample] = []
     public var argv: [String]
     /// Set when dgrun itself, not the command, failed (exit 125/126/127).
     public var error: String?
@@ -64,7 +77,7 @@ public struct RunOutcome: Sendable, Encodable {
         case exitCode = "exit_code", signal, oomKilled = "oom_killed", timedOut = "timed_out"
         case wallSeconds = "wall_s", cpuUserSeconds = "cpu_user_s", cpuSystemSeconds = "cpu_sys_s"
         case memoryPeakBytes = "memory_peak_bytes", pidsPeak = "pids_peak", cgroupDriver = "cgroup_driver"
-        case limits, adjustments, argv, error
+        case limits, adjustments, argv, error, samples
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -83,6 +96,7 @@ public struct RunOutcome: Sendable, Encodable {
         try c.encode(adjustments, forKey: .adjustments)
         try c.encode(argv, forKey: .argv)
         try c.encode(error, forKey: .error)
+        try c.encode(samples, forKey: .samples)
     }
 }
 

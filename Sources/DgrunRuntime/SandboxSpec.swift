@@ -39,6 +39,23 @@ public struct SandboxSpec: Sendable {
     public var newSession = false
     /// discover: trace file, exec and network calls with a seccomp notify filter.
     public var trace = false
+    /// Live limit tuning: where the tuned limits start (below the ceilings in `limits`), and
+    /// whether the monitor may move them. nil: no monitor.
+    public var tuning: TuningPlan?
+
+    public struct TuningPlan: Sendable, Equatable {
+        /// memory.high on v2, the v1 hard limit (with its tasks paused, not killed, at it).
+        public var memoryStart: UInt64?
+        /// CPU quota in µs per 100 ms.
+        public var cpuQuotaStart: UInt64?
+        /// false: samples only, limits stay where they start.
+        public var tune: Bool
+        public init(memoryStart: UInt64? = nil, cpuQuotaStart: UInt64? = nil, tune: Bool = true) {
+            self.memoryStart = memoryStart
+            self.cpuQuotaStart = cpuQuotaStart
+            self.tune = tune
+        }
+    }
 
     public init(argv: [String], environment: [String], workingDirectory: String) {
         self.argv = argv

@@ -33,3 +33,17 @@ extension String {
         return String(s)
     }
 }
+
+extension Double {
+    /// The number with `digits` decimals, rounded, without Foundation's String(format:).
+    public func fixed(_ digits: Int) -> String {
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let scaled = (abs(self) * scale).rounded()
+        let whole = Int(scaled / scale), fraction = Int(scaled - Double(whole) * scale)
+        let sign = self < 0 && scaled > 0 ? "-" : ""
+        guard digits > 0 else { return sign + String(whole) }
+        let text = String(fraction)
+        return sign + String(whole) + "." + String(repeating: "0", count: max(0, digits - text.count)) + text
+    }
+}

@@ -56,8 +56,18 @@ enum Harness {
     /// Runs `argv` with output captured in files (no pipe deadlock). `onStart` gets the pid.
     /// posix_spawn + waitpid rather than Foundation's Process, whose run loop needs a socket pair
     /// that the VM lane's guest could not create.
+    /// dgrun keeps the history of ad-hoc runs in $XDG_STATE_HOME: the tests' goes to a directory of
+    /// their own, never the user's.
+    static let isolatedState: String = {
+        let dir = makeTemporaryDirectory()
+        setenv("XDG_STATE_HOME", dir, 1)
+        setenv("XDG_CACHE_HOME", dir, 1)
+        return dir
+    }()
+
     @discardableResult
     static func run(_ argv: [String], cwd: String? = nil, onStart: ((Int32) -> Void)? = nil) -> RunResult {
+        _ = isolatedState
         let dir = makeTemporaryDirectory()
         defer { removeTree(dir) }
         var actions = posix_spawn_file_actions_t()

@@ -10,17 +10,18 @@ import Glibc
 /// over 9p, so it runs this very test binary and the dgrun beside it.
 @Suite(.enabled(if: VMLane.unavailableReason == nil, "\(VMLane.unavailableReason ?? "")"))
 struct VMLaneTests {
-    @Test func limitAndCleanupSuitesPassOnCgroupV2() throws {
+    @Test func limitCleanupAndTuningSuitesPassOnCgroupV2() throws {
         let testBinary = try #require(FileIO.realPath("/proc/self/exe"))
         let r = Harness.run([Harness.repositoryRoot + "/rootfs-scripts/vm-test.sh", "--timeout", "900", "--",
                              "env", "DGRUN_TEST_LANE=v2", "DGRUN_BIN=\(Harness.binary)",
-                             testBinary, "--testing-library", "swift-testing", "--filter", "DgrunIntegrationTests.LimitTests|DgrunIntegrationTests.CleanupTests|DgrunIntegrationTests.DelegationTests"])
+                             testBinary, "--testing-library", "swift-testing", "--filter", "DgrunIntegrationTests.LimitTests|DgrunIntegrationTests.CleanupTests|DgrunIntegrationTests.DelegationTests|DgrunIntegrationTests.TuningTests"])
         let console = r.stdout + r.stderr
         print(console.split(separator: "\n").filter { $0.contains("Test") || $0.contains("vm") }.joined(separator: "\n"))
         #expect(r.status == 0, "guest tests failed: \(console.suffix(4000))")
         #expect(console.contains("Suite LimitTests passed"), "LimitTests must run (not skip) on cgroup v2")
         #expect(console.contains("Suite CleanupTests passed"))
         #expect(console.contains("Suite DelegationTests passed"), "delegated cgroup-v2 limits, rootless")
+        #expect(console.contains("Suite TuningTests passed"), "memory.high tuning on cgroup v2")
         #expect(!console.contains("skipped"), "nothing may be skipped in the v2 lane")
     }
 }

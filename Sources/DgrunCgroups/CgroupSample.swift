@@ -1,0 +1,160 @@
+import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a running cgroup looks like at one moment: the monitor's input. nil: not reported here.
+public struct CgroupSample: Sendable, Equatable {
+    public var memoryCurrent: UInt64?
+    /// v2 memory.events `high`: times the cgroup was throttled above memory.high.
+    public var memoryHighEvents: UInt64?
+    /// v2 memory.events `max`, v1 memory.failcnt: times it hit its hard limit.
+    public var memoryMaxEvents: UInt64?
+    public var oomKills: UInt64?
+    public var cpuUsageMicros: UInt64?
+    public var cpuThrottledMicros: UInt64?
+    /// PSI `some` totals (µs stalled) of the cgroup: memory, cpu, io.
+    public var memoryStallMicros: UInt64?
+    public var cpuStallMicros: UInt64?
+    public var ioStallMicros: UInt64?
+    public var pids: UInt64?
+
+    public init() {}
+
+    /// The `total=` of the `some` line of a PSI file.
+    static func psiSomeTotal(_ text: String?) -> UInt64? {
+        guard let text, let line = text.split(separator: "\n").first(where: { $0.hasPrefix("some ") }) else { return nil }
+        for field in line.split(separator: " ") where field.hasPrefix("total=") { return UInt64(field.dropFirst(6)) }
+        return nil
+    }
+}
+
+/// The limits a monitor may move while a run goes on.
+public enum CgroupKnob: String, Sendable, CaseIterable {
+    /// v2 memory.high: above it the kernel reclaims and throttles, never kills.
+    case memoryHigh = "memory.high"
+    /// v1 memory.soft_limit_in_bytes: what the kernel reclaims first when the host runs short.
+    case memorySoft = "memory.soft_limit_in_bytes"
+    /// CPU quota in µs per 100 ms period (v2 cpu.max, v1 cpu.cfs_quota_us).
+    case cpuQuota = "cpu.max"
+}
+
+/// What a run's cgroups can do while it runs: read samples, move limits, and wake a monitor.
+public protocol LiveCgroup: AnyObject {
+    func sample() -> CgroupSample
+    /// Usage only (one small read): what the monitor decides on when a memory event wakes it.
+    func memoryUsage() -> UInt64?
+    /// Knobs this layout can move live: memory.high on v2, the soft limit on v1 (see HybridRun).
+    var liveKnobs: Set<CgroupKnob> { get }
+    func set(_ knob: CgroupKnob, to value: UInt64) throws(SystemError)
+    /// Files whose change (inotify IN_MODIFY) means memory events happened (v2 memory.events).
+    var eventFiles: [String] { get }
+    /// PSI files to arm a trigger on (POLLPRI when a stall threshold is crossed).
+    var pressureFiles: [String] { get }
+    /// v1: `cgroup.event_control` registrations (eventfd, watched file fd, argument), armed by the monitor.
+    var v1EventSources: [(control: String, file: String, argument: String)] { get }
+    /// v1: a registration that fires when usage crosses `bytes`, so that the monitor follows
+    /// growth between its samples.
+    func usageThreshold(_ bytes: UInt64) -> (control: String, file: String, argument: String)?
+}
+
+extension V2Run {
+    func memoryUsage() -> UInt64? { CgroupFS.readNumber(directory + "/memory.current") }
+
+    func sample() -> CgroupSample {
+        var s = CgroupSample()
+        s.memoryCurrent = CgroupFS.readNumber(directory + "/memory.current")
+        let events = CgroupFS.keyedFile(directory + "/memory.events")
+        s.memoryHighEvents = events["high"]
+        s.memoryMaxEvents = events["max"]
+        s.oomKills = events["oom_kill"]
+        let cpu = CgroupFS.keyedFile(directory + "/cpu.stat")
+        s.cpuUsageMicros = cpu["usage_usec"]
+        s.cpuThrottledMicros = cpu["throttled_usec"]
+        s.memoryStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(directory + "/memory.pressure"))
+        s.cpuStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(directory + "/cpu.pressure"))
+        s.ioStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(directory + "/io.pressure"))
+        s.pids = CgroupFS.readNumber(directory + "/pids.current")
+        return s
+    }
+
+    var liveKnobs: Set<CgroupKnob> {
+        var knobs: Set<CgroupKnob> = []
+        if FileIO.exists(directory + "/memory.high") { knobs.insert(.memoryHigh) }
+        if FileIO.exists(directory + "/cpu.max") { knobs.insert(.cpuQuota) }
+        return knobs
+    }
+
+    func set(_ knob: CgroupKnob, to value: UInt64) throws(SystemError) {
+        switch knob {
+        case .memoryHigh: try FileIO.write(directory + "/memory.high", String(value))
+        case .memorySoft: throw SystemError("set memory.soft_limit_in_bytes", errno: ENOTSUP, hint: "cgroup v2 has memory.high instead")
+        case .cpuQuota: try FileIO.write(directory + "/cpu.max", "\(value) 100000")
+        }
+    }
+
+    var eventFiles: [String] { [directory + "/memory.events"] }
+    var pressureFiles: [String] { [directory + "/memory.pressure"] }
+    var v1EventSources: [(control: String, file: String, argument: String)] { [] }
+    func usageThreshold(_ bytes: UInt64) -> (control: String, file: String, argument: String)? { nil }
+}
+
+extension HybridRun {
+    func memoryUsage() -> UInt64? { byController["memory"].flatMap { CgroupFS.readNumber($0 + "/memory.usage_in_bytes") } }
+
+    func sample() -> CgroupSample {
+        var s = CgroupSample()
+        if let memory = byController["memory"] {
+            s.memoryCurrent = CgroupFS.readNumber(memory + "/memory.usage_in_bytes")
+            s.memoryMaxEvents = CgroupFS.readNumber(memory + "/memory.failcnt")
+            let oom = CgroupFS.keyedFile(memory + "/memory.oom_control")
+            s.oomKills = oom["oom_kill"]
+        }
+        if let cpu = byController["cpu"] {
+            s.cpuThrottledMicros = CgroupFS.keyedFile(cpu + "/cpu.stat")["throttled_time"].map { $0 / 1000 }
+        }
+        if let unified = unifiedDirectory {
+            s.cpuUsageMicros = CgroupFS.keyedFile(unified + "/cpu.stat")["usage_usec"]
+            s.memoryStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(unified + "/memory.pressure"))
+            s.cpuStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(unified + "/cpu.pressure"))
+            s.ioStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(unified + "/io.pressure"))
+        }
+        if let pids = byController["pids"] { s.pids = CgroupFS.readNumber(pids + "/pids.current") }
+        return s
+    }
+
+    /// v1 has no memory.high. Tuning its hard limit below the ceiling was tried: a task that
+    /// outgrows the monitor waits at the limit (OOM killer off) and meanwhile every syscall that
+    /// allocates (pipe and socket buffers) fails with ENOMEM; 1 run in 12 of a fast-growing
+    /// pipeline failed so. So the hard limit stays at the ceiling and the soft limit is tuned.
+    var liveKnobs: Set<CgroupKnob> {
+        var knobs: Set<CgroupKnob> = []
+        if byController["memory"] != nil { knobs.insert(.memorySoft) }
+        if byController["cpu"] != nil { knobs.insert(.cpuQuota) }
+        return knobs
+    }
+
+    func set(_ knob: CgroupKnob, to value: UInt64) throws(SystemError) {
+        switch knob {
+        case .memoryHigh:
+            throw SystemError("set memory.high", errno: ENOTSUP, hint: "cgroup v1 has no memory.high")
+        case .memorySoft:
+            guard let memory = byController["memory"] else { return }
+            try FileIO.write(memory + "/memory.soft_limit_in_bytes", String(value))
+        case .cpuQuota:
+            guard let cpu = byController["cpu"] else { return }
+            try FileIO.write(cpu + "/cpu.cfs_quota_us", String(value))
+        }
+    }
+
+    var eventFiles: [String] { [] }
+    var pressureFiles: [String] { unifiedDirectory.map { [$0 + "/memory.pressure"] } ?? [] }
+    var v1EventSources: [(control: String, file: String, argument: String)] {
+        guard let memory = byController["memory"] else { return [] }
+        return [(memory + "/cgroup.event_control", memory + "/memory.oom_control", "")]
+    }
+
+    func usageThreshold(_ bytes: UInt64) -> (control: String, file: String, argument: String)? {
+        byController["memory"].map { ($0 + "/cgroup.event_control", $0 + "/memory.usage_in_bytes", String(bytes)) }
+    }
+}

@@ -1,0 +1,63 @@
+import DgrunCgroups
+import Foundation
+import Testing
+
+/// Live limit tuning on this kernel's cgroups: the hybrid v1 layout on the host (the soft limit
+/// follows usage; the hard limit stays at the ceiling), cgroup v2 in the VM lane (memory.high is
+/// raised on throttling events and pressure). The same suite runs in both lanes.
+@Suite(.serialized, .enabled(if: Harness.canLimit, "\(Harness.limitSkipReason)"))
+struct TuningTests {
+    /// A command whose memory use is set by a file, so that the command line (the history key)
+    /// stays the same while its need grows. tail holds a newline-free line in memory.
+    static func command(_ sizeFile: String) -> [String] {
+        ["sh", "-c", "head -c $(cat \(sizeFile)) /dev/zero | tail > /dev/null"]
+    }
+
+    @Test func aTaskGrowingPastItsHistoryIsRaisedNotKilled() throws {
+        let dir = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(dir) }
+        let size = dir + "/size"
+        try "24m".write(toFile: size, atomically: false, encoding: .utf8)
+        for _ in 0..<3 {
+            let r = Harness.dgrun(["exec", "--memory", "400m", "--timeout", "60s", "--"] + Self.command(size), cwd: dir)
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        // Now it needs four times what history says; the ceiling still holds it.
+        try "100m".write(toFile: size, atomically: false, encoding: .utf8)
+        let r = Harness.dgrun(["exec", "--memory", "400m", "--timeout", "60s", "--"] + Self.command(size), cwd: dir)
+        #expect(r.status == 0, "not killed: \(r.stderr)")
+        #expect(r.report["oom_killed"] as? Bool == false)
+        let adjustments = r.report["adjustments"] as? [[String: Any]] ?? []
+        #expect(!adjustments.isEmpty, "the tuned limit started from history and was raised")
+        let knob = Harness.layout == .unified ? "memory.high" : "memory.soft_limit_in_bytes"
+        #expect(adjustments.allSatisfy { $0["knob"] as? String == knob }, "\(adjustments)")
+        let limits = r.report["limits"] as? [String: Any] ?? [:]
+        let started = (limits[Harness.layout == .unified ? "memory_high_bytes" : "memory_soft_bytes"] as? NSNumber)?.intValue ?? 0
+        #expect(started > 24 << 20 && started < 100 << 20, "started from history, below the need: \(limits)")
+        let samples = r.report["samples"] as? [[String: Any]] ?? []
+        #expect(!samples.isEmpty, "the monitor's series is in the report")
+        let peak = (r.report["memory_peak_bytes"] as? NSNumber)?.intValue ?? 0
+        #expect(peak >= 100 << 20)
+    }
+
+    @Test func withoutHistoryTheLimitStartsAtTheCeilingAndOOMIsReported() throws {
+        let dir = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(dir) }
+        let r = Harness.dgrun(["exec", "--memory", "48m", "--timeout", "60s", "--", "sh", "-c", "head -c 200m /dev/zero | tail > /dev/null"], cwd: dir)
+        #expect(r.report["oom_killed"] as? Bool == true)
+        #expect((r.report["adjustments"] as? [Any])?.isEmpty == true, "nothing to raise at the ceiling")
+        #expect(r.stderr.contains("out of memory (limit 48 MiB, peak"), "\(r.stderr)")
+    }
+
+    @Test func retryOOMRunsAgainWithMoreMemory() throws {
+        let dir = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(dir) }
+        let r = Harness.dgrun(["exec", "--memory", "40m", "--retry-oom", "3", "--timeout", "120s", "--",
+                               "sh", "-c", "head -c 100m /dev/zero | tail > /dev/null"], cwd: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("OOM-killed at 40 MiB; retrying with 80 MiB"))
+        let retries = (r.report["adjustments"] as? [[String: Any]] ?? []).filter { ($0["reason"] as? String)?.hasPrefix("retry") == true }
+        #expect(retries.count == 2, "40 → 80 → 160 MiB: \(retries)")
+        #expect(r.report["oom_killed"] as? Bool == false)
+    }
+}

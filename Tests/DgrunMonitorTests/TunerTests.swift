@@ -1,0 +1,133 @@
+import Testing
+@testable import DgrunMonitor
+@testable import DgrunCgroups
+
+/// The tuning policy on synthetic series: no cgroup, no kernel.
+@Suite struct RecommenderTests {
+    @Test func weightedPercentileFavoursRecentRuns() {
+        #expect(Recommender.weightedPercentile([5]) == 5)
+        #expect(Recommender.weightedPercentile([]) == nil)
+        #expect(Recommender.weightedPercentile([100, 100, 100]) == 100)
+        // An old outlier weighs less than a recent one.
+        let oldSpike = Recommender.weightedPercentile([100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 400], percentile: 0.9)
+        let newSpike = Recommender.weightedPercentile([400, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100], percentile: 0.9)
+        #expect(oldSpike == 100)
+        #expect(newSpike == 400)
+    }
+
+    @Test func memoryStartsAbovePastPeaksAndBelowTheCeiling() {
+        let mib: UInt64 = 1 << 20
+        let start = Recommender.memory(peaks: [112 * mib, 110 * mib, 111 * mib], ceiling: 400 * mib)
+        #expect(start.map { $0 > 112 * mib && $0 < 150 * mib } == true, "\(String(describing: start.map { $0 >> 20 }))")
+        #expect(Recommender.memory(peaks: [900 * mib], ceiling: 400 * mib) == 400 * mib)
+        #expect(Recommender.memory(peaks: [], ceiling: 400 * mib) == nil)
+        #expect(Recommender.memory(peaks: [1 * mib], ceiling: 400 * mib) == Recommender.memoryFloor)
+    }
+
+    @Test func cpuStartsFromPastUse() {
+        #expect(Recommender.cpuQuota(rates: [1.0, 1.0], ceilingQuota: 200_000) == 120_000)
+        #expect(Recommender.cpuQuota(rates: [3.0], ceilingQuota: 200_000) == 200_000)
+        #expect(Recommender.cpuQuota(rates: [0.01], ceilingQuota: 200_000) == 20_000)
+    }
+}
+
+@Suite struct LimitTunerTests {
+    let mib: UInt64 = 1 << 20
+    var v2: TunerBounds { TunerBounds(memoryCeiling: 1024 * mib, cpuCeilingQuota: 200_000, memoryAvailable: 8192 * mib, idleCPUs: 1.5, memoryKnob: .memoryHigh) }
+
+    /// Runs the policy over a series, applying its decisions like the monitor does.
+    func simulate(_ series: [Observation], start: TunedLimits, bounds: TunerBounds) -> (TunedLimits, [TunerDecision]) {
+        var limits = start
+        var all: [TunerDecision] = []
+        for o in series {
+            for d in LimitTuner.decide(o, limits: limits, bounds: bounds) {
+                all.append(d)
+                switch d.action {
+                case .set(.cpuQuota): limits.cpuQuota = d.to
+                case .set: limits.memory = d.to
+                }
+            }
+        }
+        return (limits, all)
+    }
+
+    func steady(_ bytes: UInt64, count: Int) -> [Observation] {
+        (0..<count).map { Observation(seconds: Double($0) * 0.25, memoryCurrent: bytes) }
+    }
+
+    @Test func steadyUsageBelowTheLimitChangesNothing() {
+        let (limits, decisions) = simulate(steady(100 * mib, count: 40), start: TunedLimits(memory: 150 * mib), bounds: v2)
+        #expect(decisions.isEmpty)
+        #expect(limits.memory == 150 * mib)
+    }
+
+    @Test func rampIsFollowedBeforeItStalls() {
+        let ramp = (0..<40).map { Observation(seconds: Double($0) * 0.25, memoryCurrent: UInt64(50 + $0 * 10) * mib) }
+        let (limits, decisions) = simulate(ramp, start: TunedLimits(memory: 100 * mib), bounds: v2)
+        #expect(!decisions.isEmpty)
+        #expect(limits.memory! >= 440 * mib, "the limit stays ahead of usage: \(limits.memory! >> 20) MiB")
+        #expect(decisions.allSatisfy { $0.to > ($0.from ?? 0) }, "it never lowers")
+        #expect(decisions.allSatisfy { $0.to <= 1024 * mib }, "never past the ceiling")
+    }
+
+    @Test func pressureOrHighEventsRaiseMemoryHigh() {
+        var stalled = Observation(seconds: 1, memoryCurrent: 50 * mib)
+        stalled.memoryStall = 0.3
+        #expect(LimitTuner.decide(stalled, limits: TunedLimits(memory: 100 * mib), bounds: v2).first?.action == .set(.memoryHigh))
+        var throttled = Observation(seconds: 1, memoryCurrent: 50 * mib)
+        throttled.highEvents = 3
+        let d = LimitTuner.decide(throttled, limits: TunedLimits(memory: 100 * mib), bounds: v2)
+        #expect(d.first?.to == 125 * mib)
+        #expect(d.first?.reason.contains("memory.high") == true)
+    }
+
+    @Test func spikeToTheCeilingSnapsToIt() {
+        var spike = Observation(seconds: 1, memoryCurrent: 900 * mib)
+        spike.highEvents = 1
+        #expect(LimitTuner.decide(spike, limits: TunedLimits(memory: 800 * mib), bounds: v2).first?.to == 1024 * mib)
+        #expect(LimitTuner.decide(spike, limits: TunedLimits(memory: 1024 * mib), bounds: v2).isEmpty, "nothing above the ceiling")
+    }
+
+    @Test func v1TunesItsSoftLimitTheSameWay() {
+        var bounds = v2
+        bounds.memoryKnob = .memorySoft
+        let near = Observation(seconds: 1, memoryCurrent: 95 * mib)
+        let d = LimitTuner.decide(near, limits: TunedLimits(memory: 100 * mib), bounds: bounds)
+        #expect(d.first?.action == .set(.memorySoft))
+        #expect(d.first.map { $0.to > 100 * mib } == true)
+    }
+
+    @Test func noRoomOnTheHostMeansNoRaise() {
+        var bounds = v2
+        bounds.memoryAvailable = 0
+        var o = Observation(seconds: 1, memoryCurrent: 95 * mib)
+        o.highEvents = 1
+        #expect(LimitTuner.decide(o, limits: TunedLimits(memory: 100 * mib), bounds: bounds).isEmpty)
+    }
+
+    @Test func throttledCPUIsRaisedOnlyWithIdleCPUs() {
+        var o = Observation(seconds: 1, memoryCurrent: 0)
+        o.cpuThrottled = 0.4
+        let raised = LimitTuner.decide(o, limits: TunedLimits(cpuQuota: 50_000), bounds: v2)
+        #expect(raised.first?.action == .set(.cpuQuota))
+        #expect(raised.first?.to == 100_000)
+        var busy = v2
+        busy.idleCPUs = 0.1
+        #expect(LimitTuner.decide(o, limits: TunedLimits(cpuQuota: 50_000), bounds: busy).isEmpty)
+        #expect(LimitTuner.decide(o, limits: TunedLimits(cpuQuota: 200_000), bounds: v2).isEmpty, "at the ceiling")
+    }
+}
+
+@Suite struct MonitorSeriesTests {
+    @Test func downsamplingKeepsEachBucketsPeak() {
+        let samples = (0..<1000).map { MonitorSample(seconds: Double($0), memoryBytes: UInt64($0 % 7 == 0 ? 1000 : $0)) }
+        let reduced = Monitor.downsample(samples, to: 100)
+        #expect(reduced.count <= 100)
+        #expect(reduced.map { $0.memoryBytes ?? 0 }.max() == 1000)
+    }
+
+    @Test func psiTotalsAreRead() {
+        #expect(CgroupSample.psiSomeTotal("some avg10=0.00 avg60=0.00 avg300=0.00 total=1234\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=99") == 1234)
+        #expect(CgroupSample.psiSomeTotal(nil) == nil)
+    }
+}

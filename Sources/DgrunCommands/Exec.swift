@@ -158,7 +158,8 @@ struct Exec {
             if (try? store.registerTask(id: id, directory: cwd ?? FileIO.currentDirectory())) != nil {
                 history = (store, id)
                 let limits = (try? exec.makeLimits()) ?? ResourceLimits()
-                exec.tuningPlan = TuningFromHistory.plan(limits: limits, history: (try? store.runs(task: id, limit: 20)) ?? [], tune: true)
+                exec.tuningPlan = TuningFromHistory.plan(limits: limits, history: (try? store.runs(task: id, limit: 20)) ?? [],
+                                                         samples: { (try? store.samples(run: $0)) ?? [] }, tune: true)
             }
         }
         let outcome: RunOutcome

@@ -11,7 +11,9 @@ import Glibc
 enum TuningFromHistory {
     static let runsConsidered = 20
 
-    static func plan(limits: ResourceLimits, history: [RunRecord], tune: Bool) -> SandboxSpec.TuningPlan {
+    /// `samples`: a past run's stored series (for the usage schedule).
+    static func plan(limits: ResourceLimits, history: [RunRecord], samples: (Int64) -> [Sample] = { _ in [] },
+                     tune: Bool) -> SandboxSpec.TuningPlan {
         // Only runs that ended normally say what the task needs: an OOM-killed run's peak is the
         // limit it hit, not its need.
         let usable = history.filter { $0.status == .finished && !$0.oomKilled && $0.exitCode == 0 }.prefix(runsConsidered)
@@ -19,6 +21,10 @@ enum TuningFromHistory {
         guard tune else { return plan }
         if let ceiling = limits.memoryBytes {
             plan.memoryStart = Recommender.memory(peaks: usable.compactMap { $0.memoryPeakBytes.map { UInt64($0) } }, ceiling: ceiling)
+            let series = usable.prefix(3).compactMap { $0.id }.map(samples)
+                .map { $0.compactMap { s in s.memoryBytes.map { (t: s.seconds, bytes: UInt64($0)) } } }
+                .filter { $0.count >= 3 }
+            plan.memorySchedule = Recommender.schedule(from: series, step: SandboxSpec.TuningPlan.scheduleStep).map { min($0, ceiling) }
         }
         if let cpus = limits.cpus {
             let rates = usable.compactMap { run -> Double? in

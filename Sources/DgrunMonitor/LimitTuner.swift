@@ -49,6 +49,9 @@ public struct Observation: Sendable, Equatable {
     public var memoryStall: Double = 0
     /// Share of the interval the cgroup was CPU-throttled (throttled time / wall time).
     public var cpuThrottled: Double = 0
+    /// What past runs used around this moment (their usage schedule, with its margin); nil
+    /// without such history or past its end.
+    public var scheduled: UInt64?
 
     public init(seconds: Double, memoryCurrent: UInt64) {
         self.seconds = seconds
@@ -75,8 +78,9 @@ public struct TunerDecision: Sendable, Equatable {
 
 /// The policy: pure, so that it is tested on synthetic series. Like senpai it reacts to pressure
 /// (PSI, memory.high events) and to usage nearing the soft limit by raising it quickly, never past
-/// the ceiling (memory.max, where the kernel kills) nor beyond what the host has free; it never
-/// lowers a limit while the task runs (for batch tasks, a stall costs more than the slack saved).
+/// the ceiling (memory.max, where the kernel kills) nor beyond what the host has free. Without a
+/// usage schedule from history it never lowers a limit (for batch tasks, a stall costs more than
+/// the slack saved); with one, it follows the schedule but stays a tenth above current usage.
 public enum LimitTuner {
     /// Above this share of an interval stalled on memory, the task is starved, not just busy.
     public static let memoryStallThreshold = 0.02
@@ -104,6 +108,7 @@ public enum LimitTuner {
     }
 
     static func decideMemory(_ o: Observation, current limit: UInt64, ceiling: UInt64, bounds: TunerBounds) -> [TunerDecision] {
+        if let scheduled = o.scheduled { return followSchedule(o, scheduled: scheduled, current: limit, ceiling: ceiling, bounds: bounds) }
         var why: String?
         if o.highEvents > 0 { why = "throttled above memory.high \(o.highEvents) times" }
         else if o.memoryStall > memoryStallThreshold { why = "stalled on memory \(percent(o.memoryStall)) of the time" }
@@ -117,6 +122,24 @@ public enum LimitTuner {
         to = min(to, ceiling)
         guard to > limit else { return [] }
         return [TunerDecision(action: .set(bounds.memoryKnob), from: limit, to: to, reason: why)]
+    }
+
+    /// With a usage schedule from history, the limit follows it, down as well as up, but never
+    /// below what the task uses now plus 5%, and pressure still raises it at once.
+    static func followSchedule(_ o: Observation, scheduled: UInt64, current limit: UInt64, ceiling: UInt64,
+                               bounds: TunerBounds) -> [TunerDecision] {
+        let floor = o.memoryCurrent + o.memoryCurrent / 20 + (2 << 20)
+        var target = max(scheduled, floor)
+        var why = target == scheduled ? "past runs used this much at this point" : "usage \(mib(o.memoryCurrent)) is above what past runs used here"
+        if o.highEvents > 0 || o.memoryStall > memoryStallThreshold {
+            target = max(target, limit + limit / 4)
+            why = o.highEvents > 0 ? "throttled above memory.high \(o.highEvents) times" : "stalled on memory \(percent(o.memoryStall)) of the time"
+        }
+        if let available = bounds.memoryAvailable { target = min(target, o.memoryCurrent + available) }
+        target = min(target, ceiling)
+        // Small moves are noise: act on a rise of 5% or a fall of 10%.
+        guard Double(target) > 1.05 * Double(limit) || Double(target) < 0.9 * Double(limit) else { return [] }
+        return [TunerDecision(action: .set(bounds.memoryKnob), from: limit, to: target, reason: why)]
     }
 
     static func percent(_ x: Double) -> String { (x * 100).fixed(0) + "%" }

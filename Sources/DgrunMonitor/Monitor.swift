@@ -43,6 +43,8 @@ public final class Monitor: @unchecked Sendable {
     private var limits: TunedLimits
     private var bounds: TunerBounds
     private let tune: Bool
+    private let schedule: [UInt64]
+    private let scheduleStep: Double
     private let started: Double
     private var effectiveLimit: UInt64?
     private var samples: [MonitorSample] = []
@@ -55,8 +57,12 @@ public final class Monitor: @unchecked Sendable {
     private var thread: pthread_t?
 
     /// `effectiveLimit`: the memory limit in force at the start (the tuned soft limit, else the hard one).
-    public init(cgroup: any LiveCgroup, limits: TunedLimits, bounds: TunerBounds, tune: Bool, effectiveLimit: UInt64?) {
+    /// `schedule`: what past runs used every `scheduleStep` seconds (empty: no such history).
+    public init(cgroup: any LiveCgroup, limits: TunedLimits, bounds: TunerBounds, tune: Bool, effectiveLimit: UInt64?,
+                schedule: [UInt64] = [], scheduleStep: Double = 0.1) {
         self.cgroup = cgroup
+        self.schedule = schedule
+        self.scheduleStep = scheduleStep
         self.limits = limits
         self.bounds = bounds
         self.tune = tune
@@ -151,7 +157,8 @@ public final class Monitor: @unchecked Sendable {
         previous = cgroup.sample()
         while true {
             let elapsed = Self.now() - started
-            let timeout: Int32 = elapsed < 2 ? 100 : 250
+            // Short tasks are most tasks: sample them densely; long ones cheaply.
+            let timeout: Int32 = elapsed < 2 ? 50 : 250
             for i in pollSet.indices { pollSet[i].revents = 0 }
             let ready = poll(&pollSet, nfds_t(pollSet.count), timeout)
             var stopping = false
@@ -183,11 +190,14 @@ public final class Monitor: @unchecked Sendable {
         observation.limitHits = delta(current.memoryMaxEvents, before.memoryMaxEvents)
         observation.memoryStall = share(current.memoryStallMicros, before.memoryStallMicros) ?? 0
         observation.cpuThrottled = share(current.cpuThrottledMicros, before.cpuThrottledMicros) ?? 0
+        observation.scheduled = scheduled(at: now - started)
         if tune {
             bounds.memoryAvailable = Self.memoryAvailable()
             bounds.idleCPUs = idleCPUs()
             for decision in LimitTuner.decide(observation, limits: limits, bounds: bounds) { apply(decision, at: now - started) }
         }
+        // After the last process is gone (the final sample at stop) there is nothing to measure.
+        if current.pids == 0 { previous = current; previousTime = now; return }
         samples.append(MonitorSample(
             seconds: now - started, memoryBytes: current.memoryCurrent, memoryLimitBytes: effectiveLimit,
             cpuSeconds: current.cpuUsageMicros.map { Double($0) / 1e6 },
@@ -200,11 +210,20 @@ public final class Monitor: @unchecked Sendable {
 
     private func quickMemoryCheck() {
         guard limits.memory != nil else { return }
-        let o = Observation(seconds: Self.now() - started, memoryCurrent: cgroup.memoryUsage() ?? 0)
+        var o = Observation(seconds: Self.now() - started, memoryCurrent: cgroup.memoryUsage() ?? 0)
+        o.scheduled = scheduled(at: o.seconds)
         bounds.memoryAvailable = Self.memoryAvailable()
         for decision in LimitTuner.decide(o, limits: TunedLimits(memory: limits.memory), bounds: bounds) {
             apply(decision, at: o.seconds)
         }
+    }
+
+    /// The schedule's value now; past its end, the highest of its last second.
+    private func scheduled(at seconds: Double) -> UInt64? {
+        guard !schedule.isEmpty else { return nil }
+        let index = Int(seconds / scheduleStep)
+        if index < schedule.count { return schedule[index] }
+        return schedule.suffix(Int(1 / scheduleStep)).max()
     }
 
     private func apply(_ decision: TunerDecision, at seconds: Double) {

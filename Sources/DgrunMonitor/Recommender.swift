@@ -25,6 +25,23 @@ public enum Recommender {
         return min(ceilingQuota, quota)
     }
 
+    /// What past runs used over time: for each `step` from the start, the most any of them used
+    /// from one step before to `lookahead` after (their clocks differ a little), plus 5% and
+    /// 2 MiB. Empty without usable series.
+    public static func schedule(from runs: [[(t: Double, bytes: UInt64)]], step: Double, lookahead: Double = 0.1) -> [UInt64] {
+        let end = runs.compactMap { $0.last?.t }.max() ?? 0
+        guard end > 0, step > 0 else { return [] }
+        var result: [UInt64] = []
+        var carried: UInt64 = 0
+        for i in 0...Int(end / step) {
+            let from = Double(i) * step - step, to = Double(i) * step + lookahead
+            let seen = runs.flatMap { $0.filter { $0.t >= from && $0.t <= to } }.map(\.bytes).max()
+            if let seen { carried = seen }
+            result.append(carried + carried / 20 + (2 << 20))
+        }
+        return result
+    }
+
     /// The weighted percentile of `values` (newest first), weight 2^(-age/halfLife).
     public static func weightedPercentile(_ values: [Double], percentile: Double = Recommender.percentile) -> Double? {
         guard !values.isEmpty else { return nil }

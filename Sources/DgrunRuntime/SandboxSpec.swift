@@ -48,6 +48,9 @@ public struct SandboxSpec: Sendable {
         public var memoryStart: UInt64?
         /// CPU quota in µs per 100 ms.
         public var cpuQuotaStart: UInt64?
+        /// What past runs used, every `scheduleStep` seconds from the start, margin included.
+        public var memorySchedule: [UInt64] = []
+        public static let scheduleStep = 0.1
         /// false: samples only, limits stay where they start.
         public var tune: Bool
         public init(memoryStart: UInt64? = nil, cpuQuotaStart: UInt64? = nil, tune: Bool = true) {

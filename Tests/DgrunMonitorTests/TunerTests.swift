@@ -31,6 +31,40 @@ import Testing
     }
 }
 
+@Suite struct ScheduleTests {
+    let mib: UInt64 = 1 << 20
+
+    @Test func scheduleFollowsPastUsageWithLookahead() {
+        // Two past runs of a phase change: 60 MiB, then 180 MiB from about 1.2 s.
+        let run1 = stride(from: 0.0, through: 2.4, by: 0.05).map { (t: $0, bytes: ($0 < 1.2 ? 60 : 180) * mib) }
+        let run2 = stride(from: 0.0, through: 2.5, by: 0.05).map { (t: $0, bytes: ($0 < 1.25 ? 60 : 180) * mib) }
+        let s = Recommender.schedule(from: [run1, run2], step: 0.1)
+        #expect(s.count == 26)
+        #expect(s[2] == 60 * mib + 3 * mib + 2 * mib, "5% and 2 MiB above what they used")
+        #expect(s[12] == 180 * mib + 9 * mib + 2 * mib, "raised by the phase change")
+        #expect(s[11] == 191 * mib, "0.1 s ahead of it")
+        #expect(s[5] == 65 * mib)
+        #expect(Recommender.schedule(from: [], step: 0.1).isEmpty)
+    }
+
+    @Test func followingTheScheduleLowersButNeverBelowUsage() {
+        let bounds = TunerBounds(memoryCeiling: 1024 * mib, cpuCeilingQuota: nil, memoryAvailable: nil, idleCPUs: nil, memoryKnob: .memoryHigh)
+        var o = Observation(seconds: 3, memoryCurrent: 50 * mib)
+        o.scheduled = 60 * mib
+        let down = LimitTuner.decide(o, limits: TunedLimits(memory: 200 * mib), bounds: bounds)
+        #expect(down.first?.to == 60 * mib, "the past says usage falls here")
+        o.memoryCurrent = 150 * mib
+        let held = LimitTuner.decide(o, limits: TunedLimits(memory: 200 * mib), bounds: bounds)
+        #expect(held.first?.to == 159 * mib + 512 * 1024, "no lower than usage plus 5% and 2 MiB")
+        o.memoryCurrent = 50 * mib
+        o.highEvents = 2
+        #expect(LimitTuner.decide(o, limits: TunedLimits(memory: 60 * mib), bounds: bounds).first?.to == 75 * mib, "pressure still raises")
+        o.highEvents = 0
+        o.scheduled = 62 * mib
+        #expect(LimitTuner.decide(o, limits: TunedLimits(memory: 60 * mib), bounds: bounds).isEmpty, "small moves are noise")
+    }
+}
+
 @Suite struct LimitTunerTests {
     let mib: UInt64 = 1 << 20
     var v2: TunerBounds { TunerBounds(memoryCeiling: 1024 * mib, cpuCeilingQuota: 200_000, memoryAvailable: 8192 * mib, idleCPUs: 1.5, memoryKnob: .memoryHigh) }

@@ -33,7 +33,7 @@ struct TuningTests {
         #expect(adjustments.allSatisfy { $0["knob"] as? String == knob }, "\(adjustments)")
         let limits = r.report["limits"] as? [String: Any] ?? [:]
         let started = (limits[Harness.layout == .unified ? "memory_high_bytes" : "memory_soft_bytes"] as? NSNumber)?.intValue ?? 0
-        #expect(started > 24 << 20 && started < 100 << 20, "started from history, below the need: \(limits)")
+        #expect(started > 0 && started < 100 << 20, "started from history (what past runs used first), below today's need: \(limits)")
         let samples = r.report["samples"] as? [[String: Any]] ?? []
         #expect(!samples.isEmpty, "the monitor's series is in the report")
         let peak = (r.report["memory_peak_bytes"] as? NSNumber)?.intValue ?? 0

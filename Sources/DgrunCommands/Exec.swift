@@ -151,28 +151,21 @@ struct Exec {
     func run() -> Int32 {
         if let taskDirectory { return Workspace.execute(directory: taskDirectory, exec: self) }
         var exec = self
-        // History for tuned limits: only when there is a ceiling to tune below.
-        var history: (store: Store, id: String)?
-        if tune, memory != nil || cpus != nil, let store = TuningFromHistory.adHocStore() {
-            let id = TuningFromHistory.adHocTaskID(argv: command, directory: FileIO.realPath(cwd ?? ".") ?? FileIO.currentDirectory())
-            if (try? store.registerTask(id: id, directory: cwd ?? FileIO.currentDirectory())) != nil {
-                history = (store, id)
-                let limits = (try? exec.makeLimits()) ?? ResourceLimits()
-                exec.tuningPlan = TuningFromHistory.plan(limits: limits, history: (try? store.runs(task: id, limit: 20)) ?? [],
-                                                         samples: { (try? store.samples(run: $0)) ?? [] }, tune: true)
-            }
+        // History for tuned limits: only when there is a ceiling to tune below, and the store is
+        // opened only for a command that has history (a marker file says so): a short command
+        // pays nothing for it.
+        let key = tune && (memory != nil || cpus != nil)
+            ? AdHocHistory(argv: command, directory: FileIO.realPath(cwd ?? ".") ?? FileIO.currentDirectory()) : nil
+        if let key, key.exists, let store = key.open() {
+            let limits = (try? exec.makeLimits()) ?? ResourceLimits()
+            exec.tuningPlan = TuningFromHistory.plan(limits: limits, history: (try? store.usage(task: key.id, limit: 20)) ?? [],
+                                                     series: { (try? store.memorySeries(run: $0)) ?? [] }, tune: true)
         }
         let outcome: RunOutcome
         do {
             outcome = try exec.launchRetryingOOM { attempt, _ in
-                guard let history else { return }
-                var record = RunRecord(taskID: history.id, status: .running, startedAt: TaskExecution.now() - attempt.wallSeconds,
-                                       pid: getpid(), argv: exec.command, environmentDigest: "", reasons: [])
-                record.fill(from: attempt, finishedAt: TaskExecution.now())
-                if let id = try? history.store.beginRun(record, pidStartTime: nil) {
-                    try? history.store.finishRun(record, id: id, graphJSON: nil, dependencies: nil)
-                    try? history.store.addSamples(Sample.from(attempt.samples, run: id))
-                }
+                guard let key, key.worthRecording(attempt) else { return }
+                key.record(attempt, argv: exec.command)
             }
         } catch {
             return finish(error)

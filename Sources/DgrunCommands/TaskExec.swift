@@ -170,8 +170,8 @@ struct TaskExecution {
         }
         var exec = exec
         if exec.tune, let limits = try? exec.makeLimits(), limits.memoryBytes != nil || limits.cpus != nil {
-            exec.tuningPlan = TuningFromHistory.plan(limits: limits, history: (try? store.runs(task: taskID, limit: 20)) ?? [],
-                                                     samples: { (try? store.samples(run: $0)) ?? [] }, tune: true)
+            exec.tuningPlan = TuningFromHistory.plan(limits: limits, history: (try? store.usage(task: taskID, limit: 20)) ?? [],
+                                                     series: { (try? store.memorySeries(run: $0)) ?? [] }, tune: true)
         }
         let traced = Discover.traced(exec: exec, task: task) { killed in
             // An OOM-killed attempt that --retry-oom runs again: kept in the history as it was.

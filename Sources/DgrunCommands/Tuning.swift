@@ -11,44 +11,74 @@ import Glibc
 enum TuningFromHistory {
     static let runsConsidered = 20
 
-    /// `samples`: a past run's stored series (for the usage schedule).
-    static func plan(limits: ResourceLimits, history: [RunRecord], samples: (Int64) -> [Sample] = { _ in [] },
+    /// `series`: a past run's stored memory series (for the usage schedule).
+    static func plan(limits: ResourceLimits, history: [RunUsage], series: (Int64) -> [(t: Double, bytes: UInt64)] = { _ in [] },
                      tune: Bool) -> SandboxSpec.TuningPlan {
         // Only runs that ended normally say what the task needs: an OOM-killed run's peak is the
         // limit it hit, not its need.
-        let usable = history.filter { $0.status == .finished && !$0.oomKilled && $0.exitCode == 0 }.prefix(runsConsidered)
+        let usable = history.filter(\.succeeded).prefix(runsConsidered)
         var plan = SandboxSpec.TuningPlan(tune: tune)
         guard tune else { return plan }
         if let ceiling = limits.memoryBytes {
             plan.memoryStart = Recommender.memory(peaks: usable.compactMap { $0.memoryPeakBytes.map { UInt64($0) } }, ceiling: ceiling)
-            let series = usable.prefix(3).compactMap { $0.id }.map(samples)
-                .map { $0.compactMap { s in s.memoryBytes.map { (t: s.seconds, bytes: UInt64($0)) } } }
-                .filter { $0.count >= 3 }
-            plan.memorySchedule = Recommender.schedule(from: series, step: SandboxSpec.TuningPlan.scheduleStep).map { min($0, ceiling) }
+            let runs = usable.prefix(3).map { series($0.id) }.filter { $0.count >= 3 }
+            plan.memorySchedule = Recommender.schedule(from: runs, step: SandboxSpec.TuningPlan.scheduleStep).map { min($0, ceiling) }
         }
         if let cpus = limits.cpus {
             let rates = usable.compactMap { run -> Double? in
                 guard let wall = run.wallSeconds, wall > 0.05 else { return nil }
-                return ((run.cpuUserSeconds ?? 0) + (run.cpuSystemSeconds ?? 0)) / wall
+                return (run.cpuSeconds ?? 0) / wall
             }
             plan.cpuQuotaStart = Recommender.cpuQuota(rates: rates, ceilingQuota: UInt64(ResourceLimits.cfsQuota(cpus: cpus)))
         }
         return plan
     }
 
-    /// Ad-hoc runs (`exec -- CMD`) keep their history in $XDG_STATE_HOME/dgrun (default
-    /// ~/.local/state/dgrun), keyed by the command line and the working directory.
-    static func adHocStore() -> Store? {
+    /// FNV-1a of the command line and directory: a history key, not a secret (and loading
+    /// libcrypto for it cost every tuned run 3 ms).
+    static func adHocTaskID(argv: [String], directory: String) -> String {
+        "cmd:" + FileLock.name(for: (argv + ["cwd=" + directory]).joined(separator: "\u{0}"))
+    }
+}
+
+/// The history of ad-hoc runs (`exec -- CMD`), in $XDG_STATE_HOME/dgrun (default
+/// ~/.local/state/dgrun), keyed by the command line and the working directory. Runs shorter than
+/// 0.1 s are not recorded (nothing to tune in them), and a marker file per key tells
+/// whether there is anything to read, so that a short command never opens the store.
+struct AdHocHistory {
+    let id: String
+    let directory: String
+    let workingDirectory: String
+
+    init(argv: [String], directory: String) {
+        id = TuningFromHistory.adHocTaskID(argv: argv, directory: directory)
+        workingDirectory = directory
         let base: String
         if let xdg = getenv("XDG_STATE_HOME"), xdg.pointee != 0 { base = String(cString: xdg) }
         else { base = (getenv("HOME").map { String(cString: $0) } ?? "/root") + "/.local/state" }
-        FileSystem.makeDirectories(base + "/dgrun")
-        return try? Store(directory: base + "/dgrun")
+        self.directory = base + "/dgrun"
     }
 
-    static func adHocTaskID(argv: [String], directory: String) -> String {
-        let key = (argv + ["\u{0}cwd=" + directory]).joined(separator: "\u{0}")
-        return "cmd:" + (ContentHash.version(ofBytes: Array(key.utf8)).map { String($0.dropFirst(7).prefix(16)) } ?? key)
+    var marker: String { directory + "/has-" + id.dropFirst(4) }
+    var exists: Bool { FileIO.exists(marker) }
+
+    func open() -> Store? {
+        FileSystem.makeDirectories(directory)
+        return try? Store(directory: directory)
+    }
+
+    func worthRecording(_ outcome: RunOutcome) -> Bool {
+        outcome.error == nil && (outcome.wallSeconds >= 0.1 || outcome.oomKilled || !outcome.adjustments.isEmpty)
+    }
+
+    func record(_ outcome: RunOutcome, argv: [String]) {
+        guard let store = open(), (try? store.registerTask(id: id, directory: workingDirectory)) != nil else { return }
+        var record = RunRecord(taskID: id, status: .running, startedAt: TaskExecution.now() - outcome.wallSeconds,
+                               pid: getpid(), argv: argv, environmentDigest: "", reasons: [])
+        record.fill(from: outcome, finishedAt: TaskExecution.now())
+        if (try? store.recordFinished(record) { Sample.from(outcome.samples, run: $0) }) != nil {
+            _ = try? FileIO.write(marker, "", create: true)
+        }
     }
 }
 

@@ -116,6 +116,17 @@ public final class Monitor: @unchecked Sendable {
                 pollSet.append(pollfd(fd: inotify, events: Int16(POLLIN), revents: 0))
             }
         }
+        for source in cgroup.v1EventSources { register(source) }
+        armThreshold()
+    }
+
+    /// PSI triggers (and v1 usage thresholds), armed once a run has lasted a second: removing a
+    /// trigger costs an RCU grace period (~9 ms measured here), more than a short task is worth;
+    /// until then the 50 ms samples see the same stalls.
+    private var pressureArmed = false
+    private func armPressureTriggers() {
+        pressureArmed = true
+        armThreshold()
         for file in cgroup.pressureFiles {
             let fd = open(file, O_RDWR | O_NONBLOCK | O_CLOEXEC)
             guard fd >= 0 else { continue }
@@ -124,8 +135,6 @@ public final class Monitor: @unchecked Sendable {
             fds.append(fd)
             pollSet.append(pollfd(fd: fd, events: Int16(POLLPRI), revents: 0))
         }
-        for source in cgroup.v1EventSources { register(source) }
-        armThreshold()
     }
 
     /// A v1 eventfd registration through cgroup.event_control.
@@ -144,8 +153,10 @@ public final class Monitor: @unchecked Sendable {
     }
 
     /// v1: wake when usage crosses 90% of the soft limit (each raise arms the next threshold).
+    /// Registering a threshold waits for an RCU grace period (8-25 ms measured here): like the
+    /// PSI triggers, only a run that has lasted a second gets them.
     private func armThreshold() {
-        guard tune, bounds.memoryKnob == .memorySoft, let limit = limits.memory, let ceiling = bounds.memoryCeiling,
+        guard pressureArmed, tune, bounds.memoryKnob == .memorySoft, let limit = limits.memory, let ceiling = bounds.memoryCeiling,
               limit < ceiling, pollSet.count < 64, let source = cgroup.usageThreshold(limit / 10 * 9) else { return }
         register(source)
     }
@@ -157,6 +168,7 @@ public final class Monitor: @unchecked Sendable {
         previous = cgroup.sample()
         while true {
             let elapsed = Self.now() - started
+            if !pressureArmed && elapsed >= 1 { armPressureTriggers() }
             // Short tasks are most tasks: sample them densely; long ones cheaply.
             let timeout: Int32 = elapsed < 2 ? 50 : 250
             for i in pollSet.indices { pollSet[i].revents = 0 }
@@ -170,6 +182,9 @@ public final class Monitor: @unchecked Sendable {
                 // A memory event: decide on usage alone first; the full sample can wait a moment.
                 if tune, !stopping { quickMemoryCheck() }
             }
+            // A run over before the first sample has nothing to sample (its totals come from the
+            // cgroup's own counters): /bin/true should not pay a dozen file reads at the end.
+            if stopping && samples.isEmpty && Self.now() - started < 0.05 { return }
             tick()
             if stopping { return }
         }

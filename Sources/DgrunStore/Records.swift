@@ -147,3 +147,21 @@ public struct Sample: Sendable, Equatable {
         self.pids = pids
     }
 }
+
+/// A past run as the tuner sees it.
+public struct RunUsage: Sendable, Equatable {
+    public var id: Int64
+    /// Finished with exit status 0 and not OOM-killed: its peak is what the task needs.
+    public var succeeded: Bool
+    public var memoryPeakBytes: Int64?
+    public var wallSeconds: Double?
+    public var cpuSeconds: Double?
+
+    public init(id: Int64, succeeded: Bool, memoryPeakBytes: Int64?, wallSeconds: Double?, cpuSeconds: Double?) {
+        self.id = id
+        self.succeeded = succeeded
+        self.memoryPeakBytes = memoryPeakBytes
+        self.wallSeconds = wallSeconds
+        self.cpuSeconds = cpuSeconds
+    }
+}

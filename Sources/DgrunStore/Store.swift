@@ -250,14 +250,25 @@ public final class Store: Sendable {
 
     public func addSamples(_ samples: [Sample]) throws(StoreError) {
         guard !samples.isEmpty else { return }
-        try write { db in
-            let statement = try db.makeStatement(sql: """
-                INSERT INTO sample(run_id, t_s, memory_bytes, cpu_s, psi_memory, psi_cpu, psi_io, pids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            for s in samples {
-                try statement.execute(arguments: [s.runID, s.seconds, s.memoryBytes, s.cpuSeconds, s.memoryPressure,
-                                                  s.cpuPressure, s.ioPressure, s.pids])
-            }
+        try write { db in try Self.insert(samples, in: db) }
+    }
+
+    static func insert(_ samples: [Sample], in db: Database) throws {
+        guard !samples.isEmpty else { return }
+        let statement = try db.makeStatement(sql: """
+            INSERT INTO sample(run_id, t_s, memory_bytes, cpu_s, psi_memory, psi_cpu, psi_io, pids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for s in samples {
+            try statement.execute(arguments: [s.runID, s.seconds, s.memoryBytes, s.cpuSeconds, s.memoryPressure,
+                                              s.cpuPressure, s.ioPressure, s.pids])
+        }
+    }
+
+    /// The memory series of a run (time, bytes), for the tuner's usage schedule.
+    public func memorySeries(run runID: Int64) throws(StoreError) -> [(t: Double, bytes: UInt64)] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT t_s, memory_bytes FROM sample WHERE run_id = ? AND memory_bytes IS NOT NULL ORDER BY t_s",
+                             arguments: [runID]).map { (t: $0[0], bytes: UInt64(max(0, $0[1] as Int64))) }
         }
     }
 
@@ -326,6 +337,37 @@ public final class Store: Sendable {
             let arguments: StatementArguments = taskID.map { [$0, limit] } ?? [limit]
             return try Row.fetchAll(db, sql: "SELECT * FROM run \(filter) ORDER BY id DESC LIMIT ?", arguments: arguments)
                 .map(Self.runRecord)
+        }
+    }
+
+    /// What the tuner needs of past runs, newest first: only numeric columns (no JSON to decode),
+    /// because every tuned `exec -- CMD` reads it before it starts.
+    public func usage(task taskID: String, limit: Int) throws(StoreError) -> [RunUsage] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT id, status, exit_code, oom_killed, memory_peak_bytes, wall_s, cpu_user_s, cpu_sys_s
+                FROM run WHERE task_id = ? ORDER BY id DESC LIMIT ?
+                """, arguments: [taskID, limit]).map { row in
+                let cpu = (row[6] as Double?).map { $0 + ((row[7] as Double?) ?? 0) }
+                return RunUsage(id: row[0], succeeded: row[1] == "finished" && (row[2] as Int32?) == 0 && !(row[3] as Bool),
+                                memoryPeakBytes: row[4], wallSeconds: row[5], cpuSeconds: cpu)
+            }
+        }
+    }
+
+    /// A finished run and its samples in one transaction (ad-hoc runs are recorded after the fact).
+    public func recordFinished(_ record: RunRecord, samples: (Int64) -> [Sample]) throws(StoreError) {
+        try write { db in
+            try db.execute(sql: """
+                INSERT INTO run(task_id, status, started_at, finished_at, pid, argv, env_digest, reasons, limits, exit_code,
+                    signal, oom_killed, timed_out, wall_s, cpu_user_s, cpu_sys_s, memory_peak_bytes, pids_peak, outputs, adjustments)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [record.taskID, record.status.rawValue, record.startedAt, record.finishedAt, record.pid,
+                                 JSONText.encode(record.argv), record.environmentDigest, JSONText.encode(record.reasons),
+                                 record.limitsJSON, record.exitCode, record.signal, record.oomKilled, record.timedOut,
+                                 record.wallSeconds, record.cpuUserSeconds, record.cpuSystemSeconds, record.memoryPeakBytes,
+                                 record.pidsPeak, JSONText.encode(record.outputs), record.adjustmentsJSON])
+            try Self.insert(samples(db.lastInsertedRowID), in: db)
         }
     }
 

@@ -77,7 +77,6 @@ public final class Monitor: @unchecked Sendable {
     }
 
     public func start() throws(SystemError) {
-        armEvents()
         var handle = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
         let rc = pthread_create(&handle, nil, { raw in
@@ -162,8 +161,13 @@ public final class Monitor: @unchecked Sendable {
     }
 
     private func loop() {
+        // Most runs of a tool like this are short: one that ends within the first sampling
+        // interval costs a thread and nothing else (its totals come from the cgroup's counters).
+        var first = pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)
+        if poll(&first, 1, 50) > 0 { return }
         // Ahead of the task it watches: a raise that comes late is a stall there.
         if getuid() == 0 { setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, -10) }
+        armEvents()
         previousTime = Self.now()
         previous = cgroup.sample()
         while true {
@@ -182,9 +186,6 @@ public final class Monitor: @unchecked Sendable {
                 // A memory event: decide on usage alone first; the full sample can wait a moment.
                 if tune, !stopping { quickMemoryCheck() }
             }
-            // A run over before the first sample has nothing to sample (its totals come from the
-            // cgroup's own counters): /bin/true should not pay a dozen file reads at the end.
-            if stopping && samples.isEmpty && Self.now() - started < 0.05 { return }
             tick()
             if stopping { return }
         }

@@ -6,8 +6,10 @@ import Glibc
 /// posix_spawn: dgrun runs with its forwarded signals blocked, and a child must start with a clean
 /// mask and default handlers.
 public enum Subprocess {
-    /// `stdout`/`stderr`: files to write the child's output to (created or truncated); nil inherits.
-    public static func spawn(_ argv: [String], stdout: String? = nil, stderr: String? = nil) throws(SystemError) -> pid_t {
+    /// `stdin`: a file to read from; `stdout`/`stderr`: files to write to (created or truncated);
+    /// nil inherits.
+    public static func spawn(_ argv: [String], stdin: String? = nil, stdout: String? = nil,
+                             stderr: String? = nil) throws(SystemError) -> pid_t {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -23,6 +25,7 @@ public enum Subprocess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        if let stdin { posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0) }
         if let stdout { posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600) }
         if let stderr { posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o600) }
         var cArgs = argv.map { strdup($0) } + [nil]

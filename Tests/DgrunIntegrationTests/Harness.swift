@@ -53,9 +53,6 @@ enum Harness {
         try? FileManager.default.removeItem(atPath: path)
     }
 
-    /// Runs `argv` with output captured in files (no pipe deadlock). `onStart` gets the pid.
-    /// posix_spawn + waitpid rather than Foundation's Process, whose run loop needs a socket pair
-    /// that the VM lane's guest could not create.
     /// dgrun keeps the history of ad-hoc runs in $XDG_STATE_HOME: the tests' goes to a directory of
     /// their own, never the user's.
     static let isolatedState: String = {
@@ -65,41 +62,27 @@ enum Harness {
         return dir
     }()
 
+    /// Runs `argv` with output captured in files (no pipe deadlock). `onStart` gets the pid.
+    /// posix_spawn + waitpid rather than Foundation's Process, whose run loop needs a socket pair
+    /// that the VM lane's guest could not create.
     @discardableResult
     static func run(_ argv: [String], cwd: String? = nil, onStart: ((Int32) -> Void)? = nil) -> RunResult {
         _ = isolatedState
         let dir = makeTemporaryDirectory()
         defer { removeTree(dir) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, dir + "/out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, dir + "/err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         // env -C: the working directory without chdir in this multi-threaded process; env execs
-        // the command, so the pid is the command's.
-        var cArgs = (["/usr/bin/env", "-C", cwd ?? dir] + argv).map { strdup($0) } + [nil]
-        defer { cArgs.forEach { free($0) } }
-        // Children start with no blocked signals and default dispositions, whatever the test
-        // runner's thread had (a blocked SIGTERM kept `kill` from ending a child's sleep).
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, "/usr/bin/env", &actions, &attributes, &cArgs, environ)
-        guard rc == 0 else {
-            return RunResult(status: -1, stdout: "", stderr: "could not start \(argv): \(String(cString: strerror(rc)))", pid: -1)
+        // the command, so the pid is the command's. Subprocess starts it with no blocked signals
+        // and default dispositions, whatever the test runner's thread had (a blocked SIGTERM kept
+        // `kill` from ending a child's sleep).
+        let pid: pid_t
+        do {
+            pid = try Subprocess.spawn(["/usr/bin/env", "-C", cwd ?? dir] + argv, stdin: "/dev/null",
+                                       stdout: dir + "/out", stderr: dir + "/err")
+        } catch {
+            return RunResult(status: -1, stdout: "", stderr: "could not start \(argv): \(error)", pid: -1)
         }
         onStart?(pid)
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let code = Subprocess.wait(pid)
         return RunResult(
             status: code,
             stdout: (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? "",
@@ -107,28 +90,10 @@ enum Harness {
             pid: pid)
     }
 
-    /// Starts `argv` in the background (output discarded); the caller ends it with kill(pid).
+    /// Starts `argv` in the background (output discarded); the caller ends it with `stop`.
     static func start(_ argv: [String], cwd: String? = nil) -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        var cArgs = (["/usr/bin/env", "-C", cwd ?? "/"] + argv).map { strdup($0) } + [nil]
-        defer { cArgs.forEach { free($0) } }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var pid: pid_t = 0
-        guard posix_spawn(&pid, "/usr/bin/env", &actions, &attributes, &cArgs, environ) == 0 else { return -1 }
-        return pid
+        (try? Subprocess.spawn(["/usr/bin/env", "-C", cwd ?? "/"] + argv, stdin: "/dev/null",
+                               stdout: "/dev/null", stderr: "/dev/null")) ?? -1
     }
 
     /// Ends a process started by `start`, by its id, and reaps it.

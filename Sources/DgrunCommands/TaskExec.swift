@@ -301,8 +301,6 @@ struct FileLock {
 
     /// A short stable file name for a task id (FNV-1a, 64 bits).
     static func name(for id: String) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in id.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return String(hash, radix: 16)
+        ShortHash.hex(id)
     }
 }

@@ -119,13 +119,3 @@ enum OOMRetry {
         return next > limit ? next : nil
     }
 }
-
-enum HostMemory {
-    static func available() -> UInt64? {
-        guard let text = FileIO.readSmall("/proc/meminfo") else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-            return line.split(separator: " ").dropFirst().first.flatMap { UInt64($0) }.map { $0 * 1024 }
-        }
-        return nil
-    }
-}

@@ -208,7 +208,7 @@ public final class Monitor: @unchecked Sendable {
         observation.cpuThrottled = share(current.cpuThrottledMicros, before.cpuThrottledMicros) ?? 0
         observation.scheduled = scheduled(at: now - started)
         if tune {
-            bounds.memoryAvailable = Self.memoryAvailable()
+            bounds.memoryAvailable = HostMemory.available()
             bounds.idleCPUs = idleCPUs()
             for decision in LimitTuner.decide(observation, limits: limits, bounds: bounds) { apply(decision, at: now - started) }
         }
@@ -228,7 +228,7 @@ public final class Monitor: @unchecked Sendable {
         guard limits.memory != nil else { return }
         var o = Observation(seconds: Self.now() - started, memoryCurrent: cgroup.memoryUsage() ?? 0)
         o.scheduled = scheduled(at: o.seconds)
-        bounds.memoryAvailable = Self.memoryAvailable()
+        bounds.memoryAvailable = HostMemory.available()
         for decision in LimitTuner.decide(o, limits: TunedLimits(memory: limits.memory), bounds: bounds) {
             apply(decision, at: o.seconds)
         }
@@ -297,14 +297,6 @@ public final class Monitor: @unchecked Sendable {
         guard let last = previousCPU, total > last.total else { return nil }
         let busyShare = Double((total - idle) - last.busy) / Double(total - last.total)
         return max(0, (1 - busyShare) * Double(DgrunSystem.ProcessInfo.cpuCount))
-    }
-
-    static func memoryAvailable() -> UInt64? {
-        guard let text = FileIO.readSmall("/proc/meminfo") else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-            return line.split(separator: " ").dropFirst().first.flatMap { UInt64($0) }.map { $0 * 1024 }
-        }
-        return nil
     }
 
     /// At most `limit` points: the one with the highest memory of each bucket.

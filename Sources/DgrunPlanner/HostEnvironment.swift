@@ -22,14 +22,7 @@ public struct HostEnvironment: PlanEnvironment {
         return nil
     }
 
-    public func memoryAvailableBytes() -> Int64? {
-        guard let text = FileIO.readSmall("/proc/meminfo") else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-            let fields = line.split(separator: " ")
-            if fields.count >= 2, let kib = Int64(fields[1]) { return kib * 1024 }
-        }
-        return nil
-    }
+    public func memoryAvailableBytes() -> Int64? { HostMemory.available().map { Int64($0) } }
 
     public func cpuCount() -> Int { DgrunSystem.ProcessInfo.cpuCount }
 }

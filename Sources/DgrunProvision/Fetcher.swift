@@ -92,9 +92,7 @@ public struct Fetcher: Sendable {
     func blob(_ hex: String) -> String { cacheDirectory + "/sha256/" + hex }
 
     func key(_ url: String) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in url.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return cacheDirectory + "/urls/" + String(hash, radix: 16)
+        cacheDirectory + "/urls/" + ShortHash.hex(url)
     }
 
     func readValidators(_ url: String) -> Validators {

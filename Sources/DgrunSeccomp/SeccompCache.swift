@@ -25,9 +25,7 @@ public enum SeccompCache {
 
     /// FNV-1a: only a file name; the entry itself is checked byte for byte.
     static func fileName(for profile: [UInt8]) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in profile { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return String(hash, radix: 16) + ".bpf"
+        ShortHash.hex(profile) + ".bpf"
     }
 
     static func header(for profile: [UInt8]) -> [UInt8] {

@@ -34,3 +34,26 @@ public enum ContentHash {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+/// FNV-1a, 64 bits, as hex: short stable names for cache files, locks and history keys. Not a
+/// content version: whatever it names is checked by other means (or is only a key).
+public enum ShortHash {
+    public static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return String(hash, radix: 16)
+    }
+
+    public static func hex(_ text: String) -> String { hex(text.utf8) }
+}
+
+/// The host's memory that is free for new work (MemAvailable), nil when /proc/meminfo is unreadable.
+public enum HostMemory {
+    public static func available() -> UInt64? {
+        guard let text = FileIO.readSmall("/proc/meminfo") else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+            return line.split(separator: " ").dropFirst().first.flatMap { UInt64($0) }.map { $0 * 1024 }
+        }
+        return nil
+    }
+}

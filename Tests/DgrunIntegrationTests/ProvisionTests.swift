@@ -99,22 +99,22 @@ import Glibc
         [sandbox]
         network = "host"
         [services]
-        wait = "10s"
+        wait = "30s"
         """.write(toFile: task + "/task.toml", atomically: false, encoding: .utf8)
         #expect(exec(task, cache: task).status == 0)
         listener.close()
         let started = DispatchSemaphore(value: 0)
         let late = Thread {
-            usleep(1_000_000)
+            usleep(3_000_000)  // long after dgrun found the service gone, even on a loaded machine
             let again = try? LoopbackListener(port: port)
             started.signal()
-            usleep(5_000_000)  // long enough for the run; then the port closes again
+            usleep(8_000_000)  // long enough for the run; then the port closes again
             again?.close()
         }
         late.start()
         let r = exec(task, cache: task)
         started.wait()
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stderr.contains("waiting up to 10s for tcp://127.0.0.1:\(port)"))
+        #expect(r.stderr.contains("waiting up to 30s for tcp://127.0.0.1:\(port)"))
     }
 }

@@ -15,6 +15,7 @@ have cpio || need="$need cpio"
 have xz || need="$need xz-utils"
 have python3 || need="$need python3"
 have curl || need="$need curl"           # [fetch] downloads
+have strace || need="$need strace"       # the independent tracer discover's accuracy is checked against
 have cc || need="$need gcc"              # the pipeline example and its tests
 have bash || need="$need bash"
 have setpriv || need="$need util-linux"

@@ -366,9 +366,36 @@ __attribute__((noreturn)) static void dg_command(const struct dgrun_plan *plan) 
     dg_exec(plan);
 }
 
+// After the command: reap what it left behind until none is left or `linger_ms` passes, then
+// end the namespace. Signals reach every process that is left.
+__attribute__((noreturn)) static void dg_init_linger(int linger_ms, int code) {
+    sigset_t all;
+    sigfillset(&all);
+    struct timespec now, deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += linger_ms / 1000;
+    deadline.tv_nsec += (long)(linger_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) { deadline.tv_sec++; deadline.tv_nsec -= 1000000000L; }
+    while (1) {
+        int status;
+        pid_t p;
+        while ((p = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {}
+        if (p < 0 && errno == ECHILD) _exit(code);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left_ns = (deadline.tv_sec - now.tv_sec) * 1000000000L + (deadline.tv_nsec - now.tv_nsec);
+        if (left_ns <= 0) break;
+        struct timespec wait = { left_ns / 1000000000L, left_ns % 1000000000L };
+        siginfo_t info;
+        int sig = sigtimedwait(&all, &info, &wait);
+        if (sig > 0 && sig != SIGCHLD) kill(-1, sig);
+    }
+    kill(-1, SIGKILL);
+    _exit(code);
+}
+
 // pid 1 of the sandbox: forward signals to the command, reap every orphan, report the command's
-// status to the parent, and end the namespace when the command ends.
-__attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd) {
+// status to the parent, and end the namespace when the command ends (or lingers: see above).
+__attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd, int linger_ms) {
     sigset_t all;
     sigfillset(&all);
     while (1) {
@@ -386,8 +413,10 @@ __attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd)
             int32_t s = status;
             ssize_t r;
             do { r = write(status_fd, &s, sizeof s); } while (r < 0 && errno == EINTR);
+            int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            if (linger_ms > 0) dg_init_linger(linger_ms, code);
             kill(-1, SIGKILL);  // whatever the command left behind dies with it
-            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+            _exit(code);
         }
     }
 }
@@ -431,7 +460,7 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     init_plan.keep_caps = 0;
     dg_drop_caps(&init_plan, 1);
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    dg_init_loop((pid_t)pid, status_fd);
+    dg_init_loop((pid_t)pid, status_fd, plan->linger_ms);
 }
 
 // ---------------------------------------------------------------- parent side

@@ -12,6 +12,8 @@ struct Discover {
     var format: GraphFormat = .json
     var output: String?
     var taskDirectory: String?
+    /// How long the processes the command leaves behind (daemons) are traced after it exits.
+    var linger = 2.0
 
     /// The sandbox options discover shares with exec, taken from exec's own table.
     static let sharedOptions: Set<String> = ["profile", "timeout", "cwd", "env", "ro", "rw", "tmpfs", "net", "memory", "cpus", "pids", "limits", "report"]
@@ -36,6 +38,13 @@ struct Discover {
                 (target: inout Discover, text: String) throws(UsageError) in target.format = try choice(text, option: "format")
             },
             .value("output", short: "o", "file", "Write the graph to this file instead of stdout.") { $0.output = $1 },
+            .value("linger", "duration", "Trace what the command leaves running this long after it exits (default: 2s; 0: none).") {
+                (target: inout Discover, text: String) throws(UsageError) in
+                if text == "0" { target.linger = 0; return }
+                do throws(SpecError) { target.linger = try DurationText.parse(text) } catch {
+                    throw UsageError(message: "--linger: \(error.message)", verb: "discover")
+                }
+            },
         ] + Exec.verb.options.filter { sharedOptions.contains($0.long) }.map { option in
             OptionSpec<Discover>(long: option.long, short: option.short, valueName: option.valueName, help: option.help) {
                 (target: inout Discover, value: String) throws(UsageError) in try option.apply(&target.exec, value)
@@ -93,13 +102,14 @@ struct Discover {
 
     /// Runs `exec` (task.toml already applied to it) under the tracer and builds the task's graph.
     /// `attempt`: each OOM-killed attempt that --retry-oom runs again (the last one is returned).
-    static func traced(exec: Exec, task: TaskFile?, attempt: (RunOutcome) -> Void = { _ in }) -> TracedResult {
+    static func traced(exec: Exec, task: TaskFile?, linger: Double = 0, attempt: (RunOutcome) -> Void = { _ in }) -> TracedResult {
         let outcome: RunOutcome
         var environment: [String] = []
         var directory = ""
         do {
             outcome = try exec.launchRetryingOOM(configure: { spec in
                 spec.trace = true
+                spec.lingerSeconds = linger
                 if exec.net == nil { spec.network = .host }  // discover sees what the task reaches
                 environment = spec.environment
                 directory = spec.workingDirectory
@@ -133,7 +143,7 @@ struct Discover {
             }
         }
         let result: TracedRun
-        switch Self.traced(exec: task.map { Self.applying($0, to: exec) } ?? exec, task: task) {
+        switch Self.traced(exec: task.map { Self.applying($0, to: exec) } ?? exec, task: task, linger: linger) {
         case .failure(let code, let message): return exec.finish(failure: message, exitCode: code)
         case .success(let run): result = run
         }

@@ -107,6 +107,7 @@ public struct Launcher {
         plan.rlimits = arena.buffer(rlimits)
         plan.n_rlimits = Int32(rlimits.count)
         plan.trace_socket = -1
+        plan.linger_ms = Int32(min(spec.lingerSeconds, 3600) * 1000)
         // discover: the command sends the tracer's listener over this pair before it execs.
         var traceSockets: [Int32] = [-1, -1]
         if spec.trace {

@@ -39,6 +39,8 @@ public struct SandboxSpec: Sendable {
     public var newSession = false
     /// discover: trace file, exec and network calls with a seccomp notify filter.
     public var trace = false
+    /// After the command exits, let the processes it left behind run (and be traced) this long.
+    public var lingerSeconds: Double = 0
     /// Live limit tuning: where the tuned limits start (below the ceilings in `limits`), and
     /// whether the monitor may move them. nil: no monitor.
     public var tuning: TuningPlan?

@@ -68,6 +68,25 @@ import Glibc
         #expect(f.nodes["cgroup:" + Harness.layout.rawValue]?["kind"] as? String == "infrastructure" || !Harness.canLimit)
     }
 
+    @Test func aDaemonLeftBehindIsTracedUntilItEndsOrTheLingerBound() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        try "x\n".write(toFile: work + "/late.txt", atomically: true, encoding: .utf8)
+        // The command exits at once; the daemon reads a file 0.3 s later.
+        let f = Self.discover(["sh", "-c", "(sleep 0.3; cat late.txt > /dev/null) & exit 0"], cwd: work)
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(f.has("reads", work + "/late.txt"), "the daemon's read is in the graph")
+
+        // One that would run for 30 s is ended at the bound, and nothing is left behind.
+        let marker = "29.\(getpid())"  // a sleep's argument, unique to this test run
+        let started = Date()
+        let r = Harness.run([Harness.binary, "discover", "--linger", "500ms", "-o", work + "/g.json", "--",
+                             "sh", "-c", "sleep \(marker) & exit 0"], cwd: work)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(Date().timeIntervalSince(started) < 10)
+        #expect(Harness.processes(containing: marker).isEmpty)
+    }
+
     @Test func aFileReadThenRewrittenGetsTwoVersions() throws {
         let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
         defer { Harness.removeTree(work) }

@@ -70,6 +70,8 @@ struct dgrun_plan {
     const void *trace_bpf;
     uint16_t trace_bpf_len;
     int32_t trace_socket;      // the child's end of a socketpair, -1: no tracing
+    int32_t linger_ms;         // after the command exits, let what it left behind run this long
+                               // (discover traces daemons); 0: the sandbox ends with the command
 };
 
 struct dgrun_child {

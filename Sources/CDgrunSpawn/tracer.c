@@ -100,6 +100,22 @@ static void absolute(pid_t pid, int dirfd, const char *path, char *out, size_t c
     else snprintf(out, cap, "%s/%s", strcmp(base, "/") == 0 ? "" : base, path);
 }
 
+// SOCK_STREAM, SOCK_DGRAM... of the target's socket `fd`, or 0 when it cannot be read: the
+// address alone does not tell TCP from UDP. The target is still waiting in the call, so its fd
+// still names that socket; pidfd_getfd (Linux 5.6) lends it to us for one getsockopt.
+static int64_t socket_type(pid_t pid, int fd) {
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) return 0;
+    int local = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+    close(pidfd);
+    if (local < 0) return 0;
+    int type = 0;
+    socklen_t size = sizeof type;
+    if (getsockopt(local, SOL_SOCKET, SO_TYPE, &type, &size) != 0) type = 0;
+    close(local);
+    return type;
+}
+
 static int rootfd = -1;  // the traced sandbox's root, for this run
 
 // Resolves `path` inside the target's root. On success, `canonical` is the path with symlinks
@@ -303,10 +319,12 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
         size_t len = a[2] < sizeof addr ? (size_t)a[2] : sizeof addr;
         ssize_t n = read_bytes(pid, a[1], addr, len);
         e.addr_len = n > 0 ? (int32_t)n : 0;
+        e.flags = socket_type(pid, (int)a[0]);
         break;
     }
     case SYS_sendto: {
         e.kind = DGRUN_TRACE_CONNECT;
+        e.flags = socket_type(pid, (int)a[0]);
         size_t len = a[5] < sizeof addr ? (size_t)a[5] : sizeof addr;
         ssize_t n = read_bytes(pid, a[4], addr, len);
         e.addr_len = n > 0 ? (int32_t)n : 0;
@@ -317,6 +335,7 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
     }
     case SYS_sendmsg: {
         e.kind = DGRUN_TRACE_CONNECT;
+        e.flags = socket_type(pid, (int)a[0]);
         struct msghdr msg;
         if (read_bytes(pid, a[1], &msg, sizeof msg) == (ssize_t)sizeof msg) {
             size_t len = msg.msg_namelen < sizeof addr ? msg.msg_namelen : sizeof addr;

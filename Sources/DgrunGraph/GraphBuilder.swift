@@ -66,7 +66,7 @@ public struct GraphBuilder {
                     link(output(path, existed: event.existed, evidence: evidence), "writes")
                 }
             case .connect:
-                guard let endpoint = Endpoint(sockaddr: event.address, data: event.data) else { continue }
+                guard let endpoint = Endpoint(sockaddr: event.address, data: event.data, socketType: Int(event.flags)) else { continue }
                 let id = "service:" + endpoint.uri
                 add(Graph.Node(id: id, kind: .service, ref: endpoint.uri, version: nil, state: "available",
                                ownership: "external", cost: [:], priority: 0, evidence: [evidence]))
@@ -297,7 +297,21 @@ struct Endpoint {
     var dnsName: String?
     var isDNS: Bool { dnsName != nil }
 
-    init?(sockaddr b: [UInt8], data: [UInt8]) {
+    /// `socketType`: SOCK_STREAM (1) or SOCK_DGRAM (2) as the tracer read it from the socket; 0
+    /// when unknown, and then port 53 is taken as DNS over UDP and anything else as TCP.
+    init?(sockaddr b: [UInt8], data: [UInt8], socketType: Int = 0) {
+        func scheme(_ port: Int) -> String {
+            switch socketType {
+            case 1: return "tcp://"
+            case 2: return "udp://"
+            default: return port == 53 ? "udp://" : "tcp://"
+            }
+        }
+        // DNS over TCP prefixes each message with its 2-byte length.
+        func query(_ port: Int) -> String? {
+            guard port == 53 else { return nil }
+            return socketType == 1 ? Endpoint.queryName(Array(data.dropFirst(2))) : Endpoint.queryName(data)
+        }
         guard b.count >= 2 else { return nil }
         let family = Int(b[0]) | Int(b[1]) << 8
         switch family {
@@ -314,15 +328,15 @@ struct Endpoint {
             let port = Int(b[2]) << 8 | Int(b[3])
             let host = "\(b[4]).\(b[5]).\(b[6]).\(b[7])"
             isLoopback = b[4] == 127
-            dnsName = port == 53 ? Endpoint.queryName(data) : nil
-            uri = (port == 53 ? "udp://" : "tcp://") + host + ":\(port)"
+            dnsName = query(port)
+            uri = scheme(port) + host + ":\(port)"
         case 10:  // AF_INET6
             guard b.count >= 24 else { return nil }
             let port = Int(b[2]) << 8 | Int(b[3])
             let words = stride(from: 8, to: 24, by: 2).map { String(Int(b[$0]) << 8 | Int(b[$0 + 1]), radix: 16) }
             isLoopback = b[8..<23].allSatisfy { $0 == 0 } && b[23] == 1
-            dnsName = port == 53 ? Endpoint.queryName(data) : nil
-            uri = (port == 53 ? "udp://" : "tcp://") + "[" + words.joined(separator: ":") + "]:\(port)"
+            dnsName = query(port)
+            uri = scheme(port) + "[" + words.joined(separator: ":") + "]:\(port)"
         default:
             return nil
         }

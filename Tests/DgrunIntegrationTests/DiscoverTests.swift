@@ -171,6 +171,30 @@ import Glibc
         #expect(f.has("resolves", "udp://127.0.0.1:53"))
     }
 
+    @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
+    func tcpAndUDPAreToldApartByTheSocketNotThePort() throws {
+        let server = try LoopbackServer()
+        defer { server.close() }
+        // UDP to an ordinary port, and TCP to port 53 (DNS over TCP, length-prefixed).
+        let f = Self.discover(["python3", "-c", """
+            import socket, struct
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b"ping", ("127.0.0.1", \(server.port)))
+            u.connect(("127.0.0.1", 9))
+            q = struct.pack(">HHHHHH", 1, 0x100, 1, 0, 0, 0) + b"\\x07example\\x04test\\x00" + struct.pack(">HH", 1, 1)
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                t.connect(("127.0.0.1", 53)); t.sendall(struct.pack(">H", len(q)) + q)
+            except OSError:
+                pass
+            """])
+        #expect(f.status == 0, "\(f.stderr)")
+        let services = f.edges.filter { $0.hasPrefix("connects") || $0.hasPrefix("resolves") }
+        #expect(f.has("connects", "udp://127.0.0.1:\(server.port)"), "\(services)")
+        #expect(f.has("connects", "udp://127.0.0.1:9"), "a connected UDP socket is still UDP")
+        #expect(f.has("connects", "tcp://127.0.0.1:53"), "TCP to port 53 is TCP: \(services)")
+        #expect(!f.has("connects", "tcp://127.0.0.1:\(server.port)"))
+    }
+
     @Test func shebangInterpreterComesFromStaticAnalysis() throws {
         let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
         defer { Harness.removeTree(work) }

@@ -88,6 +88,7 @@ public struct GraphBuilder {
         addStaticAnalysis(of: executed)
         addInfrastructure(outcome: outcome, network: network, trace: trace)
         hashVersions()
+        addPackageVersions()
         return Graph(task: .init(id: taskID, dir: taskDirectory, argv: argv),
                      nodes: order.compactMap { nodes[$0] }, edges: edges)
     }
@@ -195,6 +196,19 @@ public struct GraphBuilder {
     }
 
     static func version(of path: String) -> String? { ContentHash.version(of: path) }
+
+    /// The Debian package that installed each external file, appended to its version
+    /// ("sha256:… deb:libc6=2.36-9+deb12u10"): what to reinstall, or pin, to get it back.
+    mutating func addPackageVersions() {
+        let external = Set(nodes.values.filter { $0.ownership == "external" && $0.state == "available" && $0.ref.hasPrefix("/")
+            && $0.kind != .infrastructure }.map(\.ref))
+        let owners = DebianPackages.owners(of: external)
+        guard !owners.isEmpty else { return }
+        for (id, node) in nodes {
+            guard let owner = owners[node.ref], node.ownership == "external" else { continue }
+            nodes[id]?.version = (node.version.map { $0 + " " } ?? "") + owner
+        }
+    }
 
     /// Whether file versions can be hashed here (the system's libcrypto is loadable).
     public static var canHash: Bool { ContentHash.isAvailable }

@@ -38,10 +38,17 @@ public enum ContentHash {
 /// FNV-1a, 64 bits, as hex: short stable names for cache files, locks and history keys. Not a
 /// content version: whatever it names is checked by other means (or is only a key).
 public enum ShortHash {
+    public static let seed: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    /// One step: callers that scan bytes themselves hash as they go.
+    @inlinable public static func step(_ hash: UInt64, _ byte: UInt8) -> UInt64 { (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+
+    public static func value<S: Sequence>(_ bytes: S) -> UInt64 where S.Element == UInt8 {
+        bytes.reduce(seed, step)
+    }
+
     public static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return String(hash, radix: 16)
+        String(value(bytes), radix: 16)
     }
 
     public static func hex(_ text: String) -> String { hex(text.utf8) }

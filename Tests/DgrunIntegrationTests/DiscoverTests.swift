@@ -87,6 +87,20 @@ import Glibc
         #expect(Harness.processes(containing: marker).isEmpty)
     }
 
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/var/lib/dpkg/status") && Harness.hasCommand("dpkg-query"),
+                   "needs a Debian system (dpkg)"))
+    func systemFilesCarryTheirDebianPackageVersion() throws {
+        let f = Self.discover(["cat", "/etc/hostname"])
+        #expect(f.status == 0, "\(f.stderr)")
+        let cat = try #require(FileIO.realPath("/bin/cat"))
+        let version = try #require(f.nodes[cat]?["version"] as? String)
+        // What dpkg itself says owns it and at which version: the independent answer.
+        let owner = Harness.run(["dpkg-query", "-S", "/bin/cat"]).stdout.split(separator: ":").first.map(String.init) ?? "?"
+        let installed = Harness.run(["dpkg-query", "-W", "-f", "${Version}", owner]).stdout
+        #expect(version.contains("deb:\(owner)=\(installed)"), "\(version) vs \(owner) \(installed)")
+        #expect(version.hasPrefix("sha256:"), "the content hash stays first")
+    }
+
     @Test func aFileReadThenRewrittenGetsTwoVersions() throws {
         let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
         defer { Harness.removeTree(work) }
@@ -144,7 +158,7 @@ import Glibc
 
     @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
     func loopbackTCPAndUnixSocketClients() throws {
-        let server = try LoopbackServer()
+        let server = try LoopbackListener()
         defer { server.close() }
         let f = Self.discover(["python3", "-c", """
             import socket
@@ -173,7 +187,7 @@ import Glibc
 
     @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
     func tcpAndUDPAreToldApartByTheSocketNotThePort() throws {
-        let server = try LoopbackServer()
+        let server = try LoopbackListener()
         defer { server.close() }
         // UDP to an ordinary port, and TCP to port 53 (DNS over TCP, length-prefixed).
         let f = Self.discover(["python3", "-c", """

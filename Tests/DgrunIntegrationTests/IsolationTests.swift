@@ -28,7 +28,7 @@ import Glibc
     }
 
     @Test func netNoneHasOnlyLoopbackAndCannotReachTheHost() throws {
-        let server = try LoopbackServer()
+        let server = try LoopbackListener()
         defer { server.close() }
         let probe = "exec 3<>/dev/tcp/127.0.0.1/\(server.port) && echo connected || echo refused"
         guard Harness.hasCommand("bash") else { return }
@@ -142,31 +142,4 @@ import Glibc
     }
 }
 
-/// A TCP listener on 127.0.0.1 that accepts in the background.
-final class LoopbackServer: @unchecked Sendable {
-    let fd: Int32
-    let port: UInt16
 
-    init() throws {
-        let listenFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        fd = listenFD
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listenFD, $0, len) } }
-        guard bound == 0, listen(listenFD, 16) == 0 else { throw POSIXError(.EADDRINUSE) }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listenFD, $0, &len) } }
-        port = UInt16(bigEndian: addr.sin_port)
-        Thread.detachNewThread {
-            while true {
-                let c = accept(listenFD, nil, nil)
-                if c < 0 { return }
-                Glibc.close(c)
-            }
-        }
-    }
-
-    func close() { shutdown(fd, Int32(SHUT_RDWR)); Glibc.close(fd) }
-}

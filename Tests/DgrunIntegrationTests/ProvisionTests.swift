@@ -15,7 +15,7 @@ import Glibc
 
     /// Whether something accepts TCP connections on 127.0.0.1:port.
     static func accepts(_ port: UInt16) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -92,10 +92,10 @@ import Glibc
     func serviceWaitBoundLetsALateServiceStart() throws {
         let task = Harness.makeTemporaryDirectory()
         defer { Harness.removeTree(task) }
-        let listener = try LoopbackListener()
+        let listener = try LoopbackListener(host: "127.0.0.3")
         let port = listener.port
         try """
-        run = "python3 -c \\"import socket; socket.create_connection(('127.0.0.1', \(port)), 2).close()\\" && echo ok >> ran.log"
+        run = "python3 -c \\"import socket; socket.create_connection(('127.0.0.3', \(port)), 2).close()\\" && echo ok >> ran.log"
         [sandbox]
         network = "host"
         [services]
@@ -106,7 +106,7 @@ import Glibc
         let started = DispatchSemaphore(value: 0)
         let late = Thread {
             usleep(3_000_000)  // long after dgrun found the service gone, even on a loaded machine
-            let again = try? LoopbackListener(port: port)
+            let again = try? LoopbackListener(port: port, host: "127.0.0.3")
             started.signal()
             usleep(8_000_000)  // long enough for the run; then the port closes again
             again?.close()
@@ -115,6 +115,6 @@ import Glibc
         let r = exec(task, cache: task)
         started.wait()
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stderr.contains("waiting up to 30s for tcp://127.0.0.1:\(port)"))
+        #expect(r.stderr.contains("waiting up to 30s for tcp://127.0.0.3:\(port)"), "\(r.stderr)")
     }
 }

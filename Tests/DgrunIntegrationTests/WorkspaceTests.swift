@@ -99,11 +99,11 @@ import Glibc
         let task = Harness.makeTemporaryDirectory()
         let external = Harness.makeTemporaryDirectory()
         defer { Harness.removeTree(task); Harness.removeTree(external) }
-        var listener = try LoopbackListener()
+        var listener = try LoopbackListener(host: "127.0.0.2")
         let port = listener.port
         try "42\n".write(toFile: external + "/reference.txt", atomically: false, encoding: .utf8)
         try """
-        run = "python3 -c \\"import socket; socket.create_connection(('127.0.0.1', \(port)), 2).close()\\" && cat \(external)/reference.txt >> ran.log"
+        run = "python3 -c \\"import socket; socket.create_connection(('127.0.0.2', \(port)), 2).close()\\" && cat \(external)/reference.txt >> ran.log"
         inputs = ["\(external)/reference.txt"]
         [sandbox]
         network = "host"
@@ -117,14 +117,14 @@ import Glibc
         listener.close()
         r = exec(task)
         #expect(r.status == 122, "\(r.stderr)")
-        #expect(r.stderr.contains("tcp://127.0.0.1:\(port)"))
+        #expect(r.stderr.contains("tcp://127.0.0.2:\(port)"))
         #expect(r.stderr.contains("nothing was started"))
         #expect(try String(contentsOfFile: task + "/ran.log", encoding: .utf8) == "42\n", "the task must not have started")
         let status = Harness.run([Harness.binary, "status", task])
         #expect(status.status == 122)
         #expect(status.stdout.contains("unavailable"))
 
-        listener = try LoopbackListener(port: port)
+        listener = try LoopbackListener(port: port, host: "127.0.0.2")
         defer { listener.close() }
         #expect(exec(task).status == 0)
 
@@ -233,25 +233,29 @@ final class ResultBox: @unchecked Sendable {
     var all: [RunResult] { lock.lock(); defer { lock.unlock() }; return items }
 }
 
-/// A TCP listener on 127.0.0.1: the kernel completes connections into its backlog, so no thread
-/// needs to accept them. Closing it makes the port refuse connections.
+/// A TCP listener on a loopback address: the kernel completes connections into its backlog, so no
+/// thread needs to accept them. Closing it makes the port refuse connections. Suites that stop a
+/// service each use an address of their own (127.0.0.2, .3): tests run in parallel, and a port one
+/// of them just freed may be handed to another's listener.
 struct LoopbackListener {
     let fd: Int32
     let port: UInt16
+    let host: String
 
-    init(port requested: UInt16 = 0) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    init(port requested: UInt16 = 0, host: String = "127.0.0.1") throws {
+        self.host = host
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         self.fd = fd
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = requested.bigEndian
-        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        address.sin_addr.s_addr = inet_addr(host)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard bound == 0, listen(fd, 64) == 0 else { throw SystemError("bind/listen", path: "127.0.0.1:\(requested)", errno: errno) }
+        guard bound == 0, listen(fd, 64) == 0 else { throw SystemError("bind/listen", path: "\(host):\(requested)", errno: errno) }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }

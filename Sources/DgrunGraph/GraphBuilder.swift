@@ -86,6 +86,7 @@ public struct GraphBuilder {
             }
         }
         addStaticAnalysis(of: executed)
+        addScriptsReadByInterpreters(executed: executed)
         addInfrastructure(outcome: outcome, network: network, trace: trace)
         hashVersions()
         addPackageVersions()
@@ -248,6 +249,27 @@ public struct GraphBuilder {
 
     static let shells: Set<String> = ["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash"]
 
+    /// Scripts run as an interpreter's argument (`python3 make_report.py`, `sh build.sh`): the
+    /// interpreter read them, so they are among the files read; the task's own ones (in its
+    /// directory) are scanned like a script run by its shebang.
+    mutating func addScriptsReadByInterpreters(executed: [String]) {
+        let searchPath = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? "/usr/bin:/bin"
+        // The interpreter itself, not a wrapper script in front of it (pyenv's shims are bash).
+        let pythons = executed.filter { ($0.split(separator: "/").last ?? "").hasPrefix("python") }
+        let python = pythons.last { Shebang.read(path: $0) == nil } ?? pythons.last
+        let shell = executed.first { Self.shells.contains(String($0.split(separator: "/").last ?? "")) }
+        let read = edges.filter { $0.from == taskID && $0.relation == "reads" }.compactMap { nodes[$0.to]?.ref }
+        for path in read where path.hasPrefix(taskDirectory + "/") && !executed.contains(path) {
+            if path.hasSuffix(".py"), let python {
+                nodes["file:" + path]?.kind = .code
+                addScriptCandidates(of: path, interpreter: python, searchPath: searchPath)
+            } else if path.hasSuffix(".sh"), let shell {
+                nodes["file:" + path]?.kind = .code
+                addScriptCandidates(of: path, interpreter: shell, searchPath: searchPath)
+            }
+        }
+    }
+
     /// Candidates named in a script's text: the commands a shell script runs (on PATH), and literal
     /// paths, URLs and host:port. They carry static:* evidence; the trace confirms them or not.
     mutating func addScriptCandidates(of script: String, interpreter: String, searchPath: String) {
@@ -262,6 +284,14 @@ public struct GraphBuilder {
                     : Shebang.resolve(program: command, searchPath: searchPath)
                 guard let resolved else { continue }
                 link(file(resolved, existed: true, evidence: "static:shell-command", kind: .code), "requires", from: scriptID)
+            }
+        }
+        if String(interpreter.split(separator: "/").last ?? "").hasPrefix("python") {
+            let real = FileIO.realPath(interpreter.hasPrefix("/") ? interpreter : Shebang.resolve(program: interpreter, searchPath: searchPath) ?? interpreter)
+            let dirs = PythonImports.searchPath(interpreter: real ?? interpreter, scriptDirectory: directory)
+            for module in PythonImports.modules(in: text) {
+                guard let found = PythonImports.resolve(module, relativeTo: directory, searchPath: dirs), found != script else { continue }
+                link(file(found, existed: true, evidence: "static:python-import", kind: .code), "requires", from: scriptID)
             }
         }
         let literals = ScriptScanner.literals(in: text)

@@ -101,6 +101,38 @@ import Glibc
         #expect(version.hasPrefix("sha256:"), "the content hash stays first")
     }
 
+    @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
+    func scriptsRunAsAnArgumentAreAnalysedPythonImportsIncluded() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        mkdir(work + "/lib", 0o755)
+        try "import json\nfrom lib import helper\nif False:\n    import rarely_used\nprint(json.dumps(helper.value()))\n"
+            .write(toFile: work + "/main.py", atomically: true, encoding: .utf8)
+        try "".write(toFile: work + "/lib/__init__.py", atomically: true, encoding: .utf8)
+        try "def value(): return 1\n".write(toFile: work + "/lib/helper.py", atomically: true, encoding: .utf8)
+        try "y = 2\n".write(toFile: work + "/rarely_used.py", atomically: true, encoding: .utf8)
+        try "gzip --version > /dev/null\npython3 main.py\n".write(toFile: work + "/build.sh", atomically: true, encoding: .utf8)
+        let dir = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(dir) }
+        let r = Harness.run([Harness.binary, "discover", "-o", dir + "/g.json", "--", "sh", "build.sh"], cwd: work)
+        #expect(r.status == 0, "\(r.stderr)")
+        let data = try #require(FileManager.default.contents(atPath: dir + "/g.json"))
+        let graph = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        var evidence: [String: [String]] = [:]
+        for node in graph["nodes"] as? [[String: Any]] ?? [] {
+            evidence[node["ref"] as? String ?? ""] = node["evidence"] as? [String] ?? []
+        }
+        let requires = Set((graph["edges"] as? [[String: Any]] ?? []).filter { $0["relation"] as? String == "requires" }
+            .map { "\(($0["from"] as? String ?? "").split(separator: "/").last ?? "") -> \($0["to"] as? String ?? "")" })
+        // build.sh ran as sh's argument: its commands are found as for a shebang script.
+        #expect(requires.contains("build.sh -> file:\(FileIO.realPath("/bin/gzip") ?? "/usr/bin/gzip")"), "\(requires.sorted())")
+        // main.py's imports: the local ones, the one in a branch that never ran (static only), the stdlib's.
+        #expect(requires.contains("main.py -> file:\(work)/lib/helper.py"))
+        #expect(requires.contains("main.py -> file:\(work)/rarely_used.py"))
+        #expect(evidence[work + "/rarely_used.py"] == ["static:python-import"], "never imported, so never traced")
+        #expect(requires.contains { $0.hasPrefix("main.py -> ") && $0.hasSuffix("/json/__init__.py") }, "the standard library's json")
+    }
+
     @Test func aFileReadThenRewrittenGetsTwoVersions() throws {
         let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
         defer { Harness.removeTree(work) }

@@ -1,5 +1,9 @@
 import Testing
 @testable import DgrunStatic
+import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite struct ScriptScannerTests {
     @Test func shellCommands() {
@@ -29,5 +33,49 @@ import Testing
         #expect(found.paths == ["/etc/hostname"])
         #expect(found.urls == ["https://data.example.test/v1/items?x=1"])
         #expect(found.endpoints == ["db.internal.test:5432", "localhost:8080"])
+    }
+}
+
+@Suite struct PythonImportsTests {
+    @Test func importStatementsAreRead() {
+        let text = """
+        import os, sys as system
+        import xml.etree.ElementTree as ET  # a comment: import nothing
+        from collections import OrderedDict, defaultdict as dd
+        from . import sibling
+        from ..pkg.mod import (
+            a,
+            b as c,
+        )
+        from typing import *
+        x = "import not_a_module"
+        def f():
+            import json
+        """
+        #expect(PythonImports.modules(in: text) == [
+            "os", "sys", "xml.etree.ElementTree", "collections", "collections.OrderedDict", "collections.defaultdict",
+            ".", ".sibling", "..pkg.mod", "..pkg.mod.a", "..pkg.mod.b", "typing", "json",
+        ])
+    }
+
+    @Test func modulesResolveLikeTheImportSystem() throws {
+        let dir = try #require(FileIO.realPath(Self.temporaryDirectory()))
+        mkdir(dir + "/pkg", 0o755)
+        mkdir(dir + "/pkg/sub", 0o755)
+        for file in ["pkg/__init__.py", "pkg/mod.py", "pkg/sub/__init__.py", "pkg/sub/deep.py", "fast.cpython-311-x86_64-linux-gnu.so", "top.py"] {
+            _ = try? FileIO.write(dir + "/" + file, "", create: true)
+        }
+        #expect(PythonImports.resolve("pkg", relativeTo: dir, searchPath: [dir]) == dir + "/pkg/__init__.py")
+        #expect(PythonImports.resolve("pkg.mod", relativeTo: dir, searchPath: [dir]) == dir + "/pkg/mod.py")
+        #expect(PythonImports.resolve("fast", relativeTo: dir, searchPath: [dir]) == dir + "/fast.cpython-311-x86_64-linux-gnu.so")
+        #expect(PythonImports.resolve("top.attribute", relativeTo: dir, searchPath: [dir]) == dir + "/top.py")
+        #expect(PythonImports.resolve(".deep", relativeTo: dir + "/pkg/sub", searchPath: []) == dir + "/pkg/sub/deep.py")
+        #expect(PythonImports.resolve("..mod", relativeTo: dir + "/pkg/sub", searchPath: []) == dir + "/pkg/mod.py")
+        #expect(PythonImports.resolve("sys", relativeTo: dir, searchPath: [dir]) == nil, "built in")
+    }
+
+    static func temporaryDirectory() -> String {
+        var template = Array("/tmp/dgrun-py-XXXXXX".utf8CString)
+        return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
     }
 }

@@ -1,56 +1,151 @@
 import Dispatch
 import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Which Debian package (and version) installed a file, from dpkg's own database: the `.list` file
 /// of every package in /var/lib/dpkg/info and the versions in /var/lib/dpkg/status. No dpkg
-/// process is started (`dpkg -S` takes ~1 s for a few hundred paths).
+/// process is started (`dpkg -S` takes ~1 s for a few hundred paths). Scanning the 130,000 lines
+/// of the lists took ~40 ms per discover, so the mapping is kept as an index (path hash →
+/// package=version) in the cache directory, rebuilt when dpkg's database changes.
 public enum DebianPackages {
     /// path → "deb:PACKAGE=VERSION" for the paths dpkg knows. Canonical paths on a merged-/usr
     /// system (/usr/lib/…) are also looked up under the names packages ship them by (/lib/…).
-    public static func owners(of paths: Set<String>, database: String = "/var/lib/dpkg") -> [String: String] {
-        guard !paths.isEmpty, FileIO.exists(database + "/status") else { return [:] }
-        var wanted: [String: String] = [:]  // name as dpkg may list it → the path asked for
+    public static func owners(of paths: Set<String>, database: String = "/var/lib/dpkg",
+                              cacheDirectory: String = defaultCacheDirectory()) -> [String: String] {
+        guard !paths.isEmpty, let stamp = Stamp(database: database) else { return [:] }
+        let index = Index.load(cacheDirectory + "/dpkg-index", stamp: stamp) ?? {
+            let built = Index.build(database: database, stamp: stamp)
+            built.save(cacheDirectory + "/dpkg-index")
+            return built
+        }()
+        var result: [String: String] = [:]
         for path in paths {
-            wanted[path] = path
-            for (merged, legacy) in [("/usr/lib/", "/lib/"), ("/usr/bin/", "/bin/"), ("/usr/sbin/", "/sbin/"), ("/usr/lib64/", "/lib64/")]
-            where path.hasPrefix(merged) {
-                wanted[legacy + path.dropFirst(merged.count)] = path
+            for name in [path] + aliases(of: path) {
+                if let owner = index.owner(of: name) { result[path] = "deb:" + owner; break }
             }
         }
-        let lists = FileIO.listDirectory(database + "/info").filter { $0.hasSuffix(".list") }
-        let found = Found(count: lists.count)
-        let keys = wanted
-        // 130,000 lines on this machine, a few hundred wanted: a hash of the bytes first, a String
-        // only for a line whose hash matches.
-        let hashes = Set(wanted.keys.map { ShortHash.value($0.utf8) })
-        DispatchQueue.concurrentPerform(iterations: lists.count) { i in
-            guard let bytes = try? FileIO.readBytes(database + "/info/" + lists[i]) else { return }
-            var hits: [String] = []
-            bytes.withUnsafeBufferPointer { buffer in
-                var start = 0
+        return result
+    }
+
+    public static func defaultCacheDirectory() -> String {
+        if let xdg = getenv("XDG_CACHE_HOME"), xdg.pointee != 0 { return String(cString: xdg) + "/dgrun" }
+        return (getenv("HOME").map { String(cString: $0) } ?? "/root") + "/.cache/dgrun"
+    }
+
+    static func aliases(of path: String) -> [String] {
+        [("/usr/lib/", "/lib/"), ("/usr/bin/", "/bin/"), ("/usr/sbin/", "/sbin/"), ("/usr/lib64/", "/lib64/")]
+            .filter { path.hasPrefix($0.0) }.map { $0.1 + path.dropFirst($0.0.count) }
+    }
+
+    /// dpkg's database as of now: the status file's and the info directory's change times.
+    struct Stamp: Equatable {
+        var status: Int64
+        var info: Int64
+        init?(database: String) {
+            var a = stat(), b = stat()
+            guard stat(database + "/status", &a) == 0, stat(database + "/info", &b) == 0 else { return nil }
+            status = Int64(a.st_mtim.tv_sec) * 1_000_000_000 + Int64(a.st_mtim.tv_nsec) ^ Int64(a.st_size)
+            info = Int64(b.st_mtim.tv_sec) * 1_000_000_000 + Int64(b.st_mtim.tv_nsec)
+        }
+    }
+
+    /// Sorted (hash of a listed path, owner) pairs; owners are "package=version".
+    struct Index {
+        var stamp: Stamp
+        var hashes: [UInt64]
+        var owners: [UInt32]
+        var names: [String]
+
+        func owner(of path: String) -> String? {
+            let h = ShortHash.value(path.utf8)
+            var low = 0, high = hashes.count
+            while low < high {
+                let mid = (low + high) / 2
+                if hashes[mid] < h { low = mid + 1 } else { high = mid }
+            }
+            return low < hashes.count && hashes[low] == h ? names[Int(owners[low])] : nil
+        }
+
+        static func build(database: String, stamp: Stamp) -> Index {
+            let lists = FileIO.listDirectory(database + "/info").filter { $0.hasSuffix(".list") }
+            let packages = lists.map { String($0.dropLast(".list".count).prefix { $0 != ":" }) }
+            let status = (try? FileIO.readBytes(database + "/status")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            let versions = installedVersions(status, of: Set(packages))
+            let found = Found(count: lists.count)
+            DispatchQueue.concurrentPerform(iterations: lists.count) { i in
+                guard let bytes = try? FileIO.readBytes(database + "/info/" + lists[i]) else { return }
+                var hashes: [UInt64] = []
                 var hash = ShortHash.seed
-                for index in 0..<buffer.count {
-                    let byte = buffer[index]
-                    if byte != 0x0a { hash = ShortHash.step(hash, byte); continue }
-                    if hashes.contains(hash),
-                       let path = keys[String(decoding: UnsafeBufferPointer(rebasing: buffer[start..<index]), as: UTF8.self)] {
-                        hits.append(path)
-                    }
-                    start = index + 1
+                var empty = true
+                for byte in bytes {
+                    if byte != 0x0a { hash = ShortHash.step(hash, byte); empty = false; continue }
+                    if !empty { hashes.append(hash) }
                     hash = ShortHash.seed
+                    empty = true
+                }
+                found.set(i, hashes)
+            }
+            var names: [String] = []
+            var pairs: [(UInt64, UInt32)] = []
+            for (i, package) in packages.enumerated() {
+                guard let version = versions[package] else { continue }  // listed but not installed
+                names.append(package + "=" + version)
+                for h in found.get(i) { pairs.append((h, UInt32(names.count - 1))) }
+            }
+            pairs.sort { $0.0 < $1.0 }
+            return Index(stamp: stamp, hashes: pairs.map(\.0), owners: pairs.map(\.1), names: names)
+        }
+
+        // File: "dgrun-dpkg-index 1\n", the stamp, the count, the names, then the pairs.
+        func save(_ path: String) {
+            var text = "dgrun-dpkg-index 1\n\(stamp.status) \(stamp.info) \(hashes.count) \(names.count)\n"
+            text += names.joined(separator: "\n") + "\n"
+            var bytes = Array(text.utf8)
+            bytes.reserveCapacity(bytes.count + hashes.count * 12)
+            for (h, o) in zip(hashes, owners) {
+                withUnsafeBytes(of: h.littleEndian) { bytes.append(contentsOf: $0) }
+                withUnsafeBytes(of: o.littleEndian) { bytes.append(contentsOf: $0) }
+            }
+            let directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
+            FileSystem.makeDirectories(directory)
+            let temporary = path + ".tmp-\(getpid())"
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { return }
+            let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            close(fd)
+            if written == bytes.count { rename(temporary, path) } else { unlink(temporary) }
+        }
+
+        static func load(_ path: String, stamp: Stamp) -> Index? {
+            guard let bytes = try? FileIO.readBytes(path, limit: 256 << 20) else { return nil }
+            var lines: [Substring] = []
+            var offset = 0
+            // The two header lines, then `names` lines; the binary pairs follow.
+            func line() -> String? {
+                guard let end = bytes[offset...].firstIndex(of: 0x0a) else { return nil }
+                defer { offset = end + 1 }
+                return String(decoding: bytes[offset..<end], as: UTF8.self)
+            }
+            guard line() == "dgrun-dpkg-index 1", let header = line() else { return nil }
+            lines = header.split(separator: " ")
+            guard lines.count == 4, let status = Int64(lines[0]), let info = Int64(lines[1]),
+                  let count = Int(lines[2]), let nameCount = Int(lines[3]),
+                  status == stamp.status, info == stamp.info else { return nil }
+            var names: [String] = []
+            for _ in 0..<nameCount { guard let name = line() else { return nil }; names.append(name) }
+            guard bytes.count - offset == count * 12 else { return nil }
+            var hashes = [UInt64](repeating: 0, count: count), owners = [UInt32](repeating: 0, count: count)
+            bytes.withUnsafeBytes { raw in
+                for i in 0..<count {
+                    hashes[i] = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: offset + i * 12, as: UInt64.self))
+                    owners[i] = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset + i * 12 + 8, as: UInt32.self))
                 }
             }
-            found.set(i, hits)
+            guard owners.allSatisfy({ Int($0) < names.count }) else { return nil }
+            return Index(stamp: stamp, hashes: hashes, owners: owners, names: names)
         }
-        var packageOf: [String: String] = [:]
-        for (i, name) in lists.enumerated() {
-            let package = String(name.dropLast(".list".count).prefix { $0 != ":" })
-            for path in found.get(i) where packageOf[path] == nil { packageOf[path] = package }
-        }
-        guard !packageOf.isEmpty else { return [:] }
-        let status = (try? FileIO.readBytes(database + "/status")).map { String(decoding: $0, as: UTF8.self) } ?? ""
-        let versions = installedVersions(status, of: Set(packageOf.values))
-        return packageOf.compactMapValues { package in versions[package].map { "deb:\(package)=\($0)" } }
     }
 
     /// Package → version of the installed packages among `packages`, from dpkg's status file.
@@ -73,10 +168,10 @@ public enum DebianPackages {
 
     /// One result slot per list file, each written by one iteration only.
     final class Found: @unchecked Sendable {
-        private var slots: [[String]]
+        private var slots: [[UInt64]]
         private let lock = DispatchQueue(label: "dgrun.dpkg")
         init(count: Int) { slots = Array(repeating: [], count: count) }
-        func set(_ i: Int, _ value: [String]) { lock.sync { slots[i] = value } }
-        func get(_ i: Int) -> [String] { lock.sync { slots[i] } }
+        func set(_ i: Int, _ value: [UInt64]) { lock.sync { slots[i] = value } }
+        func get(_ i: Int) -> [UInt64] { lock.sync { slots[i] } }
     }
 }

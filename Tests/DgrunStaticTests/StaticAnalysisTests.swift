@@ -132,3 +132,46 @@ func shell(_ script: String, in dir: String) -> Int32 {
         #expect(Shebang.resolve(program: "dgrun-no-such-interpreter", searchPath: "/usr/bin:/bin") == nil)
     }
 }
+
+@Suite struct DebianPackagesTests {
+    /// A dpkg database of two packages, one listed but no longer installed.
+    func database() throws -> String {
+        var template = Array("/tmp/dgrun-dpkg-XXXXXX".utf8CString)
+        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        mkdir(dir + "/info", 0o755)
+        try FileIO.write(dir + "/info/libfoo1:amd64.list", "/.\n/usr\n/usr/lib/x86_64-linux-gnu/libfoo.so.1\n", create: true)
+        try FileIO.write(dir + "/info/tool.list", "/bin/tool\n/usr/share/doc/tool/README\n", create: true)
+        try FileIO.write(dir + "/info/gone.list", "/usr/bin/gone\n", create: true)
+        try FileIO.write(dir + "/status", """
+            Package: libfoo1
+            Status: install ok installed
+            Architecture: amd64
+            Version: 1.2-3
+
+            Package: tool
+            Status: install ok installed
+            Version: 4:0.9
+
+            Package: gone
+            Status: deinstall ok config-files
+            Version: 1
+
+            """, create: true)
+        return dir
+    }
+
+    @Test func ownersComeFromTheListsWithMergedUsrAliasesAndAnIndexThatFollowsTheDatabase() throws {
+        let db = try database()
+        let cache = db + "/cache"
+        let owners = DebianPackages.owners(of: ["/usr/lib/x86_64-linux-gnu/libfoo.so.1", "/usr/bin/tool", "/usr/bin/gone", "/etc/none"],
+                                           database: db, cacheDirectory: cache)
+        #expect(owners == ["/usr/lib/x86_64-linux-gnu/libfoo.so.1": "deb:libfoo1=1.2-3", "/usr/bin/tool": "deb:tool=4:0.9"])
+        #expect(FileIO.exists(cache + "/dpkg-index"))
+        // The index answers the next time; a change to the database rebuilds it.
+        let again = DebianPackages.owners(of: ["/usr/bin/tool"], database: db, cacheDirectory: cache)
+        #expect(again == ["/usr/bin/tool": "deb:tool=4:0.9"])
+        usleep(10_000)
+        try FileIO.write(db + "/status", (try FileIO.read(db + "/status")).replacing("4:0.9", with: "4:1.0"))
+        #expect(DebianPackages.owners(of: ["/usr/bin/tool"], database: db, cacheDirectory: cache) == ["/usr/bin/tool": "deb:tool=4:1.0"])
+    }
+}

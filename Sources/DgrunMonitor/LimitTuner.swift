@@ -137,8 +137,11 @@ public enum LimitTuner {
         }
         if let available = bounds.memoryAvailable { target = min(target, o.memoryCurrent + available) }
         target = min(target, ceiling)
-        // Small moves are noise: act on a rise of 5% or a fall of 10%.
-        guard Double(target) > 1.05 * Double(limit) || Double(target) < 0.9 * Double(limit) else { return [] }
+        // Small moves are noise: act on a rise of 5% (and 1 MiB) or a fall of 10% (and 4 MiB), so
+        // that a small task's limit does not flap with every sample.
+        let rises = Double(target) > 1.05 * Double(limit) && target - limit >= 1 << 20
+        let falls = Double(target) < 0.9 * Double(limit) && limit - target >= 4 << 20
+        guard rises || falls else { return [] }
         return [TunerDecision(action: .set(bounds.memoryKnob), from: limit, to: target, reason: why)]
     }
 

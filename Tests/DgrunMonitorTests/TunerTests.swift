@@ -62,6 +62,12 @@ import Testing
         o.highEvents = 0
         o.scheduled = 62 * mib
         #expect(LimitTuner.decide(o, limits: TunedLimits(memory: 60 * mib), bounds: bounds).isEmpty, "small moves are noise")
+        // A small task: usage wobbling between 1 and 4 MiB does not move a 5 MiB limit.
+        for usage in [1, 3, 2, 4, 1] as [UInt64] {
+            var small = Observation(seconds: 1, memoryCurrent: usage * mib)
+            small.scheduled = 3 * mib
+            #expect(LimitTuner.decide(small, limits: TunedLimits(memory: 5 * mib + mib / 2), bounds: bounds).isEmpty, "\(usage) MiB")
+        }
     }
 }
 

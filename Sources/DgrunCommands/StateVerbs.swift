@@ -18,6 +18,8 @@ struct StateQuery {
     var json = false
     var limit = 20
     var format: GraphFormat = .text
+    /// history -- CMD: an ad-hoc command's runs (keyed by it and the current directory).
+    var command: [String] = []
 
     static func spec(_ verb: Verb) -> VerbSpec<StateQuery> {
         let texts: [Verb: (String, String, String)] = [
@@ -36,9 +38,13 @@ struct StateQuery {
                        For each change: the node that moved and, when it is produced by another task of
                        the workspace, the path from it to this task (params.txt → gen → data.txt → apply).
                        """),
-            .history: ("dgrun history [options] [TASKDIR | WORKSPACE]",
+            .history: ("dgrun history [options] [TASKDIR | WORKSPACE | -- CMD [ARGS...]]",
                        "List the recorded runs, newest first.",
-                       "Each run: when, status, exit, wall and CPU time, peaks, why it ran and the limit changes."),
+                       """
+                       Each run: when, status, exit, wall and CPU time, peaks, why it ran and the limit changes.
+                       -- CMD: the runs of `dgrun exec -- CMD` in the current directory (those that lasted
+                       0.1 s or more, or were tuned or OOM-killed: the history the tuner starts from).
+                       """),
             .graph: ("dgrun graph [options] [TASKDIR | WORKSPACE]",
                      "Print the recorded graph with each node's state as it is now.",
                      """
@@ -75,6 +81,10 @@ struct StateQuery {
         var query = StateQuery(verb: verb)
         let spec = spec(verb)
         guard let parsed = try spec.parseOrShowHelp(args, into: &query) else { return nil }
+        if verb == .history, !parsed.command.isEmpty, parsed.positionals.isEmpty {
+            query.command = parsed.command
+            return query
+        }
         guard parsed.command.isEmpty, parsed.positionals.count <= 1 else {
             throw UsageError(message: "give at most one directory; usage: \(spec.usage)", verb: verb.rawValue)
         }
@@ -131,6 +141,7 @@ struct StateQuery {
 
     func run() -> Int32 {
         do {
+            if !command.isEmpty { return try adHocHistory() }
             let subject = try load()
             switch verb {
             case .status: return try status(subject)
@@ -313,16 +324,31 @@ struct StateQuery {
         var entries: [HistoryEntry] = []
         for task in subject.tasks {
             guard let store = try existingStore(task) else { continue }
-            for run in try store.runs(task: task.directory, limit: limit) {
-                let adjustments = (try? JSONDecoder().decode([HistoryEntry.Adjustment].self, from: Data(run.adjustmentsJSON.utf8))) ?? []
-                entries.append(HistoryEntry(task: task.name, id: run.id, status: run.status.rawValue,
-                                            started_at: Self.timestamp(run.startedAt), exit_code: run.exitCode, signal: run.signal,
-                                            oom_killed: run.oomKilled, timed_out: run.timedOut, wall_s: run.wallSeconds,
-                                            cpu_user_s: run.cpuUserSeconds, cpu_sys_s: run.cpuSystemSeconds,
-                                            memory_peak_bytes: run.memoryPeakBytes, pids_peak: run.pidsPeak,
-                                            reasons: run.reasons, outputs: run.outputs, adjustments: adjustments))
-            }
+            entries += try store.runs(task: task.directory, limit: limit).map { Self.entry($0, task: task.name) }
         }
+        return try show(entries)
+    }
+
+    /// `history -- CMD`: the ad-hoc store's runs of this command line in this directory.
+    func adHocHistory() throws -> Int32 {
+        let key = AdHocHistory(argv: command, directory: FileIO.realPath(".") ?? FileIO.currentDirectory())
+        guard key.exists, let store = key.open() else { return try show([]) }
+        let name = command.joined(separator: " ")
+        return try show(try store.runs(task: key.id, limit: limit).map { Self.entry($0, task: name) })
+    }
+
+    static func entry(_ run: RunRecord, task: String) -> HistoryEntry {
+        let adjustments = (try? JSONDecoder().decode([HistoryEntry.Adjustment].self, from: Data(run.adjustmentsJSON.utf8))) ?? []
+        return HistoryEntry(task: task, id: run.id, status: run.status.rawValue,
+                            started_at: timestamp(run.startedAt), exit_code: run.exitCode, signal: run.signal,
+                            oom_killed: run.oomKilled, timed_out: run.timedOut, wall_s: run.wallSeconds,
+                            cpu_user_s: run.cpuUserSeconds, cpu_sys_s: run.cpuSystemSeconds,
+                            memory_peak_bytes: run.memoryPeakBytes, pids_peak: run.pidsPeak,
+                            reasons: run.reasons, outputs: run.outputs, adjustments: adjustments)
+    }
+
+    func show(_ entries: [HistoryEntry]) throws -> Int32 {
+        var entries = entries
         entries.sort { ($0.started_at, $0.id ?? 0) > ($1.started_at, $1.id ?? 0) }
         if json {
             let encoder = JSONEncoder()
@@ -330,7 +356,10 @@ struct StateQuery {
             CLI.write(1, String(decoding: try encoder.encode(entries), as: UTF8.self) + "\n")
             return 0
         }
-        if entries.isEmpty { CLI.write(2, "dgrun: no recorded runs under \(directory)\n") }
+        if entries.isEmpty {
+            CLI.write(2, command.isEmpty ? "dgrun: no recorded runs under \(directory)\n"
+                                         : "dgrun: no recorded runs of this command in this directory\n")
+        }
         for e in entries {
             var line = "\(e.started_at)  \(e.task) #\(e.id ?? 0)  \(e.status)"
             if let code = e.exit_code { line += " exit \(code)" }

@@ -39,6 +39,11 @@ struct TuningTests {
         #expect(!samples.isEmpty, "the monitor's series is in the report")
         let peak = (r.report["memory_peak_bytes"] as? NSNumber)?.intValue ?? 0
         #expect(peak >= 100 << 20)
+        // The ad-hoc history the tuner started from is what `dgrun history -- CMD` shows.
+        let history = Harness.run([Harness.binary, "history", "--json", "--"] + Self.command(size), cwd: dir)
+        let runs = try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(runs.count == 4, "\(history.stderr)")
+        #expect((runs.first?["adjustments"] as? [Any])?.isEmpty == false, "the newest run's limit changes")
     }
 
     @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))

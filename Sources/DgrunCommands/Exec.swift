@@ -156,16 +156,19 @@ struct Exec {
         // pays nothing for it.
         let key = tune && (memory != nil || cpus != nil)
             ? AdHocHistory(argv: command, directory: FileIO.realPath(cwd ?? ".") ?? FileIO.currentDirectory()) : nil
-        if let key, key.exists, let store = key.open() {
-            let limits = (try? exec.makeLimits()) ?? ResourceLimits()
-            exec.tuningPlan = TuningFromHistory.plan(limits: limits, history: (try? store.usage(task: key.id, limit: 20)) ?? [],
-                                                     series: { (try? store.memorySeries(run: $0)) ?? [] }, tune: true)
+        var store: Store? = nil  // opened once, for the plan and for the records
+        if let key, key.exists {
+            store = key.open()
+            if let store {
+                exec.tuningPlan = TuningFromHistory.plan(limits: (try? exec.makeLimits()) ?? ResourceLimits(), store: store, task: key.id)
+            }
         }
         let outcome: RunOutcome
         do {
             outcome = try exec.launchRetryingOOM { attempt, _ in
                 guard let key, key.worthRecording(attempt) else { return }
-                key.record(attempt, argv: exec.command)
+                if store == nil { store = key.open() }
+                if let store { key.record(attempt, argv: exec.command, in: store) }
             }
         } catch {
             return finish(error)

@@ -122,12 +122,11 @@ struct StateQuery {
     }
 
     /// The plan the next exec would make, or nil when the task never ran.
-    func plan(_ task: TaskFile, producers: [String: String]) throws -> Plan? {
+    func plan(_ task: TaskFile, in workspace: Workspace?, producers: [String: String]) throws -> Plan? {
         guard let store = try existingStore(task), try store.lastFinishedRun(task: task.directory) != nil else { return nil }
         var base = Exec()
         base.state = state
-        let execution = TaskExecution(base: base, task: task, store: store, force: false,
-                                      workspaceRoot: try Workspace.enclosing(task, stateOption: state)?.root)
+        let execution = TaskExecution(base: base, task: task, store: store, force: false, workspace: workspace)
         let input = try execution.prepare(producers: producers).input
         return Planner(environment: HostEnvironment()).plan(input)
     }
@@ -176,7 +175,7 @@ struct StateQuery {
         var byDirectory: [String: Int] = [:]
         let order = topologicalOrder(subject)
         for task in order {
-            let plan = try self.plan(task, producers: producers(of: task, in: subject.workspace))
+            let plan = try self.plan(task, in: subject.workspace, producers: producers(of: task, in: subject.workspace))
             var report = TaskReport(task: task.name, dir: task.directory, status: .neverRun, reasons: [])
             if let plan {
                 switch plan.decision {
@@ -391,19 +390,19 @@ struct StateQuery {
     // MARK: - graph
 
     func graph(_ subject: Subject) throws -> Int32 {
-        let graph = subject.isWorkspace ? try taskGraph(subject) : try recordedGraph(subject.tasks[0])
+        let graph = subject.isWorkspace ? try taskGraph(subject) : try recordedGraph(subject.tasks[0], in: subject.workspace)
         CLI.write(1, try GraphRenderer.render(graph, as: format))
         return 0
     }
 
     /// The last recorded graph of a task, its nodes' states as they are now.
-    func recordedGraph(_ task: TaskFile) throws -> Graph {
+    func recordedGraph(_ task: TaskFile, in workspace: Workspace?) throws -> Graph {
         guard let store = try existingStore(task), let version = try store.task(id: task.directory)?.graphVersion,
               let json = try store.graphJSON(version: version) else {
             throw SpecError("\(task.name) has no recorded graph yet; run `dgrun exec \(task.directory)` or `dgrun discover` first")
         }
         var graph = try JSONDecoder().decode(Graph.self, from: Data(json.utf8))
-        let plan = try self.plan(task, producers: [:])
+        let plan = try self.plan(task, in: workspace, producers: [:])
         var changes: [String: String] = [:]
         for change in plan?.changes ?? [] { changes[change.ref] = change.what }
         for blocker in plan?.blockers ?? [] { changes[blocker.ref] = blocker.why }

@@ -23,15 +23,17 @@ struct TaskExecution {
     var task: TaskFile
     var store: Store
     var force: Bool
+    /// The workspace the task belongs to, shown read-only so that it can read what its siblings
+    /// produce (even under /tmp, which is private in the sandbox).
+    var workspace: Workspace?
 
-    /// `workspaceRoot`: the workspace the task belongs to, shown read-only so that it can read
-    /// what its siblings produce (even under /tmp, which is private in the sandbox).
-    init(base: Exec, task: TaskFile, store: Store, force: Bool, workspaceRoot: String? = nil) {
+    init(base: Exec, task: TaskFile, store: Store, force: Bool, workspace: Workspace? = nil) {
         exec = Discover.applying(task, to: base)
-        if let workspaceRoot, !exec.readonlyPaths.contains(workspaceRoot) { exec.readonlyPaths.append(workspaceRoot) }
+        if let root = workspace?.root, !exec.readonlyPaths.contains(root) { exec.readonlyPaths.append(root) }
         self.task = task
         self.store = store
         self.force = force
+        self.workspace = workspace
     }
 
     var taskID: String { task.directory }
@@ -170,8 +172,7 @@ struct TaskExecution {
         }
         var exec = exec
         if exec.tune, let limits = try? exec.makeLimits(), limits.memoryBytes != nil || limits.cpus != nil {
-            exec.tuningPlan = TuningFromHistory.plan(limits: limits, history: (try? store.usage(task: taskID, limit: 20)) ?? [],
-                                                     series: { (try? store.memorySeries(run: $0)) ?? [] }, tune: true)
+            exec.tuningPlan = TuningFromHistory.plan(limits: limits, store: store, task: taskID)
         }
         let traced = Discover.traced(exec: exec, task: task) { killed in
             // An OOM-killed attempt that --retry-oom runs again: kept in the history as it was.
@@ -212,7 +213,7 @@ struct TaskExecution {
             }
             let changed = record.outputs.filter { previous?.outputs[$0.key] != $0.value }.map(\.key)
             if !changed.isEmpty, outcome.exitCode == 0 {
-                Workspace.markDependantsStale(of: task, changedOutputs: changed, runID: runID, stateOption: exec.state)
+                workspace?.markDependantsStale(of: task, changedOutputs: changed, runID: runID, stateOption: exec.state)
             }
         }
         if let message = outcome.error { CLI.write(2, "dgrun: \(message)\n") }

@@ -34,6 +34,12 @@ enum TuningFromHistory {
         return plan
     }
 
+    /// The plan from a store's record of `task` (a task directory's, or the ad-hoc history's).
+    static func plan(limits: ResourceLimits, store: Store, task: String) -> SandboxSpec.TuningPlan {
+        plan(limits: limits, history: (try? store.usage(task: task, limit: runsConsidered)) ?? [],
+             series: { (try? store.memorySeries(run: $0)) ?? [] }, tune: true)
+    }
+
     /// FNV-1a of the command line and directory: a history key, not a secret (and loading
     /// libcrypto for it cost every tuned run 3 ms).
     static func adHocTaskID(argv: [String], directory: String) -> String {
@@ -71,8 +77,8 @@ struct AdHocHistory {
         outcome.error == nil && (outcome.wallSeconds >= 0.1 || outcome.oomKilled || !outcome.adjustments.isEmpty)
     }
 
-    func record(_ outcome: RunOutcome, argv: [String]) {
-        guard let store = open(), (try? store.registerTask(id: id, directory: workingDirectory)) != nil else { return }
+    func record(_ outcome: RunOutcome, argv: [String], in store: Store) {
+        guard (try? store.registerTask(id: id, directory: workingDirectory)) != nil else { return }
         var record = RunRecord(taskID: id, status: .running, startedAt: TaskExecution.now() - outcome.wallSeconds,
                                pid: getpid(), argv: argv, environmentDigest: "", reasons: [])
         record.fill(from: outcome, finishedAt: TaskExecution.now())

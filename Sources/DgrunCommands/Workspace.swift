@@ -13,6 +13,8 @@ struct Workspace {
     var tasks: [TaskFile]
     /// producer → consumer, through `ref` (a path or a glob of the declarations).
     var links: [(producer: Int, consumer: Int, ref: String)] = []
+    /// What each task reads or declares as input (absolute paths and globs), as of loading.
+    var consumed: [[String]] = []
 
     /// Loads every subdirectory with a task.toml; a malformed one is an error naming its file.
     static func load(root: String, stateOption: String?) throws(SpecError) -> Workspace {
@@ -23,7 +25,7 @@ struct Workspace {
             tasks.append(try TaskFile.load(directory: dir))
         }
         var workspace = Workspace(root: root, tasks: tasks)
-        workspace.links = workspace.computeLinks(stateOption: stateOption)
+        workspace.computeLinks(stateOption: stateOption)
         return workspace
     }
 
@@ -79,12 +81,14 @@ struct Workspace {
         return isGlob(b) && fnmatch(b, a, FNM_PATHNAME) == 0
     }
 
-    func computeLinks(stateOption: String?) -> [(producer: Int, consumer: Int, ref: String)] {
+    /// Reads each task's store once and links producers to consumers.
+    mutating func computeLinks(stateOption: String?) {
         let records = tasks.map { Self.recorded($0, stateOption: stateOption) }
         let produced = tasks.indices.map { Self.produced(tasks[$0], recorded: records[$0]) }
+        consumed = tasks.indices.map { Self.consumed(tasks[$0], recorded: records[$0]) }
         var result: [(producer: Int, consumer: Int, ref: String)] = []
         for consumer in tasks.indices {
-            let wanted = Self.consumed(tasks[consumer], recorded: records[consumer])
+            let wanted = consumed[consumer]
             let literal = Set(wanted.filter { !Self.isGlob($0) })
             let globs = wanted.filter(Self.isGlob)
             for producer in tasks.indices where producer != consumer {
@@ -95,7 +99,7 @@ struct Workspace {
                 if let hit { result.append((producer, consumer, hit)) }
             }
         }
-        return result
+        links = result
     }
 
     func producers(of consumer: Int) -> [Int] { links.filter { $0.consumer == consumer }.map(\.producer) }
@@ -161,7 +165,7 @@ struct Workspace {
                 }
                 let store = try TaskExecution.openStore(for: task, stateOption: exec.state)
                 return TaskExecution(base: exec, task: task, store: store, force: exec.force,
-                                     workspaceRoot: enclosing?.root).run(producers: producers)
+                                     workspace: enclosing).run(producers: producers)
             }
             let workspace = try load(root: root, stateOption: exec.state)
             guard !workspace.tasks.isEmpty else {
@@ -179,14 +183,13 @@ struct Workspace {
     }
 
     /// After a run rewrote outputs: the workspace tasks reading them are marked stale, so that
-    /// `dgrun status` says why before any file is checked.
-    static func markDependantsStale(of task: TaskFile, changedOutputs: [String], runID: Int64, stateOption: String?) {
-        guard let workspace = try? enclosing(task, stateOption: stateOption) else { return }
-        for other in workspace.tasks where other.directory != task.directory {
+    /// `dgrun status` says why before any file is checked. What the others read is the workspace's
+    /// as loaded before the run: this run changed only its own record.
+    func markDependantsStale(of task: TaskFile, changedOutputs: [String], runID: Int64, stateOption: String?) {
+        for (i, other) in tasks.enumerated() where other.directory != task.directory {
             let dir = TaskExecution.stateDirectory(for: other, stateOption: stateOption)
             guard FileIO.exists(dir + "/" + Store.fileName) else { continue }  // never ran: it will run anyway
-            let wanted = consumed(other, recorded: recorded(other, stateOption: stateOption))
-            guard let hit = changedOutputs.first(where: { output in wanted.contains { matches($0, output) } }) else { continue }
+            guard let hit = changedOutputs.first(where: { output in consumed[i].contains { Self.matches($0, output) } }) else { continue }
             try? Store(directory: dir).markStale(task: other.directory, reason: "input \(hit) was rewritten by \(task.name) (run \(runID))")
         }
     }

@@ -104,7 +104,8 @@ public final class Monitor: @unchecked Sendable {
 
     private var pollSet: [pollfd] = []
 
-    /// inotify on memory.events, a PSI trigger per pressure file, v1 eventfds on memory.oom_control.
+    /// What wakes the monitor from the start: inotify on memory.events, v1 eventfds on
+    /// memory.oom_control (the costlier PSI triggers and usage thresholds come after a second).
     private func armEvents() {
         pollSet = [pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
         if !cgroup.eventFiles.isEmpty {
@@ -116,7 +117,6 @@ public final class Monitor: @unchecked Sendable {
             }
         }
         for source in cgroup.v1EventSources { register(source) }
-        armThreshold()
     }
 
     /// PSI triggers (and v1 usage thresholds), armed once a run has lasted a second: removing a
@@ -273,8 +273,8 @@ public final class Monitor: @unchecked Sendable {
     // MARK: - helpers
 
     private func drain(_ fd: Int32, pri: Bool) {
-        var buffer = [UInt8](repeating: 0, count: 4096)
         if pri { return }  // PSI triggers need no read; poll again re-arms
+        var buffer = [UInt8](repeating: 0, count: 4096)
         _ = read(fd, &buffer, buffer.count)
     }
 

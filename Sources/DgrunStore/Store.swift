@@ -69,7 +69,6 @@ public final class Store: Sendable {
                     traced INTEGER NOT NULL DEFAULT 1,
                     PRIMARY KEY (task_id, ref, relation, node_id)
                 ) WITHOUT ROWID;
-                CREATE INDEX dependency_ref ON dependency(ref);
                 CREATE TABLE run (
                     id INTEGER PRIMARY KEY AUTOINCREMENT,
                     task_id TEXT NOT NULL REFERENCES task(id) ON DELETE CASCADE,
@@ -321,15 +320,6 @@ public final class Store: Sendable {
         }
     }
 
-    /// Tasks in this store that depend on `ref` (read, load or execute it).
-    public func dependants(of ref: String) throws(StoreError) -> [String] {
-        try read { db in
-            try String.fetchAll(db, sql: """
-                SELECT DISTINCT task_id FROM dependency WHERE ref = ? AND relation IN ('reads', 'loads', 'executes', 'requires')
-                """, arguments: [ref])
-        }
-    }
-
     /// The newest runs first.
     public func runs(task taskID: String?, limit: Int = 50) throws(StoreError) -> [RunRecord] {
         try read { db in
@@ -381,15 +371,6 @@ public final class Store: Sendable {
 
     public func graphJSON(version: Int64) throws(StoreError) -> String? {
         try read { db in try String.fetchOne(db, sql: "SELECT json FROM graph_version WHERE id = ?", arguments: [version]) }
-    }
-
-    public func samples(run runID: Int64) throws(StoreError) -> [Sample] {
-        try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM sample WHERE run_id = ? ORDER BY t_s", arguments: [runID]).map {
-                Sample(runID: $0["run_id"], seconds: $0["t_s"], memoryBytes: $0["memory_bytes"], cpuSeconds: $0["cpu_s"],
-                       memoryPressure: $0["psi_memory"], cpuPressure: $0["psi_cpu"], ioPressure: $0["psi_io"], pids: $0["pids"])
-            }
-        }
     }
 
     /// `PRAGMA integrity_check` plus the invariants dgrun relies on; empty when all hold.

@@ -31,7 +31,6 @@ import Glibc
         #expect(last.outputs == run.outputs)
         #expect(last.exitCode == 0)
         #expect(try store.task(id: "/w/t")?.graphVersion != nil)
-        #expect(try store.dependants(of: "/w/in") == ["/w/t"])
         #expect(try store.consistencyProblems().isEmpty)
         // A second store object on the same file sees it all (another dgrun process would too).
         #expect(try Store(directory: dir).runs(task: "/w/t").count == 1)

@@ -102,7 +102,7 @@ struct TaskExecution {
         case .blocked:
             CLI.write(2, "dgrun: \(label): blocked; nothing was started:\n" + plan.blockers.map { "  - \($0.description)\n" }.joined())
             var record = newRecord(reasons: plan.reasons, environment: spec.environment)
-            record.finishedAt = Self.now()
+            record.finishedAt = Clock.now()
             try? store.recordBlocked(record)
             return exec.finish(failure: "\(label): blocked by \(plan.blockers.count) missing or unavailable dependencies", exitCode: blockedExitStatus, quiet: true)
         case .run:
@@ -118,9 +118,9 @@ struct TaskExecution {
               plan.blockers.allSatisfy({ $0.ref.hasPrefix("tcp://") || $0.ref.hasPrefix("unix:") || $0.ref.hasPrefix("dns:") })
         else { return plan }
         CLI.write(2, "dgrun: \(label): waiting up to \(wait) for " + plan.blockers.map(\.ref).joined(separator: ", ") + "\n")
-        let deadline = Self.now() + bound
+        let deadline = Clock.now() + bound
         var current = plan
-        while current.decision == .blocked, Self.now() < deadline {
+        while current.decision == .blocked, Clock.now() < deadline {
             usleep(250_000)
             current = Planner(environment: HostEnvironment(connectTimeoutMilliseconds: 250)).plan(inputs)
         }
@@ -154,7 +154,7 @@ struct TaskExecution {
     }
 
     func newRecord(reasons: [String], environment: [String]) -> RunRecord {
-        RunRecord(taskID: taskID, status: .running, startedAt: Self.now(), pid: getpid(), argv: task.argv,
+        RunRecord(taskID: taskID, status: .running, startedAt: Clock.now(), pid: getpid(), argv: task.argv,
                   environmentDigest: environmentDigest(environment), reasons: reasons)
     }
 
@@ -177,7 +177,7 @@ struct TaskExecution {
         let traced = Discover.traced(exec: exec, task: task) { killed in
             // An OOM-killed attempt that --retry-oom runs again: kept in the history as it was.
             var attempt = record
-            attempt.fill(from: killed, finishedAt: Self.now())
+            attempt.fill(from: killed, finishedAt: Clock.now())
             attempt.reasons.append("OOM-killed; run again with more memory (--retry-oom)")
             try? store.finishRun(attempt, id: runID, graphJSON: nil, dependencies: nil)
             try? store.addSamples(Sample.from(killed.samples, run: runID))
@@ -188,13 +188,13 @@ struct TaskExecution {
         case .failure(let code, let message):
             record.status = .finished
             record.exitCode = code
-            record.finishedAt = Self.now()
+            record.finishedAt = Clock.now()
             record.reasons.append("dgrun failed: \(message)")
             try? store.finishRun(record, id: runID, graphJSON: nil, dependencies: nil)
             return exec.finish(failure: message, exitCode: code)
         case .success(let result):
             outcome = result.outcome
-            let finished = Self.now()
+            let finished = Clock.now()
             record.fill(from: outcome, finishedAt: finished)
             var dependencies: [Dependency]? = nil
             var graphJSON: String? = nil
@@ -232,11 +232,6 @@ struct TaskExecution {
         }
     }
 
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 
     static func json<T: Encodable>(_ value: T) -> String? {
         let encoder = JSONEncoder()

@@ -79,9 +79,9 @@ struct AdHocHistory {
 
     func record(_ outcome: RunOutcome, argv: [String], in store: Store) {
         guard (try? store.registerTask(id: id, directory: workingDirectory)) != nil else { return }
-        var record = RunRecord(taskID: id, status: .running, startedAt: TaskExecution.now() - outcome.wallSeconds,
+        var record = RunRecord(taskID: id, status: .running, startedAt: Clock.now() - outcome.wallSeconds,
                                pid: getpid(), argv: argv, environmentDigest: "", reasons: [])
-        record.fill(from: outcome, finishedAt: TaskExecution.now())
+        record.fill(from: outcome, finishedAt: Clock.now())
         if (try? store.recordFinished(record) { Sample.from(outcome.samples, run: $0) }) != nil {
             _ = try? FileIO.write(marker, "", create: true)
         }

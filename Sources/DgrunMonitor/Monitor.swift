@@ -67,7 +67,7 @@ public final class Monitor: @unchecked Sendable {
         self.bounds = bounds
         self.tune = tune
         self.effectiveLimit = effectiveLimit
-        started = Self.now()
+        started = Clock.monotonic()
         stopFD = dgrun_eventfd(0, 0)
     }
 
@@ -168,10 +168,10 @@ public final class Monitor: @unchecked Sendable {
         // Ahead of the task it watches: a raise that comes late is a stall there.
         if getuid() == 0 { setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, -10) }
         armEvents()
-        previousTime = Self.now()
+        previousTime = Clock.monotonic()
         previous = cgroup.sample()
         while true {
-            let elapsed = Self.now() - started
+            let elapsed = Clock.monotonic() - started
             if !pressureArmed && elapsed >= 1 { armPressureTriggers() }
             // Short tasks are most tasks: sample them densely; long ones cheaply.
             let timeout: Int32 = elapsed < 2 ? 50 : 250
@@ -192,7 +192,7 @@ public final class Monitor: @unchecked Sendable {
     }
 
     private func tick() {
-        let now = Self.now()
+        let now = Clock.monotonic()
         let current = cgroup.sample()
         let interval = max(now - previousTime, 0.001)
         let before = previous ?? current
@@ -226,7 +226,7 @@ public final class Monitor: @unchecked Sendable {
 
     private func quickMemoryCheck() {
         guard limits.memory != nil else { return }
-        var o = Observation(seconds: Self.now() - started, memoryCurrent: cgroup.memoryUsage() ?? 0)
+        var o = Observation(seconds: Clock.monotonic() - started, memoryCurrent: cgroup.memoryUsage() ?? 0)
         o.scheduled = scheduled(at: o.seconds)
         bounds.memoryAvailable = HostMemory.available()
         for decision in LimitTuner.decide(o, limits: TunedLimits(memory: limits.memory), bounds: bounds) {
@@ -307,11 +307,5 @@ public final class Monitor: @unchecked Sendable {
             let slice = samples[start..<min(start + bucket, samples.count)]
             return slice.max { ($0.memoryBytes ?? 0) < ($1.memoryBytes ?? 0) } ?? slice.first!
         }
-    }
-
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }

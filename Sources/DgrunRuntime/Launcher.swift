@@ -25,7 +25,7 @@ public struct Launcher {
     }
 
     public func run(_ spec: SandboxSpec) throws(LaunchError) -> RunOutcome {
-        let started = Self.monotonicSeconds()
+        let started = Clock.monotonic()
 
         // 1. The run's cgroup, with limits in place before the child exists.
         var cgroup: (any CgroupRun)?
@@ -156,7 +156,7 @@ public struct Launcher {
             dgrun_abort(&child)
             throw LaunchError("waiting for the sandbox failed: \(String(cString: strerror(-waitRC)))")
         }
-        let wall = Self.monotonicSeconds() - started
+        let wall = Clock.monotonic() - started
         monitorResult = monitor?.stop()
         var failure = dgrun_failure()
         let failed = dgrun_read_failure(&child, &failure) == 1
@@ -327,10 +327,4 @@ public struct Launcher {
 
     static func signaled(_ status: Int32) -> Bool { (status & 0x7f) != 0 && (status & 0x7f) != 0x7f }
     static func termSignal(_ status: Int32) -> Int32 { status & 0x7f }
-
-    static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 }

@@ -47,3 +47,15 @@ extension Double {
         return sign + String(whole) + "." + String(repeating: "0", count: max(0, digits - text.count)) + text
     }
 }
+
+/// Seconds as Doubles: monotonic for durations, realtime for timestamps that are stored.
+public enum Clock {
+    public static func monotonic() -> Double { read(CLOCK_MONOTONIC) }
+    public static func now() -> Double { read(CLOCK_REALTIME) }
+
+    static func read(_ clock: clockid_t) -> Double {
+        var ts = timespec()
+        clock_gettime(clock, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}

@@ -125,26 +125,19 @@ public struct Planner {
     /// thousands of stats and little else.
     func fingerprints(of deps: [Dependency], where wanted: [Bool]) -> [FileFingerprint?] {
         let environment = self.environment
+        let paths = deps.map(\.ref)
         let results = UnsafeMutableBufferPointer<FileFingerprint?>.allocate(capacity: deps.count)
         results.initialize(repeating: nil)
         defer { results.deallocate() }
         let workers = deps.count < 1024 ? 1 : Swift.max(1, DgrunSystem.ProcessInfo.cpuCount)
         let slots = SendableBuffer(results)
-        deps.withUnsafeBufferPointer { items in
-            let shared = SendableBuffer(UnsafeMutableBufferPointer(mutating: items))
-            wanted.withUnsafeBufferPointer { flags in
-                let wantedShared = SendableBuffer(UnsafeMutableBufferPointer(mutating: flags))
-                // Each index is written by one worker only (strided), read after all return.
-                let work: @Sendable (Int) -> Void = { worker in
-                    var i = worker
-                    while i < shared.buffer.count {
-                        if wantedShared.buffer[i] { slots.buffer[i] = environment.fingerprint(shared.buffer[i].ref) }
-                        i += workers
-                    }
-                }
-                if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
+        // Each index is written by one worker only (strided), and read after all return.
+        let work: @Sendable (Int) -> Void = { worker in
+            for i in stride(from: worker, to: paths.count, by: workers) where wanted[i] {
+                slots.buffer[i] = environment.fingerprint(paths[i])
             }
         }
+        if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
         return Array(results)
     }
 

@@ -23,7 +23,7 @@ static const int traced[] = {
     SYS_stat, SYS_lstat, SYS_newfstatat, SYS_statx, SYS_access, SYS_faccessat, SYS_faccessat2,
     SYS_readlink, SYS_readlinkat, SYS_mkdir, SYS_mkdirat, SYS_unlink, SYS_unlinkat, SYS_rmdir,
     SYS_rename, SYS_renameat, SYS_renameat2, SYS_link, SYS_linkat, SYS_symlink, SYS_symlinkat,
-    SYS_truncate, SYS_connect, SYS_bind, SYS_sendto, SYS_sendmsg,
+    SYS_truncate, SYS_connect, SYS_bind, SYS_listen, SYS_sendto, SYS_sendmsg,
 };
 int dgrun_traced_syscall_count(void) { return (int)(sizeof traced / sizeof traced[0]); }
 int dgrun_traced_syscall(int index) { return traced[index]; }
@@ -103,7 +103,10 @@ static void absolute(pid_t pid, int dirfd, const char *path, char *out, size_t c
 // SOCK_STREAM, SOCK_DGRAM... of the target's socket `fd`, or 0 when it cannot be read: the
 // address alone does not tell TCP from UDP. The target is still waiting in the call, so its fd
 // still names that socket; pidfd_getfd (Linux 5.6) lends it to us for one getsockopt.
-static int64_t socket_type(pid_t pid, int fd) {
+// The type (SOCK_STREAM 1, SOCK_DGRAM 2; 0 unknown) of the target's socket `fd`, read from a
+// copy of it; with `name`, also the address it is bound to (what listen() serves, ephemeral port
+// included), its length in *name_len.
+static int64_t socket_info(pid_t pid, int fd, uint8_t *name, int32_t *name_len) {
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0) return 0;
     int local = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
@@ -112,6 +115,10 @@ static int64_t socket_type(pid_t pid, int fd) {
     int type = 0;
     socklen_t size = sizeof type;
     if (getsockopt(local, SOL_SOCKET, SO_TYPE, &type, &size) != 0) type = 0;
+    if (name) {
+        socklen_t length = 128;
+        *name_len = getsockname(local, (struct sockaddr *)name, &length) == 0 ? (int32_t)(length < 128 ? length : 128) : 0;
+    }
     close(local);
     return type;
 }
@@ -319,12 +326,16 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
         size_t len = a[2] < sizeof addr ? (size_t)a[2] : sizeof addr;
         ssize_t n = read_bytes(pid, a[1], addr, len);
         e.addr_len = n > 0 ? (int32_t)n : 0;
-        e.flags = socket_type(pid, (int)a[0]);
+        e.flags = socket_info(pid, (int)a[0], NULL, NULL);
         break;
     }
+    case SYS_listen:  // a server: the address it bound, known only now when the port was 0
+        e.kind = DGRUN_TRACE_BIND;
+        e.flags = socket_info(pid, (int)a[0], addr, &e.addr_len);
+        break;
     case SYS_sendto: {
         e.kind = DGRUN_TRACE_CONNECT;
-        e.flags = socket_type(pid, (int)a[0]);
+        e.flags = socket_info(pid, (int)a[0], NULL, NULL);
         size_t len = a[5] < sizeof addr ? (size_t)a[5] : sizeof addr;
         ssize_t n = read_bytes(pid, a[4], addr, len);
         e.addr_len = n > 0 ? (int32_t)n : 0;
@@ -335,7 +346,7 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
     }
     case SYS_sendmsg: {
         e.kind = DGRUN_TRACE_CONNECT;
-        e.flags = socket_type(pid, (int)a[0]);
+        e.flags = socket_info(pid, (int)a[0], NULL, NULL);
         struct msghdr msg;
         if (read_bytes(pid, a[1], &msg, sizeof msg) == (ssize_t)sizeof msg) {
             size_t len = msg.msg_namelen < sizeof addr ? msg.msg_namelen : sizeof addr;
@@ -355,13 +366,24 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
     path[0] = path2[0] = 0;
     int have_path = p1 && read_string(pid, p1, path, sizeof path) >= 0;
     if (p2) read_string(pid, p2, path2, sizeof path2);
+    // A unix socket with a pathname is a file: resolved against the caller's cwd like one, and
+    // whether it existed tells a live service from a probe (glibc tries nscd's socket, and so on).
+    int unix_path = (e.kind == DGRUN_TRACE_CONNECT || e.kind == DGRUN_TRACE_BIND) && e.addr_len > 2
+        && (addr[0] | addr[1] << 8) == AF_UNIX && addr[2] != 0;
+    if (unix_path) {
+        size_t n = 0;
+        while (n < (size_t)e.addr_len - 2 && n < sizeof path - 1 && addr[2 + n]) { path[n] = (char)addr[2 + n]; n++; }
+        path[n] = 0;
+        have_path = 1;
+    }
 
     // What was read belongs to this very call only if the target is still waiting in it.
     int valid = ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.n.id) == 0;
     // Relative paths are made absolute while the target still waits (it could chdir or close the
     // directory fd next). Only a call that can create the path must also wait for the existence
     // check; the others run on while the tracer resolves.
-    int creates = e.kind == DGRUN_TRACE_MODIFY || (e.kind == DGRUN_TRACE_OPEN && (e.flags & O_CREAT));
+    int creates = e.kind == DGRUN_TRACE_MODIFY || e.kind == DGRUN_TRACE_BIND
+        || (e.kind == DGRUN_TRACE_OPEN && (e.flags & O_CREAT));
     if (valid && have_path) {
         absolute(pid, dirfd, path, full, sizeof full);
         if (path2[0]) {

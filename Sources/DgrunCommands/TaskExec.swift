@@ -255,6 +255,10 @@ struct GraphRecording {
             // What the task does, and what the programs it ran require (their libraries, interpreters).
             guard edge.from == graph.task.id || (relation == .requires && codeNodes.contains(edge.from)) else { continue }
             if node.ref.hasPrefix("/") && isPrivate(node.ref) { continue }
+            // A server the task runs itself is up only while it runs: nothing to check before.
+            if node.kind == .service && node.ownership == "internal" { continue }
+            // A temporary the task removed itself: there is nothing of it to check next time.
+            if relation == .writes && node.state == "unavailable" { continue }
             let traced = node.evidence.contains { $0.hasPrefix("traced:") }
             let isFile = node.ref.hasPrefix("/")
             let version = node.version.map { String($0.prefix { $0 != " " }) }

@@ -38,6 +38,7 @@ public struct GraphBuilder {
                        ownership: "internal", cost: [:], priority: 0, evidence: ["task"]))
         var executed: [String] = []
         var network = "none"
+        let served = trace.events.filter { $0.kind == .bind }.compactMap(Endpoint.init(event:))
         for event in trace.events {
             let evidence = "traced:" + SyscallNames.name(event.syscall)
             switch event.kind {
@@ -66,10 +67,18 @@ public struct GraphBuilder {
                     link(output(path, existed: event.existed, evidence: evidence), "writes")
                 }
             case .connect:
-                guard let endpoint = Endpoint(sockaddr: event.address, data: event.data, socketType: Int(event.flags)) else { continue }
+                guard let endpoint = Endpoint(event: event) else { continue }
+                // A unix socket that was not there: the program looked for a service and went on
+                // without it (glibc and nscd's socket), so it is a probe, not something to block on.
+                if endpoint.uri.hasPrefix("unix:/") && !event.existed {
+                    link(file(event.path, existed: false, evidence: evidence), "probes")
+                    continue
+                }
                 let id = "service:" + endpoint.uri
+                // The task's own server (it bound the address): part of the task, never checked before a run.
+                let own = served.contains { endpoint.isServed(by: $0) }
                 add(Graph.Node(id: id, kind: .service, ref: endpoint.uri, version: nil, state: "available",
-                               ownership: "external", cost: [:], priority: 0, evidence: [evidence]))
+                               ownership: own ? "internal" : "external", cost: [:], priority: 0, evidence: [evidence]))
                 link(id, endpoint.isDNS ? "resolves" : "connects")
                 if let name = endpoint.dnsName {
                     let nameID = "service:dns:" + name
@@ -190,6 +199,8 @@ public struct GraphBuilder {
             results.set(i, Self.version(of: paths[i]))
         }
         for (i, id) in ids.enumerated() {
+            // A temporary the task made and removed again: gone when the run ended.
+            if results.get(i) == nil, !FileIO.existsNoFollow(paths[i]) { nodes[id]?.state = "unavailable" }
             guard let digest = results.get(i), var node = nodes[id] else { continue }
             node.version = digest + (node.version.map { " " + $0 } ?? "")
             nodes[id] = node
@@ -386,6 +397,23 @@ struct Endpoint {
         }
     }
 
+    /// From a traced connect or bind: a unix socket's pathname is the tracer's resolved path.
+    init?(event: TraceEvent) {
+        self.init(sockaddr: event.address, data: event.data, socketType: Int(event.flags))
+        if uri.hasPrefix("unix:") && !uri.hasPrefix("unix:@") && event.path.hasPrefix("/") { uri = "unix:" + event.path }
+    }
+
+    /// Whether a server bound at `server` answers a connection to this endpoint: the same
+    /// address, or the same port on a wildcard address (0.0.0.0, ::).
+    func isServed(by server: Endpoint) -> Bool {
+        if uri == server.uri { return true }
+        guard let colon = uri.lastIndex(of: ":"), let serverColon = server.uri.lastIndex(of: ":"),
+              uri[colon...] == server.uri[serverColon...], !uri.hasPrefix("unix:"),
+              uri.prefix(6) == server.uri.prefix(6) else { return false }  // tcp:// or udp://
+        let host = server.uri[..<serverColon].split(separator: "/").last ?? ""
+        return host == "0.0.0.0" || host == "[0:0:0:0:0:0:0:0]"
+    }
+
     /// The QNAME of a DNS query (header of 12 bytes, then length-prefixed labels).
     static func queryName(_ d: [UInt8]) -> String? {
         guard d.count > 12 else { return nil }
@@ -407,7 +435,7 @@ enum SyscallNames {
         262: "newfstatat", 332: "statx", 21: "access", 269: "faccessat", 439: "faccessat2", 89: "readlink",
         267: "readlinkat", 83: "mkdir", 258: "mkdirat", 87: "unlink", 263: "unlinkat", 84: "rmdir", 82: "rename",
         264: "renameat", 316: "renameat2", 86: "link", 265: "linkat", 88: "symlink", 266: "symlinkat",
-        76: "truncate", 42: "connect", 49: "bind", 44: "sendto", 46: "sendmsg",
+        76: "truncate", 42: "connect", 49: "bind", 50: "listen", 44: "sendto", 46: "sendmsg",
     ]
     static func name(_ nr: Int32) -> String { names[nr] ?? "syscall-\(nr)" }
 }

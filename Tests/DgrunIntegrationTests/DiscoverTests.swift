@@ -205,6 +205,34 @@ import Glibc
     }
 
     @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
+    func theTasksOwnServersAreInternalAndAnAbsentSocketIsAProbe() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        // A TCP server on an ephemeral port of 0.0.0.0 and a unix server on a relative path, each
+        // reached by the task itself; and a unix socket that is not there (as glibc tries nscd's).
+        let f = Self.discover(["python3", "-c", """
+            import socket
+            t = socket.socket(); t.bind(("0.0.0.0", 0)); t.listen(); port = t.getsockname()[1]
+            socket.create_connection(("127.0.0.1", port)).close()
+            u = socket.socket(socket.AF_UNIX); u.bind("srv.sock"); u.listen()
+            c = socket.socket(socket.AF_UNIX); c.connect("srv.sock"); c.close()
+            try:
+                socket.socket(socket.AF_UNIX).connect("\(work)/absent.sock")
+            except OSError:
+                pass
+            print(port)
+            """], cwd: work)
+        #expect(f.status == 0, "\(f.stderr)")
+        let services = f.nodes.filter { $0.value["kind"] as? String == "service" }
+        let port = try #require(services.keys.first { $0.hasPrefix("tcp://127.0.0.1:") }, "\(services.keys)")
+        #expect(services[port]?["ownership"] as? String == "internal", "served by the task: \(port)")
+        #expect(services["unix:" + work + "/srv.sock"]?["ownership"] as? String == "internal",
+                "a relative unix path is resolved against the cwd: \(services.keys)")
+        #expect(f.has("probes", work + "/absent.sock"), "\(f.edges.filter { $0.contains("absent") })")
+        #expect(services["unix:" + work + "/absent.sock"] == nil, "an absent socket is no service")
+    }
+
+    @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
     func dnsQueryToAStubResolverOnLoopback() throws {
         // A query sent to a stub resolver on 127.0.0.1:53 is decoded to the name it asks for.
         let f = Self.discover(["python3", "-c", """

@@ -13,8 +13,9 @@ enum dgrun_trace_kind {
     DGRUN_TRACE_LOOKUP = 3,   // stat family, access, readlink: no change to the file
     DGRUN_TRACE_MODIFY = 4,   // mkdir, unlink, rmdir, rename, link, symlink, truncate (path2: the new name)
     DGRUN_TRACE_CONNECT = 5,  // connect, sendto, sendmsg: addr = the sockaddr, data = first bytes sent,
-                              // flags = the socket's type (SOCK_STREAM 1, SOCK_DGRAM 2; 0 unknown)
-    DGRUN_TRACE_BIND = 6,
+                              // flags = the socket's type (SOCK_STREAM 1, SOCK_DGRAM 2; 0 unknown);
+                              // a unix socket's pathname is also the event's path, resolved
+    DGRUN_TRACE_BIND = 6,     // bind, listen (addr: the bound address, as getsockname gives it): as connect
 };
 
 // One event in the log: this header, then path, path2, addr, data bytes (lengths below).

@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -546,6 +547,22 @@ static int dg_pidfd_signal(int pidfd, int sig) {
     return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
 }
 
+// Serving threads for the tracer: DGRUN_TRACER_THREADS, or one per two CPUs dgrun may run on (at
+// most 4). Under synchronous wake-ups a traced process and the thread answering it share a CPU;
+// on two CPUs a second thread measured no faster (bench/discover.sh), past four the run's own
+// CPUs are the limit.
+static int dg_tracer_threads(void) {
+    const char *forced = getenv("DGRUN_TRACER_THREADS");
+    if (forced && *forced) {
+        int n = atoi(forced);
+        return n < 1 ? 1 : (n > DGRUN_TRACER_MAX_THREADS ? DGRUN_TRACER_MAX_THREADS : n);
+    }
+    cpu_set_t set;
+    int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    int n = cpus / 2;
+    return n < 1 ? 1 : (n > 4 ? 4 : n);
+}
+
 int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, int kill_fd,
                int trace_socket, struct dgrun_trace_log *log, struct dgrun_outcome *out) {
     memset(out, 0, sizeof *out);
@@ -555,7 +572,9 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
     if (sfd < 0) return -errno;
     int64_t deadline = timeout_ms >= 0 ? dg_now_ms() + timeout_ms : -1;
     int phase = 0;  // 0 running, 1 SIGTERM sent, 2 SIGKILL sent
-    int listener = -1;
+    int listener = -1;  // served here only when no serving thread could start
+    struct dgrun_tracer tracer;
+    int serving = 0;
     while (1) {
         int wait_ms = -1;
         if (deadline >= 0) {
@@ -568,11 +587,23 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
         struct pollfd fds[3] = { { child->pidfd, POLLIN, 0 }, { sfd, POLLIN, 0 }, { trace_fd, POLLIN, 0 } };
         int n = poll(fds, trace_fd >= 0 ? 3 : 2, wait_ms);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) { int e = errno; close(sfd); if (listener >= 0) close(listener); return -e; }
+        if (n < 0) {
+            int e = errno;
+            close(sfd);
+            if (listener >= 0) close(listener);
+            if (serving) dgrun_tracer_stop(&tracer);
+            return -e;
+        }
         if (trace_fd >= 0 && fds[2].revents) {
             if (listener < 0) {
                 listener = dgrun_trace_receive_listener(trace_socket);
-                if (listener < 0) trace_socket = -1;  // the command died before it could send it
+                if (listener < 0) {
+                    trace_socket = -1;  // the command died before it could send it
+                } else if (dgrun_tracer_start(&tracer, listener, log, dg_tracer_threads()) == 0) {
+                    serving = 1;  // the threads own the listener now
+                    listener = -1;
+                    trace_socket = -1;
+                }
             } else if (fds[2].revents & POLLIN) {
                 if (dgrun_trace_handle(listener, log) < 0) { close(listener); listener = -1; trace_socket = -1; }
             } else {
@@ -607,6 +638,8 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
     }
     close(sfd);
     if (listener >= 0) close(listener);
+    // The sandbox's init is gone, and with it every traced process: nothing is left to answer.
+    if (serving) dgrun_tracer_stop(&tracer);
     siginfo_t info;
     struct rusage ru;
     memset(&info, 0, sizeof info);

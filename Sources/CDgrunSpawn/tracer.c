@@ -1,7 +1,9 @@
 // The seccomp user-notification supervisor of `dgrun discover` (runs in dgrun, not in the child).
-// For every traced call: read its path arguments from the target's memory, re-check that the
-// target is still waiting (pid reuse), resolve the path inside the target's root and note whether
-// it exists *before* the call runs, then let the call continue unchanged.
+// For every traced call: read its path arguments from the target's memory, resolve the path inside
+// the target's root and note whether it exists *before* the call runs, then let the call continue
+// unchanged. A successful answer proves the target was still waiting, so what was read was its.
+// Several threads serve one listener (each notification goes to one of them): a task with many
+// processes would otherwise queue on one supervisor.
 #define _GNU_SOURCE
 #include "dgrun_trace.h"
 
@@ -9,12 +11,15 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -124,6 +129,8 @@ static int64_t socket_info(pid_t pid, int fd, uint8_t *name, int32_t *name_len) 
 }
 
 static int rootfd = -1;  // the traced sandbox's root, for this run
+// Guards the resolution cache, rootfd and the log: shared by the serving threads.
+static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 
 // Resolves `path` inside the target's root. On success, `canonical` is the path with symlinks
 // resolved (follow: the last component too) and 1 is returned; 0 when it does not exist.
@@ -144,11 +151,15 @@ static int resolve(pid_t pid, const char *path, int follow, char *canonical, siz
     }
     // Every process of the sandbox shares one root (chroot is denied by the profiles), so the
     // first one's is kept open for the whole run (until the log is freed): two syscalls fewer.
-    if (rootfd < 0) {
+    int root_fd = __atomic_load_n(&rootfd, __ATOMIC_ACQUIRE);
+    if (root_fd < 0) {
         char root[64];
         snprintf(root, sizeof root, "/proc/%d/root", pid);
-        rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (rootfd < 0) return 0;
+        pthread_mutex_lock(&state_lock);
+        if (rootfd < 0) __atomic_store_n(&rootfd, open(root, O_PATH | O_DIRECTORY | O_CLOEXEC), __ATOMIC_RELEASE);
+        root_fd = rootfd;
+        pthread_mutex_unlock(&state_lock);
+        if (root_fd < 0) return 0;
     }
     struct open_how how = { 0 };
     how.flags = O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
@@ -157,7 +168,7 @@ static int resolve(pid_t pid, const char *path, int follow, char *canonical, siz
     // system during the walk (another sandbox starting is enough): retry, it is not an absence.
     int fd = -1;
     for (int attempt = 0; attempt < 64; attempt++) {
-        fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+        fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
         if (fd >= 0 || errno != EAGAIN) break;
     }
     if (fd < 0) return 0;
@@ -178,6 +189,8 @@ struct cache_entry {
 };
 static struct cache_entry *cache;
 static size_t cache_capacity, cache_count;
+// Bumped by every clear: a resolution that started before a clear is not cached after it.
+static uint64_t cache_generation;
 
 static uint64_t hash_path(const char *s, int follow) {
     uint64_t h = 1469598103934665603ULL ^ (uint64_t)follow;
@@ -192,6 +205,7 @@ static void cache_clear(void) {
     }
     memset(cache, 0, cache_capacity * sizeof *cache);
     cache_count = 0;
+    cache_generation++;
 }
 
 static struct cache_entry *cache_find(const char *path, int follow, uint64_t h) {
@@ -231,26 +245,36 @@ static void cache_put(const char *path, int follow, uint64_t h, int exists, cons
 // *seen: this syscall was already logged for this path since the cache was last cleared.
 static int resolve_cached(pid_t pid, const char *path, int follow, int nr, char *canonical, size_t cap, int *seen) {
     uint64_t h = hash_path(path, follow);
-    struct cache_entry *hit = cache_find(path, follow, h);
     *seen = 0;
+    pthread_mutex_lock(&state_lock);
+    struct cache_entry *hit = cache_find(path, follow, h);
     if (hit) {
         snprintf(canonical, cap, "%s", hit->canonical);
         for (int i = 0; i < hit->n_recorded; i++) if (hit->recorded[i] == nr) *seen = 1;
         if (!*seen && hit->n_recorded < 6) hit->recorded[hit->n_recorded++] = nr;
-        return hit->exists;
+        int exists = hit->exists;
+        pthread_mutex_unlock(&state_lock);
+        return exists;
     }
+    uint64_t generation = cache_generation;
+    pthread_mutex_unlock(&state_lock);
+    // Resolved without the lock: the other threads go on meanwhile.
     int exists = resolve(pid, path, follow, canonical, cap);
     // /proc differs per process: never cached.
     if (strncmp(path, "/proc/", 6) != 0) {
-        cache_put(path, follow, h, exists, exists ? canonical : "");
-        struct cache_entry *added = cache_find(path, follow, h);
-        if (added) { added->recorded[0] = nr; added->n_recorded = 1; }
+        pthread_mutex_lock(&state_lock);
+        if (generation == cache_generation && !cache_find(path, follow, h)) {
+            cache_put(path, follow, h, exists, exists ? canonical : "");
+            struct cache_entry *added = cache_find(path, follow, h);
+            if (added) { added->recorded[0] = nr; added->n_recorded = 1; }
+        }
+        pthread_mutex_unlock(&state_lock);
     }
     return exists;
 }
 
-static int append(struct dgrun_trace_log *log, const struct dgrun_trace_event *e, const char *path,
-                  const char *path2, const void *addr, const void *data) {
+static int append_locked(struct dgrun_trace_log *log, const struct dgrun_trace_event *e, const char *path,
+                         const char *path2, const void *addr, const void *data) {
     size_t need = sizeof *e + (size_t)e->path_len + (size_t)e->path2_len + (size_t)e->addr_len + (size_t)e->data_len;
     if (log->length + need > log->capacity) {
         size_t capacity = log->capacity ? log->capacity * 2 : 1 << 16;
@@ -270,25 +294,46 @@ static int append(struct dgrun_trace_log *log, const struct dgrun_trace_event *e
     return 0;
 }
 
+static int append(struct dgrun_trace_log *log, const struct dgrun_trace_event *e, const char *path,
+                  const char *path2, const void *addr, const void *data) {
+    pthread_mutex_lock(&state_lock);
+    int rc = append_locked(log, e, path, path2, addr, data);
+    pthread_mutex_unlock(&state_lock);
+    return rc;
+}
+
+static struct seccomp_notif_sizes sizes;
+static int sizes_error;
+static void read_sizes(void) {
+    if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) != 0) sizes_error = errno;
+}
+
 int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
-    static struct seccomp_notif_sizes sizes;
-    if (!sizes.seccomp_notif && syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) != 0) return -errno;
+    static pthread_once_t sizes_once = PTHREAD_ONCE_INIT;
+    pthread_once(&sizes_once, read_sizes);
+    if (sizes_error) return -sizes_error;
     union { struct seccomp_notif n; uint8_t raw[512]; } req;
     union { struct seccomp_notif_resp r; uint8_t raw[512]; } resp;
     if (sizes.seccomp_notif > sizeof req || sizes.seccomp_notif_resp > sizeof resp) return -E2BIG;
     memset(&req, 0, sizeof req);  // the kernel insists on a zeroed buffer
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req.n) != 0) {
-        if (errno == ENOENT || errno == EINTR || errno == EAGAIN) { log->lost += errno == ENOENT; return 0; }
+        if (errno == ENOENT || errno == EINTR || errno == EAGAIN) {
+            if (errno == ENOENT) __atomic_fetch_add(&log->lost, 1, __ATOMIC_RELAXED);
+            return 0;
+        }
         return -errno;
     }
-    log->notifications++;
+    // The order calls were received in: one process's calls are sequential, and a call that
+    // began after another ended is received after it, whichever thread logs it first.
+    uint64_t seq = __atomic_fetch_add(&log->notifications, 1, __ATOMIC_RELAXED);
     const struct seccomp_data *d = &req.n.data;
     pid_t pid = (pid_t)req.n.pid;
     const __u64 *a = d->args;
     struct dgrun_trace_event e = { 0 };
     e.nr = d->nr;
     e.pid = pid;
-    static char path[4096], path2[4096], full[4096], canonical[4096];
+    e.seq = seq;
+    char path[4096], path2[4096], full[4096], canonical[4096];
     uint8_t addr[128], data[512];
     int dirfd = AT_FDCWD, dirfd2 = AT_FDCWD, follow = 1;
     uint64_t p1 = 0, p2 = 0;
@@ -377,14 +422,12 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
         have_path = 1;
     }
 
-    // What was read belongs to this very call only if the target is still waiting in it.
-    int valid = ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.n.id) == 0;
     // Relative paths are made absolute while the target still waits (it could chdir or close the
     // directory fd next). Only a call that can create the path must also wait for the existence
     // check; the others run on while the tracer resolves.
     int creates = e.kind == DGRUN_TRACE_MODIFY || e.kind == DGRUN_TRACE_BIND
         || (e.kind == DGRUN_TRACE_OPEN && (e.flags & O_CREAT));
-    if (valid && have_path) {
+    if (have_path) {
         absolute(pid, dirfd, path, full, sizeof full);
         if (path2[0]) {
             absolute(pid, dirfd2, path2, canonical, sizeof canonical);
@@ -392,15 +435,21 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
             e.path2_len = (int32_t)strlen(path2);
         }
         if (creates) {
+            pthread_mutex_lock(&state_lock);
             cache_clear();  // what existed may change now
+            pthread_mutex_unlock(&state_lock);
             e.exists = resolve(pid, full, follow, canonical, sizeof canonical);
         }
     }
     memset(&resp, 0, sizeof resp);
     resp.r.id = req.n.id;
     resp.r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp.r) != 0 && errno != ENOENT) return -errno;
-    if (!valid) { log->lost++; return 0; }
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp.r) != 0) {
+        if (errno != ENOENT) return -errno;
+        // The target is gone (killed, or its pid could even be reused): what was read is not its.
+        __atomic_fetch_add(&log->lost, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
     int seen = 0;
     if (have_path) {
         if (!creates) e.exists = resolve_cached(pid, full, follow, e.nr, canonical, sizeof canonical, &seen);
@@ -408,8 +457,92 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
         e.path_len = (int32_t)strlen(path);
     }
     if (seen) return 0;  // the same call on the same path: nothing new for the graph
-    if (e.kind && (have_path || e.addr_len)) return append(log, &e, path, path2, addr, data);
+    // Out of memory: the call is counted as lost, and the target was answered all the same.
+    if (e.kind && (have_path || e.addr_len) && append(log, &e, path, path2, addr, data) != 0)
+        __atomic_fetch_add(&log->lost, 1, __ATOMIC_RELAXED);
     return 0;
+}
+
+// A signal of our own, with a handler that does nothing: it only interrupts a serving thread's
+// blocking receive (a semaphore wait the kernel lets signals break) when the run is over.
+static int wake_signal(void) { return SIGRTMIN + 5; }
+static void on_wake(int signo) { (void)signo; }
+
+struct serving { struct dgrun_tracer *tracer; int index; };
+
+static void close_listener(struct dgrun_tracer *t) {
+    int fd = __atomic_exchange_n(&t->listener, -1, __ATOMIC_ACQ_REL);
+    if (fd >= 0) close(fd);
+}
+
+static void *serve(void *arg) {
+    struct dgrun_tracer *t = ((struct serving *)arg)->tracer;
+    int index = ((struct serving *)arg)->index;
+    free(arg);
+    sigset_t only;
+    sigemptyset(&only);
+    sigaddset(&only, wake_signal());
+    pthread_sigmask(SIG_UNBLOCK, &only, NULL);
+    int listener = t->listener;
+    while (!__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE)) {
+        int rc = dgrun_trace_handle(listener, t->log);
+        if (rc < 0) {
+            int none = 0;
+            __atomic_compare_exchange_n(&t->error, &none, rc, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+            break;
+        }
+    }
+    // The last thread to give up on a broken listener closes it, so that no traced process
+    // waits for an answer that will not come (the kernel then fails their calls with ENOSYS).
+    if (__atomic_sub_fetch(&t->running, 1, __ATOMIC_ACQ_REL) == 0 && !__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE))
+        close_listener(t);
+    __atomic_store_n(&t->finished[index], 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+int dgrun_tracer_start(struct dgrun_tracer *t, int listener, struct dgrun_trace_log *log, int threads) {
+    memset(t, 0, sizeof *t);
+    t->listener = listener;
+    t->log = log;
+    if (threads < 1) threads = 1;
+    if (threads > DGRUN_TRACER_MAX_THREADS) threads = DGRUN_TRACER_MAX_THREADS;
+    struct sigaction action = { 0 };
+    action.sa_handler = on_wake;  // no SA_RESTART: the receive must return EINTR
+    sigemptyset(&action.sa_mask);
+    if (sigaction(wake_signal(), &action, NULL) != 0) return -errno;
+    // The threads start with every signal blocked (the caller's are for its signalfd) and
+    // unblock only the wake-up.
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    int rc = 0;
+    for (int i = 0; i < threads; i++) {
+        struct serving *arg = malloc(sizeof *arg);
+        if (!arg) { rc = -ENOMEM; break; }
+        arg->tracer = t;
+        arg->index = i;
+        __atomic_add_fetch(&t->running, 1, __ATOMIC_ACQ_REL);
+        int err = pthread_create(&t->thread[i], NULL, serve, arg);
+        if (err) { __atomic_sub_fetch(&t->running, 1, __ATOMIC_ACQ_REL); free(arg); rc = -err; break; }
+        t->threads = i + 1;
+    }
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    return t->threads > 0 ? 0 : rc;
+}
+
+int dgrun_tracer_stop(struct dgrun_tracer *t) {
+    __atomic_store_n(&t->stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < t->threads; i++) {
+        // A thread between its check and its receive misses one signal: signal until it is done.
+        while (!__atomic_load_n(&t->finished[i], __ATOMIC_ACQUIRE)) {
+            pthread_kill(t->thread[i], wake_signal());
+            struct timespec pause = { 0, 200 * 1000 };
+            nanosleep(&pause, NULL);
+        }
+        pthread_join(t->thread[i], NULL);
+    }
+    close_listener(t);
+    return t->error;
 }
 
 void dgrun_trace_log_free(struct dgrun_trace_log *log) {

@@ -30,7 +30,7 @@ public struct TraceEvent: Sendable, Equatable {
     static func parse(_ log: dgrun_trace_log) -> [TraceEvent] {
         guard let base = log.bytes, log.length > 0 else { return [] }
         let header = MemoryLayout<dgrun_trace_event>.size
-        var events: [TraceEvent] = []
+        var events: [(seq: UInt64, event: TraceEvent)] = []
         var at = 0
         while at + header <= log.length {
             let e = UnsafeRawPointer(base + at).loadUnaligned(as: dgrun_trace_event.self)
@@ -43,11 +43,13 @@ public struct TraceEvent: Sendable, Equatable {
             let path = take(e.path_len), path2 = take(e.path2_len), address = take(e.addr_len), data = take(e.data_len)
             at = p
             guard let kind = Kind(rawValue: e.kind) else { continue }
-            events.append(TraceEvent(kind: kind, syscall: e.nr, pid: e.pid, existed: e.exists != 0, flags: e.flags,
-                                     path: String(decoding: path, as: UTF8.self), path2: String(decoding: path2, as: UTF8.self),
-                                     address: address, data: data))
+            events.append((e.seq, TraceEvent(kind: kind, syscall: e.nr, pid: e.pid, existed: e.exists != 0, flags: e.flags,
+                                             path: String(decoding: path, as: UTF8.self),
+                                             path2: String(decoding: path2, as: UTF8.self), address: address, data: data)))
         }
-        return events
+        // Serving threads log as they finish; the graph wants the order the calls were made in.
+        events.sort { $0.seq < $1.seq }
+        return events.map(\.event)
     }
 }
 

@@ -24,10 +24,11 @@ import Glibc
         func has(_ relation: String, _ ref: String) -> Bool { edges.contains("\(relation) \(ref)") }
     }
 
-    static func discover(_ command: [String], cwd: String? = nil) -> Found {
+    /// `environment`: NAME=VALUE settings for dgrun itself.
+    static func discover(_ command: [String], cwd: String? = nil, environment: [String] = []) -> Found {
         let dir = Harness.makeTemporaryDirectory()
         defer { Harness.removeTree(dir) }
-        let r = Harness.run([Harness.binary, "discover", "-o", dir + "/graph.json", "--"] + command, cwd: cwd)
+        let r = Harness.run(environment + [Harness.binary, "discover", "-o", dir + "/graph.json", "--"] + command, cwd: cwd)
         var found = Found(status: r.status, stderr: r.stderr)
         guard let data = FileManager.default.contents(atPath: dir + "/graph.json"),
               let graph = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return found }
@@ -186,6 +187,28 @@ import Glibc
         for i in 0..<4 { #expect(f.has("reads", work + "/sub/t\(i)"), "thread \(i)") }
         #expect(f.has("writes", work + "/sub/via-dirfd"), "relative to a directory fd")
         #expect(f.has("writes", work + "/from-child"), "a forked child is traced")
+    }
+
+    /// Several serving threads answer one listener; the graph must not depend on how many, nor
+    /// on which thread logged a call first (a file created, then read by another process).
+    @Test func manyProcessesGiveTheSameGraphWithOneOrFourServingThreads() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        var script = ""
+        for i in 0..<8 {
+            script += "(for j in 1 2 3 4 5 6 7 8; do cat /etc/hostname > out\(i).$j; test -e absent\(i).$j; cat out\(i).$j > /dev/null; done) & "
+        }
+        script += "wait; cat out*.8 > all"
+        let one = Self.discover(["sh", "-c", script], cwd: work, environment: ["DGRUN_TRACER_THREADS=1"])
+        let four = Self.discover(["sh", "-c", script], cwd: work, environment: ["DGRUN_TRACER_THREADS=4"])
+        #expect(one.status == 0 && four.status == 0, "\(one.stderr)\n\(four.stderr)")
+        #expect(one.edges.count > 200, "\(one.edges.count) edges")
+        let ours = { (f: Found) in f.edges.filter { $0.contains(work) } }
+        #expect(ours(one) == ours(four), "only with one: \(ours(one).subtracting(ours(four))); only with four: \(ours(four).subtracting(ours(one)))")
+        for i in 0..<8 {
+            #expect(four.has("writes", work + "/out\(i).5") && four.has("probes", work + "/absent\(i).5"))
+            #expect(!four.has("probes", work + "/out\(i).5"), "written before it was read: never absent")
+        }
     }
 
     @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))

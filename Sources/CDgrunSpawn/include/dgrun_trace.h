@@ -4,6 +4,7 @@
 #ifndef DGRUN_TRACE_H
 #define DGRUN_TRACE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,7 @@ struct dgrun_trace_event {
     int32_t pid;         // in dgrun's pid namespace
     int32_t exists;      // the path existed when the call was made (before it ran)
     int64_t flags;
+    uint64_t seq;        // the order the calls were received in (the log is in the order handled)
     int32_t path_len, path2_len, addr_len, data_len;
 };
 
@@ -41,8 +43,28 @@ int dgrun_traced_syscall(int index);
 
 // Receive the listener fd sent by the command. Returns the fd or -errno.
 int dgrun_trace_receive_listener(int socket_fd);
-// Handle one pending notification; 0, or -errno on a broken listener.
+// Handle one pending notification (blocks until there is one); 0, or -errno on a broken
+// listener. Safe to call from several threads at once.
 int dgrun_trace_handle(int listener, struct dgrun_trace_log *log);
+
+// Threads serving one listener until stopped: a traced process waits in its call until it is
+// answered, so with several processes one supervisor would be a queue.
+#define DGRUN_TRACER_MAX_THREADS 8
+struct dgrun_tracer {
+    int listener;            // owned: closed by stop (or by the last thread, if all failed)
+    struct dgrun_trace_log *log;
+    int threads;
+    int stop;
+    int running;
+    int error;               // the first -errno a thread stopped on, or 0
+    int finished[DGRUN_TRACER_MAX_THREADS];
+    pthread_t thread[DGRUN_TRACER_MAX_THREADS];
+};
+// 0 once at least one thread serves; -errno when none could start (the caller still owns the
+// listener then).
+int dgrun_tracer_start(struct dgrun_tracer *t, int listener, struct dgrun_trace_log *log, int threads);
+// Stops and joins the threads, closes the listener; the first error a thread stopped on, or 0.
+int dgrun_tracer_stop(struct dgrun_tracer *t);
 void dgrun_trace_log_free(struct dgrun_trace_log *log);
 
 #endif

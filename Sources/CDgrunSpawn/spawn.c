@@ -605,7 +605,7 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
                     trace_socket = -1;
                 }
             } else if (fds[2].revents & POLLIN) {
-                if (dgrun_trace_handle(listener, log) < 0) { close(listener); listener = -1; trace_socket = -1; }
+                if (dgrun_trace_handle(listener, log) != 0) { close(listener); listener = -1; trace_socket = -1; }
             } else {
                 close(listener);  // POLLHUP: every traced process is gone
                 listener = -1;

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <sys/uio.h>
@@ -132,6 +134,134 @@ static int rootfd = -1;  // the traced sandbox's root, for this run
 // Guards the resolution cache, rootfd and the log: shared by the serving threads.
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 
+// Every process of the sandbox shares one root (chroot is denied by the profiles), so the
+// first one's is kept open for the whole run (until the log is freed): two syscalls fewer.
+static int sandbox_root(pid_t pid) {
+    int root_fd = __atomic_load_n(&rootfd, __ATOMIC_ACQUIRE);
+    if (root_fd >= 0) return root_fd;
+    char root[64];
+    snprintf(root, sizeof root, "/proc/%d/root", pid);
+    pthread_mutex_lock(&state_lock);
+    if (rootfd < 0) __atomic_store_n(&rootfd, open(root, O_PATH | O_DIRECTORY | O_CLOEXEC), __ATOMIC_RELEASE);
+    root_fd = rootfd;
+    pthread_mutex_unlock(&state_lock);
+    return root_fd;
+}
+
+// `path` opened as the sandbox sees it, or -1 with errno.
+static int open_in_root(int root_fd, const char *path, uint64_t flags) {
+    struct open_how how = { 0 };
+    how.flags = flags;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    // With RESOLVE_IN_ROOT, a ".." fails with EAGAIN when any rename or mount happened on the
+    // system during the walk (another sandbox starting is enough): retry, it is not an absence.
+    int fd = -1;
+    for (int attempt = 0; attempt < 64; attempt++) {
+        fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+        if (fd >= 0 || errno != EAGAIN) break;
+    }
+    return fd;
+}
+
+// The canonical path of what `fd` refers to; 1, or 0 when it cannot be read.
+static int fd_path(int fd, char *canonical, size_t cap) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, canonical, cap - 1);
+    if (n <= 0) return 0;
+    canonical[n] = 0;
+    return 1;
+}
+
+// Directories already resolved, each with an O_PATH fd: a new file in a known directory is then
+// one fstatat of its name, where a whole resolution is openat2, readlink and close (a task
+// reading thousands of headers from a few hundred directories). Cleared by any call that can
+// make, remove or rename a directory; at most `DIRS_MAX` fds are held.
+#define DIRS_SLOTS 1024
+#define DIRS_MAX 256
+struct dir_entry { uint64_t hash; char *path; char *canonical; int fd; };  // fd -1: no such directory
+static struct dir_entry dirs[DIRS_SLOTS];
+static int dir_count;
+static uint64_t dirs_generation;
+
+static void dirs_clear(void) {  // under state_lock
+    for (int i = 0; i < DIRS_SLOTS; i++) {
+        if (!dirs[i].hash) continue;
+        if (dirs[i].fd >= 0) close(dirs[i].fd);
+        free(dirs[i].path);
+        free(dirs[i].canonical);
+    }
+    memset(dirs, 0, sizeof dirs);
+    dir_count = 0;
+    dirs_generation++;
+}
+
+static struct dir_entry *dirs_find(const char *path, uint64_t h) {  // under state_lock
+    for (int i = (int)(h & (DIRS_SLOTS - 1));; i = (i + 1) & (DIRS_SLOTS - 1)) {
+        if (!dirs[i].hash) return NULL;
+        if (dirs[i].hash == h && strcmp(dirs[i].path, path) == 0) return &dirs[i];
+    }
+}
+
+// Takes `fd`; NULL (and `fd` closed) when it cannot be kept.
+static struct dir_entry *dirs_put(const char *path, uint64_t h, int fd, const char *canonical) {  // under state_lock
+    if (dir_count >= DIRS_MAX) dirs_clear();
+    char *p = strdup(path), *c = strdup(canonical);
+    if (!p || !c) { free(p); free(c); if (fd >= 0) close(fd); return NULL; }
+    int i = (int)(h & (DIRS_SLOTS - 1));
+    while (dirs[i].hash) i = (i + 1) & (DIRS_SLOTS - 1);
+    dirs[i] = (struct dir_entry){ h, p, c, fd };
+    dir_count++;
+    return &dirs[i];
+}
+
+static uint64_t hash_path(const char *s, int follow);
+
+// The fast path of `resolve`: 1 or 0 as it does, or -1 when this path needs the whole
+// resolution (a symlink to follow, "." or ".." in it, anything unusual).
+static int resolve_in_directory(int root_fd, const char *path, int follow, char *canonical, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (path[0] != '/' || !slash || slash == path || !slash[1] || strstr(path, "/.") || strstr(path, "//")) return -1;
+    size_t length = (size_t)(slash - path);
+    char parent[4096];
+    if (length >= sizeof parent) return -1;
+    memcpy(parent, path, length);
+    parent[length] = 0;
+    const char *name = slash + 1;
+    uint64_t h = hash_path(parent, 7);
+    pthread_mutex_lock(&state_lock);
+    struct dir_entry *d = dirs_find(parent, h);
+    if (!d) {
+        uint64_t generation = dirs_generation;
+        pthread_mutex_unlock(&state_lock);
+        char resolved[4096] = "";
+        int fd = open_in_root(root_fd, parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 && errno != ENOENT && errno != ENOTDIR) return -1;
+        if (fd >= 0 && !fd_path(fd, resolved, sizeof resolved)) { close(fd); return -1; }
+        pthread_mutex_lock(&state_lock);
+        // A directory made or renamed meanwhile: this answer may be stale, resolve the long way.
+        if (generation != dirs_generation || !(d = dirs_put(parent, h, fd, resolved))) {
+            pthread_mutex_unlock(&state_lock);
+            if (generation != dirs_generation && fd >= 0) close(fd);
+            return -1;
+        }
+    }
+    int result;
+    struct stat st;
+    if (d->fd < 0) {
+        result = 0;
+    } else if (fstatat(d->fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        result = errno == ENOENT || errno == ENOTDIR ? 0 : -1;
+    } else if (S_ISLNK(st.st_mode) && follow) {
+        result = -1;
+    } else {
+        result = 1;
+        snprintf(canonical, cap, "%s/%s", strcmp(d->canonical, "/") == 0 ? "" : d->canonical, name);
+    }
+    pthread_mutex_unlock(&state_lock);
+    return result;
+}
+
 // Resolves `path` inside the target's root. On success, `canonical` is the path with symlinks
 // resolved (follow: the last component too) and 1 is returned; 0 when it does not exist.
 static int resolve(pid_t pid, const char *path, int follow, char *canonical, size_t cap) {
@@ -149,36 +279,15 @@ static int resolve(pid_t pid, const char *path, int follow, char *canonical, siz
         snprintf(canonical, cap, "%s", path);
         return faccessat(AT_FDCWD, host, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
     }
-    // Every process of the sandbox shares one root (chroot is denied by the profiles), so the
-    // first one's is kept open for the whole run (until the log is freed): two syscalls fewer.
-    int root_fd = __atomic_load_n(&rootfd, __ATOMIC_ACQUIRE);
-    if (root_fd < 0) {
-        char root[64];
-        snprintf(root, sizeof root, "/proc/%d/root", pid);
-        pthread_mutex_lock(&state_lock);
-        if (rootfd < 0) __atomic_store_n(&rootfd, open(root, O_PATH | O_DIRECTORY | O_CLOEXEC), __ATOMIC_RELEASE);
-        root_fd = rootfd;
-        pthread_mutex_unlock(&state_lock);
-        if (root_fd < 0) return 0;
-    }
-    struct open_how how = { 0 };
-    how.flags = O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    // With RESOLVE_IN_ROOT, a ".." fails with EAGAIN when any rename or mount happened on the
-    // system during the walk (another sandbox starting is enough): retry, it is not an absence.
-    int fd = -1;
-    for (int attempt = 0; attempt < 64; attempt++) {
-        fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
-        if (fd >= 0 || errno != EAGAIN) break;
-    }
+    int root_fd = sandbox_root(pid);
+    if (root_fd < 0) return 0;
+    int fast = resolve_in_directory(root_fd, path, follow, canonical, cap);
+    if (fast >= 0) return fast;
+    int fd = open_in_root(root_fd, path, O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
     if (fd < 0) return 0;
-    char link[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(link, canonical, cap - 1);
+    int found = fd_path(fd, canonical, cap);
     close(fd);
-    if (n <= 0) return 0;
-    canonical[n] = 0;
-    return 1;
+    return found;
 }
 
 // Resolutions seen in this run: repeated lookups of one path (loaders, include searches, stat
@@ -317,11 +426,14 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
     if (sizes.seccomp_notif > sizeof req || sizes.seccomp_notif_resp > sizeof resp) return -E2BIG;
     memset(&req, 0, sizeof req);  // the kernel insists on a zeroed buffer
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req.n) != 0) {
-        if (errno == ENOENT || errno == EINTR || errno == EAGAIN) {
-            if (errno == ENOENT) __atomic_fetch_add(&log->lost, 1, __ATOMIC_RELAXED);
-            return 0;
-        }
-        return -errno;
+        if (errno == EINTR || errno == EAGAIN) return 0;
+        if (errno != ENOENT) return -errno;
+        // No notification: its process was killed while it waited, or every traced process is
+        // gone (the listener hangs up, and the receive no longer waits).
+        struct pollfd pfd = { listener, POLLIN, 0 };
+        if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP) && !(pfd.revents & POLLIN)) return 1;
+        __atomic_fetch_add(&log->lost, 1, __ATOMIC_RELAXED);
+        return 0;
     }
     // The order calls were received in: one process's calls are sequential, and a call that
     // began after another ended is received after it, whichever thread logs it first.
@@ -437,6 +549,8 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
         if (creates) {
             pthread_mutex_lock(&state_lock);
             cache_clear();  // what existed may change now
+            // Only these can make, remove or rename a directory (O_CREAT and bind make files).
+            if (e.kind == DGRUN_TRACE_MODIFY) dirs_clear();
             pthread_mutex_unlock(&state_lock);
             e.exists = resolve(pid, full, follow, canonical, sizeof canonical);
         }
@@ -486,6 +600,7 @@ static void *serve(void *arg) {
     int listener = t->listener;
     while (!__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE)) {
         int rc = dgrun_trace_handle(listener, t->log);
+        if (rc == 1) break;  // nothing left to serve
         if (rc < 0) {
             int none = 0;
             __atomic_compare_exchange_n(&t->error, &none, rc, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
@@ -550,6 +665,7 @@ void dgrun_trace_log_free(struct dgrun_trace_log *log) {
         close(rootfd);
         rootfd = -1;
     }
+    dirs_clear();
     if (cache) {
         cache_clear();
         free(cache);

@@ -189,6 +189,26 @@ import Glibc
         #expect(f.has("writes", work + "/from-child"), "a forked child is traced")
     }
 
+    /// The tracer remembers resolved directories: a directory made, renamed or reached through a
+    /// symlink during the run must still give each access its true path and existence.
+    @Test func directoriesMadeRenamedAndLinkedDuringTheRun() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        let f = Self.discover(["sh", "-c", """
+            test -e d/x; mkdir d; echo 1 > d/x; cat d/x
+            mkdir a; echo 2 > a/f; cat a/f; mv a b; cat b/f; test -e a/f
+            mkdir real; echo 3 > real/g; ln -s real link; cat link/g
+            """], cwd: work)
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(f.has("probes", work + "/d/x"), "absent before mkdir")
+        #expect(f.has("writes", work + "/d/x"))
+        #expect(f.has("writes", work + "/a") && f.has("writes", work + "/b"), "the rename writes both names")
+        #expect(f.has("reads", work + "/b/f"), "found under its new directory: \(f.edges.filter { $0.contains("/b") })")
+        #expect(f.has("probes", work + "/a/f"), "gone after the rename: \(f.edges.filter { $0.contains("/a/") })")
+        #expect(f.has("writes", work + "/real/g"))
+        #expect(!f.edges.contains { $0.hasSuffix(work + "/link/g") }, "through the symlink, the real path: \(f.edges.filter { $0.contains("link") })")
+    }
+
     /// Several serving threads answer one listener; the graph must not depend on how many, nor
     /// on which thread logged a call first (a file created, then read by another process).
     @Test func manyProcessesGiveTheSameGraphWithOneOrFourServingThreads() throws {

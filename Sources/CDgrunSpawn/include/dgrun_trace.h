@@ -43,8 +43,8 @@ int dgrun_traced_syscall(int index);
 
 // Receive the listener fd sent by the command. Returns the fd or -errno.
 int dgrun_trace_receive_listener(int socket_fd);
-// Handle one pending notification (blocks until there is one); 0, or -errno on a broken
-// listener. Safe to call from several threads at once.
+// Handle one pending notification (blocks until there is one); 0, 1 when every traced process
+// is gone, or -errno on a broken listener. Safe to call from several threads at once.
 int dgrun_trace_handle(int listener, struct dgrun_trace_log *log);
 
 // Threads serving one listener until stopped: a traced process waits in its call until it is

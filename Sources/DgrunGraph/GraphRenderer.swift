@@ -7,9 +7,7 @@ public enum GraphRenderer {
     public static func render(_ graph: Graph, as format: GraphFormat) throws -> String {
         switch format {
         case .json:
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            return String(decoding: try encoder.encode(graph), as: UTF8.self) + "\n"
+            return GraphJSON.render(graph)
         case .dot:
             var out = "digraph dgrun {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n"
             for node in graph.nodes {

@@ -39,6 +39,7 @@ let package = Package(
         .testTarget(name: "DgrunCgroupsTests", dependencies: ["DgrunCgroups", "DgrunSystem"]),
         .testTarget(name: "DgrunStaticTests", dependencies: ["DgrunStatic", "DgrunSystem"]),
         .testTarget(name: "DgrunGraphTests", dependencies: ["DgrunGraph"]),
+        .testTarget(name: "DgrunSystemTests", dependencies: ["DgrunSystem"]),
         .testTarget(name: "DgrunPlannerTests", dependencies: ["DgrunPlanner", "DgrunStore"]),
         .testTarget(name: "DgrunMonitorTests", dependencies: ["DgrunMonitor", "DgrunCgroups"]),
         .testTarget(name: "DgrunIntegrationTests", dependencies: ["DgrunSystem", "DgrunCgroups", "DgrunStore"]),

@@ -48,12 +48,17 @@ int dgrun_sha256_available(void) {
 }
 
 int dgrun_sha256_file(const char *path, uint8_t digest[32]) {
+    return dgrun_sha256_file_stat(path, digest, NULL, NULL);
+}
+
+int dgrun_sha256_file_stat(const char *path, uint8_t digest[32], struct stat *before, struct stat *after) {
     pthread_once(&once, load);
     if (!available) return -ENOSYS;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) return -errno;
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return -EINVAL; }
+    if (before) *before = st;
     size_t size = st.st_size > 0 && st.st_size < (1 << 20) ? (size_t)st.st_size : (1 << 20);
     unsigned char *buffer = malloc(size);
     void *ctx = api.ctx_new();
@@ -68,6 +73,7 @@ int dgrun_sha256_file(const char *path, uint8_t digest[32]) {
     }
     unsigned int length = 0;
     if (rc == 0 && (!api.final(ctx, digest, &length) || length != 32)) rc = -EIO;
+    if (rc == 0 && after && fstat(fd, after) != 0) rc = -errno;
     if (ctx) api.ctx_free(ctx);
     free(buffer);
     close(fd);

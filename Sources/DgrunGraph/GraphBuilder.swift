@@ -195,9 +195,12 @@ public struct GraphBuilder {
         let ids = toHash
         let paths = ids.map { nodes[$0]?.ref ?? "" }
         let results = Slots(count: paths.count)
+        let cache = ContentHashCache(path: ContentHashCache.defaultPath())
+        let now = Clock.now()
         DispatchQueue.concurrentPerform(iterations: paths.count) { i in
-            results.set(i, Self.version(of: paths[i]))
+            results.set(i, cache.version(of: paths[i], now: now))
         }
+        cache.save()
         for (i, id) in ids.enumerated() {
             // A temporary the task made and removed again: gone when the run ended.
             if results.get(i) == nil, !FileIO.existsNoFollow(paths[i]) { nodes[id]?.state = "unavailable" }
@@ -207,7 +210,6 @@ public struct GraphBuilder {
         }
     }
 
-    static func version(of path: String) -> String? { ContentHash.version(of: path) }
 
     /// The Debian package that installed each external file, appended to its version
     /// ("sha256:… deb:libc6=2.36-9+deb12u10"): what to reinstall, or pin, to get it back.

@@ -5,6 +5,10 @@
 // SHA-256 of a file's content through the system's libcrypto, loaded with dlopen on first use so
 // that `dgrun exec` never pays for it. 0, -ENOSYS when libcrypto is not there, or -errno.
 int dgrun_sha256_file(const char *path, uint8_t digest[32]);
+// The same, with the file's stat before and after it was read (either may be NULL): equal stats
+// mean the digest is of one version of the file.
+#include <sys/stat.h>
+int dgrun_sha256_file_stat(const char *path, uint8_t digest[32], struct stat *before, struct stat *after);
 // SHA-256 of a byte string; same return values.
 int dgrun_sha256_bytes(const void *bytes, size_t length, uint8_t digest[32]);
 // 1 when libcrypto could be loaded, else 0.

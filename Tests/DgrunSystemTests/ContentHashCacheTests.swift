@@ -1,0 +1,61 @@
+@testable import DgrunSystem
+import Foundation
+import Testing
+
+/// The stat-keyed content hash cache: a hit only for the same identity, nothing kept for a file
+/// that changed too recently, and a changed file hashed again.
+@Suite struct ContentHashCacheTests {
+    static func temporaryDirectory() -> String {
+        let dir = NSTemporaryDirectory() + "dgrun-hash-cache-\(UUID().uuidString)"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    @Test func remembersSettledFilesAndHashesChangedOnesAgain() throws {
+        let dir = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = dir + "/data.txt", cacheFile = dir + "/cache/content-hashes"
+        try "first version\n".write(toFile: file, atomically: false, encoding: .utf8)
+        let expected = try #require(ContentHash.version(of: file))
+
+        // Just written: hashed, but not remembered (a write in the same timestamp tick would not show).
+        let early = ContentHashCache(path: cacheFile)
+        #expect(early.version(of: file, now: Clock.now()) == expected)
+        early.save()
+        #expect(!FileManager.default.fileExists(atPath: cacheFile))
+
+        // Seen as settled (now is later than its last change by more than the margin): remembered.
+        let later = Clock.now() + 2 * ContentHashCache.settleSeconds
+        let first = ContentHashCache(path: cacheFile)
+        #expect(first.version(of: file, now: later) == expected)
+        first.save()
+        let second = ContentHashCache(path: cacheFile)
+        #expect(second.loaded.count == 1)
+        var st = stat()
+        #expect(stat(file, &st) == 0)
+        #expect(second.find(st) != nil)
+        #expect(second.version(of: file, now: later) == expected)
+
+        // Rewritten with content of the same size: the identity moved (ctime), so it is hashed again.
+        try "other version\n".write(toFile: file, atomically: false, encoding: .utf8)
+        #expect(stat(file, &st) == 0)
+        #expect(second.find(st) == nil)
+        #expect(second.version(of: file, now: Clock.now() + 10) == ContentHash.version(of: file))
+        #expect(second.version(of: file, now: Clock.now() + 10) != expected)
+    }
+
+    @Test func directoriesAndMissingFilesGoTheUsualWay() {
+        let dir = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cache = ContentHashCache(path: dir + "/cache")
+        #expect(cache.version(of: dir + "/absent", now: Clock.now()) == nil)
+        #expect(cache.version(of: dir, now: Clock.now()) == ContentHash.version(of: dir))
+    }
+
+    @Test func aDamagedCacheFileIsAnEmptyCache() throws {
+        let dir = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "dgrun-content-hashes 1\ntruncated".write(toFile: dir + "/cache", atomically: false, encoding: .utf8)
+        #expect(ContentHashCache(path: dir + "/cache").loaded.isEmpty)
+    }
+}

@@ -175,13 +175,24 @@ public struct GraphBuilder {
     }
 
     static func kind(of path: String) -> Graph.Node.Kind {
-        for prefix in ["/dev/", "/proc/", "/sys/"] where path.hasPrefix(prefix) || path + "/" == prefix { return .infrastructure }
+        for prefix in ["/dev/", "/proc/", "/sys/"] where path.hasPrefix(prefix) || path == prefix.dropLast() { return .infrastructure }
         return .data
     }
 
+    /// libfoo.so, libfoo.so.6: by the name alone (thousands of paths, so no splitting).
     func looksLikeLibrary(_ path: String) -> Bool {
-        let name = path.split(separator: "/").last ?? ""
-        return name.hasSuffix(".so") || name.contains(".so.")
+        let name = path.utf8.lastIndex(of: UInt8(ascii: "/")).map { path.utf8[path.utf8.index(after: $0)...] } ?? path.utf8[...]
+        let so = Array(".so".utf8)
+        var i = name.startIndex
+        while let dot = name[i...].firstIndex(of: UInt8(ascii: ".")) {
+            let rest = name[dot...]
+            if rest.starts(with: so) {
+                let after = name.index(dot, offsetBy: 3)
+                if after == name.endIndex || name[after] == UInt8(ascii: ".") { return true }
+            }
+            i = name.index(after: dot)
+        }
+        return false
     }
 
     func isRegularFile(_ path: String) -> Bool {

@@ -22,8 +22,9 @@ public enum DebianPackages {
         }()
         var result: [String: String] = [:]
         for path in paths {
-            for name in [path] + aliases(of: path) {
-                if let owner = index.owner(of: name) { result[path] = "deb:" + owner; break }
+            // The aliases (merged /usr) only when the path itself is not listed: most are.
+            if let owner = index.owner(of: path) ?? aliases(of: path).lazy.compactMap(index.owner(of:)).first {
+                result[path] = "deb:" + owner
             }
         }
         return result
@@ -59,7 +60,8 @@ public enum DebianPackages {
         var names: [String]
 
         func owner(of path: String) -> String? {
-            let h = ShortHash.value(path.utf8)
+            var h = ShortHash.seed
+            for byte in path.utf8 { h = ShortHash.step(h, byte) }
             var low = 0, high = hashes.count
             while low < high {
                 let mid = (low + high) / 2

@@ -56,8 +56,16 @@ int dgrun_sha256_file_stat(const char *path, uint8_t digest[32], struct stat *be
     if (!available) return -ENOSYS;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) return -errno;
+    int rc = dgrun_sha256_fd(fd, digest, before, after);
+    close(fd);
+    return rc;
+}
+
+int dgrun_sha256_fd(int fd, uint8_t digest[32], struct stat *before, struct stat *after) {
+    pthread_once(&once, load);
+    if (!available) return -ENOSYS;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return -EINVAL; }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return -EINVAL;
     if (before) *before = st;
     size_t size = st.st_size > 0 && st.st_size < (1 << 20) ? (size_t)st.st_size : (1 << 20);
     unsigned char *buffer = malloc(size);
@@ -76,7 +84,6 @@ int dgrun_sha256_file_stat(const char *path, uint8_t digest[32], struct stat *be
     if (rc == 0 && after && fstat(fd, after) != 0) rc = -errno;
     if (ctx) api.ctx_free(ctx);
     free(buffer);
-    close(fd);
     return rc;
 }
 

@@ -6,6 +6,7 @@
 // processes would otherwise queue on one supervisor.
 #define _GNU_SOURCE
 #include "dgrun_trace.h"
+#include "dgrun_hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -382,6 +383,67 @@ static int resolve_cached(pid_t pid, const char *path, int follow, int nr, char 
     return exists;
 }
 
+// Files the task opened for reading in this run, as it named them and as resolved (never
+// cleared): when one of them is about to be rewritten, truncated, removed or renamed over, its
+// content is hashed first, while the writer waits. That is the version the task read; after the
+// run only the new content is left.
+struct path_set { uint64_t *hashes; char **paths; uint8_t *claimed; size_t capacity, count; };
+static struct path_set read_paths;
+
+static void path_set_free(struct path_set *set) {
+    for (size_t i = 0; i < set->capacity; i++) free(set->paths[i]);
+    free(set->hashes);
+    free(set->paths);
+    free(set->claimed);
+    memset(set, 0, sizeof *set);
+}
+
+static size_t path_set_slot(const struct path_set *set, const char *path, uint64_t h) {
+    size_t i = h & (set->capacity - 1);
+    while (set->hashes[i] && !(set->hashes[i] == h && strcmp(set->paths[i], path) == 0)) i = (i + 1) & (set->capacity - 1);
+    return i;
+}
+
+static void path_set_add(struct path_set *set, const char *path) {  // under state_lock
+    uint64_t h = hash_path(path, 9);
+    if ((set->count + 1) * 2 > set->capacity) {
+        struct path_set grown = { 0 };
+        grown.capacity = set->capacity ? set->capacity * 2 : 1024;
+        grown.hashes = calloc(grown.capacity, sizeof *grown.hashes);
+        grown.paths = calloc(grown.capacity, sizeof *grown.paths);
+        grown.claimed = calloc(grown.capacity, 1);
+        if (!grown.hashes || !grown.paths || !grown.claimed) { path_set_free(&grown); return; }
+        for (size_t i = 0; i < set->capacity; i++) {
+            if (!set->hashes[i]) continue;
+            size_t j = path_set_slot(&grown, set->paths[i], set->hashes[i]);
+            grown.hashes[j] = set->hashes[i];
+            grown.paths[j] = set->paths[i];
+            grown.claimed[j] = set->claimed[i];
+            grown.count++;
+        }
+        free(set->hashes);
+        free(set->paths);
+        free(set->claimed);
+        *set = grown;
+    }
+    size_t i = path_set_slot(set, path, h);
+    if (set->hashes[i]) return;
+    char *copy = strdup(path);
+    if (!copy) return;
+    set->hashes[i] = h;
+    set->paths[i] = copy;
+    set->count++;
+}
+
+// 1 the first time a path that is in the set is claimed, 0 otherwise.
+static int path_set_claim(struct path_set *set, const char *path) {  // under state_lock
+    if (!set->capacity) return 0;
+    size_t i = path_set_slot(set, path, hash_path(path, 9));
+    if (!set->hashes[i] || set->claimed[i]) return 0;
+    set->claimed[i] = 1;
+    return 1;
+}
+
 static int append_locked(struct dgrun_trace_log *log, const struct dgrun_trace_event *e, const char *path,
                          const char *path2, const void *addr, const void *data) {
     size_t need = sizeof *e + (size_t)e->path_len + (size_t)e->path2_len + (size_t)e->addr_len + (size_t)e->data_len;
@@ -555,6 +617,25 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
             e.exists = resolve(pid, full, follow, canonical, sizeof canonical);
         }
     }
+    // A file read earlier in the run that this call replaces (rename onto it), removes, truncates
+    // or opens for writing: hashed now, before it changes. The digest rides in the event's data.
+    if (have_path && e.data_len == 0) {
+        int replaces = e.nr == SYS_rename || e.nr == SYS_renameat || e.nr == SYS_renameat2;
+        int changes = replaces || e.nr == SYS_unlink || e.nr == SYS_unlinkat || e.nr == SYS_truncate
+            || (e.kind == DGRUN_TRACE_OPEN && (e.flags & (O_WRONLY | O_RDWR | O_TRUNC)));
+        const char *target = replaces ? path2 : full;
+        if (changes && target[0]) {
+            pthread_mutex_lock(&state_lock);
+            int claimed = path_set_claim(&read_paths, target);
+            pthread_mutex_unlock(&state_lock);
+            int root_fd = claimed ? sandbox_root(pid) : -1;
+            int fd = root_fd >= 0 ? open_in_root(root_fd, target, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (e.kind == DGRUN_TRACE_OPEN ? 0 : O_NOFOLLOW)) : -1;
+            if (fd >= 0) {
+                if (dgrun_sha256_fd(fd, data, NULL, NULL) == 0) e.data_len = 32;
+                close(fd);
+            }
+        }
+    }
     memset(&resp, 0, sizeof resp);
     resp.r.id = req.n.id;
     resp.r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
@@ -569,6 +650,12 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
         if (!creates) e.exists = resolve_cached(pid, full, follow, e.nr, canonical, sizeof canonical, &seen);
         snprintf(path, sizeof path, "%s", e.exists ? canonical : full);
         e.path_len = (int32_t)strlen(path);
+        if (e.exists && e.kind == DGRUN_TRACE_OPEN && !(e.flags & (O_WRONLY | O_RDWR | O_TRUNC | O_CREAT))) {
+            pthread_mutex_lock(&state_lock);
+            path_set_add(&read_paths, full);
+            if (strcmp(full, canonical) != 0) path_set_add(&read_paths, canonical);
+            pthread_mutex_unlock(&state_lock);
+        }
     }
     if (seen) return 0;  // the same call on the same path: nothing new for the graph
     // Out of memory: the call is counted as lost, and the target was answered all the same.
@@ -666,6 +753,7 @@ void dgrun_trace_log_free(struct dgrun_trace_log *log) {
         rootfd = -1;
     }
     dirs_clear();
+    path_set_free(&read_paths);
     if (cache) {
         cache_clear();
         free(cache);

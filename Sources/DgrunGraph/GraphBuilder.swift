@@ -48,7 +48,7 @@ public struct GraphBuilder {
                     link(file(event.path, existed: false, evidence: evidence), "probes")
                 } else if event.writes {
                     written.insert(event.path)
-                    link(output(event.path, existed: event.existed, evidence: evidence), "writes")
+                    link(output(event.path, existed: event.existed, evidence: evidence, replaced: event.replacedVersion), "writes")
                 } else {
                     let id = file(event.path, existed: true, evidence: evidence)
                     link(id, nodes[id]?.kind == .library ? "loads" : "reads")
@@ -62,9 +62,11 @@ public struct GraphBuilder {
                     link(file(event.path, existed: false, evidence: evidence), "probes")
                 }
             case .modify:
+                let replacedPath = event.path2.isEmpty ? event.path : event.path2
                 for path in [event.path, event.path2] where !path.isEmpty {
                     written.insert(path)
-                    link(output(path, existed: event.existed, evidence: evidence), "writes")
+                    link(output(path, existed: event.existed, evidence: evidence,
+                                replaced: path == replacedPath ? event.replacedVersion : nil), "writes")
                 }
             case .connect:
                 guard let endpoint = Endpoint(event: event) else { continue }
@@ -151,7 +153,8 @@ public struct GraphBuilder {
     }
 
     /// The node a write goes to: the file's own, or, when the task read it first, a second version.
-    mutating func output(_ path: String, existed: Bool, evidence: String) -> String {
+    /// `replaced`: the version the call is about to replace, as the tracer hashed it just before.
+    mutating func output(_ path: String, existed: Bool, evidence: String, replaced: String? = nil) -> String {
         let original = "file:" + path
         if let second = rewritten[path] {
             add(Graph.Node(id: second, kind: nodes[second]!.kind, ref: path, version: nil, state: "", ownership: "",
@@ -165,9 +168,11 @@ public struct GraphBuilder {
         }
         let second = original + "#2"
         rewritten[path] = second
-        // Hashes are taken after the run: the content read is gone. The version read stays
-        // unknown rather than wrong; the version written gets the final content's hash.
+        // Hashes are taken after the run, when the content read is gone: the tracer hashed it
+        // before the write (when it could open it), else the version read stays unknown rather
+        // than wrong. The version written gets the final content's hash.
         toHash.removeAll { $0 == original }
+        if let replaced { nodes[original]?.version = replaced }
         toHash.append(second)
         add(Graph.Node(id: second, kind: first.kind, ref: path, version: nil, state: "available", ownership: "internal",
                        cost: [:], priority: 0, evidence: [evidence]))

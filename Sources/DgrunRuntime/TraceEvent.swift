@@ -17,6 +17,14 @@ public struct TraceEvent: Sendable, Equatable {
     /// The first bytes sent (sendto/sendmsg), for DNS queries.
     public var data: [UInt8]
 
+    /// For a call that rewrites, truncates, removes or renames over a file the task had read
+    /// earlier: the sha256 of that content, taken just before (the file is `path2` for a rename).
+    public var replacedVersion: String? {
+        guard kind == .open || kind == .modify, data.count == 32 else { return nil }
+        let digits = Array("0123456789abcdef".utf8)
+        return "sha256:" + String(decoding: data.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }, as: UTF8.self)
+    }
+
     /// An open that can change the file: write access, create or truncate.
     public var writes: Bool {
         switch kind {

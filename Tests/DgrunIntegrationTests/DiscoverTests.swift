@@ -17,6 +17,7 @@ import Glibc
 
     struct Found {
         var nodes: [String: [String: Any]] = [:]   // by ref
+        var nodesByID: [String: [String: Any]] = [:]
         var edges: Set<String> = []                 // "relation ref"
         var status: Int32
         var stderr: String
@@ -38,6 +39,7 @@ import Glibc
             let ref = node["ref"] as? String ?? ""
             refByID[node["id"] as? String ?? ""] = ref
             found.nodes[ref] = node
+            found.nodesByID[node["id"] as? String ?? ""] = node
         }
         for edge in graph["edges"] as? [[String: Any]] ?? [] {
             let to = refByID[edge["to"] as? String ?? ""] ?? ""
@@ -152,9 +154,22 @@ import Glibc
             return "\(e["relation"] as? String ?? "") \(to)"
         })
         #expect(relations == ["reads file:\(work)/counter", "writes file:\(work)/counter#2"], "\(relations)")
-        // The content read is gone by the time hashes are taken: unknown, never wrong.
-        #expect(nodes.first { $0["id"] as? String == "file:\(work)/counter" }?["version"] is NSNull)
+        // The tracer hashed the content read just before the write changed it.
+        #expect((nodes.first { $0["id"] as? String == "file:\(work)/counter" }?["version"] as? String) == "sha256:\(Self.sha256("1\n"))")
         #expect((nodes.first { $0["id"] as? String == "file:\(work)/counter#2" }?["version"] as? String) == "sha256:\(Self.sha256("1\n2\n"))")
+    }
+
+    /// Replaced by a rename, or removed: the version read is still the content the task saw.
+    @Test func aFileReadThenReplacedOrRemovedKeepsTheVersionRead() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        try "old config\n".write(toFile: work + "/config", atomically: true, encoding: .utf8)
+        try "scratch\n".write(toFile: work + "/scratch", atomically: true, encoding: .utf8)
+        let f = Self.discover(["sh", "-c", "cat config scratch > /dev/null; echo new > config.tmp; mv config.tmp config; rm scratch"], cwd: work)
+        #expect(f.status == 0, "\(f.stderr)")
+        let versions = f.nodesByID.compactMapValues { $0["version"] as? String }
+        #expect(versions["file:\(work)/config"] == "sha256:\(Self.sha256("old config\n"))", "\(versions.filter { $0.key.contains(work) })")
+        #expect(versions["file:\(work)/scratch"] == "sha256:\(Self.sha256("scratch\n"))")
     }
 
     @Test(.enabled(if: Harness.hasCommand("busybox"), "needs busybox-static"))

@@ -9,6 +9,8 @@ int dgrun_sha256_file(const char *path, uint8_t digest[32]);
 // mean the digest is of one version of the file.
 #include <sys/stat.h>
 int dgrun_sha256_file_stat(const char *path, uint8_t digest[32], struct stat *before, struct stat *after);
+// The same for an open file (read from its current offset; the caller closes it).
+int dgrun_sha256_fd(int fd, uint8_t digest[32], struct stat *before, struct stat *after);
 // SHA-256 of a byte string; same return values.
 int dgrun_sha256_bytes(const void *bytes, size_t length, uint8_t digest[32]);
 // 1 when libcrypto could be loaded, else 0.

@@ -20,6 +20,8 @@ enum dgrun_trace_kind {
 };
 
 // One event in the log: this header, then path, path2, addr, data bytes (lengths below).
+// For a file call, data is empty or the 32-byte sha256 of the content the call is about to
+// replace, when the task had read that file earlier: path2 for a rename, path otherwise.
 struct dgrun_trace_event {
     int32_t kind;
     int32_t nr;          // syscall number

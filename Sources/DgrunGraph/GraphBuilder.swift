@@ -24,10 +24,13 @@ public struct GraphBuilder {
     /// Nodes whose content hash is computed at the end, on every CPU at once.
     private var toHash: [String] = []
     let taskID: String
+    /// taskDirectory + "/": what is inside the task directory, tested on every path.
+    let taskPrefix: String
 
     /// `name`: the task's name (its directory's); for a command, the program's.
     public init(taskDirectory: String, argv: [String], environment: [String], name: String? = nil) {
         self.taskDirectory = taskDirectory
+        taskPrefix = taskDirectory + "/"
         self.argv = argv
         self.environment = environment
         taskID = "task:" + (name ?? argv.first.map { String($0.split(separator: "/").last ?? Substring($0)) } ?? "task")
@@ -38,9 +41,14 @@ public struct GraphBuilder {
                        ownership: "internal", cost: [:], priority: 0, evidence: ["task"]))
         var executed: [String] = []
         var network = "none"
+        var evidenceBySyscall: [Int32: String] = [:]  // one string per syscall, not per event
         let served = trace.events.filter { $0.kind == .bind }.compactMap(Endpoint.init(event:))
         for event in trace.events {
-            let evidence = "traced:" + SyscallNames.name(event.syscall)
+            let evidence = evidenceBySyscall[event.syscall] ?? {
+                let text = "traced:" + SyscallNames.name(event.syscall)
+                evidenceBySyscall[event.syscall] = text
+                return text
+            }()
             switch event.kind {
             case .open, .lookup:
                 if event.kind == .lookup && event.existed && !isRegularFile(event.path) { continue }
@@ -132,7 +140,7 @@ public struct GraphBuilder {
             var cost: [String: Double] = [:]
             var st = stat()
             if existed, stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { cost["bytes"] = Double(st.st_size) }
-            let inside = path == taskDirectory || path.hasPrefix(taskDirectory + "/")
+            let inside = path == taskDirectory || path.hasPrefix(taskPrefix)
             // Outputs are hashed too (after the run): their versions are what dependants consume.
             if existed || produced { toHash.append(id) }
             add(Graph.Node(id: id, kind: kind, ref: path, version: nil,
@@ -288,7 +296,7 @@ public struct GraphBuilder {
         let python = pythons.last { Shebang.read(path: $0) == nil } ?? pythons.last
         let shell = executed.first { Self.shells.contains(String($0.split(separator: "/").last ?? "")) }
         let read = edges.filter { $0.from == taskID && $0.relation == "reads" }.compactMap { nodes[$0.to]?.ref }
-        for path in read where path.hasPrefix(taskDirectory + "/") && !executed.contains(path) {
+        for path in read where path.hasPrefix(taskPrefix) && !executed.contains(path) {
             if path.hasSuffix(".py"), let python {
                 nodes["file:" + path]?.kind = .code
                 addScriptCandidates(of: path, interpreter: python, searchPath: searchPath)

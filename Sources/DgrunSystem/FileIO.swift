@@ -43,11 +43,14 @@ public enum FileIO {
         let flags = O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0)
         let fd = try valueOrErrno("open", path: path, hint: hint) { open(path, flags, 0o644) }
         defer { close(fd) }
-        let bytes = Array(value.utf8)
-        let n = try valueOrErrno("write \"\(value)\" to", path: path, hint: hint) {
-            bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        var value = value
+        // A short value (a cgroup knob's) is worth naming in the error; a file's content is not.
+        let operation = value.utf8.count <= 64 ? "write \"\(value)\" to" : "write \(value.utf8.count) bytes to"
+        let count = value.utf8.count
+        let n = try valueOrErrno(operation, path: path, hint: hint) {
+            value.withUTF8 { Glibc.write(fd, $0.baseAddress, $0.count) }
         }
-        if n != bytes.count {
+        if n != count {
             throw SystemError("short write to", path: path, errno: EIO, hint: hint)
         }
     }

@@ -11,7 +11,14 @@ import Glibc
 public struct Fetcher: Sendable {
     public var cacheDirectory: String
 
-    public init(cacheDirectory: String = Fetcher.defaultCacheDirectory()) { self.cacheDirectory = cacheDirectory }
+    /// The task's copies are checked against the cache on every exec: remembered by stat, not
+    /// hashed again each time (a dataset of gigabytes would be).
+    let hashes: ContentHashCache
+
+    public init(cacheDirectory: String = Fetcher.defaultCacheDirectory(), hashes: ContentHashCache? = nil) {
+        self.cacheDirectory = cacheDirectory
+        self.hashes = hashes ?? ContentHashCache(path: ContentHashCache.defaultPath())
+    }
 
     /// $XDG_CACHE_HOME/dgrun/fetch, else ~/.cache/dgrun/fetch.
     public static func defaultCacheDirectory() -> String {
@@ -146,7 +153,9 @@ public struct Fetcher: Sendable {
     /// the task may edit its file, never the cache.
     func place(_ source: String, at target: String, note: String) -> Outcome {
         let hex = String(source.split(separator: "/").last ?? "")
-        if ContentHash.version(of: target) == "sha256:" + hex { return .ready(note) }
+        let present = hashes.version(of: target, now: Clock.now())
+        hashes.save()
+        if present == "sha256:" + hex { return .ready(note) }
         let parent = String(target[..<(target.lastIndex(of: "/") ?? target.endIndex)])
         FileSystem.makeDirectories(parent)
         let temporary = target + ".dgrun-\(getpid())"

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Tracing overhead of `dgrun discover` on four workloads, side by side with native, `dgrun exec`
-# (the same sandbox without the tracer) and `strace -f -e trace=%file,%process,%network`.
+# (the same sandbox without the tracer), the unotify floor (bench/floor/unotify-floor.c: the same
+# calls trapped and answered at once, nothing read) and `strace -f -e trace=%file,%process,%network`.
 #   bench/discover.sh [RUNS]      (as root; writes bench/results/discover.{json,md})
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,6 +15,8 @@ for tool in hyperfine strace gcc make python3; do
 done
 (cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
 dgrun=$repo/.build/release/dgrun
+floor=$out/unotify-floor
+gcc -O2 -o "$floor" "$here/floor/unotify-floor.c" -lseccomp || { echo "bench: cannot build the unotify floor (libseccomp-dev)" >&2; exit 1; }
 
 # Workload inputs, generated: a ~3000-line C file and a 20-file C project.
 python3 - "$work" <<'PY'
@@ -47,7 +50,11 @@ PY
 
 cd "$work"
 gcc_cmd="gcc -O2 -c big.c -o /tmp/dgrun-bench-big.o"
-py_cmd="python3 -c 'import json, email.parser, http.client, sqlite3, asyncio, decimal'"
+# The distribution's python3 when there is one: a version manager's shim (pyenv) would add a
+# shell script and its processes to what is measured.
+py=python3
+[ -x /usr/bin/python3 ] && py=/usr/bin/python3
+py_cmd="$py -c 'import json, email.parser, http.client, sqlite3, asyncio, decimal'"
 pipe_cmd="find /usr/include -name '*.h' | xargs grep -l uint32_t | wc -l"
 make_cmd="make -s -C proj clean && make -s -j2 -C proj"
 set --
@@ -55,6 +62,7 @@ for w in gcc py pipe make; do
     eval "cmd=\$${w}_cmd"
     set -- "$@" -n "$w native" "sh -c \"$cmd\"" \
         -n "$w dgrun-exec" "$dgrun exec --rw /tmp -- sh -c \"$cmd\"" \
+        -n "$w floor" "$floor sh -c \"$cmd\"" \
         -n "$w dgrun-discover" "$dgrun discover --rw /tmp -o /dev/null -- sh -c \"$cmd\"" \
         -n "$w strace" "strace -f -qq -o /dev/null -e trace=%file,%process,%network sh -c \"$cmd\""
 done
@@ -67,13 +75,13 @@ res = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"Machine: {os.cpu_count()} CPUs ({cpu}), kernel {platform.release()}; "
       f"{len(next(iter(res.values()))['times'])} runs each; medians in ms, ratios to native.\n")
-print("| workload | native | dgrun exec | dgrun discover | strace -f | discover ÷ native | strace ÷ native | discover overhead ÷ strace overhead |")
-print("|---|---|---|---|---|---|---|---|")
+print("| workload | native | dgrun exec | unotify floor | dgrun discover | strace -f | floor ÷ native | discover ÷ native | strace ÷ native | discover overhead ÷ strace overhead |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 names = {"gcc": "gcc -O2, 3000-line C file", "py": "python3 imports (json, email, http, sqlite3, asyncio, decimal)",
          "pipe": "find /usr/include | xargs grep | wc", "make": "make -j2, 20 C files"}
 for w, label in names.items():
-    m = {k: res[f"{w} {k}"]["median"] * 1000 for k in ["native", "dgrun-exec", "dgrun-discover", "strace"]}
-    d, s, n = m["dgrun-discover"], m["strace"], m["native"]
+    m = {k: res[f"{w} {k}"]["median"] * 1000 for k in ["native", "dgrun-exec", "floor", "dgrun-discover", "strace"]}
+    d, s, n, f = m["dgrun-discover"], m["strace"], m["native"], m["floor"]
     share = (d - n) / (s - n) if s > n else float("nan")
-    print(f"| {label} | {n:.1f} | {m['dgrun-exec']:.1f} | {d:.1f} | {s:.1f} | {d/n:.2f} | {s/n:.2f} | {share:.2f} |")
+    print(f"| {label} | {n:.1f} | {m['dgrun-exec']:.1f} | {f:.1f} | {d:.1f} | {s:.1f} | {f/n:.2f} | {d/n:.2f} | {s/n:.2f} | {share:.2f} |")
 PY

@@ -1,0 +1,104 @@
+// The least a seccomp user-notification tracer can cost: the same calls as `dgrun discover`
+// trapped, each answered "continue" at once, nothing read, resolved or logged. bench/discover.sh
+// runs it beside dgrun to show how much of discover's overhead is the kernel round trip itself.
+//   unotify-floor CMD [ARGS...]
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/seccomp.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
+#endif
+
+static const char *calls[] = {
+    "open", "openat", "openat2", "creat", "execve", "execveat", "stat", "lstat", "newfstatat", "statx",
+    "access", "faccessat", "faccessat2", "readlink", "readlinkat", "mkdir", "mkdirat", "unlink", "unlinkat",
+    "rmdir", "rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "truncate",
+    "connect", "bind", "listen", "sendto", "sendmsg",
+};
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fprintf(stderr, "usage: unotify-floor CMD [ARGS...]\n"); return 2; }
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) { perror("socketpair"); return 1; }
+    pid_t child = fork();
+    if (child == 0) {
+        scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+        for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+            int nr = seccomp_syscall_resolve_name(calls[i]);
+            if (nr == __NR_SCMP_ERROR) continue;
+            // As dgrun: fstat (newfstatat/statx with AT_EMPTY_PATH) carries no path and is not trapped.
+            if (strcmp(calls[i], "newfstatat") == 0)
+                seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, nr, 1, SCMP_A3(SCMP_CMP_MASKED_EQ, 0x1000, 0));
+            else if (strcmp(calls[i], "statx") == 0)
+                seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, nr, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, 0x1000, 0));
+            else if (strcmp(calls[i], "sendmsg") == 0)  // not the hand-over of the listener itself
+                seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, nr, 1, SCMP_A0(SCMP_CMP_NE, (scmp_datum_t)pair[1]));
+            else
+                seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, nr, 0);
+        }
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        if (seccomp_load(ctx) != 0) _exit(126);
+        int fd = seccomp_notify_fd(ctx);
+        char byte = 0;
+        struct iovec iov = { &byte, 1 };
+        union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+        if (sendmsg(pair[1], &msg, 0) != 1) _exit(126);
+        close(fd);
+        execvp(argv[1], argv + 1);
+        _exit(127);
+    }
+    close(pair[1]);
+    char byte;
+    struct iovec iov = { &byte, 1 };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf };
+    if (recvmsg(pair[0], &msg, MSG_CMSG_CLOEXEC) != 1) { fprintf(stderr, "no listener\n"); return 1; }
+    int listener;
+    memcpy(&listener, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof listener);
+    ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP);
+    struct seccomp_notif *req = NULL;
+    struct seccomp_notif_resp *resp = NULL;
+    if (seccomp_notify_alloc(&req, &resp) != 0) return 1;
+    unsigned long answered = 0;
+    for (;;) {
+        memset(req, 0, sizeof *req);
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, req) != 0) {
+            if (errno == EINTR) continue;
+            if (errno == ENOENT) {  // cancelled, or nobody left: then the child is gone
+                int status;
+                if (waitpid(child, &status, WNOHANG) == child) break;
+                continue;
+            }
+            break;
+        }
+        memset(resp, 0, sizeof *resp);
+        resp->id = req->id;
+        resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp) == 0) answered++;
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    if (getenv("UNOTIFY_FLOOR_VERBOSE")) fprintf(stderr, "unotify-floor: %lu calls answered\n", answered);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}

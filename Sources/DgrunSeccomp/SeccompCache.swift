@@ -44,22 +44,8 @@ public enum SeccompCache {
             return Array(cached[expected.count...])
         }
         let program = try SeccompCompiler.compile(SeccompProfile.decode(profile, path: path), path: path)
-        if let dir, let entry { store(expected + program, at: entry, in: dir) }
+        // Best effort: a cache that cannot be written only costs time.
+        if let entry { FileSystem.replaceCache(entry, with: expected + program, mode: 0o600, directoryMode: 0o700) }
         return program
-    }
-
-    /// Best effort: a cache that cannot be written only costs time.
-    static func store(_ bytes: [UInt8], at entry: String, in dir: String) {
-        var path = ""
-        for part in dir.split(separator: "/") {
-            path += "/" + part
-            mkdir(path, 0o700)
-        }
-        let temporary = entry + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return }
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-        if written != bytes.count || rename(temporary, entry) != 0 { unlink(temporary) }
     }
 }

@@ -110,14 +110,7 @@ public enum DebianPackages {
                 withUnsafeBytes(of: h.littleEndian) { bytes.append(contentsOf: $0) }
                 withUnsafeBytes(of: o.littleEndian) { bytes.append(contentsOf: $0) }
             }
-            let directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
-            FileSystem.makeDirectories(directory)
-            let temporary = path + ".tmp-\(getpid())"
-            let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { return }
-            let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            close(fd)
-            if written == bytes.count { rename(temporary, path) } else { unlink(temporary) }
+            FileSystem.replaceCache(path, with: bytes)
         }
 
         static func load(_ path: String, stamp: Stamp) -> Index? {

@@ -97,8 +97,8 @@ public final class ContentHashCache: Sendable {
     }
 
     /// Writes the cache back when this run hashed something new: the entries of this run, then
-    /// the older ones up to the capacity. Written beside and renamed; a concurrent dgrun's write
-    /// may win, which only costs hashing again.
+    /// the older ones up to the capacity. A concurrent dgrun's write may win, which only costs
+    /// hashing again.
     public func save() {
         let (entries, computed) = fresh.withLock { ($0.entries, $0.computed) }
         guard computed > 0 else { return }
@@ -112,14 +112,7 @@ public final class ContentHashCache: Sendable {
         var bytes = Self.magic
         bytes.reserveCapacity(bytes.count + merged.count * Self.recordSize)
         merged.withUnsafeBytes { bytes.append(contentsOf: $0) }
-        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
-        FileSystem.makeDirectories(directory)
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { return }
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-        if written == bytes.count { rename(temporary, path) } else { unlink(temporary) }
+        FileSystem.replaceCache(path, with: bytes)
     }
 
     static func load(_ path: String) -> [Entry] {

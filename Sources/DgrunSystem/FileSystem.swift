@@ -11,12 +11,31 @@ public enum FileSystem {
     }
 
     /// mkdir -p; errors show up when the directory is used.
-    public static func makeDirectories(_ path: String) {
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) {
         var prefix = ""
         for part in path.split(separator: "/") {
             prefix += "/" + part
-            mkdir(prefix, 0o755)
+            mkdir(prefix, mode)
         }
+    }
+
+    /// Replaces a cache file: its directories made, the bytes written beside it and renamed over
+    /// it, so a reader never sees half of one. Best effort: false when it could not be written,
+    /// and a cache that is not written only costs time.
+    @discardableResult
+    public static func replaceCache(_ path: String, with bytes: [UInt8], mode: mode_t = 0o644,
+                                    directoryMode: mode_t = 0o755) -> Bool {
+        makeDirectories(String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]), mode: directoryMode)
+        let temporary = path + ".tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { return false }
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == bytes.count, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            return false
+        }
+        return true
     }
 
     /// Copies a regular file's bytes.

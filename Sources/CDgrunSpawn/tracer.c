@@ -31,7 +31,7 @@ static const int traced[] = {
     SYS_stat, SYS_lstat, SYS_newfstatat, SYS_statx, SYS_access, SYS_faccessat, SYS_faccessat2,
     SYS_readlink, SYS_readlinkat, SYS_mkdir, SYS_mkdirat, SYS_unlink, SYS_unlinkat, SYS_rmdir,
     SYS_rename, SYS_renameat, SYS_renameat2, SYS_link, SYS_linkat, SYS_symlink, SYS_symlinkat,
-    SYS_truncate, SYS_connect, SYS_bind, SYS_listen, SYS_sendto, SYS_sendmsg,
+    SYS_truncate, SYS_chdir, SYS_connect, SYS_bind, SYS_listen, SYS_sendto, SYS_sendmsg,
 };
 int dgrun_traced_syscall_count(void) { return (int)(sizeof traced / sizeof traced[0]); }
 int dgrun_traced_syscall(int index) { return traced[index]; }
@@ -524,7 +524,7 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
     }
     case SYS_execve: e.kind = DGRUN_TRACE_EXEC; p1 = a[0]; break;
     case SYS_execveat: e.kind = DGRUN_TRACE_EXEC; dirfd = (int)a[0]; p1 = a[1]; e.flags = (int64_t)a[4]; break;
-    case SYS_stat: case SYS_access: e.kind = DGRUN_TRACE_LOOKUP; p1 = a[0]; break;
+    case SYS_stat: case SYS_access: case SYS_chdir: e.kind = DGRUN_TRACE_LOOKUP; p1 = a[0]; break;
     case SYS_lstat: case SYS_readlink: e.kind = DGRUN_TRACE_LOOKUP; p1 = a[0]; follow = 0; break;
     case SYS_newfstatat: e.kind = DGRUN_TRACE_LOOKUP; dirfd = (int)a[0]; p1 = a[1];
         follow = !(a[3] & AT_SYMLINK_NOFOLLOW); e.flags = (int64_t)a[3]; break;

@@ -461,7 +461,7 @@ enum SyscallNames {
         262: "newfstatat", 332: "statx", 21: "access", 269: "faccessat", 439: "faccessat2", 89: "readlink",
         267: "readlinkat", 83: "mkdir", 258: "mkdirat", 87: "unlink", 263: "unlinkat", 84: "rmdir", 82: "rename",
         264: "renameat", 316: "renameat2", 86: "link", 265: "linkat", 88: "symlink", 266: "symlinkat",
-        76: "truncate", 42: "connect", 49: "bind", 50: "listen", 44: "sendto", 46: "sendmsg",
+        76: "truncate", 80: "chdir", 42: "connect", 49: "bind", 50: "listen", 44: "sendto", 46: "sendmsg",
     ]
     static func name(_ nr: Int32) -> String { names[nr] ?? "syscall-\(nr)" }
 }

@@ -52,7 +52,7 @@ import Glibc
         let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
         defer { Harness.removeTree(work) }
         try "input\n".write(toFile: work + "/in.txt", atomically: true, encoding: .utf8)
-        let f = Self.discover(["sh", "-c", "cat in.txt > out.txt; test -e missing.txt; mkdir made; mv out.txt made/moved.txt"], cwd: work)
+        let f = Self.discover(["sh", "-c", "cat in.txt > out.txt; test -e missing.txt; mkdir made; mv out.txt made/moved.txt; cd gone 2>/dev/null; true"], cwd: work)
         #expect(f.status == 0, "\(f.stderr)")
         #expect(f.has("reads", work + "/in.txt"))
         #expect(f.has("writes", work + "/out.txt"))
@@ -65,6 +65,7 @@ import Glibc
         #expect(input["state"] as? String == "available")
         #expect((input["version"] as? String)?.hasPrefix("sha256:7d3f9b62") == true, "sha256 of 'input\\n'")
         #expect(f.nodes[work + "/missing.txt"]?["state"] as? String == "unavailable")
+        #expect((f.nodes[work + "/gone"]?["evidence"] as? [String])?.contains("traced:chdir") == true, "a chdir into nothing is a probe")
         let libc = try #require(f.nodes[FileIO.realPath("/lib/x86_64-linux-gnu/libc.so.6") ?? ""])
         #expect(libc["kind"] as? String == "library")
         #expect((libc["evidence"] as? [String])?.contains("static:elf-needed") == true)

@@ -27,7 +27,7 @@
 static const char *calls[] = {
     "open", "openat", "openat2", "creat", "execve", "execveat", "stat", "lstat", "newfstatat", "statx",
     "access", "faccessat", "faccessat2", "readlink", "readlinkat", "mkdir", "mkdirat", "unlink", "unlinkat",
-    "rmdir", "rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "truncate",
+    "rmdir", "rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "truncate", "chdir",
     "connect", "bind", "listen", "sendto", "sendmsg",
 };
 

@@ -2,7 +2,7 @@
 # Live limit tuning, measured: seven workloads under four policies, side by side in one run.
 #   bench/tuning.sh [REPS]      (as root; writes bench/results/tuning.{json,md})
 # Workloads: steady, ramp, spike, phase change, CPU burst (bench/tuning/workload.c), gcc -O2 of a
-# ~3000-line C file, and a python job (a dict of 300k entries).
+# ~3000-line C file, and a python job (a dict of 1.5M entries).
 # Policies:
 #   static     --memory 256m --cpus 1 --tune off   (a typical hand-set guess)
 #   none       no limit (dgrun still samples usage: the baseline for slowdown)
@@ -32,8 +32,13 @@ with open(os.path.join(work, "big.c"), "w") as f:
         f.write(f"static int f{i}(int *a, int n) {{ int s = 0; for (int k = 0; k < n; k++) {{ s += a[k] * {i} + (a[k] >> 3); if (s > 100000) s -= 99991; }} return s; }}\n")
     f.write("int main(void){int a[64]={0};int s=0;\n" + "".join(f"s+=f{i}(a,64);\n" for i in range(300)) + "printf(\"%d\\n\",s);return 0;}\n")
 with open(os.path.join(work, "job.py"), "w") as f:
-    f.write("d = {i: str(i) * 4 for i in range(300000)}\nprint(len(d))\n")
+    f.write("d = {i: str(i) * 4 for i in range(1500000)}\nprint(len(d))\n")
 PY
+
+# The distribution's python3 when there is one: a version manager's shim (pyenv) would add a
+# shell script and its processes to the job (as bench/discover.sh does).
+py=python3
+[ -x /usr/bin/python3 ] && py=/usr/bin/python3
 
 cd "$work"
 run() {  # run POLICY WORKLOAD REP ARGS...
@@ -44,7 +49,7 @@ workloads="steady ramp spike phase cpu gcc python"
 cmd() {
     case $1 in
         gcc) echo "cc -O2 -c big.c -o /tmp/big.o" ;;
-        python) echo "python3 job.py" ;;
+        python) echo "$py job.py" ;;
         *) echo "./workload $1" ;;
     esac
 }

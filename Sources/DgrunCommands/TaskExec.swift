@@ -119,12 +119,15 @@ struct TaskExecution {
         else { return plan }
         CLI.write(2, "dgrun: \(label): waiting up to \(wait) for " + plan.blockers.map(\.ref).joined(separator: ", ") + "\n")
         let deadline = Clock.now() + bound
-        var current = plan
-        while current.decision == .blocked, Clock.now() < deadline {
+        let host = HostEnvironment(connectTimeoutMilliseconds: 250)
+        // Only the missing services are probed while waiting (a task's thousands of files are
+        // not stat'ed four times a second); then one whole plan decides, files included.
+        var missing = plan.blockers.map(\.ref)
+        while !missing.isEmpty, Clock.now() < deadline {
             usleep(250_000)
-            current = Planner(environment: HostEnvironment(connectTimeoutMilliseconds: 250)).plan(inputs)
+            missing = missing.filter { host.unreachable($0) != nil }
         }
-        return current
+        return Planner(environment: host).plan(inputs)
     }
 
     struct Prepared {

@@ -1,3 +1,4 @@
+import DgrunSystem
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -86,6 +87,30 @@ import Glibc
         #expect(r.stderr.contains("checksum mismatch"))
         #expect(!FileManager.default.fileExists(atPath: pinned + "/out.txt"))
         #expect(!FileManager.default.fileExists(atPath: pinned + "/data/remote.csv"))
+    }
+
+    /// A service that does not come back within the bound still blocks, once the bound has passed.
+    @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
+    func serviceWaitBoundThatPassesStillBlocks() throws {
+        let task = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(task) }
+        let listener = try LoopbackListener(host: "127.0.0.3")
+        let port = listener.port
+        try """
+        run = "python3 -c \\"import socket; socket.create_connection(('127.0.0.3', \(port)), 2).close()\\" && echo ok >> ran.log"
+        [sandbox]
+        network = "host"
+        [services]
+        wait = "1s"
+        """.write(toFile: task + "/task.toml", atomically: false, encoding: .utf8)
+        #expect(exec(task, cache: task).status == 0)
+        listener.close()
+        let started = DgrunSystem.Clock.monotonic()
+        let r = exec(task, cache: task)
+        #expect(r.status == 122, "\(r.stderr)")
+        #expect(DgrunSystem.Clock.monotonic() - started >= 1.0, "it waited for the bound first")
+        #expect(r.stderr.contains("tcp://127.0.0.3:\(port)"), "\(r.stderr)")
+        #expect(try String(contentsOfFile: task + "/ran.log", encoding: .utf8) == "ok\n", "the task did not start again")
     }
 
     @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))

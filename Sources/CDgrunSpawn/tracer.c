@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -693,6 +694,12 @@ static void *serve(void *arg) {
             __atomic_compare_exchange_n(&t->error, &none, rc, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
             break;
         }
+    }
+    struct rusage usage;
+    if (getrusage(RUSAGE_THREAD, &usage) == 0) {
+        uint64_t us = (uint64_t)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000
+            + (uint64_t)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+        __atomic_fetch_add(&t->log->busy_us, us, __ATOMIC_RELAXED);
     }
     // The last thread to give up on a broken listener closes it, so that no traced process
     // waits for an answer that will not come (the kernel then fails their calls with ENOSYS).

@@ -168,8 +168,11 @@ struct Discover {
         var counts: [String: Int] = [:]
         for node in graph.nodes { counts[node.kind.rawValue, default: 0] += 1 }
         let summary = Graph.Node.Kind.allCases.compactMap { kind in counts[kind.rawValue].map { "\($0) \(kind.rawValue)" } }
+        // The supervisor's CPU time against the run's wall time: near 1 would make it the bottleneck.
+        let busy = trace.supervisorSeconds > 0
+            ? "; the tracer was busy \(trace.supervisorSeconds.fixed(2)) s of the \(outcome.wallSeconds.fixed(2)) s run" : ""
         CLI.write(2, "dgrun: discovered \(graph.nodes.count) nodes (\(summary.joined(separator: ", "))), \(graph.edges.count) edges from \(trace.notifications) traced calls"
-                  + (trace.lost > 0 ? " (\(trace.lost) lost: their process died first)" : "") + "\n")
+                  + (trace.lost > 0 ? " (\(trace.lost) lost: their process died first)" : "") + busy + "\n")
         if let task { CLI.write(2, DeclarationCheck(task: task, graph: graph).summary) }
         if !GraphBuilder.canHash {
             CLI.write(2, "dgrun: file versions are not hashed: the system's libcrypto (libssl3) could not be loaded\n")

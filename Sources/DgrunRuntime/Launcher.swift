@@ -179,7 +179,8 @@ public struct Launcher {
             }
         }
         if spec.trace {
-            outcome.trace = TraceResult(events: TraceEvent.parse(log), notifications: log.notifications, lost: log.lost)
+            outcome.trace = TraceResult(events: TraceEvent.parse(log), notifications: log.notifications, lost: log.lost,
+                                        supervisorSeconds: Double(log.busy_us) / 1e6)
         }
         if failed {
             let detail = withUnsafeBytes(of: failure.detail) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }

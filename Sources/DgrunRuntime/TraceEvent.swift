@@ -67,4 +67,7 @@ public struct TraceResult: Sendable {
     public var notifications: UInt64
     /// Calls whose process died before they could be read.
     public var lost: UInt64
+    /// CPU time the supervisor spent on the run: next to the run's wall time, how close it came
+    /// to being what the traced processes wait on.
+    public var supervisorSeconds: Double = 0
 }

@@ -631,10 +631,12 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
             pthread_mutex_unlock(&state_lock);
             int root_fd = claimed ? sandbox_root(pid) : -1;
             int fd = root_fd >= 0 ? open_in_root(root_fd, target, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (e.kind == DGRUN_TRACE_OPEN ? 0 : O_NOFOLLOW)) : -1;
-            if (fd >= 0) {
-                if (dgrun_sha256_fd(fd, data, NULL, NULL) == 0) e.data_len = 32;
-                close(fd);
-            }
+            // The writer waits while this runs: past 256 MiB the version read stays unknown
+            // rather than stall it for seconds.
+            struct stat st;
+            if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size <= (off_t)256 << 20 && dgrun_sha256_fd(fd, data, NULL, NULL) == 0)
+                e.data_len = 32;
+            if (fd >= 0) close(fd);
         }
     }
     memset(&resp, 0, sizeof resp);

@@ -63,6 +63,8 @@ if [ ! -s "$work/initramfs.cpio.gz" ] || [ "$here/vm-test.sh" -nt "$work/initram
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+# Loopback, for the tests' local servers (the guest has no other network).
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 for m in $modules; do [ -f /modules/\$m.ko ] && insmod /modules/\$m.ko; done
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /host || { echo "vm: 9p mount failed"; reboot -f; }
 mount -t tmpfs -o size=600m tmpfs /ovl

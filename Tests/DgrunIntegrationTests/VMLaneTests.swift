@@ -5,16 +5,16 @@ import Testing
 import Glibc
 #endif
 
-/// Lane 3 of the design notes: the same limit and cleanup suites, run inside a QEMU/TCG guest whose
-/// only cgroup hierarchy is cgroup v2 (rootfs-scripts/vm-test.sh). The guest sees this host's root
-/// over 9p, so it runs this very test binary and the dgrun beside it.
+/// Lane 3 of the design notes: the limit, cleanup, delegation, tuning and discover suites, run
+/// inside a QEMU/TCG guest whose only cgroup hierarchy is cgroup v2 (rootfs-scripts/vm-test.sh).
+/// The guest sees this host's root over 9p, so it runs this very test binary and the dgrun beside it.
 @Suite(.enabled(if: VMLane.unavailableReason == nil, "\(VMLane.unavailableReason ?? "")"))
 struct VMLaneTests {
-    @Test func limitCleanupAndTuningSuitesPassOnCgroupV2() throws {
+    @Test func limitCleanupTuningAndDiscoverSuitesPassOnCgroupV2() throws {
         let testBinary = try #require(FileIO.realPath("/proc/self/exe"))
         let r = Harness.run([Harness.repositoryRoot + "/rootfs-scripts/vm-test.sh", "--timeout", "900", "--",
                              "env", "DGRUN_TEST_LANE=v2", "DGRUN_BIN=\(Harness.binary)",
-                             testBinary, "--testing-library", "swift-testing", "--filter", "DgrunIntegrationTests.LimitTests|DgrunIntegrationTests.CleanupTests|DgrunIntegrationTests.DelegationTests|DgrunIntegrationTests.TuningTests"])
+                             testBinary, "--testing-library", "swift-testing", "--filter", "DgrunIntegrationTests.LimitTests|DgrunIntegrationTests.CleanupTests|DgrunIntegrationTests.DelegationTests|DgrunIntegrationTests.TuningTests|DgrunIntegrationTests.DiscoverTests"])
         let console = r.stdout + r.stderr
         print(console.split(separator: "\n").filter { $0.contains("Test") || $0.contains("vm") }.joined(separator: "\n"))
         #expect(r.status == 0, "guest tests failed: \(console.suffix(4000))")
@@ -22,6 +22,7 @@ struct VMLaneTests {
         #expect(console.contains("Suite CleanupTests passed"))
         #expect(console.contains("Suite DelegationTests passed"), "delegated cgroup-v2 limits, rootless")
         #expect(console.contains("Suite TuningTests passed"), "memory.high tuning on cgroup v2")
+        #expect(console.contains("Suite DiscoverTests passed"), "the tracer and the graph on a cgroup-v2 kernel")
         #expect(!console.contains("skipped"), "nothing may be skipped in the v2 lane")
     }
 }

@@ -89,11 +89,10 @@ import Glibc
         #expect(!FileManager.default.fileExists(atPath: pinned + "/data/remote.csv"))
     }
 
-    /// A service that does not come back within the bound still blocks, once the bound has passed.
-    @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
-    func serviceWaitBoundThatPassesStillBlocks() throws {
+    /// A task that connects to a loopback service, run once while the service was up (so the
+    /// service is recorded), then the service stopped. The task appends "ok" to ran.log.
+    func taskWhoseServiceStopped(wait: String) throws -> (task: String, port: UInt16) {
         let task = Harness.makeTemporaryDirectory()
-        defer { Harness.removeTree(task) }
         let listener = try LoopbackListener(host: "127.0.0.3")
         let port = listener.port
         try """
@@ -101,10 +100,18 @@ import Glibc
         [sandbox]
         network = "host"
         [services]
-        wait = "1s"
+        wait = "\(wait)"
         """.write(toFile: task + "/task.toml", atomically: false, encoding: .utf8)
         #expect(exec(task, cache: task).status == 0)
         listener.close()
+        return (task, port)
+    }
+
+    /// A service that does not come back within the bound still blocks, once the bound has passed.
+    @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
+    func serviceWaitBoundThatPassesStillBlocks() throws {
+        let (task, port) = try taskWhoseServiceStopped(wait: "1s")
+        defer { Harness.removeTree(task) }
         let started = DgrunSystem.Clock.monotonic()
         let r = exec(task, cache: task)
         #expect(r.status == 122, "\(r.stderr)")
@@ -115,19 +122,8 @@ import Glibc
 
     @Test(.enabled(if: Harness.hasCommand("python3"), "needs python3"))
     func serviceWaitBoundLetsALateServiceStart() throws {
-        let task = Harness.makeTemporaryDirectory()
+        let (task, port) = try taskWhoseServiceStopped(wait: "30s")
         defer { Harness.removeTree(task) }
-        let listener = try LoopbackListener(host: "127.0.0.3")
-        let port = listener.port
-        try """
-        run = "python3 -c \\"import socket; socket.create_connection(('127.0.0.3', \(port)), 2).close()\\" && echo ok >> ran.log"
-        [sandbox]
-        network = "host"
-        [services]
-        wait = "30s"
-        """.write(toFile: task + "/task.toml", atomically: false, encoding: .utf8)
-        #expect(exec(task, cache: task).status == 0)
-        listener.close()
         let started = DispatchSemaphore(value: 0)
         let late = Thread {
             usleep(3_000_000)  // long after dgrun found the service gone, even on a loaded machine

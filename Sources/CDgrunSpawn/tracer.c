@@ -630,13 +630,19 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
             int claimed = path_set_claim(&read_paths, target);
             pthread_mutex_unlock(&state_lock);
             int root_fd = claimed ? sandbox_root(pid) : -1;
-            int fd = root_fd >= 0 ? open_in_root(root_fd, target, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (e.kind == DGRUN_TRACE_OPEN ? 0 : O_NOFOLLOW)) : -1;
-            // The writer waits while this runs: past 256 MiB the version read stays unknown
-            // rather than stall it for seconds.
+            // Looked at through O_PATH first: only a regular file is opened (a device or a FIFO
+            // could notice being opened). The writer waits while this runs, so past 256 MiB the
+            // version read stays unknown rather than stall it for seconds.
+            int at = root_fd >= 0 ? open_in_root(root_fd, target, O_PATH | O_CLOEXEC | (e.kind == DGRUN_TRACE_OPEN ? 0 : O_NOFOLLOW)) : -1;
             struct stat st;
-            if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size <= (off_t)256 << 20 && dgrun_sha256_fd(fd, data, NULL, NULL) == 0)
-                e.data_len = 32;
-            if (fd >= 0) close(fd);
+            if (at >= 0 && fstat(at, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= (off_t)256 << 20) {
+                char link[64];
+                snprintf(link, sizeof link, "/proc/self/fd/%d", at);
+                int fd = open(link, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+                if (fd >= 0 && dgrun_sha256_fd(fd, data, NULL, NULL) == 0) e.data_len = 32;
+                if (fd >= 0) close(fd);
+            }
+            if (at >= 0) close(at);
         }
     }
     memset(&resp, 0, sizeof resp);

@@ -22,9 +22,7 @@ public struct Fetcher: Sendable {
 
     /// $XDG_CACHE_HOME/dgrun/fetch, else ~/.cache/dgrun/fetch.
     public static func defaultCacheDirectory() -> String {
-        if let xdg = getenv("XDG_CACHE_HOME"), xdg.pointee != 0 { return String(cString: xdg) + "/dgrun/fetch" }
-        let home = getenv("HOME").map { String(cString: $0) } ?? "/root"
-        return home + "/.cache/dgrun/fetch"
+        FileSystem.cacheDirectory("fetch") ?? "/root/.cache/dgrun/fetch"
     }
 
     public enum Outcome: Sendable, Equatable {

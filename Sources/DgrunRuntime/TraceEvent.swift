@@ -1,4 +1,5 @@
 import CDgrunSpawn
+import DgrunSystem
 
 /// One call the discovery tracer saw (see dgrun_trace.h), as it was when the call was made.
 public struct TraceEvent: Sendable, Equatable {
@@ -21,8 +22,7 @@ public struct TraceEvent: Sendable, Equatable {
     /// earlier: the sha256 of that content, taken just before (the file is `path2` for a rename).
     public var replacedVersion: String? {
         guard kind == .open || kind == .modify, data.count == 32 else { return nil }
-        let digits = Array("0123456789abcdef".utf8)
-        return "sha256:" + String(decoding: data.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }, as: UTF8.self)
+        return ContentHash.version(digest: data)
     }
 
     /// An open that can change the file: write access, create or truncate.

@@ -12,11 +12,7 @@ import Glibc
 public enum SeccompCache {
     static let magic = Array("dgrun-bpf-1\n".utf8)
 
-    public static func directory() -> String? {
-        if let xdg = getenv("XDG_CACHE_HOME"), xdg.pointee != 0 { return String(cString: xdg) + "/dgrun/seccomp" }
-        if let home = getenv("HOME"), home.pointee != 0 { return String(cString: home) + "/.cache/dgrun/seccomp" }
-        return nil
-    }
+    public static func directory() -> String? { FileSystem.cacheDirectory("seccomp") }
 
     static func libraryVersion() -> String {
         guard let v = seccomp_version() else { return "?" }

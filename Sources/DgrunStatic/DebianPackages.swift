@@ -31,8 +31,7 @@ public enum DebianPackages {
     }
 
     public static func defaultCacheDirectory() -> String {
-        if let xdg = getenv("XDG_CACHE_HOME"), xdg.pointee != 0 { return String(cString: xdg) + "/dgrun" }
-        return (getenv("HOME").map { String(cString: $0) } ?? "/root") + "/.cache/dgrun"
+        FileSystem.cacheDirectory() ?? "/root/.cache/dgrun"
     }
 
     static func aliases(of path: String) -> [String] {

@@ -14,17 +14,20 @@ public enum ContentHash {
             return version(ofBytes: Array(FileIO.listDirectory(path).sorted().joined(separator: "\0").utf8))
         }
         guard rc == 0 else { return nil }
-        return "sha256:" + hex(digest)
+        return version(digest: digest)
     }
 
     /// sha256 of a byte string, same format.
     public static func version(ofBytes bytes: [UInt8]) -> String? {
         var digest = [UInt8](repeating: 0, count: 32)
         guard dgrun_sha256_bytes(bytes, bytes.count, &digest) == 0 else { return nil }
-        return "sha256:" + hex(digest)
+        return version(digest: digest)
     }
 
     public static var isAvailable: Bool { dgrun_sha256_available() != 0 }
+
+    /// A 32-byte sha256 digest in the version format, `sha256:<hex>`.
+    public static func version(digest: [UInt8]) -> String { "sha256:" + hex(digest) }
 
     static func hex(_ bytes: [UInt8]) -> String {
         let digits = Array("0123456789abcdef".utf8)

@@ -45,8 +45,7 @@ public final class ContentHashCache: Sendable {
 
     /// $XDG_CACHE_HOME/dgrun/content-hashes, else ~/.cache/dgrun/content-hashes.
     public static func defaultPath() -> String {
-        if let xdg = getenv("XDG_CACHE_HOME"), xdg.pointee != 0 { return String(cString: xdg) + "/dgrun/content-hashes" }
-        return (getenv("HOME").map { String(cString: $0) } ?? "/root") + "/.cache/dgrun/content-hashes"
+        FileSystem.cacheDirectory("content-hashes") ?? "/root/.cache/dgrun/content-hashes"
     }
 
     /// `sha256:<hex>` of a regular file: remembered when its stat identity is unchanged, hashed
@@ -72,7 +71,7 @@ public final class ContentHashCache: Sendable {
         if entry.matches(after), now - changed >= Self.settleSeconds {
             fresh.withLock { $0.entries.append(entry); $0.computed += 1 }
         }
-        return "sha256:" + ContentHash.hex(digest)
+        return ContentHash.version(digest: digest)
     }
 
     func find(_ st: stat) -> Entry? {
@@ -93,7 +92,7 @@ public final class ContentHashCache: Sendable {
             raw.storeBytes(of: d.2, toByteOffset: 16, as: UInt64.self)
             raw.storeBytes(of: d.3, toByteOffset: 24, as: UInt64.self)
         }
-        return "sha256:" + ContentHash.hex(bytes)
+        return ContentHash.version(digest: bytes)
     }
 
     /// Writes the cache back when this run hashed something new: the entries of this run, then

@@ -19,6 +19,14 @@ public enum FileSystem {
         }
     }
 
+    /// dgrun's cache directory, or NAME in it: $XDG_CACHE_HOME/dgrun[/NAME], else
+    /// $HOME/.cache/dgrun[/NAME]; nil when neither variable is set.
+    public static func cacheDirectory(_ name: String = "") -> String? {
+        let suffix = name.isEmpty ? "" : "/" + name
+        if let xdg = getenv("XDG_CACHE_HOME"), xdg.pointee != 0 { return String(cString: xdg) + "/dgrun" + suffix }
+        return getenv("HOME").map { String(cString: $0) + "/.cache/dgrun" + suffix }
+    }
+
     /// Replaces a cache file: its directories made, the bytes written beside it and renamed over
     /// it, so a reader never sees half of one. Best effort: false when it could not be written,
     /// and a cache that is not written only costs time.

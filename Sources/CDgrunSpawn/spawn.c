@@ -14,6 +14,7 @@
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
@@ -351,6 +352,7 @@ __attribute__((noreturn)) static void dg_command(const struct dgrun_plan *plan) 
     sigprocmask(SIG_SETMASK, &none, NULL);
 
     if (plan->new_session) dg_check(setsid() >= 0, DGRUN_STAGE_SETSID, "setsid");
+    if (plan->stdout_to_stderr) dg_check(dup2(2, 1) == 1, DGRUN_STAGE_CLOSE_FDS, "stdout");
     for (int i = 0; i < plan->n_rlimits; i++) {
         struct rlimit rl = { plan->rlimits[i].soft, plan->rlimits[i].hard };
         dg_check(setrlimit(plan->rlimits[i].resource, &rl) == 0, DGRUN_STAGE_RLIMIT, "setrlimit");
@@ -422,6 +424,21 @@ __attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd,
     }
 }
 
+// Closes every fd above stdio except the three given (-1: none).
+static void dg_close_except(int a, int b, int c) {
+    int keep[3] = { a, b, c };
+    for (int i = 0; i < 3; i++)  // sort the three
+        for (int j = i + 1; j < 3; j++)
+            if (keep[j] < keep[i]) { int t = keep[i]; keep[i] = keep[j]; keep[j] = t; }
+    unsigned from = 3;
+    for (int i = 0; i < 3; i++) {
+        if (keep[i] < (int)from) continue;
+        if ((unsigned)keep[i] > from) syscall(SYS_close_range, from, (unsigned)keep[i] - 1, 0);
+        from = (unsigned)keep[i] + 1;
+    }
+    syscall(SYS_close_range, from, ~0U, 0);
+}
+
 __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *plan, int go_fd, int status_fd) {
     // Die with dgrun; the go byte read below also ends at EOF if dgrun died before this.
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
@@ -437,6 +454,10 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
         dg_check(w == 1, DGRUN_STAGE_CGROUP_JOIN, "cgroup v1 tasks");
         close(plan->v1_task_fds[i]);
     }
+    // Everything else dgrun had open (other threads' files, other sandboxes' pipes) is closed now:
+    // the init never execs, so close-on-exec would never close it, and the command must not find
+    // it through /proc/1/fd.
+    dg_close_except(status_fd, dg_error_fd, plan->trace_socket);
     if (plan->clone_flags & CLONE_NEWCGROUP)
         dg_check(unshare(CLONE_NEWCGROUP) == 0, DGRUN_STAGE_CGROUPNS, "cgroup namespace");
     if (plan->hostname)
@@ -473,13 +494,40 @@ static void dg_forwarded_set(sigset_t *set) {
     for (size_t i = 0; i < sizeof dg_forwarded / sizeof dg_forwarded[0]; i++) sigaddset(set, dg_forwarded[i]);
 }
 
+int dgrun_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno; }
+
+int dgrun_forwarded_signalfd(void) {
+    sigset_t set;
+    dg_forwarded_set(&set);
+    int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    return fd >= 0 ? fd : -errno;
+}
+
+int dgrun_read_signal(int fd) {
+    struct signalfd_siginfo si;
+    return read(fd, &si, sizeof si) == (ssize_t)sizeof si ? (int)si.ssi_signo : 0;
+}
+
 int dgrun_block_signals(void) {
     sigset_t set;
     dg_forwarded_set(&set);
     return sigprocmask(SIG_BLOCK, &set, NULL) == 0 ? 0 : -errno;
 }
 
+// The fork lock of swift-subprocess: pipes are made and their child ends closed under it, so a
+// sandbox cloned by another thread at the same moment never inherits them (its init never execs,
+// so CLOEXEC would not close them, and a parent would wait for an EOF that never comes).
+static pthread_mutex_t dg_spawn_lock = PTHREAD_MUTEX_INITIALIZER;
+static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *child);
+
 int dgrun_spawn(const struct dgrun_plan *plan, struct dgrun_child *child) {
+    pthread_mutex_lock(&dg_spawn_lock);
+    int rc = dg_spawn_locked(plan, child);
+    pthread_mutex_unlock(&dg_spawn_lock);
+    return rc;
+}
+
+static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *child) {
     int go[2], err[2], status[2];
     memset(child, 0, sizeof *child);
     child->pid = -1;
@@ -564,12 +612,15 @@ static int dg_tracer_threads(void) {
 }
 
 int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, int kill_fd,
-               int trace_socket, struct dgrun_trace_log *log, struct dgrun_outcome *out) {
+               int trace_socket, int control_fd, struct dgrun_trace_log *log, struct dgrun_outcome *out) {
     memset(out, 0, sizeof *out);
     sigset_t set;
     dg_forwarded_set(&set);
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (sfd < 0) return -errno;
+    int sfd = control_fd;
+    if (control_fd < 0) {
+        sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (sfd < 0) return -errno;
+    }
     int64_t deadline = timeout_ms >= 0 ? dg_now_ms() + timeout_ms : -1;
     int phase = 0;  // 0 running, 1 SIGTERM sent, 2 SIGKILL sent
     int listener = -1;  // served here only when no serving thread could start
@@ -589,7 +640,7 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             int e = errno;
-            close(sfd);
+            if (control_fd < 0 && sfd >= 0) close(sfd);
             if (listener >= 0) close(listener);
             if (serving) dgrun_tracer_stop(&tracer);
             return -e;
@@ -615,6 +666,18 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
         }
         if (fds[0].revents) break;
         if (fds[1].revents) {
+            if (control_fd >= 0) {
+                int32_t sig;
+                ssize_t got = read(control_fd, &sig, sizeof sig);
+                if (got == (ssize_t)sizeof sig && sig > 0) {
+                    out->last_signal = sig;
+                    dg_pidfd_signal(child->pidfd, (int)sig);
+                } else if (got == 0) {
+                    sfd = -1;  // the writer is gone: nothing more will come
+                }
+                if (sfd < 0) control_fd = -1;
+                continue;
+            }
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
                 out->last_signal = (int32_t)si.ssi_signo;
@@ -636,7 +699,7 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
             }
         }
     }
-    close(sfd);
+    if (control_fd < 0 && sfd >= 0) close(sfd);
     if (listener >= 0) close(listener);
     // The sandbox's init is gone, and with it every traced process: nothing is left to answer.
     if (serving) dgrun_tracer_stop(&tracer);

@@ -27,15 +27,25 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static const int traced[] = {
-    SYS_open, SYS_openat, SYS_openat2, SYS_creat, SYS_execve, SYS_execveat,
-    SYS_stat, SYS_lstat, SYS_newfstatat, SYS_statx, SYS_access, SYS_faccessat, SYS_faccessat2,
-    SYS_readlink, SYS_readlinkat, SYS_mkdir, SYS_mkdirat, SYS_unlink, SYS_unlinkat, SYS_rmdir,
-    SYS_rename, SYS_renameat, SYS_renameat2, SYS_link, SYS_linkat, SYS_symlink, SYS_symlinkat,
-    SYS_truncate, SYS_chdir, SYS_connect, SYS_bind, SYS_listen, SYS_sendto, SYS_sendmsg,
+// The traced syscalls, numbers from the kernel headers and names for the graph's evidence: the one
+// table of them (the BPF program, the handler and the Swift side all read it).
+#define DG_SYSCALL(name) { SYS_##name, #name }
+static const struct { int nr; const char *name; } traced[] = {
+    DG_SYSCALL(open), DG_SYSCALL(openat), DG_SYSCALL(openat2), DG_SYSCALL(creat), DG_SYSCALL(execve),
+    DG_SYSCALL(execveat), DG_SYSCALL(stat), DG_SYSCALL(lstat), DG_SYSCALL(newfstatat), DG_SYSCALL(statx),
+    DG_SYSCALL(access), DG_SYSCALL(faccessat), DG_SYSCALL(faccessat2), DG_SYSCALL(readlink),
+    DG_SYSCALL(readlinkat), DG_SYSCALL(mkdir), DG_SYSCALL(mkdirat), DG_SYSCALL(unlink), DG_SYSCALL(unlinkat),
+    DG_SYSCALL(rmdir), DG_SYSCALL(rename), DG_SYSCALL(renameat), DG_SYSCALL(renameat2), DG_SYSCALL(link),
+    DG_SYSCALL(linkat), DG_SYSCALL(symlink), DG_SYSCALL(symlinkat), DG_SYSCALL(truncate), DG_SYSCALL(chdir),
+    DG_SYSCALL(connect), DG_SYSCALL(bind), DG_SYSCALL(listen), DG_SYSCALL(sendto), DG_SYSCALL(sendmsg),
 };
 int dgrun_traced_syscall_count(void) { return (int)(sizeof traced / sizeof traced[0]); }
-int dgrun_traced_syscall(int index) { return traced[index]; }
+int dgrun_traced_syscall(int index) { return traced[index].nr; }
+const char *dgrun_traced_syscall_name(int nr) {
+    for (size_t i = 0; i < sizeof traced / sizeof traced[0]; i++)
+        if (traced[i].nr == nr) return traced[i].name;
+    return NULL;
+}
 
 #ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
 #define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)

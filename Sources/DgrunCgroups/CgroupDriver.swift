@@ -43,12 +43,13 @@ public protocol CgroupRun: LiveCgroup {
 /// Naming that lets a later dgrun tell its own stale cgroups from everything else.
 public enum RunCgroupName {
     public static let prefix = "dgrun-"
-    nonisolated(unsafe) static var counter = 0
+    /// Runs of one dgrun may start at once (a workspace's tasks, on their threads).
+    static let counter = Locked(0)
 
     public static func make() -> String {
-        counter += 1
+        let n = counter.withLock { $0 += 1; return $0 }
         let pid = getpid()
-        return "\(prefix)\(pid)-\(ProcessInfo.startTime(of: pid) ?? 0)-\(counter)"
+        return "\(prefix)\(pid)-\(ProcessInfo.startTime(of: pid) ?? 0)-\(n)"
     }
 
     /// (pid, start time) of the dgrun that made `name`, or nil when it is not a dgrun run cgroup.

@@ -1,23 +1,19 @@
+import DgrunSystem
+
 /// A small table-driven command-line parser. dgrun's start-up is part of what it sells: with two
 /// dozen options, swift-argument-parser's reflection cost about 3.5 ms per run (65% of the
 /// instructions of `dgrun exec -- /bin/true`), more than the whole of bubblewrap. One table per verb
 /// gives both the parser and its --help, so nothing is declared twice.
-struct UsageError: Error, CustomStringConvertible, Sendable {
-    var message: String
-    var verb: String?
-    var description: String { message }
-}
-
 struct OptionSpec<Target>: Sendable {
     var long: String
     var short: Character?
     /// nil: a flag without a value.
     var valueName: String?
     var help: String
-    var apply: @Sendable (inout Target, String) throws(UsageError) -> Void
+    var apply: @Sendable (inout Target, String) throws(DgrunError) -> Void
 
     static func value(_ long: String, short: Character? = nil, _ valueName: String, _ help: String,
-                      _ apply: @escaping @Sendable (inout Target, String) throws(UsageError) -> Void) -> OptionSpec {
+                      _ apply: @escaping @Sendable (inout Target, String) throws(DgrunError) -> Void) -> OptionSpec {
         OptionSpec(long: long, short: short, valueName: valueName, help: help, apply: apply)
     }
 
@@ -34,7 +30,7 @@ struct VerbSpec<Target>: Sendable {
     var options: [OptionSpec<Target>]
 
     /// Parses options up to `--` (or the first positional); returns positionals and what follows `--`.
-    func parse(_ args: ArraySlice<String>, into target: inout Target) throws(UsageError)
+    func parse(_ args: ArraySlice<String>, into target: inout Target) throws(DgrunError)
         -> (positionals: [String], command: [String], help: Bool) {
         var positionals: [String] = []
         var index = args.startIndex
@@ -54,27 +50,37 @@ struct VerbSpec<Target>: Sendable {
                 inlineValue = String(arg[arg.index(after: eq)...])
             }
             guard let option = find(name) else {
-                throw UsageError(message: "unknown option '\(name)'" + suggestion(for: name), verb: self.name)
+                throw DgrunError.usage("unknown option '\(name)'" + suggestion(for: name), verb: self.name)
             }
             if option.valueName == nil {
-                if inlineValue != nil { throw UsageError(message: "option '--\(option.long)' takes no value", verb: self.name) }
-                try option.apply(&target, "")
+                if inlineValue != nil { throw DgrunError.usage("option '--\(option.long)' takes no value", verb: self.name) }
+                try Self.apply(option, &target, "", verb: self.name)
                 continue
             }
             if inlineValue == nil {
                 guard index < args.endIndex else {
-                    throw UsageError(message: "option '--\(option.long)' needs a value (<\(option.valueName!)>)", verb: self.name)
+                    throw DgrunError.usage("option '--\(option.long)' needs a value (<\(option.valueName!)>)", verb: self.name)
                 }
                 inlineValue = args[index]
                 index += 1
             }
-            try option.apply(&target, inlineValue!)
+            try Self.apply(option, &target, inlineValue!, verb: self.name)
         }
         return (positionals, [], false)
     }
 
+    /// An option's own error is a usage error of this verb (exit 125, pointing at its --help).
+    static func apply(_ option: OptionSpec<Target>, _ target: inout Target, _ value: String, verb: String) throws(DgrunError) {
+        do throws(DgrunError) { try option.apply(&target, value) } catch {
+            var error = error
+            error.code = .usage
+            if error.verb == nil { error.verb = verb }
+            throw error
+        }
+    }
+
     /// parse, except that --help prints this verb's help and gives nil.
-    func parseOrShowHelp(_ args: ArraySlice<String>, into target: inout Target) throws(UsageError)
+    func parseOrShowHelp(_ args: ArraySlice<String>, into target: inout Target) throws(DgrunError)
         -> (positionals: [String], command: [String])? {
         let parsed = try parse(args, into: &target)
         if parsed.help {
@@ -132,10 +138,10 @@ func editDistance(_ a: some StringProtocol, _ b: some StringProtocol) -> Int {
 }
 
 /// Parses one of a fixed set of words (--net none|host), naming the allowed ones on error.
-func choice<T: RawRepresentable & CaseIterable>(_ text: String, option: String) throws(UsageError) -> T where T.RawValue == String {
+func choice<T: RawRepresentable & CaseIterable>(_ text: String, option: String) throws(DgrunError) -> T where T.RawValue == String {
     guard let value = T(rawValue: text) else {
         let allowed = T.allCases.map(\.rawValue).joined(separator: ", ")
-        throw UsageError(message: "--\(option) \"\(text)\": use one of \(allowed)")
+        throw DgrunError.usage("--\(option) \"\(text)\": use one of \(allowed)")
     }
     return value
 }

@@ -1,3 +1,4 @@
+import DgrunSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -30,7 +31,7 @@ public enum CLI {
             write(2, overview + "\n")
             return 125
         }
-        do throws(UsageError) {
+        do throws(DgrunError) {
             switch verb {
             case "exec":
                 guard let exec = try Exec.parse(arguments.dropFirst()) else { return 0 }
@@ -48,7 +49,7 @@ public enum CLI {
                 write(1, version + "\n")
                 return 0
             default:
-                throw UsageError(message: "unknown command '\(verb)'; commands: exec, discover, status, explain, history, graph (see dgrun --help)")
+                throw DgrunError.usage("unknown command '\(verb)'; commands: exec, discover, status, explain, history, graph (see dgrun --help)")
             }
         } catch {
             let hint = error.verb.map { "\nSee 'dgrun \($0) --help'." } ?? ""

@@ -1,4 +1,6 @@
+import DgrunEngine
 import DgrunGraph
+import DgrunRecord
 import DgrunPlanner
 import DgrunSpec
 import DgrunStore
@@ -61,13 +63,13 @@ struct StateQuery {
         case .history:
             options.append(.flag("json", "Print the runs as JSON (one array).") { $0.json = true })
             options.append(.value("limit", short: "n", "n", "How many runs per task (default: 20).") {
-                (target: inout StateQuery, text: String) throws(UsageError) in
-                guard let n = Int(text), n > 0 else { throw UsageError(message: "--limit \"\(text)\" is not a positive number", verb: "history") }
+                (target: inout StateQuery, text: String) throws(DgrunError) in
+                guard let n = Int(text), n > 0 else { throw DgrunError.usage("--limit \"\(text)\" is not a positive number", verb: "history") }
                 target.limit = n
             })
         case .graph:
             options.append(.value("format", "json|dot|mermaid|text", "Output format (default: text).") {
-                (target: inout StateQuery, text: String) throws(UsageError) in target.format = try choice(text, option: "format")
+                (target: inout StateQuery, text: String) throws(DgrunError) in target.format = try choice(text, option: "format")
             })
         case .status:
             options.append(.flag("json", "Print the state of each task as JSON.") { $0.json = true })
@@ -77,7 +79,7 @@ struct StateQuery {
         return VerbSpec(name: verb.rawValue, usage: usage, abstract: abstract, discussion: discussion, options: options)
     }
 
-    static func parse(_ verb: Verb, _ args: ArraySlice<String>) throws(UsageError) -> StateQuery? {
+    static func parse(_ verb: Verb, _ args: ArraySlice<String>) throws(DgrunError) -> StateQuery? {
         var query = StateQuery(verb: verb)
         let spec = spec(verb)
         guard let parsed = try spec.parseOrShowHelp(args, into: &query) else { return nil }
@@ -86,7 +88,7 @@ struct StateQuery {
             return query
         }
         guard parsed.command.isEmpty, parsed.positionals.count <= 1 else {
-            throw UsageError(message: "give at most one directory; usage: \(spec.usage)", verb: verb.rawValue)
+            throw DgrunError.usage("give at most one directory; usage: \(spec.usage)", verb: verb.rawValue)
         }
         query.directory = parsed.positionals.first ?? "."
         return query
@@ -101,41 +103,38 @@ struct StateQuery {
         var isWorkspace: Bool
     }
 
-    func load() throws(SpecError) -> Subject {
-        guard let root = FileIO.realPath(directory), FileIO.isDirectory(root) else { throw SpecError("\(directory) is not a directory") }
+    func load() throws(DgrunError) -> Subject {
+        guard let root = FileIO.realPath(directory), FileIO.isDirectory(root) else { throw DgrunError("\(directory) is not a directory") }
         if FileIO.exists(root + "/task.toml") {
             let task = try TaskFile.load(directory: root)
             return Subject(tasks: [task], workspace: try Workspace.enclosing(task, stateOption: state), isWorkspace: false)
         }
         let workspace = try Workspace.load(root: root, stateOption: state)
         guard !workspace.tasks.isEmpty else {
-            throw SpecError("\(directory) is neither a task directory (no task.toml) nor a workspace (no subdirectory has one)")
+            throw DgrunError("\(directory) is neither a task directory (no task.toml) nor a workspace (no subdirectory has one)")
         }
         return Subject(tasks: workspace.tasks, workspace: workspace, isWorkspace: true)
     }
 
     /// The store of a task, only when one exists: a query never creates state.
-    func existingStore(_ task: TaskFile) throws(StoreError) -> Store? {
-        let dir = TaskExecution.stateDirectory(for: task, stateOption: state)
-        guard FileIO.exists(dir + "/" + Store.fileName) else { return nil }
-        return try Store(directory: dir)
+    func existingStore(_ task: TaskFile) throws(DgrunError) -> Store? {
+        try StateLocation.existing(for: task, stateOption: state)
     }
 
     /// The plan the next exec would make, or nil when the task never ran.
     func plan(_ task: TaskFile, in workspace: Workspace?, producers: [String: String]) throws -> Plan? {
         guard let store = try existingStore(task), try store.lastFinishedRun(task: task.directory) != nil else { return nil }
-        var base = Exec()
-        base.state = state
-        let execution = TaskExecution(base: base, task: task, store: store, force: false, workspace: workspace)
-        let input = try execution.prepare(producers: producers).input
+        var request = RunRequest()
+        request.stateDirectory = state.map(FileSystem.absolute)
+        // A plan only: the engine's planning, with a launcher that is never called.
+        let engine = Engine.forHost(sink: { _ in })
+        let input = try engine.prepare(task, request: request, store: store, workspace: workspace, producers: producers).input
         return Planner(environment: HostEnvironment()).plan(input)
     }
 
     func producers(of task: TaskFile, in workspace: Workspace?) -> [String: String] {
         guard let workspace, let me = workspace.index(of: task) else { return [:] }
-        var result: [String: String] = [:]
-        for link in workspace.links where link.consumer == me { result[link.ref] = workspace.tasks[link.producer].name }
-        return result
+        return workspace.producerNames(of: me)
     }
 
     func run() -> Int32 {
@@ -148,10 +147,9 @@ struct StateQuery {
             case .history: return try history(subject)
             case .graph: return try graph(subject)
             }
-        } catch let error as SpecError {
+        } catch let error as DgrunError {
             CLI.write(2, "dgrun: \(error.message)\n")
-        } catch let error as StoreError {
-            CLI.write(2, "dgrun: \(error.message)\n")
+            return error.exitStatus
         } catch {
             CLI.write(2, "dgrun: \(error)\n")
         }
@@ -220,14 +218,14 @@ struct StateQuery {
         var all = try reports(subject)
         if !subject.isWorkspace { all = all.filter { $0.dir == subject.tasks[0].directory } }
         if json {
-            CLI.write(1, (TaskExecution.json(all) ?? "[]") + "\n")
+            CLI.write(1, (StateCapture.json(all) ?? "[]") + "\n")
         } else {
             for report in all {
                 CLI.write(1, "\(report.task): \(report.status.rawValue)\n")
                 for reason in report.reasons { CLI.write(1, "    \(reason)\n") }
             }
         }
-        if all.contains(where: { $0.status == .blocked }) { return blockedExitStatus }
+        if all.contains(where: { $0.status == .blocked }) { return DgrunExit.blocked }
         return all.allSatisfy { $0.status == .upToDate } ? 0 : 1
     }
 
@@ -235,7 +233,7 @@ struct StateQuery {
 
     func explain(_ subject: Subject) throws -> Int32 {
         guard !subject.isWorkspace, let task = subject.tasks.first else {
-            throw SpecError("explain takes one task directory (of a workspace: dgrun explain WORKSPACE/TASK)")
+            throw DgrunError("explain takes one task directory (of a workspace: dgrun explain WORKSPACE/TASK)")
         }
         let all = try reports(subject)
         guard let mine = all.first(where: { $0.dir == task.directory }) else { return 125 }
@@ -249,7 +247,7 @@ struct StateQuery {
         case .blocked:
             CLI.write(1, "\(task.name) is blocked: the next exec would not start it until these are back:\n")
             for reason in mine.reasons { CLI.write(1, "  - \(reason)\n") }
-            return blockedExitStatus
+            return DgrunExit.blocked
         case .stale:
             CLI.write(1, "\(task.name) would run, because:\n")
         }
@@ -399,7 +397,7 @@ struct StateQuery {
     func recordedGraph(_ task: TaskFile, in workspace: Workspace?) throws -> Graph {
         guard let store = try existingStore(task), let version = try store.task(id: task.directory)?.graphVersion,
               let json = try store.graphJSON(version: version) else {
-            throw SpecError("\(task.name) has no recorded graph yet; run `dgrun exec \(task.directory)` or `dgrun discover` first")
+            throw DgrunError("\(task.name) has no recorded graph yet; run `dgrun exec \(task.directory)` or `dgrun discover` first")
         }
         var graph = try JSONDecoder().decode(Graph.self, from: Data(json.utf8))
         let plan = try self.plan(task, in: workspace, producers: [:])
@@ -419,7 +417,7 @@ struct StateQuery {
 
     /// A workspace as a graph of tasks: edges from the producing task to the consuming one.
     func taskGraph(_ subject: Subject) throws -> Graph {
-        guard let workspace = subject.workspace else { throw SpecError("not a workspace") }
+        guard let workspace = subject.workspace else { throw DgrunError("not a workspace") }
         let states = Dictionary(try reports(subject).map { ($0.dir, $0) }, uniquingKeysWith: { a, _ in a })
         var nodes: [Graph.Node] = []
         for task in workspace.tasks {

@@ -1,5 +1,4 @@
 import Dispatch
-import DgrunRuntime
 import DgrunStatic
 import DgrunSystem
 import FoundationEssentials
@@ -36,7 +35,7 @@ public struct GraphBuilder {
         taskID = "task:" + (name ?? argv.first.map { String($0.split(separator: "/").last ?? Substring($0)) } ?? "task")
     }
 
-    public mutating func build(trace: TraceResult, outcome: RunOutcome) -> Graph {
+    public mutating func build(trace: TraceResult, usage: ResourceUsage) -> Graph {
         add(Graph.Node(id: taskID, kind: .task, ref: taskDirectory, version: nil, state: "available",
                        ownership: "internal", cost: [:], priority: 0, evidence: ["task"]))
         var executed: [String] = []
@@ -45,7 +44,7 @@ public struct GraphBuilder {
         let served = trace.events.filter { $0.kind == .bind }.compactMap(Endpoint.init(event:))
         for event in trace.events {
             let evidence = evidenceBySyscall[event.syscall] ?? {
-                let text = "traced:" + SyscallNames.name(event.syscall)
+                let text = "traced:" + event.syscallName
                 evidenceBySyscall[event.syscall] = text
                 return text
             }()
@@ -106,7 +105,7 @@ public struct GraphBuilder {
         }
         addStaticAnalysis(of: executed)
         addScriptsReadByInterpreters(executed: executed)
-        addInfrastructure(outcome: outcome, network: network, trace: trace)
+        addInfrastructure(outcome: usage, network: network, trace: trace)
         hashVersions()
         addPackageVersions()
         return Graph(task: .init(id: taskID, dir: taskDirectory, argv: argv),
@@ -357,7 +356,7 @@ public struct GraphBuilder {
         return ports[scheme].map { "tcp://\(authority):\($0)" }
     }
 
-    mutating func addInfrastructure(outcome: RunOutcome, network: String, trace: TraceResult) {
+    mutating func addInfrastructure(outcome: ResourceUsage, network: String, trace: TraceResult) {
         var cost: [String: Double] = ["wall_s": outcome.wallSeconds, "cpu_s": outcome.cpuUserSeconds + outcome.cpuSystemSeconds]
         if let peak = outcome.memoryPeakBytes { cost["memory_peak_bytes"] = Double(peak) }
         if let pids = outcome.pidsPeak { cost["pids_peak"] = Double(pids) }
@@ -368,6 +367,26 @@ public struct GraphBuilder {
         add(Graph.Node(id: "infrastructure:network", kind: .infrastructure, ref: "network:" + network, version: nil,
                        state: "available", ownership: "external", cost: [:], priority: 0, evidence: ["traced:network"]))
         link("infrastructure:network", "uses")
+    }
+}
+
+/// What the run consumed, for the graph's resources node (measured by the cgroup or rusage).
+public struct ResourceUsage: Sendable {
+    public var wallSeconds: Double
+    public var cpuUserSeconds: Double
+    public var cpuSystemSeconds: Double
+    public var memoryPeakBytes: UInt64?
+    public var pidsPeak: Int?
+    /// v2, v1, hybrid or none.
+    public var cgroupDriver: String
+    public init(wallSeconds: Double, cpuUserSeconds: Double, cpuSystemSeconds: Double, memoryPeakBytes: UInt64?,
+                pidsPeak: Int?, cgroupDriver: String) {
+        self.wallSeconds = wallSeconds
+        self.cpuUserSeconds = cpuUserSeconds
+        self.cpuSystemSeconds = cpuSystemSeconds
+        self.memoryPeakBytes = memoryPeakBytes
+        self.pidsPeak = pidsPeak
+        self.cgroupDriver = cgroupDriver
     }
 }
 
@@ -455,16 +474,6 @@ struct Endpoint {
     }
 }
 
-enum SyscallNames {
-    static let names: [Int32: String] = [
-        2: "open", 257: "openat", 437: "openat2", 85: "creat", 59: "execve", 322: "execveat", 4: "stat", 6: "lstat",
-        262: "newfstatat", 332: "statx", 21: "access", 269: "faccessat", 439: "faccessat2", 89: "readlink",
-        267: "readlinkat", 83: "mkdir", 258: "mkdirat", 87: "unlink", 263: "unlinkat", 84: "rmdir", 82: "rename",
-        264: "renameat", 316: "renameat2", 86: "link", 265: "linkat", 88: "symlink", 266: "symlinkat",
-        76: "truncate", 80: "chdir", 42: "connect", 49: "bind", 50: "listen", 44: "sendto", 46: "sendmsg",
-    ]
-    static func name(_ nr: Int32) -> String { names[nr] ?? "syscall-\(nr)" }
-}
 
 /// One result slot per parallel iteration. Each index is written by exactly one iteration and read
 /// only after concurrentPerform returns, which is why unchecked Sendable is sound here.

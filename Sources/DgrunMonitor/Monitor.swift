@@ -1,38 +1,12 @@
 import CDgrunSpawn
 import DgrunCgroups
+import DgrunSpec
 import DgrunSystem
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// One point of a run's series, as kept in the report and the execution record.
-public struct MonitorSample: Sendable, Equatable, Encodable {
-    public var seconds: Double
-    public var memoryBytes: UInt64?
-    /// The limit in force at that moment: memory.high where set, else the hard limit.
-    public var memoryLimitBytes: UInt64?
-    public var cpuSeconds: Double?
-    /// Shares of the interval stalled (PSI `some`).
-    public var memoryStall: Double?
-    public var cpuStall: Double?
-    public var ioStall: Double?
-    public var pids: UInt64?
-
-    enum CodingKeys: String, CodingKey {
-        case seconds = "t_s", memoryBytes = "memory_bytes", memoryLimitBytes = "memory_limit_bytes", cpuSeconds = "cpu_s"
-        case memoryStall = "psi_memory", cpuStall = "psi_cpu", ioStall = "psi_io", pids
-    }
-}
-
-/// One live change of a limit.
-public struct LimitAdjustment: Sendable, Equatable {
-    public var seconds: Double
-    public var knob: String
-    public var from: String
-    public var to: String
-    public var reason: String
-}
-
 /// Watches a running sandbox's cgroup from a thread of its own while the launcher waits: wakes on
 /// memory events (inotify on v2 memory.events), on PSI triggers, on v1 OOM and usage-threshold
 /// notifications (eventfd), and otherwise samples every 100 ms (250 ms after the first two seconds). With tuning on, it
@@ -47,7 +21,7 @@ public final class Monitor: @unchecked Sendable {
     private let scheduleStep: Double
     private let started: Double
     private var effectiveLimit: UInt64?
-    private var samples: [MonitorSample] = []
+    private var samples: [UsageSample] = []
     private var adjustments: [LimitAdjustment] = []
     private var previous: CgroupSample?
     private var previousTime = 0.0
@@ -92,7 +66,7 @@ public final class Monitor: @unchecked Sendable {
     }
 
     /// Ends the thread (one last sample first) and returns the series, downsampled, and the changes.
-    public func stop() -> (samples: [MonitorSample], adjustments: [LimitAdjustment]) {
+    public func stop() -> (samples: [UsageSample], adjustments: [LimitAdjustment]) {
         var one: UInt64 = 1
         _ = write(stopFD, &one, 8)
         if let thread { pthread_join(thread, nil) }
@@ -214,7 +188,7 @@ public final class Monitor: @unchecked Sendable {
         }
         // After the last process is gone (the final sample at stop) there is nothing to measure.
         if current.pids == 0 { previous = current; previousTime = now; return }
-        samples.append(MonitorSample(
+        samples.append(UsageSample(
             seconds: now - started, memoryBytes: current.memoryCurrent, memoryLimitBytes: effectiveLimit,
             cpuSeconds: current.cpuUsageMicros.map { Double($0) / 1e6 },
             memoryStall: share(current.memoryStallMicros, before.memoryStallMicros),
@@ -300,7 +274,7 @@ public final class Monitor: @unchecked Sendable {
     }
 
     /// At most `limit` points: the one with the highest memory of each bucket.
-    static func downsample(_ samples: [MonitorSample], to limit: Int) -> [MonitorSample] {
+    static func downsample(_ samples: [UsageSample], to limit: Int) -> [UsageSample] {
         guard samples.count > limit else { return samples }
         let bucket = (samples.count + limit - 1) / limit
         return stride(from: 0, to: samples.count, by: bucket).map { start in

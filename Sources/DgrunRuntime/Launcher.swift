@@ -1,6 +1,6 @@
 import CDgrunSpawn
 import DgrunCgroups
-import DgrunMonitor
+import DgrunProvision
 import DgrunSeccomp
 import DgrunSpec
 import DgrunSystem
@@ -8,63 +8,26 @@ import DgrunSystem
 import Glibc
 #endif
 
-/// Runs one sandbox: cgroup → clone → maps and placement → go → wait → stats → cleanup.
-/// The linear chain of nsjail, with the child side in C (CDgrunSpawn).
-public struct Launcher {
-    public var driver: (any CgroupDriver)?
-    /// Why `driver` is nil, for the error when limits were asked for.
-    public var driverUnavailableReason: String
-    /// Called with a line for stderr (warnings, the OOM notice).
-    public var warn: (String) -> Void
+/// Runs one provisioned sandbox: marshal the plan → clone → maps → go → wait → what it used.
+/// The linear chain of nsjail, with the child side in C (CDgrunSpawn). The cgroup, the limits and
+/// the monitor are the provisioner's; the launcher only reads them.
+public struct Launcher: Sendable {
+    /// Called with a line for stderr (the OOM and timeout notices).
+    public var warn: @Sendable (String) -> Void
 
-    public init(driver: (any CgroupDriver)?, driverUnavailableReason: String = "",
-                warn: @escaping (String) -> Void) {
-        self.driver = driver
-        self.driverUnavailableReason = driverUnavailableReason
+    public init(warn: @escaping @Sendable (String) -> Void) {
         self.warn = warn
     }
 
-    public func run(_ spec: SandboxSpec) throws(LaunchError) -> RunOutcome {
+    /// `control`: >= 0, a pipe the caller writes signal numbers (int32) to, forwarded into the
+    /// sandbox; dgrun's own signals are then the caller's to read (a workspace run, where several
+    /// sandboxes wait at once). -1: this call reads the forwarded signals itself.
+    public func run(_ sandbox: ProvisionedSandbox, control: Int32 = -1) throws(DgrunError) -> RunOutcome {
         let started = Clock.monotonic()
+        let spec = sandbox.spec
+        let cgroup = sandbox.cgroup
 
-        // 1. The run's cgroup, with limits in place before the child exists.
-        var cgroup: (any CgroupRun)?
-        var applied = RunOutcome.AppliedLimits(enforcedBy: "none")
-        var rlimits: [dgrun_rlimit] = []
-        if let driver {
-            driver.removeStale()
-            do {
-                cgroup = try driver.create(limits: spec.limits)
-            } catch {
-                throw LaunchError("cannot create the run's cgroup: \(error)")
-            }
-            applied = Self.applied(spec.limits, enforcedBy: spec.limits.isEmpty ? "none" : "cgroup")
-        } else if !spec.limits.isEmpty {
-            guard spec.limitMode == .bestEffort else {
-                throw LaunchError("cannot enforce --memory/--cpus/--pids: \(driverUnavailableReason); run as root, in a delegated cgroup, or pass --limits best-effort")
-            }
-            rlimits = bestEffortRlimits(spec.limits)
-            applied = Self.applied(spec.limits, enforcedBy: "rlimit")
-            applied.cpus = nil
-        }
-        defer {
-            if let cgroup {
-                do { try cgroup.remove() } catch { warn("dgrun: warning: \(error)") }
-            }
-        }
-        // The tuned limits start below the ceilings; the monitor watches from before the clone.
-        var monitor: Monitor?
-        if let cgroup, let tuning = spec.tuning {
-            do {
-                monitor = try startMonitor(cgroup, tuning: tuning, limits: spec.limits, applied: &applied)
-            } catch {
-                throw LaunchError("cannot set the run's starting limits: \(error)")
-            }
-        }
-        var monitorResult: (samples: [MonitorSample], adjustments: [LimitAdjustment])?
-        defer { if monitorResult == nil { _ = monitor?.stop() } }
-
-        // 2. The flat plan the C child reads.
+        // 1. The flat plan the C child reads.
         let arena = CStringArena()
         let mounts = spec.binds.map {
             dgrun_mount(kind: Int32(DGRUN_MOUNT_BIND.rawValue), readonly: $0.readonly ? 1 : 0,
@@ -78,6 +41,7 @@ public struct Launcher {
         var flags = DGRUN_NS_USER | DGRUN_NS_MNT | DGRUN_NS_PID | DGRUN_NS_IPC | DGRUN_NS_UTS | DGRUN_NS_CGROUP
         if spec.network == .none { flags |= DGRUN_NS_NET }
         let bpf = spec.seccompProgram.flatMap { arena.buffer($0) }
+        let rlimits = sandbox.rlimits
         var plan = dgrun_plan()
         plan.argv = arena.array(spec.argv)
         plan.envp = arena.array(spec.environment)
@@ -88,7 +52,7 @@ public struct Launcher {
         plan.cgroup_fd = cgroup?.cloneFD ?? -1
         let joinFDs: [Int32]
         do { joinFDs = try cgroup?.openJoinFiles() ?? [] } catch {
-            throw LaunchError("cannot prepare the run's cgroup: \(error)")
+            throw DgrunError.launch("cannot prepare the run's cgroup: \(error)", cause: error)
         }
         defer { for fd in joinFDs { close(fd) } }
         plan.v1_task_fds = arena.buffer(joinFDs)
@@ -100,6 +64,7 @@ public struct Launcher {
         plan.setup_dev = 1
         plan.loopback_up = spec.network == .none ? 1 : 0
         plan.new_session = spec.newSession ? 1 : 0
+        plan.stdout_to_stderr = spec.stdoutToStderr ? 1 : 0
         plan.bpf = bpf.map { UnsafeRawPointer($0) }
         plan.bpf_len = UInt16((spec.seccompProgram?.count ?? 0) / 8)
         plan.keep_caps = spec.keepCapabilities
@@ -112,20 +77,20 @@ public struct Launcher {
         var traceSockets: [Int32] = [-1, -1]
         if spec.trace {
             guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &traceSockets) == 0 else {
-                throw LaunchError("cannot create the tracer's socket pair: \(String(cString: strerror(errno)))")
+                throw DgrunError.launch("cannot create the tracer's socket pair: \(String(cString: strerror(errno)))")
             }
             do {
                 let program = try TraceFilter.program(socket: traceSockets[1])
                 plan.trace_bpf = arena.buffer(program).map { UnsafeRawPointer($0) }
                 plan.trace_bpf_len = UInt16(program.count / 8)
             } catch {
-                throw LaunchError("\(error)")
+                throw DgrunError.launch("\(error)")
             }
             plan.trace_socket = traceSockets[1]
         }
         defer { for fd in traceSockets where fd >= 0 { close(fd) } }
 
-        // 3. Clone, then maps and cgroup placement, then the go byte.
+        // 2. Clone, then maps, then the go byte.
         var child = dgrun_child()
         let rc = dgrun_spawn(&plan, &child)
         guard rc == 0 else { throw Self.cloneError(-rc) }
@@ -138,31 +103,31 @@ public struct Launcher {
             try writeIDMaps(pid: child.pid, mapping: spec.userMapping)
         } catch {
             dgrun_abort(&child)
-            throw LaunchError("cannot prepare the sandbox: \(error)")
+            throw DgrunError.launch("cannot prepare the sandbox: \(error)", cause: error)
         }
         guard dgrun_release(&child) == 0 else {
             dgrun_abort(&child)
-            throw LaunchError("the sandbox init died before it started (see messages above)")
+            throw DgrunError.launch("the sandbox init died before it started (see messages above)")
         }
 
-        // 4. Wait, forwarding signals; the timeout ends everything in the sandbox.
+        // 3. Wait, forwarding signals; the timeout ends everything in the sandbox.
         var result = dgrun_outcome()
         let timeoutMs = spec.timeoutSeconds.map { Int64($0 * 1000) } ?? -1
         var log = dgrun_trace_log()
         defer { dgrun_trace_log_free(&log) }
         let waitRC = dgrun_wait(&child, timeoutMs, Int64(spec.killGraceSeconds * 1000), cgroup?.killFD ?? -1,
-                                traceSockets[0], &log, &result)
+                                traceSockets[0], control, &log, &result)
         if waitRC != 0 {
             dgrun_abort(&child)
-            throw LaunchError("waiting for the sandbox failed: \(String(cString: strerror(-waitRC)))")
+            throw DgrunError.launch("waiting for the sandbox failed: \(String(cString: strerror(-waitRC)))")
         }
         let wall = Clock.monotonic() - started
-        monitorResult = monitor?.stop()
+        let monitored = sandbox.stopMonitor()
         var failure = dgrun_failure()
         let failed = dgrun_read_failure(&child, &failure) == 1
 
-        // 5. What it used, then the exit status of the contract. The pid namespace died with its
-        // init, so the cgroups are empty; remove() still kills anything that keeps one busy.
+        // 4. What it used, then the exit status of the contract. The pid namespace died with its
+        // init, so the cgroups are empty; their removal is the caller's (after the status is out).
         let stats = cgroup?.stats() ?? CgroupStats()
         var outcome = RunOutcome(
             exitCode: 0, signal: nil, oomKilled: stats.oomKills > 0, timedOut: result.timed_out != 0,
@@ -170,14 +135,11 @@ public struct Launcher {
             cpuUserSeconds: Double(stats.cpuUserMicros ?? UInt64(result.user_usec)) / 1e6,
             cpuSystemSeconds: Double(stats.cpuSystemMicros ?? UInt64(result.sys_usec)) / 1e6,
             memoryPeakBytes: stats.memoryPeakBytes ?? UInt64(result.maxrss_kib) * 1024,
-            pidsPeak: stats.pidsPeak, cgroupDriver: cgroup == nil ? "none" : (driver?.name ?? "none"),
-            limits: applied, argv: spec.argv)
-        if let monitorResult {
-            outcome.samples = monitorResult.samples
-            outcome.adjustments = monitorResult.adjustments.map {
-                RunOutcome.Adjustment(tSeconds: $0.seconds, knob: $0.knob, from: $0.from, to: $0.to, reason: $0.reason)
-            }
-        }
+            pidsPeak: stats.pidsPeak, cgroupDriver: sandbox.cgroupDriver,
+            limits: sandbox.applied, argv: spec.argv)
+        outcome.samples = monitored.samples
+        outcome.adjustments = monitored.adjustments
+        outcome.interruptedBy = result.last_signal != 0 ? result.last_signal : nil
         if spec.trace {
             outcome.trace = TraceResult(events: TraceEvent.parse(log), notifications: log.notifications, lost: log.lost,
                                         supervisorSeconds: Double(log.busy_us) / 1e6)
@@ -199,16 +161,9 @@ public struct Launcher {
             }
             return outcome
         }
-        let status = result.have_command_status != 0 ? result.command_status : result.init_status
-        if result.timed_out != 0 {
-            outcome.exitCode = 124
-            if Self.signaled(status) { outcome.signal = Self.termSignal(status) }
-        } else if Self.signaled(status) {
-            outcome.signal = Self.termSignal(status)
-            outcome.exitCode = 128 + Self.termSignal(status)
-        } else {
-            outcome.exitCode = (status >> 8) & 0xff
-        }
+        let status = WaitStatus(result.have_command_status != 0 ? result.command_status : result.init_status)
+        outcome.signal = status.signal
+        outcome.exitCode = result.timed_out != 0 ? 124 : status.shellStatus
         if outcome.oomKilled, let limit = spec.limits.memoryBytes {
             let peak = ByteSize.describe(outcome.memoryPeakBytes ?? 0)
             if outcome.signal == SIGKILL {
@@ -224,41 +179,6 @@ public struct Launcher {
     }
 
     // MARK: - steps
-
-    /// Applies the starting points of the tuned limits and starts the monitor.
-    func startMonitor(_ cgroup: any CgroupRun, tuning: SandboxSpec.TuningPlan, limits: ResourceLimits,
-                      applied: inout RunOutcome.AppliedLimits) throws(SystemError) -> Monitor {
-        let knobs = cgroup.liveKnobs
-        var tuned = TunedLimits()
-        let memoryKnob: CgroupKnob = knobs.contains(.memoryHigh) ? .memoryHigh : .memorySoft
-        var effective = limits.memoryBytes
-        if let ceiling = limits.memoryBytes, knobs.contains(memoryKnob) {
-            // The soft limit (memory.high on v2, the soft limit on v1) starts from history; the
-            // hard limit stays at the ceiling, where the kernel OOM-kills.
-            let start = min(tuning.memorySchedule.first ?? tuning.memoryStart ?? ceiling, ceiling)
-            if start < ceiling {
-                try cgroup.set(memoryKnob, to: start)
-                if memoryKnob == .memoryHigh { applied.memoryHighBytes = start } else { applied.memorySoftBytes = start }
-            }
-            tuned.memory = start
-            effective = start
-        }
-        var cpuCeiling: UInt64?
-        if let cpus = limits.cpus, knobs.contains(.cpuQuota) {
-            let ceiling = UInt64(ResourceLimits.cfsQuota(cpus: cpus))
-            let start = min(tuning.cpuQuotaStart ?? ceiling, ceiling)
-            if start < ceiling { try cgroup.set(.cpuQuota, to: start) }
-            tuned.cpuQuota = start
-            cpuCeiling = ceiling
-        }
-        let bounds = TunerBounds(memoryCeiling: limits.memoryBytes, cpuCeilingQuota: cpuCeiling, memoryAvailable: nil,
-                                 idleCPUs: nil, memoryKnob: memoryKnob)
-        let monitor = Monitor(cgroup: cgroup, limits: tuned, bounds: bounds, tune: tuning.tune, effectiveLimit: effective,
-                              schedule: tuned.memory == nil ? [] : tuning.memorySchedule.map { min($0, limits.memoryBytes ?? $0) },
-                              scheduleStep: SandboxSpec.TuningPlan.scheduleStep)
-        try monitor.start()
-        return monitor
-    }
 
     /// Maps the caller to root (or itself) inside. Without CAP_SETGID (an ordinary user, or root
     /// inside another sandbox) the kernel requires setgroups to be denied first.
@@ -276,40 +196,17 @@ public struct Launcher {
         try FileIO.write("/proc/\(pid)/gid_map", "\(inside.gid) \(gid) 1\n")
     }
 
-    func bestEffortRlimits(_ limits: ResourceLimits) -> [dgrun_rlimit] {
-        var result: [dgrun_rlimit] = []
-        var notes: [String] = []
-        if let memory = limits.memoryBytes {
-            result.append(dgrun_rlimit(resource: DGRUN_RLIMIT_AS, soft: memory, hard: memory))
-            notes.append("memory as an address-space limit (RLIMIT_AS), which counts reserved as well as used memory")
-        }
-        if let pids = limits.pids {
-            result.append(dgrun_rlimit(resource: DGRUN_RLIMIT_NPROC, soft: UInt64(pids), hard: UInt64(pids)))
-            notes.append("pids as RLIMIT_NPROC")
-        }
-        if limits.cpus != nil { notes.append("--cpus is NOT enforced") }
-        warn("dgrun: limits are best effort (\(driverUnavailableReason)): " + notes.joined(separator: "; "))
-        return result
-    }
-
-    static func applied(_ limits: ResourceLimits, enforcedBy: String) -> RunOutcome.AppliedLimits {
-        RunOutcome.AppliedLimits(
-            memoryBytes: limits.memoryBytes,
-            memoryHighBytes: nil,
-            cpus: limits.cpus, pids: limits.pids, enforcedBy: enforcedBy)
-    }
-
-    static func cloneError(_ err: Int32) -> LaunchError {
+    static func cloneError(_ err: Int32) -> DgrunError {
         let name = String(cString: strerror(err))
         switch err {
         case EPERM, EACCES:
-            return LaunchError("cannot create the sandbox namespaces: \(name); unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces, or an AppArmor restriction)")
+            return DgrunError.launch("cannot create the sandbox namespaces: \(name); unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces, or an AppArmor restriction)")
         case ENOSPC, EUSERS:
-            return LaunchError("cannot create the sandbox namespaces: \(name); the per-user namespace limit is reached (/proc/sys/user/max_*_namespaces)")
+            return DgrunError.launch("cannot create the sandbox namespaces: \(name); the per-user namespace limit is reached (/proc/sys/user/max_*_namespaces)")
         case ENOSYS:
-            return LaunchError("cannot create the sandbox: clone3 is not available (Linux 5.7 or later is needed)")
+            return DgrunError.launch("cannot create the sandbox: clone3 is not available (Linux 5.7 or later is needed)")
         default:
-            return LaunchError("cannot create the sandbox: clone3: \(name) (errno \(err))")
+            return DgrunError.launch("cannot create the sandbox: clone3: \(name) (errno \(err))")
         }
     }
 
@@ -325,7 +222,4 @@ public struct Launcher {
         default: return ""
         }
     }
-
-    static func signaled(_ status: Int32) -> Bool { (status & 0x7f) != 0 && (status & 0x7f) != 0x7f }
-    static func termSignal(_ status: Int32) -> Int32 { status & 0x7f }
 }

@@ -29,9 +29,9 @@ public enum SeccompCache {
     }
 
     /// The BPF program for the seccomp profile at `path`: from the cache, or compiled and cached.
-    public static func program(path: String) throws(SpecError) -> [UInt8] {
+    public static func program(path: String) throws(DgrunError) -> [UInt8] {
         let profile: [UInt8]
-        do { profile = try FileIO.readBytes(path) } catch { throw SpecError("cannot read seccomp profile: \(error)") }
+        do { profile = try FileIO.readBytes(path) } catch { throw DgrunError("cannot read seccomp profile: \(error)") }
         let dir = directory()
         let entry = dir.map { $0 + "/" + fileName(for: profile) }
         let expected = header(for: profile)

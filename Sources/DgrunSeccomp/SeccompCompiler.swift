@@ -8,7 +8,7 @@ import Glibc
 /// Compiles an OCI seccomp profile to a BPF program with libseccomp, in the parent: the child only
 /// loads the bytes with seccomp(2), because libseccomp allocates.
 public enum SeccompCompiler {
-    public static func action(_ name: String, errnoRet: UInt32?, defaultErrno: UInt32?) throws(SpecError) -> UInt32 {
+    public static func action(_ name: String, errnoRet: UInt32?, defaultErrno: UInt32?) throws(DgrunError) -> UInt32 {
         switch name {
         case "SCMP_ACT_ALLOW": return dgrun_act_allow()
         case "SCMP_ACT_ERRNO": return dgrun_act_errno(UInt16(truncatingIfNeeded: errnoRet ?? defaultErrno ?? UInt32(EPERM)))
@@ -18,11 +18,11 @@ public enum SeccompCompiler {
         case "SCMP_ACT_LOG": return dgrun_act_log()
         case "SCMP_ACT_TRACE": return dgrun_act_trace(UInt16(truncatingIfNeeded: errnoRet ?? 0))
         case "SCMP_ACT_NOTIFY": return dgrun_act_notify()
-        default: throw SpecError("unknown seccomp action \"\(name)\"")
+        default: throw DgrunError("unknown seccomp action \"\(name)\"")
         }
     }
 
-    static func compare(_ op: String) throws(SpecError) -> scmp_compare {
+    static func compare(_ op: String) throws(DgrunError) -> scmp_compare {
         switch op {
         case "SCMP_CMP_NE": return SCMP_CMP_NE
         case "SCMP_CMP_LT": return SCMP_CMP_LT
@@ -31,16 +31,16 @@ public enum SeccompCompiler {
         case "SCMP_CMP_GE": return SCMP_CMP_GE
         case "SCMP_CMP_GT": return SCMP_CMP_GT
         case "SCMP_CMP_MASKED_EQ": return SCMP_CMP_MASKED_EQ
-        default: throw SpecError("unknown seccomp comparison \"\(op)\"")
+        default: throw DgrunError("unknown seccomp comparison \"\(op)\"")
         }
     }
 
     /// The BPF program (an array of struct sock_filter, 8 bytes each) for this machine's architecture.
     /// Syscall names this libseccomp does not know are skipped, as runc and Docker do.
-    public static func compile(_ profile: SeccompProfile, path: String) throws(SpecError) -> [UInt8] {
+    public static func compile(_ profile: SeccompProfile, path: String) throws(DgrunError) -> [UInt8] {
         let defaultAction = try action(profile.defaultAction, errnoRet: profile.defaultErrnoRet, defaultErrno: nil)
         guard let ctx = seccomp_init(defaultAction) else {
-            throw SpecError("libseccomp could not start a filter for \(path) (default action \(profile.defaultAction))")
+            throw DgrunError("libseccomp could not start a filter for \(path) (default action \(profile.defaultAction))")
         }
         defer { seccomp_release(ctx) }
         // dgrun sets no_new_privs itself, just before loading the program.
@@ -60,7 +60,7 @@ public enum SeccompCompiler {
                     seccomp_rule_add_array(ctx, act, nr, UInt32($0.count), $0.baseAddress)
                 }
                 if rc != 0 && rc != -EEXIST {
-                    throw SpecError("seccomp profile \(path): rule for \(name) rejected by libseccomp: \(String(cString: strerror(-rc)))")
+                    throw DgrunError("seccomp profile \(path): rule for \(name) rejected by libseccomp: \(String(cString: strerror(-rc)))")
                 }
             }
         }
@@ -68,24 +68,24 @@ public enum SeccompCompiler {
     }
 
     /// The BPF bytes of a libseccomp filter, through a memfd (libseccomp 2.5 exports only to an fd).
-    static func export(_ ctx: scmp_filter_ctx, what: String) throws(SpecError) -> [UInt8] {
+    static func export(_ ctx: scmp_filter_ctx, what: String) throws(DgrunError) -> [UInt8] {
         let fd = dgrun_memfd_cloexec()
-        guard fd >= 0 else { throw SpecError("memfd_create for the seccomp program failed: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw DgrunError("memfd_create for the seccomp program failed: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         let rc = seccomp_export_bpf(ctx, fd)
-        guard rc == 0 else { throw SpecError("libseccomp could not export the filter of \(what): \(String(cString: strerror(-rc)))") }
+        guard rc == 0 else { throw DgrunError("libseccomp could not export the filter of \(what): \(String(cString: strerror(-rc)))") }
         let size = Int(lseek(fd, 0, SEEK_END))
         var bytes = [UInt8](repeating: 0, count: size)
         let got = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, 0) }
         guard got == size, size % 8 == 0, size / 8 <= Int(UInt16.max) else {
-            throw SpecError("the seccomp program of \(what) could not be read back (\(got) of \(size) bytes)")
+            throw DgrunError("the seccomp program of \(what) could not be read back (\(got) of \(size) bytes)")
         }
         return bytes
     }
 
-    public static func load(path: String) throws(SpecError) -> [UInt8] {
+    public static func load(path: String) throws(DgrunError) -> [UInt8] {
         let bytes: [UInt8]
-        do { bytes = try FileIO.readBytes(path) } catch { throw SpecError("cannot read seccomp profile: \(error)") }
+        do { bytes = try FileIO.readBytes(path) } catch { throw DgrunError("cannot read seccomp profile: \(error)") }
         return try compile(SeccompProfile.decode(bytes, path: path), path: path)
     }
 }

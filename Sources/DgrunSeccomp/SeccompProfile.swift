@@ -1,3 +1,4 @@
+import DgrunSystem
 import FoundationEssentials
 import DgrunSpec
 
@@ -34,11 +35,11 @@ public struct SeccompProfile: Sendable, Equatable, Decodable {
         syscalls = try c.decodeIfPresent([Rule].self, forKey: .syscalls) ?? []
     }
 
-    public static func decode(_ bytes: [UInt8], path: String) throws(SpecError) -> SeccompProfile {
+    public static func decode(_ bytes: [UInt8], path: String) throws(DgrunError) -> SeccompProfile {
         do {
             return try JSONDecoder().decode(SeccompProfile.self, from: Data(bytes))
         } catch {
-            throw SpecError("seccomp profile \(path) is not valid OCI seccomp JSON: \(JSONErrorText.describe(error))")
+            throw DgrunError("seccomp profile \(path) is not valid OCI seccomp JSON: \(JSONErrorText.describe(error))")
         }
     }
 }

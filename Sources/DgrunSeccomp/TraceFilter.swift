@@ -1,3 +1,4 @@
+import DgrunSystem
 import CDgrunSpawn
 import CSeccomp
 import DgrunSpec
@@ -10,8 +11,8 @@ import Glibc
 public enum TraceFilter {
     /// `socket`: the fd number (in the command) over which the listener is sent; that one
     /// sendmsg must not wait for a tracer that does not have the listener yet.
-    public static func program(socket: Int32) throws(SpecError) -> [UInt8] {
-        guard let ctx = seccomp_init(dgrun_act_allow()) else { throw SpecError("libseccomp could not start the tracer's filter") }
+    public static func program(socket: Int32) throws(DgrunError) -> [UInt8] {
+        guard let ctx = seccomp_init(dgrun_act_allow()) else { throw DgrunError("libseccomp could not start the tracer's filter") }
         defer { seccomp_release(ctx) }
         _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
         let notify = dgrun_act_notify()
@@ -31,7 +32,7 @@ public enum TraceFilter {
                 break
             }
             let rc = args.withUnsafeBufferPointer { seccomp_rule_add_array(ctx, notify, nr, UInt32($0.count), $0.baseAddress) }
-            guard rc == 0 else { throw SpecError("libseccomp rejected the tracer rule for syscall \(nr): \(String(cString: strerror(-rc)))") }
+            guard rc == 0 else { throw DgrunError("libseccomp rejected the tracer rule for syscall \(nr): \(String(cString: strerror(-rc)))") }
         }
         return try SeccompCompiler.export(ctx, what: "the tracer's filter")
     }

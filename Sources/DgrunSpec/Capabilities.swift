@@ -1,3 +1,4 @@
+import DgrunSystem
 import CCap
 #if canImport(Glibc)
 import Glibc
@@ -5,11 +6,11 @@ import Glibc
 
 /// Capability names ↔ numbers, through libcap (so new capabilities need no code here).
 public enum Capabilities {
-    public static func number(of name: String) throws(SpecError) -> Int {
+    public static func number(of name: String) throws(DgrunError) -> Int {
         var value: cap_value_t = 0
         let normalized = name.lowercased().hasPrefix("cap_") ? name.lowercased() : "cap_" + name.lowercased()
         guard cap_from_name(normalized, &value) == 0 else {
-            throw SpecError("unknown capability \"\(name)\" (names look like CAP_NET_BIND_SERVICE)")
+            throw DgrunError("unknown capability \"\(name)\" (names look like CAP_NET_BIND_SERVICE)")
         }
         return Int(value)
     }
@@ -31,11 +32,11 @@ public enum Capabilities {
     }
 
     /// A bit mask of the named capabilities, for the child's capset and ambient set.
-    public static func mask(_ names: [String]) throws(SpecError) -> UInt64 {
+    public static func mask(_ names: [String]) throws(DgrunError) -> UInt64 {
         var mask: UInt64 = 0
         for name in names {
             let n = try number(of: name)
-            guard n < 64 else { throw SpecError("capability \(name) is beyond what dgrun supports") }
+            guard n < 64 else { throw DgrunError("capability \(name) is beyond what dgrun supports") }
             mask |= 1 << UInt64(n)
         }
         return mask

@@ -1,3 +1,5 @@
+import DgrunSystem
+
 /// The limits a user asked for. nil means "not limited".
 public struct ResourceLimits: Sendable, Equatable, Codable {
     public var memoryBytes: UInt64?
@@ -13,15 +15,15 @@ public struct ResourceLimits: Sendable, Equatable, Codable {
     public var isEmpty: Bool { memoryBytes == nil && cpus == nil && pids == nil }
 
     /// Rejects values no kernel would accept, with a message that says the allowed range.
-    public func validated(hostCPUs: Int) throws(SpecError) -> ResourceLimits {
+    public func validated(hostCPUs: Int) throws(DgrunError) -> ResourceLimits {
         if let memoryBytes, memoryBytes < 6 << 20 {
-            throw SpecError("--memory \(ByteSize.describe(memoryBytes)) is too small: the minimum is 6 MiB")
+            throw DgrunError("--memory \(ByteSize.describe(memoryBytes)) is too small: the minimum is 6 MiB")
         }
         if let cpus, !(cpus >= 0.01 && cpus <= Double(hostCPUs)) {
-            throw SpecError("--cpus \(cpus) is out of range: this machine allows 0.01 to \(hostCPUs)")
+            throw DgrunError("--cpus \(cpus) is out of range: this machine allows 0.01 to \(hostCPUs)")
         }
         if let pids, pids < 1 {
-            throw SpecError("--pids \(pids) is out of range: it must be at least 1")
+            throw DgrunError("--pids \(pids) is out of range: it must be at least 1")
         }
         return self
     }

@@ -57,7 +57,7 @@ public struct SandboxProfile: Sendable, Equatable, Decodable {
     }
 
     /// Decodes a profile; errors name the file and what is wrong with it.
-    public static func decode(_ bytes: [UInt8], path: String) throws(SpecError) -> SandboxProfile {
+    public static func decode(_ bytes: [UInt8], path: String) throws(DgrunError) -> SandboxProfile {
         do {
             var profile = try JSONDecoder().decode(SandboxProfile.self, from: Data(bytes))
             profile.directory = path.split(separator: "/", omittingEmptySubsequences: false)
@@ -67,10 +67,10 @@ public struct SandboxProfile: Sendable, Equatable, Decodable {
                 _ = try Capabilities.number(of: name)
             }
             return profile
-        } catch let error as SpecError {
-            throw SpecError("profile \(path): \(error.message)")
+        } catch let error as DgrunError {
+            throw DgrunError("profile \(path): \(error.message)")
         } catch {
-            throw SpecError("profile \(path) is not a valid dgrun profile: \(JSONErrorText.describe(error))")
+            throw DgrunError("profile \(path) is not a valid dgrun profile: \(JSONErrorText.describe(error))")
         }
     }
 }
@@ -94,9 +94,9 @@ public enum ProfileLocator {
     }
 
     /// A NAME (looked up) or a FILE path (contains '/' or ends in .json).
-    public static func locate(_ nameOrPath: String, executable: String) throws(SpecError) -> String {
+    public static func locate(_ nameOrPath: String, executable: String) throws(DgrunError) -> String {
         if nameOrPath.contains("/") || nameOrPath.hasSuffix(".json") {
-            guard FileIO.exists(nameOrPath) else { throw SpecError("profile file \(nameOrPath) does not exist") }
+            guard FileIO.exists(nameOrPath) else { throw DgrunError("profile file \(nameOrPath) does not exist") }
             return nameOrPath
         }
         let dirs = searchDirectories(executable: executable)
@@ -104,13 +104,13 @@ public enum ProfileLocator {
             let candidate = dir + "/" + nameOrPath + ".json"
             if FileIO.exists(candidate) { return candidate }
         }
-        throw SpecError("no profile named \"\(nameOrPath)\" (looked in \(dirs.prefix(4).joined(separator: ", ")), ...); give a path to a profile file or set DGRUN_PROFILE_DIR")
+        throw DgrunError("no profile named \"\(nameOrPath)\" (looked in \(dirs.prefix(4).joined(separator: ", ")), ...); give a path to a profile file or set DGRUN_PROFILE_DIR")
     }
 
-    public static func load(_ nameOrPath: String, executable: String) throws(SpecError) -> SandboxProfile {
+    public static func load(_ nameOrPath: String, executable: String) throws(DgrunError) -> SandboxProfile {
         let path = try locate(nameOrPath, executable: executable)
         let bytes: [UInt8]
-        do { bytes = try FileIO.readBytes(path) } catch { throw SpecError("cannot read profile: \(error)") }
+        do { bytes = try FileIO.readBytes(path) } catch { throw DgrunError("cannot read profile: \(error)") }
         return try SandboxProfile.decode(bytes, path: path)
     }
 }

@@ -1,3 +1,5 @@
+import DgrunSystem
+
 /// A strict parser for the part of TOML that task.toml uses: [tables], key = value, basic and
 /// literal strings (and """multi-line""" ones), integers, floats, booleans, arrays and inline
 /// tables, comments. No TOML library resolves from this project's offline package copies (TOMLKit
@@ -22,17 +24,25 @@ public indirect enum TOMLValue: Sendable, Equatable {
 public struct TOMLTable: Sendable, Equatable {
     public private(set) var keys: [String] = []
     private var values: [String: TOMLValue] = [:]
+    /// Where each key was written (line, column), for messages about its value.
+    private var positions: [String: (line: Int, column: Int)] = [:]
     public subscript(key: String) -> TOMLValue? { values[key] }
-    mutating func set(_ key: String, _ value: TOMLValue) -> Bool {
+    mutating func set(_ key: String, _ value: TOMLValue, at position: (line: Int, column: Int)? = nil) -> Bool {
         guard values[key] == nil else { return false }
         keys.append(key)
         values[key] = value
+        if let position { positions[key] = position }
         return true
     }
+    /// "line L, column C" of a key, or nil when it is not known.
+    public func place(of key: String) -> String? {
+        positions[key].map { "line \($0.line), column \($0.column)" }
+    }
+    public static func == (a: TOMLTable, b: TOMLTable) -> Bool { a.keys == b.keys && a.values == b.values }
 }
 
 public enum TOMLSubset {
-    public static func parse(_ text: String) throws(SpecError) -> TOMLTable {
+    public static func parse(_ text: String) throws(DgrunError) -> TOMLTable {
         var parser = Parser(bytes: Array(text.utf8))
         return try parser.document()
     }
@@ -43,8 +53,8 @@ public enum TOMLSubset {
         var line = 1
         var lineStart = 0
 
-        func error(_ message: String) -> SpecError {
-            SpecError("line \(line), column \(at - lineStart + 1): \(message)")
+        func error(_ message: String) -> DgrunError {
+            DgrunError("line \(line), column \(at - lineStart + 1): \(message)")
         }
 
         var current: UInt8? { at < bytes.count ? bytes[at] : nil }
@@ -64,13 +74,13 @@ public enum TOMLSubset {
             }
         }
 
-        mutating func document() throws(SpecError) -> TOMLTable {
+        mutating func document() throws(DgrunError) -> TOMLTable {
             var root = TOMLTable()
             var section: String?
             var sectionTable = TOMLTable()
-            func close(_ root: inout TOMLTable, _ section: String?, _ table: TOMLTable) throws(SpecError) {
+            func close(_ root: inout TOMLTable, _ section: String?, _ table: TOMLTable) throws(DgrunError) {
                 guard let section else { return }
-                if !root.set(section, .table(table)) { throw SpecError("table [\(section)] is defined twice") }
+                if !root.set(section, .table(table)) { throw DgrunError("table [\(section)] is defined twice") }
             }
             while true {
                 skip(newlines: true)
@@ -86,10 +96,11 @@ public enum TOMLSubset {
                     section = name
                     sectionTable = TOMLTable()
                 } else {
+                    let position = (line: line, column: at - lineStart + 1)
                     let (key, value) = try keyValue()
                     if section != nil {
-                        if !sectionTable.set(key, value) { throw error("key \"\(key)\" is defined twice") }
-                    } else if !root.set(key, value) {
+                        if !sectionTable.set(key, value, at: position) { throw error("key \"\(key)\" is defined twice") }
+                    } else if !root.set(key, value, at: position) {
                         throw error("key \"\(key)\" is defined twice")
                     }
                 }
@@ -100,7 +111,7 @@ public enum TOMLSubset {
             return root
         }
 
-        mutating func keyValue() throws(SpecError) -> (String, TOMLValue) {
+        mutating func keyValue() throws(DgrunError) -> (String, TOMLValue) {
             let key: String
             if current == UInt8(ascii: "\"") { key = try basicString() } else { key = try bareKey() }
             skip(newlines: false)
@@ -111,7 +122,7 @@ public enum TOMLSubset {
             return (key, try value())
         }
 
-        mutating func bareKey() throws(SpecError) -> String {
+        mutating func bareKey() throws(DgrunError) -> String {
             let start = at
             while let c = current, (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x5f || c == 0x2d {
                 advance()
@@ -120,7 +131,7 @@ public enum TOMLSubset {
             return String(decoding: bytes[start..<at], as: UTF8.self)
         }
 
-        mutating func value() throws(SpecError) -> TOMLValue {
+        mutating func value() throws(DgrunError) -> TOMLValue {
             guard let c = current else { throw error("expected a value") }
             switch c {
             case UInt8(ascii: "\""): return .string(try basicString())
@@ -136,7 +147,7 @@ public enum TOMLSubset {
             }
         }
 
-        mutating func number() throws(SpecError) -> TOMLValue {
+        mutating func number() throws(DgrunError) -> TOMLValue {
             let start = at
             while let c = current, (c >= 0x30 && c <= 0x39) || c == 0x2b || c == 0x2d || c == 0x2e || c == 0x5f || c == 0x65 || c == 0x45 {
                 advance()
@@ -148,7 +159,7 @@ public enum TOMLSubset {
             throw error(text.isEmpty ? "expected a value" : "\"\(text)\" is not a number (dates and times are not supported in task.toml)")
         }
 
-        mutating func basicString() throws(SpecError) -> String {
+        mutating func basicString() throws(DgrunError) -> String {
             let multiline = bytes.count >= at + 3 && bytes[at..<at + 3].elementsEqual("\"\"\"".utf8)
             if multiline {
                 at += 3
@@ -186,7 +197,7 @@ public enum TOMLSubset {
             return String(decoding: out, as: UTF8.self)
         }
 
-        mutating func literalString() throws(SpecError) -> String {
+        mutating func literalString() throws(DgrunError) -> String {
             advance()
             let start = at
             while let c = current, c != UInt8(ascii: "'") {
@@ -199,7 +210,7 @@ public enum TOMLSubset {
             return text
         }
 
-        mutating func array() throws(SpecError) -> TOMLValue {
+        mutating func array() throws(DgrunError) -> TOMLValue {
             advance()
             var items: [TOMLValue] = []
             while true {
@@ -212,15 +223,16 @@ public enum TOMLSubset {
             }
         }
 
-        mutating func inlineTable() throws(SpecError) -> TOMLValue {
+        mutating func inlineTable() throws(DgrunError) -> TOMLValue {
             advance()
             var table = TOMLTable()
             skip(newlines: false)
             if current == UInt8(ascii: "}") { advance(); return .table(table) }
             while true {
                 skip(newlines: false)
+                let position = (line: line, column: at - lineStart + 1)
                 let (key, value) = try keyValue()
-                if !table.set(key, value) { throw error("key \"\(key)\" is defined twice") }
+                if !table.set(key, value, at: position) { throw error("key \"\(key)\" is defined twice") }
                 skip(newlines: false)
                 if current == UInt8(ascii: ",") { advance(); continue }
                 guard current == UInt8(ascii: "}") else { throw error("expected , or } in the inline table") }

@@ -11,17 +11,18 @@ public struct TaskFile: Sendable {
     public var env: [(key: String, value: String)]
     public var inputs: [String]
     public var outputs: [String]
-    public var memory: String?
+    /// [limits], validated when the file is read.
+    public var memoryBytes: UInt64?
     public var cpus: Double?
     public var pids: Int?
-    public var timeout: String?
+    public var timeoutSeconds: Double?
     public var profile: String?
     public var network: SandboxProfile.Network?
     public var priority: Int
     /// [fetch]: files of the task directory that come from a URL, each with an optional checksum.
     public var fetches: [Fetch] = []
     /// [services] wait: how long to wait for an unavailable service before the run is blocked.
-    public var serviceWait: String?
+    public var serviceWaitSeconds: Double?
 
     public struct Fetch: Sendable, Equatable {
         /// Relative to the task directory.
@@ -32,20 +33,20 @@ public struct TaskFile: Sendable {
     }
 
     /// Loads DIR/task.toml; every error names the file and what to fix.
-    public static func load(directory: String) throws(SpecError) -> TaskFile {
+    public static func load(directory: String) throws(DgrunError) -> TaskFile {
         guard let dir = FileIO.realPath(directory), FileIO.isDirectory(dir) else {
-            throw SpecError("\(directory) is not a directory")
+            throw DgrunError("\(directory) is not a directory")
         }
         let path = dir + "/task.toml"
         guard FileIO.exists(path) else {
-            throw SpecError("\(directory) has no task.toml (a task directory needs one; see README, \"Task directories\")")
+            throw DgrunError("\(directory) has no task.toml (a task directory needs one; see README, \"Task directories\")")
         }
         let text: String
-        do { text = try FileIO.read(path) } catch { throw SpecError("cannot read \(path): \(error)") }
+        do { text = try FileIO.read(path) } catch { throw DgrunError("cannot read \(path): \(error)") }
         do {
             return try parse(text, directory: dir)
         } catch {
-            throw SpecError("\(path): \(error.message)")
+            throw DgrunError("\(path): \(error.message)")
         }
     }
 
@@ -56,77 +57,99 @@ public struct TaskFile: Sendable {
     static let fetchKeys: Set<String> = ["url", "sha256"]
     static let serviceKeys: Set<String> = ["wait"]
 
-    public static func parse(_ text: String, directory: String) throws(SpecError) -> TaskFile {
+    public static func parse(_ text: String, directory: String) throws(DgrunError) -> TaskFile {
         let root = try TOMLSubset.parse(text)
+        /// A value's error, prefixed with where the key is written.
+        func at<T>(_ table: TOMLTable, _ key: String, _ body: () throws(DgrunError) -> T) throws(DgrunError) -> T {
+            do throws(DgrunError) { return try body() } catch {
+                throw DgrunError((table.place(of: key).map { $0 + ": " } ?? "") + error.message, code: error.code)
+            }
+        }
         try checkKeys(root, allowed: topLevelKeys, in: nil)
         var task = TaskFile(directory: directory, name: String(directory.split(separator: "/").last ?? "task"),
                             argv: [], workdir: ".", env: [], inputs: [], outputs: [], priority: 0)
         switch (root["command"], root["run"]) {
-        case (.some, .some): throw SpecError("give either command or run, not both")
-        case (nil, nil): throw SpecError("missing command = [\"prog\", \"arg\"] or run = \"shell line\"")
+        case (.some, .some): throw DgrunError("give either command or run, not both")
+        case (nil, nil): throw DgrunError("missing command = [\"prog\", \"arg\"] or run = \"shell line\"")
         case (let command?, nil):
             task.argv = try strings(command, key: "command")
-            if task.argv.isEmpty { throw SpecError("command is empty") }
+            if task.argv.isEmpty { throw DgrunError("command is empty") }
         case (nil, let run?):
             task.argv = ["/bin/sh", "-c", try string(run, key: "run")]
         }
         if let value = root["workdir"] {
             task.workdir = try string(value, key: "workdir")
-            if task.workdir.hasPrefix("/") { throw SpecError("workdir must be relative to the task directory") }
+            if task.workdir.hasPrefix("/") { throw DgrunError("workdir must be relative to the task directory") }
         }
         if let value = root["env"] {
-            guard case .table(let table) = value else { throw SpecError("env must be a table, like env = { LANG = \"C.UTF-8\" }") }
+            guard case .table(let table) = value else { throw DgrunError("env must be a table, like env = { LANG = \"C.UTF-8\" }") }
             for key in table.keys { task.env.append((key, try string(table[key]!, key: "env.\(key)"))) }
         }
         if let value = root["inputs"] { task.inputs = try strings(value, key: "inputs") }
         if let value = root["outputs"] { task.outputs = try strings(value, key: "outputs") }
         if let value = root["priority"] { task.priority = try integer(value, key: "priority") }
         if let value = root["limits"] {
-            guard case .table(let limits) = value else { throw SpecError("limits must be a [limits] table") }
+            guard case .table(let limits) = value else { throw DgrunError("limits must be a [limits] table") }
             try checkKeys(limits, allowed: limitKeys, in: "limits")
-            if let v = limits["memory"] { task.memory = try string(v, key: "limits.memory"); _ = try ByteSize.parse(task.memory!) }
-            if let v = limits["cpus"] {
-                switch v {
-                case .float(let d): task.cpus = d
-                case .integer(let i): task.cpus = Double(i)
-                default: throw SpecError("limits.cpus must be a number, like 1.5")
+            if let v = limits["memory"] {
+                task.memoryBytes = try at(limits, "memory") { () throws(DgrunError) in
+                    try ByteSize.parse(try string(v, key: "limits.memory"))
                 }
             }
-            if let v = limits["pids"] { task.pids = try integer(v, key: "limits.pids") }
-            if let v = limits["timeout"] { task.timeout = try string(v, key: "limits.timeout"); _ = try DurationText.parse(task.timeout!) }
+            if let v = limits["cpus"] {
+                task.cpus = try at(limits, "cpus") { () throws(DgrunError) -> Double in
+                    switch v {
+                    case .float(let d) where d > 0: return d
+                    case .integer(let i) where i > 0: return Double(i)
+                    default: throw DgrunError("limits.cpus must be a positive number, like 1.5")
+                    }
+                }
+            }
+            if let v = limits["pids"] {
+                task.pids = try at(limits, "pids") { () throws(DgrunError) -> Int in
+                    let n = try integer(v, key: "limits.pids")
+                    guard n >= 1 else { throw DgrunError("limits.pids must be at least 1") }
+                    return n
+                }
+            }
+            if let v = limits["timeout"] {
+                task.timeoutSeconds = try at(limits, "timeout") { () throws(DgrunError) in
+                    try DurationText.parse(try string(v, key: "limits.timeout"))
+                }
+            }
         }
         if let value = root["sandbox"] {
-            guard case .table(let sandbox) = value else { throw SpecError("sandbox must be a [sandbox] table") }
+            guard case .table(let sandbox) = value else { throw DgrunError("sandbox must be a [sandbox] table") }
             try checkKeys(sandbox, allowed: sandboxKeys, in: "sandbox")
             if let v = sandbox["profile"] { task.profile = try string(v, key: "sandbox.profile") }
             if let v = sandbox["network"] {
                 let text = try string(v, key: "sandbox.network")
                 guard let network = SandboxProfile.Network(rawValue: text) else {
-                    throw SpecError("sandbox.network \"\(text)\": use host or none")
+                    throw DgrunError((sandbox.place(of: "network").map { $0 + ": " } ?? "") + "sandbox.network \"\(text)\": use host or none")
                 }
                 task.network = network
             }
         }
         if let value = root["fetch"] {
-            guard case .table(let table) = value else { throw SpecError("fetch must be a [fetch] table of \"path\" = { url = \"...\" }") }
+            guard case .table(let table) = value else { throw DgrunError("fetch must be a [fetch] table of \"path\" = { url = \"...\" }") }
             for path in table.keys {
                 guard case .table(let entry) = table[path]! else {
-                    throw SpecError("fetch.\"\(path)\" must be an inline table like { url = \"https://...\", sha256 = \"...\" }")
+                    throw DgrunError("fetch.\"\(path)\" must be an inline table like { url = \"https://...\", sha256 = \"...\" }")
                 }
                 try checkKeys(entry, allowed: fetchKeys, in: "fetch.\"\(path)\"")
-                guard let url = entry["url"] else { throw SpecError("fetch.\"\(path)\" needs a url") }
+                guard let url = entry["url"] else { throw DgrunError("fetch.\"\(path)\" needs a url") }
                 let text = try string(url, key: "fetch.\"\(path)\".url")
                 guard text.hasPrefix("http://") || text.hasPrefix("https://") || text.hasPrefix("file://") else {
-                    throw SpecError("fetch.\"\(path)\".url \"\(text)\": use an http://, https:// or file:// URL")
+                    throw DgrunError("fetch.\"\(path)\".url \"\(text)\": use an http://, https:// or file:// URL")
                 }
                 if path.hasPrefix("/") || path.split(separator: "/").contains("..") {
-                    throw SpecError("fetch.\"\(path)\": the path must stay inside the task directory")
+                    throw DgrunError("fetch.\"\(path)\": the path must stay inside the task directory")
                 }
                 var fetch = Fetch(path: path, url: text, sha256: nil)
                 if let sum = entry["sha256"] {
                     let hex = try string(sum, key: "fetch.\"\(path)\".sha256").lowercased()
                     guard hex.count == 64, hex.allSatisfy({ $0.isHexDigit }) else {
-                        throw SpecError("fetch.\"\(path)\".sha256 must be 64 hexadecimal digits")
+                        throw DgrunError("fetch.\"\(path)\".sha256 must be 64 hexadecimal digits")
                     }
                     fetch.sha256 = hex
                 }
@@ -134,9 +157,13 @@ public struct TaskFile: Sendable {
             }
         }
         if let value = root["services"] {
-            guard case .table(let services) = value else { throw SpecError("services must be a [services] table") }
+            guard case .table(let services) = value else { throw DgrunError("services must be a [services] table") }
             try checkKeys(services, allowed: serviceKeys, in: "services")
-            if let v = services["wait"] { task.serviceWait = try string(v, key: "services.wait"); _ = try DurationText.parse(task.serviceWait!) }
+            if let v = services["wait"] {
+                task.serviceWaitSeconds = try at(services, "wait") { () throws(DgrunError) in
+                    try DurationText.parse(try string(v, key: "services.wait"))
+                }
+            }
         }
         return task
     }
@@ -146,25 +173,25 @@ public struct TaskFile: Sendable {
         workdir == "." ? directory : directory + "/" + workdir
     }
 
-    static func checkKeys(_ table: TOMLTable, allowed: Set<String>, in section: String?) throws(SpecError) {
+    static func checkKeys(_ table: TOMLTable, allowed: Set<String>, in section: String?) throws(DgrunError) {
         for key in table.keys where !allowed.contains(key) {
             let place = section.map { "in [\($0)] " } ?? ""
-            throw SpecError("unknown key \"\(key)\" \(place)(allowed: \(allowed.sorted().joined(separator: ", ")))")
+            throw DgrunError("unknown key \"\(key)\" \(place)(allowed: \(allowed.sorted().joined(separator: ", ")))")
         }
     }
 
-    static func string(_ value: TOMLValue, key: String) throws(SpecError) -> String {
-        guard case .string(let s) = value else { throw SpecError("\(key) must be a string, not \(value.typeName)") }
+    static func string(_ value: TOMLValue, key: String) throws(DgrunError) -> String {
+        guard case .string(let s) = value else { throw DgrunError("\(key) must be a string, not \(value.typeName)") }
         return s
     }
 
-    static func integer(_ value: TOMLValue, key: String) throws(SpecError) -> Int {
-        guard case .integer(let i) = value else { throw SpecError("\(key) must be an integer, not \(value.typeName)") }
+    static func integer(_ value: TOMLValue, key: String) throws(DgrunError) -> Int {
+        guard case .integer(let i) = value else { throw DgrunError("\(key) must be an integer, not \(value.typeName)") }
         return i
     }
 
-    static func strings(_ value: TOMLValue, key: String) throws(SpecError) -> [String] {
-        guard case .array(let items) = value else { throw SpecError("\(key) must be an array of strings") }
+    static func strings(_ value: TOMLValue, key: String) throws(DgrunError) -> [String] {
+        guard case .array(let items) = value else { throw DgrunError("\(key) must be an array of strings") }
         var result: [String] = []
         for item in items { result.append(try string(item, key: key + "[]")) }
         return result

@@ -1,13 +1,10 @@
+import DgrunSystem
+
 /// Parsing of the units users type: sizes like docker (`512m`, `2g`), durations like timeout(1).
-public struct SpecError: Error, CustomStringConvertible, Sendable, Equatable {
-    public var message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
 
 public enum ByteSize {
     /// `512m`, `2g`, `1.5G`, `64MiB`, `100k`, `4096` (bytes). Units are binary, as docker's are.
-    public static func parse(_ text: String) throws(SpecError) -> UInt64 {
+    public static func parse(_ text: String) throws(DgrunError) -> UInt64 {
         let lower = text.lowercased().trimmingCharacters(in: " ")
         var number = Substring(lower)
         var unit = Substring("")
@@ -21,10 +18,10 @@ public enum ByteSize {
         }
         let shifts: [Substring: UInt64] = ["": 0, "b": 0, "k": 10, "m": 20, "g": 30, "t": 40]
         guard let value = Double(number), value >= 0, let shift = shifts[unit] else {
-            throw SpecError("invalid size \"\(text)\": use a number with an optional unit b, k, m, g or t (like 512m or 2g)")
+            throw DgrunError("invalid size \"\(text)\": use a number with an optional unit b, k, m, g or t (like 512m or 2g)")
         }
         let bytes = value * Double(UInt64(1) << shift)
-        guard bytes < 9.2e18 else { throw SpecError("size \"\(text)\" is too large") }
+        guard bytes < 9.2e18 else { throw DgrunError("size \"\(text)\" is too large") }
         return UInt64(bytes.rounded())
     }
 
@@ -42,8 +39,15 @@ public enum ByteSize {
 }
 
 public enum DurationText {
+    /// 30 → "30s", 0.5 → "0.5s", 600 → "10m": for messages.
+    public static func describe(_ seconds: Double) -> String {
+        if seconds >= 60, seconds.truncatingRemainder(dividingBy: 60) == 0 { return "\(Int(seconds / 60))m" }
+        if seconds == seconds.rounded() { return "\(Int(seconds))s" }
+        return "\(seconds)s"
+    }
+
     /// `90`, `90s`, `500ms`, `10m`, `1.5h`, `1d` → seconds.
-    public static func parse(_ text: String) throws(SpecError) -> Double {
+    public static func parse(_ text: String) throws(DgrunError) -> Double {
         let lower = text.lowercased().trimmingCharacters(in: " ")
         let factors: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400), ("", 1)]
         for (suffix, factor) in factors where lower.hasSuffix(suffix) {
@@ -52,6 +56,6 @@ public enum DurationText {
                 return value * factor
             }
         }
-        throw SpecError("invalid duration \"\(text)\": use a positive number with an optional unit ms, s, m, h or d (like 30s or 10m)")
+        throw DgrunError("invalid duration \"\(text)\": use a positive number with an optional unit ms, s, m, h or d (like 30s or 10m)")
     }
 }

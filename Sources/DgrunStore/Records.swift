@@ -124,30 +124,6 @@ public struct TaskState: Sendable, Equatable {
     public var graphVersion: Int64?
 }
 
-/// One sample of a running task (the monitor's), kept downsampled with the run.
-public struct Sample: Sendable, Equatable {
-    public var runID: Int64
-    public var seconds: Double
-    public var memoryBytes: Int64?
-    public var cpuSeconds: Double?
-    public var memoryPressure: Double?
-    public var cpuPressure: Double?
-    public var ioPressure: Double?
-    public var pids: Int64?
-
-    public init(runID: Int64, seconds: Double, memoryBytes: Int64? = nil, cpuSeconds: Double? = nil,
-                memoryPressure: Double? = nil, cpuPressure: Double? = nil, ioPressure: Double? = nil, pids: Int64? = nil) {
-        self.runID = runID
-        self.seconds = seconds
-        self.memoryBytes = memoryBytes
-        self.cpuSeconds = cpuSeconds
-        self.memoryPressure = memoryPressure
-        self.cpuPressure = cpuPressure
-        self.ioPressure = ioPressure
-        self.pids = pids
-    }
-}
-
 /// A past run as the tuner sees it.
 public struct RunUsage: Sendable, Equatable {
     public var id: Int64

@@ -1,3 +1,5 @@
+import DgrunSpec
+import DgrunSystem
 import GRDB
 import GRDBSQLite
 #if canImport(Glibc)
@@ -13,10 +15,10 @@ public final class Store: Sendable {
     public static let fileName = "state.db"
 
     /// Opens (creating when needed) DIR/state.db and brings its schema up to date.
-    public init(directory: String) throws(StoreError) {
+    public init(directory: String) throws(DgrunError) {
         self.directory = directory
         if mkdir(directory, 0o755) != 0 && errno != EEXIST {
-            throw StoreError("cannot create the state directory \(directory): \(String(cString: strerror(errno))); pass --state DIR or set DGRUN_STATE_DIR to a writable place")
+            throw DgrunError.store("cannot create the state directory \(directory): \(String(cString: strerror(errno))); pass --state DIR or set DGRUN_STATE_DIR to a writable place")
         }
         var config = Configuration()
         // Another dgrun may be writing (a workspace runs tasks in parallel): wait, do not fail.
@@ -27,16 +29,27 @@ public final class Store: Sendable {
         }
         let path = directory + "/" + Self.fileName
         do {
-            queue = try DatabaseQueue(path: path, configuration: config)
-            // Two processes opening a new store at once must not both create the tables.
+            // A new store is created and migrated under a lock, and so is one whose migrations are
+            // not all there: two dgruns opening a new store at once must not both create it (a
+            // reader could see a file with no tables yet).
             let migrator = Self.migrator
-            if try !queue.read(migrator.hasCompletedMigrations) {
-                try Self.withFileLock(directory + "/state.db.lock") { try migrator.migrate(queue) }
+            let lockPath = directory + "/state.db.lock"
+            if !FileIO.exists(path) {
+                queue = try Self.withFileLock(lockPath) {
+                    let queue = try DatabaseQueue(path: path, configuration: config)
+                    try migrator.migrate(queue)
+                    return queue
+                }
+            } else {
+                queue = try DatabaseQueue(path: path, configuration: config)
+                if (try? queue.read(migrator.hasCompletedMigrations)) != true {
+                    try Self.withFileLock(lockPath) { try migrator.migrate(queue) }
+                }
             }
-        } catch let error as StoreError {
+        } catch let error as DgrunError {
             throw error
         } catch {
-            throw StoreError("cannot open the state store \(path): \(error)")
+            throw DgrunError.store("cannot open the state store \(path): \(error)")
         }
     }
 
@@ -107,7 +120,7 @@ public final class Store: Sendable {
 
     /// One immediate write transaction: concurrent writers queue on the busy timeout instead of
     /// failing halfway through a deferred upgrade.
-    func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+    func write<T>(_ body: (Database) throws -> T) throws(DgrunError) -> T {
         do {
             return try queue.writeWithoutTransaction { db in
                 var result: T?
@@ -117,20 +130,20 @@ public final class Store: Sendable {
                 }
                 return result!
             }
-        } catch let error as StoreError {
+        } catch let error as DgrunError {
             throw error
         } catch {
-            throw StoreError("state store \(directory): \(error)")
+            throw DgrunError.store("state store \(directory): \(error)")
         }
     }
 
-    func read<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+    func read<T>(_ body: (Database) throws -> T) throws(DgrunError) -> T {
         do { return try queue.read(body) } catch {
-            throw StoreError("state store \(directory): \(error)")
+            throw DgrunError.store("state store \(directory): \(error)")
         }
     }
 
-    public func registerTask(id: String, directory: String) throws(StoreError) {
+    public func registerTask(id: String, directory: String) throws(DgrunError) {
         // Read first: the no-op path of `exec` then writes nothing at all.
         if try read({ db in try String.fetchOne(db, sql: "SELECT dir FROM task WHERE id = ?", arguments: [id]) }) == directory { return }
         try write { db in
@@ -140,7 +153,7 @@ public final class Store: Sendable {
     }
 
     /// Records a run as started; returns its id. The row stays `running` until `finishRun`.
-    public func beginRun(_ record: RunRecord, pidStartTime: UInt64?) throws(StoreError) -> Int64 {
+    public func beginRun(_ record: RunRecord, pidStartTime: UInt64?) throws(DgrunError) -> Int64 {
         try write { db in
             try db.execute(sql: """
                 INSERT INTO run(task_id, status, started_at, pid, pid_start_time, argv, env_digest, reasons, limits)
@@ -154,7 +167,7 @@ public final class Store: Sendable {
 
     /// Completes a run and, in the same transaction, replaces the task's dependencies with what this
     /// run used (when it recorded a graph) and clears its stale mark: a reader sees all or nothing.
-    public func finishRun(_ record: RunRecord, id: Int64, graphJSON: String?, dependencies: [Dependency]?) throws(StoreError) {
+    public func finishRun(_ record: RunRecord, id: Int64, graphJSON: String?, dependencies: [Dependency]?) throws(DgrunError) {
         try write { db in
             var graphVersion: Int64? = nil
             if let graphJSON {
@@ -181,7 +194,7 @@ public final class Store: Sendable {
     }
 
     /// A run the planner refused: kept in the history with its reasons.
-    public func recordBlocked(_ record: RunRecord) throws(StoreError) {
+    public func recordBlocked(_ record: RunRecord) throws(DgrunError) {
         var record = record
         record.status = .blocked
         let id = try beginRun(record, pidStartTime: nil)
@@ -206,7 +219,7 @@ public final class Store: Sendable {
 
     /// A file whose stat moved but whose content hashed the same: remember the new stat so the
     /// next check is fast again.
-    public func refreshFingerprints(task taskID: String, _ updates: [(nodeID: String, ref: String, relation: Dependency.Relation, fingerprint: FileFingerprint)]) throws(StoreError) {
+    public func refreshFingerprints(task taskID: String, _ updates: [(nodeID: String, ref: String, relation: Dependency.Relation, fingerprint: FileFingerprint)]) throws(DgrunError) {
         guard !updates.isEmpty else { return }
         try write { db in
             let statement = try db.makeStatement(sql: """
@@ -222,7 +235,7 @@ public final class Store: Sendable {
         }
     }
 
-    public func markStale(task taskID: String, reason: String) throws(StoreError) {
+    public func markStale(task taskID: String, reason: String) throws(DgrunError) {
         try write { db in
             try db.execute(sql: "UPDATE task SET stale_reason = ? WHERE id = ? AND stale_reason IS NULL", arguments: [reason, taskID])
         }
@@ -231,7 +244,7 @@ public final class Store: Sendable {
     /// Runs left `running` by a dgrun that no longer exists (kill -9): marked abandoned, so history
     /// tells the truth and the task's dependencies stay those of its last finished run.
     @discardableResult
-    public func settleAbandonedRuns(task taskID: String, isAlive: (Int32, UInt64?) -> Bool) throws(StoreError) -> Int {
+    public func settleAbandonedRuns(task taskID: String, isAlive: (Int32, UInt64?) -> Bool) throws(DgrunError) -> Int {
         let running = try read { db in
             try Row.fetchAll(db, sql: "SELECT id, pid, pid_start_time FROM run WHERE task_id = ? AND status = 'running'",
                              arguments: [taskID])
@@ -247,24 +260,24 @@ public final class Store: Sendable {
         return dead.count
     }
 
-    public func addSamples(_ samples: [Sample]) throws(StoreError) {
+    public func addSamples(_ samples: [UsageSample], run runID: Int64) throws(DgrunError) {
         guard !samples.isEmpty else { return }
-        try write { db in try Self.insert(samples, in: db) }
+        try write { db in try Self.insert(samples, run: runID, in: db) }
     }
 
-    static func insert(_ samples: [Sample], in db: Database) throws {
+    static func insert(_ samples: [UsageSample], run runID: Int64, in db: Database) throws {
         guard !samples.isEmpty else { return }
         let statement = try db.makeStatement(sql: """
             INSERT INTO sample(run_id, t_s, memory_bytes, cpu_s, psi_memory, psi_cpu, psi_io, pids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             """)
         for s in samples {
-            try statement.execute(arguments: [s.runID, s.seconds, s.memoryBytes, s.cpuSeconds, s.memoryPressure,
-                                              s.cpuPressure, s.ioPressure, s.pids])
+            try statement.execute(arguments: [runID, s.seconds, s.memoryBytes.map { Int64($0) }, s.cpuSeconds, s.memoryStall,
+                                              s.cpuStall, s.ioStall, s.pids.map { Int64($0) }])
         }
     }
 
     /// The memory series of a run (time, bytes), for the tuner's usage schedule.
-    public func memorySeries(run runID: Int64) throws(StoreError) -> [(t: Double, bytes: UInt64)] {
+    public func memorySeries(run runID: Int64) throws(DgrunError) -> [(t: Double, bytes: UInt64)] {
         try read { db in
             try Row.fetchAll(db, sql: "SELECT t_s, memory_bytes FROM sample WHERE run_id = ? AND memory_bytes IS NOT NULL ORDER BY t_s",
                              arguments: [runID]).map { (t: $0[0], bytes: UInt64(max(0, $0[1] as Int64))) }
@@ -273,7 +286,7 @@ public final class Store: Sendable {
 
     // MARK: - reading
 
-    public func task(id: String) throws(StoreError) -> TaskState? {
+    public func task(id: String) throws(DgrunError) -> TaskState? {
         try read { db in
             try Row.fetchOne(db, sql: "SELECT id, dir, stale_reason, graph_version FROM task WHERE id = ?", arguments: [id])
                 .map { TaskState(id: $0["id"], directory: $0["dir"], staleReason: $0["stale_reason"], graphVersion: $0["graph_version"]) }
@@ -283,7 +296,7 @@ public final class Store: Sendable {
     /// The task's dependencies as its last finished run recorded them (the planner's input).
     /// Read column by column from SQLite: the no-op check of a large task is mostly this read,
     /// and GRDB's generic Row decoding cost ~5 µs a row against ~1 µs here.
-    public func dependencies(task taskID: String) throws(StoreError) -> [Dependency] {
+    public func dependencies(task taskID: String) throws(DgrunError) -> [Dependency] {
         try read { db in
             let statement = try db.makeStatement(sql: """
                 SELECT node_id, kind, ref, relation, version, size, mtime_ns, ctime_ns, inode, device, priority, cost_bytes, traced
@@ -300,7 +313,7 @@ public final class Store: Sendable {
             while true {
                 let rc = sqlite3_step(s)
                 if rc == SQLITE_DONE { break }
-                guard rc == SQLITE_ROW else { throw StoreError("reading the dependencies of \(taskID): \(String(cString: sqlite3_errstr(rc)))") }
+                guard rc == SQLITE_ROW else { throw DgrunError.store("reading the dependencies of \(taskID): \(String(cString: sqlite3_errstr(rc)))") }
                 var fingerprint: FileFingerprint? = nil
                 if sqlite3_column_type(s, 5) != SQLITE_NULL {
                     fingerprint = FileFingerprint(size: sqlite3_column_int64(s, 5), mtimeNs: sqlite3_column_int64(s, 6),
@@ -321,7 +334,7 @@ public final class Store: Sendable {
     }
 
     /// The newest runs first.
-    public func runs(task taskID: String?, limit: Int = 50) throws(StoreError) -> [RunRecord] {
+    public func runs(task taskID: String?, limit: Int = 50) throws(DgrunError) -> [RunRecord] {
         try read { db in
             let filter = taskID == nil ? "" : "WHERE task_id = ?"
             let arguments: StatementArguments = taskID.map { [$0, limit] } ?? [limit]
@@ -332,7 +345,7 @@ public final class Store: Sendable {
 
     /// What the tuner needs of past runs, newest first: only numeric columns (no JSON to decode),
     /// because every tuned `exec -- CMD` reads it before it starts.
-    public func usage(task taskID: String, limit: Int) throws(StoreError) -> [RunUsage] {
+    public func usage(task taskID: String, limit: Int) throws(DgrunError) -> [RunUsage] {
         try read { db in
             try Row.fetchAll(db, sql: """
                 SELECT id, status, exit_code, oom_killed, memory_peak_bytes, wall_s, cpu_user_s, cpu_sys_s
@@ -346,7 +359,7 @@ public final class Store: Sendable {
     }
 
     /// A finished run and its samples in one transaction (ad-hoc runs are recorded after the fact).
-    public func recordFinished(_ record: RunRecord, samples: (Int64) -> [Sample]) throws(StoreError) {
+    public func recordFinished(_ record: RunRecord, samples: [UsageSample]) throws(DgrunError) {
         try write { db in
             try db.execute(sql: """
                 INSERT INTO run(task_id, status, started_at, finished_at, pid, argv, env_digest, reasons, limits, exit_code,
@@ -357,24 +370,24 @@ public final class Store: Sendable {
                                  record.limitsJSON, record.exitCode, record.signal, record.oomKilled, record.timedOut,
                                  record.wallSeconds, record.cpuUserSeconds, record.cpuSystemSeconds, record.memoryPeakBytes,
                                  record.pidsPeak, JSONText.encode(record.outputs), record.adjustmentsJSON])
-            try Self.insert(samples(db.lastInsertedRowID), in: db)
+            try Self.insert(samples, run: db.lastInsertedRowID, in: db)
         }
     }
 
     /// The last run that finished (any exit status), the source of history-based decisions.
-    public func lastFinishedRun(task taskID: String) throws(StoreError) -> RunRecord? {
+    public func lastFinishedRun(task taskID: String) throws(DgrunError) -> RunRecord? {
         try read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM run WHERE task_id = ? AND status = 'finished' ORDER BY id DESC LIMIT 1",
                              arguments: [taskID]).map(Self.runRecord)
         }
     }
 
-    public func graphJSON(version: Int64) throws(StoreError) -> String? {
+    public func graphJSON(version: Int64) throws(DgrunError) -> String? {
         try read { db in try String.fetchOne(db, sql: "SELECT json FROM graph_version WHERE id = ?", arguments: [version]) }
     }
 
     /// `PRAGMA integrity_check` plus the invariants dgrun relies on; empty when all hold.
-    public func consistencyProblems() throws(StoreError) -> [String] {
+    public func consistencyProblems() throws(DgrunError) -> [String] {
         try read { db in
             var problems = try String.fetchAll(db, sql: "PRAGMA integrity_check").filter { $0 != "ok" }
             problems += try String.fetchAll(db, sql: "PRAGMA foreign_key_check")
@@ -412,18 +425,8 @@ public final class Store: Sendable {
 
     /// Runs `body` holding an exclusive flock on `path` (created when missing).
     static func withFileLock<T>(_ path: String, _ body: () throws -> T) throws -> T {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw StoreError("cannot open the lock \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        while flock(fd, LOCK_EX) != 0 {
-            guard errno == EINTR else { throw StoreError("cannot lock \(path): \(String(cString: strerror(errno)))") }
-        }
+        let lock = try FileLock.acquire(path)
+        defer { lock.release() }
         return try body()
     }
-}
-
-public struct StoreError: Error, CustomStringConvertible, Sendable {
-    public var message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
 }

@@ -27,23 +27,51 @@ public enum FileSystem {
         return getenv("HOME").map { String(cString: $0) + "/.cache/dgrun" + suffix }
     }
 
-    /// Replaces a cache file: its directories made, the bytes written beside it and renamed over
-    /// it, so a reader never sees half of one. Best effort: false when it could not be written,
-    /// and a cache that is not written only costs time.
+    /// Replaces a cache file: its directories made, then written atomically. Best effort: false
+    /// when it could not be written, and a cache that is not written only costs time.
     @discardableResult
     public static func replaceCache(_ path: String, with bytes: [UInt8], mode: mode_t = 0o644,
                                     directoryMode: mode_t = 0o755) -> Bool {
         makeDirectories(String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]), mode: directoryMode)
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { return false }
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-        guard written == bytes.count, rename(temporary, path) == 0 else {
-            unlink(temporary)
-            return false
+        return (try? writeAtomically(path, bytes, mode: mode)) != nil
+    }
+
+    /// Write-then-rename, the one copy of it: the bytes go to a new file beside `path` (O_EXCL and
+    /// O_NOFOLLOW: never through a link someone planted there), then replace it in one rename, so
+    /// a reader sees the old file or the new one, never half of one.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
+        let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = try valueOrErrno("create", path: temporary) {
+            open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         }
-        return true
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 {
+                let err = errno
+                close(fd)
+                unlink(temporary)
+                throw SystemError("write", path: temporary, errno: n < 0 ? err : EIO)
+            }
+            offset += n
+        }
+        close(fd)
+        do throws(SystemError) {
+            _ = try valueOrErrno("rename over", path: path) { rename(temporary, path) }
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+    }
+
+    public static func writeAtomically(_ path: String, _ text: String, mode: mode_t = 0o644) throws(SystemError) {
+        try writeAtomically(path, Array(text.utf8), mode: mode)
+    }
+
+    /// A path made absolute against the current directory (lexically; nothing is resolved).
+    public static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileIO.currentDirectory() + "/" + path
     }
 
     /// Copies a regular file's bytes.

@@ -1,5 +1,6 @@
 import Testing
 @testable import DgrunMonitor
+import DgrunSpec
 @testable import DgrunCgroups
 
 /// The tuning policy on synthetic series: no cgroup, no kernel.
@@ -160,7 +161,7 @@ import Testing
 
 @Suite struct MonitorSeriesTests {
     @Test func downsamplingKeepsEachBucketsPeak() {
-        let samples = (0..<1000).map { MonitorSample(seconds: Double($0), memoryBytes: UInt64($0 % 7 == 0 ? 1000 : $0)) }
+        let samples = (0..<1000).map { UsageSample(seconds: Double($0), memoryBytes: UInt64($0 % 7 == 0 ? 1000 : $0)) }
         let reduced = Monitor.downsample(samples, to: 100)
         #expect(reduced.count <= 100)
         #expect(reduced.map { $0.memoryBytes ?? 0 }.max() == 1000)

@@ -1,3 +1,4 @@
+import DgrunSystem
 import Testing
 import DgrunStore
 #if canImport(Glibc)
@@ -60,6 +61,6 @@ import Glibc
     }
 
     @Test func unwritableDirectoryIsAClearError() throws {
-        #expect(throws: StoreError.self) { try Store(directory: "/proc/dgrun-state") }
+        #expect(throws: DgrunError.self) { try Store(directory: "/proc/dgrun-state") }
     }
 }

@@ -1,3 +1,4 @@
+import DgrunSystem
 import Testing
 @testable import DgrunSeccomp
 @testable import DgrunSpec
@@ -22,7 +23,7 @@ let repositoryRoot: String = {
     @Test func locatesByNameFromTheSourceTree() throws {
         let exe = repositoryRoot + "/.build/x86_64-unknown-linux-gnu/debug/dgrun"
         #expect(try ProfileLocator.locate("strict", executable: exe) == repositoryRoot + "/profiles/strict.json")
-        #expect(throws: SpecError.self) { try ProfileLocator.locate("no-such-profile", executable: exe) }
+        #expect(throws: DgrunError.self) { try ProfileLocator.locate("no-such-profile", executable: exe) }
     }
 
     @Test func malformedProfilesSayWhereTheyAreWrong() {
@@ -44,13 +45,13 @@ let repositoryRoot: String = {
     }
 
     @Test func seccompProfileErrors() throws {
-        #expect(throws: SpecError.self) {
+        #expect(throws: DgrunError.self) {
             try SeccompProfile.decode(Array(#"{"syscalls": []}"#.utf8), path: "s.json")
         }
         let badAction = try SeccompProfile.decode(
             Array(#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["bpf"], "action": "SCMP_ACT_MAYBE"}]}"#.utf8),
             path: "s.json")
-        #expect(throws: SpecError.self) { try SeccompCompiler.compile(badAction, path: "s.json") }
+        #expect(throws: DgrunError.self) { try SeccompCompiler.compile(badAction, path: "s.json") }
         // Unknown syscall names are skipped, as runc and Docker do.
         let unknown = try SeccompProfile.decode(
             Array(#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["no_such_call", "bpf"], "action": "SCMP_ACT_ERRNO"}]}"#.utf8),

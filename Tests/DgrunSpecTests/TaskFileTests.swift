@@ -84,7 +84,7 @@ import Testing
         #expect(task.argv == ["python3", "make_report.py"])
         #expect(task.env.map { "\($0.key)=\($0.value)" } == ["LANG=C.UTF-8"])
         #expect(task.inputs == ["data/*.csv"] && task.outputs == ["out/report.txt"])
-        #expect(task.memory == "512m" && task.cpus == 1.5 && task.pids == 256 && task.timeout == "10m")
+        #expect(task.memoryBytes == 512 << 20 && task.cpus == 1.5 && task.pids == 256 && task.timeoutSeconds == 600)
         #expect(task.profile == "default" && task.network == .host)
         #expect(task.workingDirectory == "/w/report")
     }
@@ -100,8 +100,10 @@ import Testing
         ("command = [\"a\"]\nrun = \"b\"", "either command or run"),
         ("command = [\"a\"]\ncomand = 1", "unknown key \"comand\""),
         ("command = [\"a\"]\n[limits]\nmemroy = \"1g\"", "unknown key \"memroy\" in [limits]"),
-        ("command = [\"a\"]\n[limits]\nmemory = \"lots\"", "invalid size"),
-        ("command = [\"a\"]\n[limits]\ncpus = \"2\"", "limits.cpus must be a number"),
+        ("command = [\"a\"]\n[limits]\nmemory = \"lots\"", "line 3, column 1: invalid size"),
+        ("command = [\"a\"]\n[limits]\ncpus = \"2\"", "line 3, column 1: limits.cpus must be a positive number"),
+        ("command = [\"a\"]\n[limits]\n  timeout = \"soon\"", "line 3, column 3: invalid duration"),
+        ("command = [\"a\"]\n[limits]\npids = 0", "limits.pids must be at least 1"),
         ("command = [\"a\"]\n[sandbox]\nnetwork = \"some\"", "use host or none"),
         ("command = \"a\"", "command must be an array"),
         ("command = [\"a\"]\nworkdir = \"/abs\"", "relative"),
@@ -130,7 +132,7 @@ import Testing
             TaskFile.Fetch(path: "data/a.csv", url: "https://example.org/a.csv", sha256: String(repeating: "ab", count: 32)),
             TaskFile.Fetch(path: "b.txt", url: "http://127.0.0.1:8000/b.txt", sha256: nil),
         ])
-        #expect(task.serviceWait == "30s")
+        #expect(task.serviceWaitSeconds == 30)
     }
 
     @Test(arguments: [

@@ -1,3 +1,4 @@
+import DgrunSystem
 import Testing
 @testable import DgrunSpec
 
@@ -12,7 +13,7 @@ import Testing
 
     @Test(arguments: ["", "m", "12q", "-5m", "1..2g", "ten"])
     func rejects(text: String) {
-        #expect(throws: SpecError.self) { try ByteSize.parse(text) }
+        #expect(throws: DgrunError.self) { try ByteSize.parse(text) }
     }
 
     @Test func describes() {
@@ -30,16 +31,16 @@ import Testing
 
     @Test(arguments: ["", "0", "-1s", "5x", "s"])
     func rejects(text: String) {
-        #expect(throws: SpecError.self) { try DurationText.parse(text) }
+        #expect(throws: DgrunError.self) { try DurationText.parse(text) }
     }
 }
 
 @Suite struct ResourceLimitTests {
     @Test func validatesRanges() throws {
-        #expect(throws: SpecError.self) { try ResourceLimits(memoryBytes: 1 << 20).validated(hostCPUs: 2) }
-        #expect(throws: SpecError.self) { try ResourceLimits(cpus: 3).validated(hostCPUs: 2) }
-        #expect(throws: SpecError.self) { try ResourceLimits(cpus: 0).validated(hostCPUs: 2) }
-        #expect(throws: SpecError.self) { try ResourceLimits(pids: 0).validated(hostCPUs: 2) }
+        #expect(throws: DgrunError.self) { try ResourceLimits(memoryBytes: 1 << 20).validated(hostCPUs: 2) }
+        #expect(throws: DgrunError.self) { try ResourceLimits(cpus: 3).validated(hostCPUs: 2) }
+        #expect(throws: DgrunError.self) { try ResourceLimits(cpus: 0).validated(hostCPUs: 2) }
+        #expect(throws: DgrunError.self) { try ResourceLimits(pids: 0).validated(hostCPUs: 2) }
         let ok = ResourceLimits(memoryBytes: 64 << 20, cpus: 1.5, pids: 10)
         #expect(try ok.validated(hostCPUs: 2) == ok)
     }
@@ -55,6 +56,6 @@ import Testing
         #expect(try Capabilities.number(of: "CAP_NET_BIND_SERVICE") == 10)
         #expect(try Capabilities.number(of: "sys_admin") == 21)
         #expect(try Capabilities.mask(["CAP_CHOWN", "CAP_KILL"]) == (1 << 0 | 1 << 5))
-        #expect(throws: SpecError.self) { try Capabilities.number(of: "CAP_MAKE_COFFEE") }
+        #expect(throws: DgrunError.self) { try Capabilities.number(of: "CAP_MAKE_COFFEE") }
     }
 }

@@ -60,6 +60,7 @@ struct dgrun_plan {
     int32_t setup_dev;         // minimal /dev
     int32_t loopback_up;       // bring up lo in a new network namespace
     int32_t new_session;       // setsid() before exec
+    int32_t stdout_to_stderr;  // the command's stdout is dgrun's stderr (discover's graph owns stdout)
     const void *bpf;           // struct sock_filter[bpf_len], NULL: no seccomp
     uint16_t bpf_len;
     uint64_t keep_caps;        // bit N: keep capability N
@@ -111,7 +112,15 @@ struct dgrun_outcome {
 // thread exists, so every thread inherits the mask and signalfd sees them.
 int dgrun_block_signals(void);
 
-// Clone the sandbox init. Returns 0, or -errno of clone3/pipe2.
+// For a caller that waits on several sandboxes (the engine's scheduler): a CLOEXEC pipe; a
+// non-blocking signalfd over the forwarded signals (which dgrun_block_signals blocked); the next
+// signal read from it (0: none pending).
+int dgrun_pipe(int fds[2]);
+int dgrun_forwarded_signalfd(void);
+int dgrun_read_signal(int fd);
+
+// Clone the sandbox init. Returns 0, or -errno of clone3/pipe2. Calls from several threads are
+// serialized, so that one sandbox's init never holds another's pipe ends.
 int dgrun_spawn(const struct dgrun_plan *plan, struct dgrun_child *child);
 // Let the child go (maps and cgroups are in place). Returns 0 or -errno.
 int dgrun_release(struct dgrun_child *child);
@@ -120,10 +129,12 @@ int dgrun_read_failure(struct dgrun_child *child, struct dgrun_failure *out);
 // Wait for the sandbox, forwarding INT/TERM/HUP/QUIT/USR1/USR2. After timeout_ms (<0: none) send
 // SIGTERM, after grace_ms more write "1" to kill_fd (>=0, a cgroup.kill) and SIGKILL the init.
 // With trace_socket >= 0 (dgrun's end of the pair), it also receives the tracer's listener and
-// serves its notifications into *log until the sandbox ends.
+// serves its notifications into *log until the sandbox ends. With control_fd >= 0 the signals to
+// forward come as int32 numbers over that pipe (written by whoever reads dgrun's signals: several
+// sandboxes wait at once in a workspace run) instead of from a signalfd of its own.
 struct dgrun_trace_log;
 int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, int kill_fd,
-               int trace_socket, struct dgrun_trace_log *log, struct dgrun_outcome *out);
+               int trace_socket, int control_fd, struct dgrun_trace_log *log, struct dgrun_outcome *out);
 // Kill the sandbox init (and so its pid namespace) and reap it. Used on parent-side errors.
 void dgrun_abort(struct dgrun_child *child);
 void dgrun_close(struct dgrun_child *child);

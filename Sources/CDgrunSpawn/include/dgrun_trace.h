@@ -43,6 +43,8 @@ struct dgrun_trace_log {
 // The BPF program is built by the parent (libseccomp); these are the syscalls it must cover.
 int dgrun_traced_syscall_count(void);
 int dgrun_traced_syscall(int index);
+// The name of a traced syscall number, NULL for any other.
+const char *dgrun_traced_syscall_name(int nr);
 
 // Receive the listener fd sent by the command. Returns the fd or -errno.
 int dgrun_trace_receive_listener(int socket_fd);

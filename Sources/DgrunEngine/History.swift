@@ -1,4 +1,6 @@
 import DgrunMonitor
+import DgrunProvision
+import DgrunRecord
 import DgrunRuntime
 import DgrunSpec
 import DgrunStore
@@ -8,11 +10,11 @@ import Glibc
 #endif
 
 /// Where tuned limits start, from the runs a store remembers (newest first).
-enum TuningFromHistory {
+public enum TuningFromHistory {
     static let runsConsidered = 20
 
     /// `series`: a past run's stored memory series (for the usage schedule).
-    static func plan(limits: ResourceLimits, history: [RunUsage], series: (Int64) -> [(t: Double, bytes: UInt64)] = { _ in [] },
+    public static func plan(limits: ResourceLimits, history: [RunUsage], series: (Int64) -> [(t: Double, bytes: UInt64)] = { _ in [] },
                      tune: Bool) -> SandboxSpec.TuningPlan {
         // Only runs that ended normally say what the task needs: an OOM-killed run's peak is the
         // limit it hit, not its need.
@@ -35,7 +37,7 @@ enum TuningFromHistory {
     }
 
     /// The plan from a store's record of `task` (a task directory's, or the ad-hoc history's).
-    static func plan(limits: ResourceLimits, store: Store, task: String) -> SandboxSpec.TuningPlan {
+    public static func plan(limits: ResourceLimits, store: Store, task: String) -> SandboxSpec.TuningPlan {
         plan(limits: limits, history: (try? store.usage(task: task, limit: runsConsidered)) ?? [],
              series: { (try? store.memorySeries(run: $0)) ?? [] }, tune: true)
     }
@@ -43,7 +45,7 @@ enum TuningFromHistory {
     /// FNV-1a of the command line and directory: a history key, not a secret (and loading
     /// libcrypto for it cost every tuned run 3 ms).
     static func adHocTaskID(argv: [String], directory: String) -> String {
-        "cmd:" + FileLock.name(for: (argv + ["cwd=" + directory]).joined(separator: "\u{0}"))
+        "cmd:" + ShortHash.hex((argv + ["cwd=" + directory]).joined(separator: "\u{0}"))
     }
 }
 
@@ -51,12 +53,12 @@ enum TuningFromHistory {
 /// ~/.local/state/dgrun), keyed by the command line and the working directory. Runs shorter than
 /// 0.1 s are not recorded (nothing to tune in them), and a marker file per key tells
 /// whether there is anything to read, so that a short command never opens the store.
-struct AdHocHistory {
-    let id: String
-    let directory: String
-    let workingDirectory: String
+public struct AdHocHistory: Sendable {
+    public let id: String
+    public let directory: String
+    public let workingDirectory: String
 
-    init(argv: [String], directory: String) {
+    public init(argv: [String], directory: String) {
         id = TuningFromHistory.adHocTaskID(argv: argv, directory: directory)
         workingDirectory = directory
         let base: String
@@ -66,9 +68,9 @@ struct AdHocHistory {
     }
 
     var marker: String { directory + "/has-" + id.dropFirst(4) }
-    var exists: Bool { FileIO.exists(marker) }
+    public var exists: Bool { FileIO.exists(marker) }
 
-    func open() -> Store? {
+    public func open() -> Store? {
         FileSystem.makeDirectories(directory)
         return try? Store(directory: directory)
     }
@@ -82,36 +84,8 @@ struct AdHocHistory {
         var record = RunRecord(taskID: id, status: .running, startedAt: Clock.now() - outcome.wallSeconds,
                                pid: getpid(), argv: argv, environmentDigest: "", reasons: [])
         record.fill(from: outcome, finishedAt: Clock.now())
-        if (try? store.recordFinished(record) { Sample.from(outcome.samples, run: $0) }) != nil {
+        if (try? store.recordFinished(record, samples: outcome.samples)) != nil {
             _ = try? FileIO.write(marker, "", create: true)
-        }
-    }
-}
-
-extension RunRecord {
-    /// The record of a finished run, from its outcome.
-    mutating func fill(from outcome: RunOutcome, finishedAt: Double) {
-        status = .finished
-        self.finishedAt = finishedAt
-        exitCode = outcome.exitCode
-        signal = outcome.signal
-        oomKilled = outcome.oomKilled
-        timedOut = outcome.timedOut
-        wallSeconds = outcome.wallSeconds
-        cpuUserSeconds = outcome.cpuUserSeconds
-        cpuSystemSeconds = outcome.cpuSystemSeconds
-        memoryPeakBytes = outcome.memoryPeakBytes.map { Int64($0) }
-        pidsPeak = outcome.pidsPeak.map { Int64($0) }
-        limitsJSON = TaskExecution.json(outcome.limits) ?? "{}"
-        adjustmentsJSON = TaskExecution.json(outcome.adjustments) ?? "[]"
-    }
-}
-
-extension Sample {
-    static func from(_ samples: [MonitorSample], run: Int64) -> [Sample] {
-        samples.map {
-            Sample(runID: run, seconds: $0.seconds, memoryBytes: $0.memoryBytes.map { Int64($0) }, cpuSeconds: $0.cpuSeconds,
-                   memoryPressure: $0.memoryStall, cpuPressure: $0.cpuStall, ioPressure: $0.ioStall, pids: $0.pids.map { Int64($0) })
         }
     }
 }

@@ -1,5 +1,4 @@
 import CDgrunSpawn
-import DgrunSystem
 
 /// One call the discovery tracer saw (see dgrun_trace.h), as it was when the call was made.
 public struct TraceEvent: Sendable, Equatable {
@@ -25,6 +24,11 @@ public struct TraceEvent: Sendable, Equatable {
         return ContentHash.version(digest: data)
     }
 
+    /// The syscall's name, for the graph's `traced:NAME` evidence.
+    public var syscallName: String {
+        dgrun_traced_syscall_name(syscall).map { String(cString: $0) } ?? "syscall-\(syscall)"
+    }
+
     /// An open that can change the file: write access, create or truncate.
     public var writes: Bool {
         switch kind {
@@ -35,7 +39,7 @@ public struct TraceEvent: Sendable, Equatable {
     }
 
     /// Parses the tracer's log: fixed headers, each followed by its variable parts.
-    static func parse(_ log: dgrun_trace_log) -> [TraceEvent] {
+    public static func parse(_ log: dgrun_trace_log) -> [TraceEvent] {
         guard let base = log.bytes, log.length > 0 else { return [] }
         let header = MemoryLayout<dgrun_trace_event>.size
         var events: [(seq: UInt64, event: TraceEvent)] = []
@@ -63,6 +67,12 @@ public struct TraceEvent: Sendable, Equatable {
 
 /// What the tracer recorded over a run.
 public struct TraceResult: Sendable {
+    public init(events: [TraceEvent], notifications: UInt64, lost: UInt64, supervisorSeconds: Double = 0) {
+        self.events = events
+        self.notifications = notifications
+        self.lost = lost
+        self.supervisorSeconds = supervisorSeconds
+    }
     public var events: [TraceEvent]
     public var notifications: UInt64
     /// Calls whose process died before they could be read.

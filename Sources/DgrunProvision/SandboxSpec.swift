@@ -1,13 +1,9 @@
 import DgrunSpec
 
-/// Everything the launcher needs for one run, resolved from flags, profile and defaults.
+/// Everything the launcher needs for one run, resolved by the provisioner from the request, the
+/// profile and the defaults: host paths real, the seccomp program compiled, the environment final.
 public struct SandboxSpec: Sendable {
-    public enum UserMapping: String, Sendable, CaseIterable {
-        /// The caller is uid/gid 0 inside (with capabilities only over the sandbox's own namespaces).
-        case root
-        /// The caller keeps its own uid/gid inside.
-        case current
-    }
+    public typealias UserMapping = RunRequest.UserMapping
 
     public struct Bind: Sendable, Equatable {
         public var source: String
@@ -37,6 +33,8 @@ public struct SandboxSpec: Sendable {
     public var killGraceSeconds: Double = 2
     public var userMapping: UserMapping = .root
     public var newSession = false
+    /// The command's stdout goes to dgrun's stderr (discover printing the graph on stdout).
+    public var stdoutToStderr = false
     /// discover: trace file, exec and network calls with a seccomp notify filter.
     public var trace = false
     /// After the command exits, let the processes it left behind run (and be traced) this long.

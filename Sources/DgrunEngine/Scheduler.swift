@@ -1,0 +1,177 @@
+import CDgrunSpawn
+import DgrunPlanner
+import DgrunSpec
+import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The memory and CPU that a workspace's tasks may use at once.
+public struct ResourcePool: Sendable, Equatable {
+    public var memoryBytes: Int64
+    public var cpus: Double
+
+    public init(memoryBytes: Int64, cpus: Double) {
+        self.memoryBytes = memoryBytes
+        self.cpus = cpus
+    }
+
+    /// The budget asked for, else the host's memory and CPUs.
+    public init(_ budget: RunRequest.PoolBudget) {
+        memoryBytes = budget.memoryBytes ?? Self.hostMemory()
+        cpus = budget.cpus ?? Double(DgrunSystem.ProcessInfo.cpuCount)
+    }
+
+    static func hostMemory() -> Int64 {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        return pages > 0 && size > 0 ? Int64(pages) * Int64(size) : 1 << 30
+    }
+}
+
+/// What the history says a task needs: memory (last peak, else its limit), CPUs, seconds.
+public struct TaskNeed: Sendable, Equatable {
+    public var memory: Int64
+    public var cpus: Double
+    public var seconds: Double
+    public init(memory: Int64 = 0, cpus: Double = 1, seconds: Double = 1) {
+        self.memory = memory
+        self.cpus = cpus
+        self.seconds = seconds
+    }
+}
+
+/// Runs a set of a workspace's tasks in dependency order, in this process: each on a thread of
+/// its own, several at once while the pool has room, the task with the longest recorded critical
+/// path first. A task whose producer did not complete does not start. Signals to dgrun go to every
+/// running sandbox (through each one's control pipe), and nothing new starts after one.
+///
+/// The scheduling policy is here and the running is `runTask`'s: the engine's unit tests give it
+/// a fake.
+public struct Scheduler: Sendable {
+    public var workspace: Workspace
+    public var targets: Set<Int>
+    public var needs: [Int: TaskNeed]
+    public var pool: ResourcePool
+    public var sink: EventSink
+
+    public init(workspace: Workspace, targets: Set<Int>, needs: [Int: TaskNeed], pool: ResourcePool, sink: @escaping EventSink) {
+        self.workspace = workspace
+        self.targets = targets
+        self.needs = needs
+        self.pool = pool
+        self.sink = sink
+    }
+
+    /// Longest path (in recorded seconds) from each target to the end of the graph.
+    public func criticalPaths() -> [Int: Double] {
+        var critical: [Int: Double] = [:]
+        func path(_ t: Int) -> Double {
+            if let known = critical[t] { return known }
+            let rest = workspace.consumers(of: t).filter(targets.contains).map(path).max() ?? 0
+            critical[t] = (needs[t]?.seconds ?? 1) + rest
+            return critical[t]!
+        }
+        for t in targets { _ = path(t) }
+        return critical
+    }
+
+    /// Runs the targets; `runTask(index, control)` runs one (on its own thread) and gets the read
+    /// end of its control pipe, over which forwarded signals arrive as int32 numbers.
+    public func run(_ runTask: @escaping @Sendable (Int, Int32) -> TaskResult) -> [Int: TaskResult] {
+        let order = Array(targets).sorted()
+        let critical = criticalPaths()
+        var results: [Int: TaskResult] = [:]
+        var running: [Int: Int32] = [:]  // task → the write end of its control pipe
+        var usedMemory: Int64 = 0
+        var usedCPUs = 0.0
+        var interrupted = false
+
+        // Finished tasks report over a pipe: the loop polls it and dgrun's signals together.
+        var done: [Int32] = [-1, -1]
+        guard dgrun_pipe(&done) == 0 else {
+            for t in order { results[t] = .failed(DgrunError.launch("cannot create a pipe: \(String(cString: strerror(errno)))")) }
+            return results
+        }
+        defer { close(done[0]); close(done[1]) }
+        let finished = Locked([Int: TaskResult]())
+        let signalFD = dgrun_forwarded_signalfd()
+        defer { if signalFD >= 0 { close(signalFD) } }
+
+        func name(_ t: Int) -> String { workspace.tasks[t].name }
+
+        while results.count < order.count {
+            if !interrupted {
+                let ready = order.filter { t in
+                    results[t] == nil && running[t] == nil
+                        && workspace.producers(of: t).filter(targets.contains).allSatisfy { results[$0] != nil }
+                }.sorted { (critical[$0]!, -$0) > (critical[$1]!, -$1) }
+                for t in ready {
+                    let upstream = workspace.producers(of: t).filter(targets.contains)
+                    if let bad = upstream.first(where: { !results[$0]!.completed }) {
+                        let because = "\(name(bad)) did not complete"
+                        sink(.notStarted(task: name(t), because: because))
+                        results[t] = .notStarted(because)
+                        continue
+                    }
+                    let need = needs[t] ?? TaskNeed()
+                    let fits = usedMemory + need.memory <= pool.memoryBytes && usedCPUs + need.cpus <= pool.cpus + 0.001
+                    guard fits || running.isEmpty else { continue }
+                    var control: [Int32] = [-1, -1]
+                    guard dgrun_pipe(&control) == 0 else {
+                        results[t] = .failed(DgrunError.launch("cannot create a pipe: \(String(cString: strerror(errno)))"))
+                        continue
+                    }
+                    let notify = done[1], readEnd = control[0]
+                    do {
+                        try Threads.detach {
+                            let result = runTask(t, readEnd)
+                            close(readEnd)
+                            finished.withLock { $0[t] = result }
+                            var index = Int32(t)
+                            _ = write(notify, &index, 4)
+                        }
+                        running[t] = control[1]
+                        usedMemory += need.memory
+                        usedCPUs += need.cpus
+                    } catch {
+                        close(control[0])
+                        close(control[1])
+                        results[t] = .failed(DgrunError.launch("cannot start \(name(t)): \(error)", cause: error))
+                    }
+                }
+            }
+            if running.isEmpty {
+                // Nothing runs and nothing could start: the rest waits on tasks that will never run.
+                for t in order where results[t] == nil {
+                    let because = interrupted ? "dgrun was interrupted" : "a task it depends on did not run"
+                    sink(.notStarted(task: name(t), because: because))
+                    results[t] = .notStarted(because)
+                }
+                break
+            }
+            var fds = [pollfd(fd: done[0], events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
+            let n = poll(&fds, signalFD >= 0 ? 2 : 1, -1)
+            if n < 0 { continue }
+            if fds[0].revents != 0 {
+                var index: Int32 = -1
+                if read(done[0], &index, 4) == 4, let control = running.removeValue(forKey: Int(index)) {
+                    let t = Int(index)
+                    close(control)
+                    let need = needs[t] ?? TaskNeed()
+                    usedMemory -= need.memory
+                    usedCPUs -= need.cpus
+                    results[t] = finished.withLock { $0[t] } ?? .failed(DgrunError.launch("\(name(t)) ended without a result"))
+                }
+            }
+            if signalFD >= 0, fds[1].revents != 0 {
+                while case var signal = dgrun_read_signal(signalFD), signal > 0 {
+                    if !interrupted { sink(.interrupted(signal: signal)) }
+                    interrupted = true
+                    for control in running.values { _ = write(control, &signal, 4) }
+                }
+            }
+        }
+        return results
+    }
+}

@@ -1,0 +1,146 @@
+import DgrunPlanner
+import DgrunProvision
+import DgrunRecord
+import DgrunRuntime
+import DgrunSpec
+import DgrunStore
+import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Engine {
+    /// Everything the planner needs for one task, read from its store and the request; writes nothing.
+    public struct Prepared: Sendable {
+        public var input: PlanInput
+        public var spec: SandboxSpec
+        public var request: RunRequest
+    }
+
+    /// task.toml under the request, the network the last run needed when nothing chose one, the
+    /// spec, and the plan's input.
+    public func prepare(_ task: TaskFile, request: RunRequest, store: Store, workspace: Workspace?,
+                        producers: [String: String]) throws(DgrunError) -> Prepared {
+        var merged = request.applying(task)
+        // The workspace is shown read-only, so that a task reads what its siblings produce (even
+        // under /tmp, which is private in the sandbox).
+        if let root = workspace?.root, !merged.binds.contains(where: { $0.source == root }) {
+            merged.binds.append(RunRequest.Bind(source: root, readonly: true))
+        }
+        merged.trace = true
+        let dependencies = try store.dependencies(task: task.directory)
+        if merged.network == nil {
+            // Neither task.toml nor a flag chose it: what the last run needed (none → none), else
+            // the host's, so that the trace sees what the task reaches.
+            merged.network = dependencies.contains { $0.relation == .uses && $0.ref == "network:none" } ? SandboxProfile.Network.none : .host
+        }
+        let spec = try provisioner.sandboxSpec(for: merged)
+        let state = try store.task(id: task.directory)
+        var input = PlanInput(taskID: task.directory, dependencies: dependencies,
+                              lastRun: try store.lastFinishedRun(task: task.directory), staleReason: state?.staleReason,
+                              argv: task.argv,
+                              environmentDigest: StateCapture.environmentDigest(task: task, requestKeys: request.environmentKeys,
+                                                                                 environment: spec.environment),
+                              producers: producers, missingControllers: provisioner.missingControllers(spec),
+                              requestedCPUs: spec.limits.cpus, force: request.force)
+        input.hasRecordedGraph = state?.graphVersion != nil
+        return Prepared(input: input, spec: spec, request: merged)
+    }
+
+    /// One task: lock → plan → (skip | block | provision, run traced, capture) → result.
+    public func runTask(_ task: TaskFile, request: RunRequest, workspace: Workspace?, producers: [String: String],
+                        control: Int32 = -1) -> TaskResult {
+        let name = task.name
+        let store: Store
+        let lock: FileLock
+        let prepared: Prepared
+        do throws(DgrunError) {
+            store = try StateLocation.open(for: task, stateOption: request.stateDirectory)
+            lock = try FileLock.task(task.directory, in: store, waiting: { sink(.waitingForLock(task: name)) })
+        } catch {
+            return .failed(error)
+        }
+        defer { lock.release() }
+        do throws(DgrunError) {
+            try store.registerTask(id: task.directory, directory: task.directory)
+            let abandoned = try store.settleAbandonedRuns(task: task.directory) { pid, start in
+                DgrunSystem.ProcessInfo.startTime(of: pid).map { start == nil || $0 == start } ?? false
+            }
+            if abandoned > 0 { sink(.abandonedRuns(task: name, count: abandoned)) }
+            prepared = try prepare(task, request: request, store: store, workspace: workspace, producers: producers)
+        } catch {
+            return .failed(error)
+        }
+        let capture = StateCapture(store: store, task: task, stateOption: request.stateDirectory)
+
+        // Provisioning first: [fetch] files in place (the planner then sees whether they changed).
+        var fetchBlockers: [Blocker] = []
+        for fetch in task.fetches {
+            switch Fetcher().provision(fetch, in: task.directory) {
+            case .ready(let note): sink(.fetched(task: name, path: fetch.path, url: fetch.url, note: note))
+            case .failed(let why, let remedy): fetchBlockers.append(Blocker(ref: fetch.url, why: why, remedy: remedy))
+            }
+        }
+        var plan = Planner(environment: HostEnvironment()).plan(prepared.input)
+        if !fetchBlockers.isEmpty {
+            plan.blockers = fetchBlockers + plan.blockers
+            plan.decision = .blocked
+            plan.reasons = plan.blockers.map(\.description)
+        }
+        plan = waitForServices(plan, task: task, input: prepared.input)
+        switch plan.decision {
+        case .upToDate:
+            try? store.refreshFingerprints(task: task.directory, plan.refreshed)
+            sink(.upToDate(task: name, checked: plan.checked, hashed: plan.hashed))
+            return .upToDate(checked: plan.checked, hashed: plan.hashed)
+        case .blocked:
+            sink(.blocked(task: name, blockers: plan.blockers))
+            capture.recordBlocked(capture.newRecord(reasons: plan.reasons, environmentDigest: prepared.input.environmentDigest))
+            return .blocked(plan.blockers)
+        case .run:
+            sink(.running(task: name, reasons: plan.reasons))
+        }
+
+        let record = capture.newRecord(reasons: plan.reasons, environmentDigest: prepared.input.environmentDigest)
+        var runID: Int64
+        do throws(DgrunError) { runID = try capture.begin(record) } catch { return .failed(error) }
+        var spec = prepared.spec
+        if prepared.request.tune, spec.limits.memoryBytes != nil || spec.limits.cpus != nil {
+            spec.tuning = TuningFromHistory.plan(limits: spec.limits, store: store, task: task.directory)
+        }
+        let outcome: RunOutcome
+        do throws(DgrunError) {
+            outcome = try launchRetryingOOM(spec, retries: prepared.request.retryOOM, task: name, control: control) { killed in
+                runID = capture.recordRetriedAttempt(killed, record: record, id: runID)
+            }
+        } catch {
+            capture.recordFailure(error, record: record, id: runID)
+            return .failed(error)
+        }
+        let graph = graphOf(outcome, spec: spec, task: task)
+        let recorded = capture.recordFinished(outcome, graph: graph, spec: spec, record: record, id: runID,
+                                              previous: prepared.input.lastRun)
+        if let warning = recorded.warning { sink(.warning(warning)) }
+        if let workspace { capture.markReadersStale(of: recorded.changed, in: workspace, runID: runID) }
+        sink(.finished(task: name, outcome: outcome))
+        return .ran(outcome, runID: runID)
+    }
+
+    /// [services] wait: when only services block, check again until they answer or the bound passes.
+    func waitForServices(_ plan: Plan, task: TaskFile, input: PlanInput) -> Plan {
+        guard plan.decision == .blocked, let bound = task.serviceWaitSeconds, bound > 0,
+              plan.blockers.allSatisfy({ $0.ref.hasPrefix("tcp://") || $0.ref.hasPrefix("unix:") || $0.ref.hasPrefix("dns:") })
+        else { return plan }
+        sink(.waitingForServices(task: task.name, seconds: bound, refs: plan.blockers.map(\.ref)))
+        let deadline = Clock.now() + bound
+        let host = HostEnvironment(connectTimeoutMilliseconds: 250)
+        // Only the missing services are probed while waiting (a task's thousands of files are
+        // not stat'ed four times a second); then one whole plan decides, files included.
+        var missing = plan.blockers.map(\.ref)
+        while !missing.isEmpty, Clock.now() < deadline {
+            usleep(250_000)
+            missing = missing.filter { host.unreachable($0) != nil }
+        }
+        return Planner(environment: host).plan(input)
+    }
+}

@@ -1,0 +1,308 @@
+import CDgrunSpawn
+import DgrunCgroups
+import DgrunMonitor
+import DgrunSeccomp
+import DgrunSpec
+import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The limits a run got, as the report shows them.
+public struct AppliedLimits: Sendable, Encodable, Equatable {
+    public var memoryBytes: UInt64?
+    public var memoryHighBytes: UInt64?
+    /// v1: the tuned soft limit at the start (v1 has no memory.high).
+    public var memorySoftBytes: UInt64?
+    public var cpus: Double?
+    public var pids: Int?
+    /// "cgroup", "rlimit" (best effort, rootless) or "none".
+    public var enforcedBy: String
+
+    public init(memoryBytes: UInt64? = nil, memoryHighBytes: UInt64? = nil, cpus: Double? = nil, pids: Int? = nil,
+                enforcedBy: String) {
+        self.memoryBytes = memoryBytes
+        self.memoryHighBytes = memoryHighBytes
+        self.cpus = cpus
+        self.pids = pids
+        self.enforcedBy = enforcedBy
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case memoryBytes = "memory_bytes", memoryHighBytes = "memory_high_bytes", memorySoftBytes = "memory_soft_bytes", cpus, pids
+        case enforcedBy = "enforced_by"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(memoryBytes, forKey: .memoryBytes)
+        try c.encode(memoryHighBytes, forKey: .memoryHighBytes)
+        try c.encodeIfPresent(memorySoftBytes, forKey: .memorySoftBytes)
+        try c.encode(cpus, forKey: .cpus)
+        try c.encode(pids, forKey: .pids)
+        try c.encode(enforcedBy, forKey: .enforcedBy)
+    }
+}
+
+/// A sandbox ready to launch: its spec, its cgroup with the limits in place, the rlimit fallback,
+/// and the monitor already watching. The caller releases it when the run is over.
+public final class ProvisionedSandbox: @unchecked Sendable {
+    public let spec: SandboxSpec
+    public let cgroup: (any CgroupRun)?
+    public let applied: AppliedLimits
+    public let rlimits: [dgrun_rlimit]
+    /// `v2`, `v1`, `hybrid` or `none`.
+    public let cgroupDriver: String
+    private let monitor: Monitor?
+    private let warn: @Sendable (String) -> Void
+    private var stopped: (samples: [UsageSample], adjustments: [LimitAdjustment])?
+    private var released = false
+
+    init(spec: SandboxSpec, cgroup: (any CgroupRun)?, applied: AppliedLimits, rlimits: [dgrun_rlimit], cgroupDriver: String,
+         monitor: Monitor?, warn: @escaping @Sendable (String) -> Void) {
+        self.spec = spec
+        self.cgroup = cgroup
+        self.applied = applied
+        self.rlimits = rlimits
+        self.cgroupDriver = cgroupDriver
+        self.monitor = monitor
+        self.warn = warn
+    }
+
+    /// Stops the monitor (once) and gives its series and the limit changes it made.
+    public func stopMonitor() -> (samples: [UsageSample], adjustments: [LimitAdjustment]) {
+        if let stopped { return stopped }
+        let result = monitor?.stop() ?? ([], [])
+        stopped = result
+        return result
+    }
+
+    /// Stops the monitor, kills and removes the run's cgroups. Idempotent.
+    public func release() {
+        _ = stopMonitor()
+        guard !released else { return }
+        released = true
+        if let cgroup {
+            do { try cgroup.remove() } catch { warn("dgrun: warning: \(error)") }
+        }
+    }
+
+    deinit { release() }
+}
+
+/// The provisioning stage: turns a request into a sandbox spec (profile, defaults, binds, the
+/// environment, the seccomp program), then creates what the run needs before its first
+/// instruction: the cgroup and its limits (or the rlimit fallback), the tuned starting limits, and
+/// the monitor.
+public struct Provisioner: Sendable {
+    /// dgrun's own executable, to find the bundled profiles.
+    public var executable: String
+    public var driver: (any CgroupDriver)?
+    /// Why `driver` is nil, for the error when limits were asked for.
+    public var driverUnavailableReason: String
+    public var warn: @Sendable (String) -> Void
+
+    public init(executable: String, driver: (any CgroupDriver)?, driverUnavailableReason: String = "",
+                warn: @escaping @Sendable (String) -> Void) {
+        self.executable = executable
+        self.driver = driver
+        self.driverUnavailableReason = driverUnavailableReason
+        self.warn = warn
+    }
+
+    /// For this host: the cgroup driver detected by statfs.
+    public static func forHost(warn: @escaping @Sendable (String) -> Void) -> Provisioner {
+        let detected = CgroupDrivers.detect()
+        return Provisioner(executable: FileIO.realPath("/proc/self/exe") ?? CommandLine.arguments[0], driver: detected.driver,
+                           driverUnavailableReason: detected.reason, warn: warn)
+    }
+
+    // MARK: - the spec
+
+    /// The profile a request names (default: "default").
+    public func profile(for request: RunRequest) throws(DgrunError) -> SandboxProfile {
+        try ProfileLocator.load(request.profile ?? "default", executable: executable)
+    }
+
+    /// Request (flags and task.toml merged) → spec, with the profile and built-in defaults under it.
+    public func sandboxSpec(for request: RunRequest, tuning: SandboxSpec.TuningPlan? = nil) throws(DgrunError) -> SandboxSpec {
+        let profile = try profile(for: request)
+        let limits = try request.limits.validated(hostCPUs: DgrunSystem.ProcessInfo.cpuCount)
+
+        var environment = Self.inheritedEnvironment()
+        if request.clearEnvironment || profile.clearEnv {
+            let keep = Set(["PATH", "HOME", "TERM", "LANG", "LC_ALL"] + profile.keepEnv)
+            environment = environment.filter { keep.contains(String($0.prefix(while: { $0 != "=" }))) }
+        }
+        for assignment in request.environment {
+            guard let eq = assignment.firstIndex(of: "="), eq != assignment.startIndex else {
+                throw DgrunError("--env \"\(assignment)\" must look like KEY=VALUE")
+            }
+            let key = assignment[..<eq]
+            environment.removeAll { $0.hasPrefix(key + "=") }
+            environment.append(assignment)
+        }
+
+        var spec = SandboxSpec(argv: request.command, environment: environment, workingDirectory: "/")
+        spec.hostname = request.hostname ?? "dgrun"
+        spec.network = request.network ?? profile.network
+        spec.limits = limits
+        spec.limitMode = request.limitMode
+        // The monitor samples every run with a cgroup; it moves limits only with tuning on.
+        spec.tuning = tuning ?? SandboxSpec.TuningPlan(tune: request.tune)
+        spec.userMapping = request.user
+        spec.newSession = request.newSession || profile.newSession
+        spec.timeoutSeconds = request.timeoutSeconds
+        spec.killGraceSeconds = request.stopGraceSeconds
+        spec.keepCapabilities = try Capabilities.mask(profile.capabilities + request.capabilities)
+        spec.stdoutToStderr = request.stdoutToStderr
+        spec.trace = request.trace
+        spec.lingerSeconds = request.lingerSeconds
+
+        if let rootfs = request.rootfs {
+            guard let root = FileIO.realPath(rootfs), FileIO.isDirectory(root) else {
+                throw DgrunError("--rootfs \(rootfs) is not a directory (build one with rootfs-scripts/build-busybox-rootfs.sh)")
+            }
+            spec.rootfs = root
+            spec.workingDirectory = request.workingDirectory ?? "/"
+        } else {
+            let dir = request.workingDirectory ?? FileIO.currentDirectory()
+            guard let real = FileIO.realPath(dir), FileIO.isDirectory(real) else {
+                throw DgrunError("--cwd \(dir) is not a directory")
+            }
+            spec.workingDirectory = real
+            // The working directory is the one writable place by default; never the whole root.
+            if real != "/" { spec.binds.append(.init(source: real, target: real, readonly: false)) }
+        }
+        let profileBinds = profile.readonly.map { RunRequest.Bind(source: $0, readonly: true) }
+            + profile.writable.map { RunRequest.Bind(source: $0, readonly: false) }
+        for bind in profileBinds + request.binds { spec.binds.append(try Self.resolve(bind)) }
+        // Parents before children: a read-only workspace must not cover the writable task inside it.
+        spec.binds = spec.binds.enumerated().sorted {
+            ($0.element.target.split(separator: "/").count, $0.offset) < ($1.element.target.split(separator: "/").count, $1.offset)
+        }.map(\.element)
+        spec.tmpfs = ["/tmp"] + (profile.tmpfs + request.tmpfs).map { FileSystem.absolute($0) }
+
+        let seccompChoice = request.seccomp ?? profile.seccompPath
+        if let seccompChoice, seccompChoice != "unconfined" {
+            spec.seccompProgram = try SeccompCache.program(path: seccompChoice)
+        }
+        return spec
+    }
+
+    static func resolve(_ bind: RunRequest.Bind) throws(DgrunError) -> SandboxSpec.Bind {
+        guard let source = FileIO.realPath(bind.source) else {
+            throw DgrunError("\(bind.readonly ? "--ro" : "--rw") \(bind.source): the host path does not exist")
+        }
+        return .init(source: source, target: bind.target.map(FileSystem.absolute) ?? source, readonly: bind.readonly)
+    }
+
+    static func inheritedEnvironment() -> [String] {
+        var result: [String] = []
+        var p = environ
+        while let entry = p.pointee {
+            result.append(String(cString: entry))
+            p += 1
+        }
+        return result
+    }
+
+    /// Controllers that the limits need but this host cannot give, for the planner's blockers.
+    public func missingControllers(_ spec: SandboxSpec) -> [String] {
+        guard spec.limitMode == .enforce, !spec.limits.isEmpty else { return [] }
+        return driver == nil ? ["memory/pids/cpu (\(driverUnavailableReason))"] : []
+    }
+
+    // MARK: - the run's resources
+
+    /// Creates the run's cgroup with the limits in place (or the rlimit fallback), applies the
+    /// tuned starting limits and starts the monitor: everything before the clone.
+    public func provision(_ spec: SandboxSpec) throws(DgrunError) -> ProvisionedSandbox {
+        var cgroup: (any CgroupRun)?
+        var applied = AppliedLimits(enforcedBy: "none")
+        var rlimits: [dgrun_rlimit] = []
+        if let driver {
+            driver.removeStale()
+            do {
+                cgroup = try driver.create(limits: spec.limits)
+            } catch {
+                throw DgrunError.launch("cannot create the run's cgroup: \(error)", cause: error)
+            }
+            applied = Self.applied(spec.limits, enforcedBy: spec.limits.isEmpty ? "none" : "cgroup")
+        } else if !spec.limits.isEmpty {
+            guard spec.limitMode == .bestEffort else {
+                throw DgrunError.launch("cannot enforce --memory/--cpus/--pids: \(driverUnavailableReason); run as root, in a delegated cgroup, or pass --limits best-effort")
+            }
+            rlimits = bestEffortRlimits(spec.limits)
+            applied = Self.applied(spec.limits, enforcedBy: "rlimit")
+            applied.cpus = nil
+        }
+        var monitor: Monitor?
+        if let cgroup, let tuning = spec.tuning {
+            do {
+                monitor = try startMonitor(cgroup, tuning: tuning, limits: spec.limits, applied: &applied)
+            } catch {
+                try? cgroup.remove()
+                throw DgrunError.launch("cannot set the run's starting limits: \(error)", cause: error)
+            }
+        }
+        return ProvisionedSandbox(spec: spec, cgroup: cgroup, applied: applied, rlimits: rlimits,
+                                  cgroupDriver: cgroup == nil ? "none" : (driver?.name ?? "none"), monitor: monitor, warn: warn)
+    }
+
+    /// Applies the starting points of the tuned limits and starts the monitor.
+    func startMonitor(_ cgroup: any CgroupRun, tuning: SandboxSpec.TuningPlan, limits: ResourceLimits,
+                      applied: inout AppliedLimits) throws(SystemError) -> Monitor {
+        let knobs = cgroup.liveKnobs
+        var tuned = TunedLimits()
+        let memoryKnob: CgroupKnob = knobs.contains(.memoryHigh) ? .memoryHigh : .memorySoft
+        var effective = limits.memoryBytes
+        if let ceiling = limits.memoryBytes, knobs.contains(memoryKnob) {
+            // The soft limit (memory.high on v2, the soft limit on v1) starts from history; the
+            // hard limit stays at the ceiling, where the kernel OOM-kills.
+            let start = min(tuning.memorySchedule.first ?? tuning.memoryStart ?? ceiling, ceiling)
+            if start < ceiling {
+                try cgroup.set(memoryKnob, to: start)
+                if memoryKnob == .memoryHigh { applied.memoryHighBytes = start } else { applied.memorySoftBytes = start }
+            }
+            tuned.memory = start
+            effective = start
+        }
+        var cpuCeiling: UInt64?
+        if let cpus = limits.cpus, knobs.contains(.cpuQuota) {
+            let ceiling = UInt64(ResourceLimits.cfsQuota(cpus: cpus))
+            let start = min(tuning.cpuQuotaStart ?? ceiling, ceiling)
+            if start < ceiling { try cgroup.set(.cpuQuota, to: start) }
+            tuned.cpuQuota = start
+            cpuCeiling = ceiling
+        }
+        let bounds = TunerBounds(memoryCeiling: limits.memoryBytes, cpuCeilingQuota: cpuCeiling, memoryAvailable: nil,
+                                 idleCPUs: nil, memoryKnob: memoryKnob)
+        let monitor = Monitor(cgroup: cgroup, limits: tuned, bounds: bounds, tune: tuning.tune, effectiveLimit: effective,
+                              schedule: tuned.memory == nil ? [] : tuning.memorySchedule.map { min($0, limits.memoryBytes ?? $0) },
+                              scheduleStep: SandboxSpec.TuningPlan.scheduleStep)
+        try monitor.start()
+        return monitor
+    }
+
+    func bestEffortRlimits(_ limits: ResourceLimits) -> [dgrun_rlimit] {
+        var result: [dgrun_rlimit] = []
+        var notes: [String] = []
+        if let memory = limits.memoryBytes {
+            result.append(dgrun_rlimit(resource: DGRUN_RLIMIT_AS, soft: memory, hard: memory))
+            notes.append("memory as an address-space limit (RLIMIT_AS), which counts reserved as well as used memory")
+        }
+        if let pids = limits.pids {
+            result.append(dgrun_rlimit(resource: DGRUN_RLIMIT_NPROC, soft: UInt64(pids), hard: UInt64(pids)))
+            notes.append("pids as RLIMIT_NPROC")
+        }
+        if limits.cpus != nil { notes.append("--cpus is NOT enforced") }
+        warn("dgrun: limits are best effort (\(driverUnavailableReason)): " + notes.joined(separator: "; "))
+        return result
+    }
+
+    static func applied(_ limits: ResourceLimits, enforcedBy: String) -> AppliedLimits {
+        AppliedLimits(memoryBytes: limits.memoryBytes, memoryHighBytes: nil, cpus: limits.cpus, pids: limits.pids,
+                      enforcedBy: enforcedBy)
+    }
+}

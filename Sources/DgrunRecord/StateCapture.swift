@@ -1,0 +1,229 @@
+import DgrunGraph
+import DgrunPlanner
+import DgrunProvision
+import DgrunRuntime
+import DgrunSpec
+import DgrunStore
+import DgrunSystem
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// State capture, the last stage of a run: what it used and produced goes into the task's store
+/// (the graph, the fingerprints of its dependencies, the run record and its samples), the graph
+/// into TASKDIR/.dgrun/graph.json, and the workspace tasks that read a rewritten output are marked
+/// stale. Everything a later plan reads was written here.
+public struct StateCapture: Sendable {
+    public let store: Store
+    public let task: TaskFile
+    /// Where the other tasks' stores are (the --state option), for marking them stale.
+    public let stateOption: String?
+
+    public init(store: Store, task: TaskFile, stateOption: String?) {
+        self.store = store
+        self.task = task
+        self.stateOption = stateOption
+    }
+
+    public var taskID: String { task.directory }
+
+    /// A new record for a run of this task (not yet stored).
+    public func newRecord(reasons: [String], environmentDigest: String) -> RunRecord {
+        RunRecord(taskID: taskID, status: .running, startedAt: Clock.now(), pid: getpid(), argv: task.argv,
+                  environmentDigest: environmentDigest, reasons: reasons)
+    }
+
+    /// The run is starting: recorded as running, so that a dgrun killed now leaves a trace.
+    public func begin(_ record: RunRecord) throws(DgrunError) -> Int64 {
+        try store.beginRun(record, pidStartTime: DgrunSystem.ProcessInfo.startTime(of: getpid()))
+    }
+
+    public func recordBlocked(_ record: RunRecord) {
+        var record = record
+        record.status = .blocked
+        record.finishedAt = Clock.now()
+        try? store.recordBlocked(record)
+    }
+
+    /// An OOM-killed attempt that --retry-oom runs again: kept in the history as it was; returns
+    /// the id of the next attempt's record.
+    public func recordRetriedAttempt(_ killed: RunOutcome, record: RunRecord, id: Int64) -> Int64 {
+        var attempt = record
+        attempt.fill(from: killed, finishedAt: Clock.now())
+        attempt.reasons.append("OOM-killed; run again with more memory (--retry-oom)")
+        try? store.finishRun(attempt, id: id, graphJSON: nil, dependencies: nil)
+        try? store.addSamples(killed.samples, run: id)
+        return (try? begin(record)) ?? id
+    }
+
+    /// dgrun could not start the run: recorded as finished with that status and why.
+    public func recordFailure(_ error: DgrunError, record: RunRecord, id: Int64) {
+        var record = record
+        record.status = .finished
+        record.exitCode = error.exitStatus
+        record.finishedAt = Clock.now()
+        record.reasons.append("dgrun failed: \(error.message)")
+        try? store.finishRun(record, id: id, graphJSON: nil, dependencies: nil)
+    }
+
+    /// What a finished run leaves: its record with outputs and the graph's dependencies. Returns
+    /// the outputs whose version changed since `previous`, and a warning when the record failed.
+    public func recordFinished(_ outcome: RunOutcome, graph: Graph?, spec: SandboxSpec, record: RunRecord, id: Int64,
+                               previous: RunRecord?) -> (changed: [String], warning: String?) {
+        var record = record
+        let finished = Clock.now()
+        record.fill(from: outcome, finishedAt: finished)
+        var dependencies: [Dependency]? = nil
+        var graphJSON: String? = nil
+        var warning: String?
+        if let graph {
+            let recorded = GraphRecording(graph: graph, now: finished, isPrivate: Self.privatePaths(of: spec))
+            dependencies = recorded.dependencies
+            record.outputs = recorded.outputs
+            graphJSON = try? GraphRenderer.render(graph, as: .json)
+            warning = Self.save(graph, in: task)
+        }
+        do {
+            try store.finishRun(record, id: id, graphJSON: graphJSON, dependencies: dependencies)
+            try store.addSamples(outcome.samples, run: id)
+        } catch {
+            warning = "dgrun: \(task.name): the run finished but could not be recorded: \(error)"
+        }
+        let changed = record.outputs.filter { previous?.outputs[$0.key] != $0.value }.map(\.key)
+        return (outcome.exitCode == 0 ? changed : [], warning)
+    }
+
+    /// After a run rewrote outputs: the workspace tasks reading them are marked stale, so that
+    /// `dgrun status` says why before any file is checked.
+    public func markReadersStale(of changedOutputs: [String], in workspace: Workspace, runID: Int64) {
+        guard !changedOutputs.isEmpty else { return }
+        for (index, output) in workspace.readers(of: changedOutputs, except: task) {
+            // A task that never ran has no store: it will run anyway.
+            guard let other = try? StateLocation.existing(for: workspace.tasks[index], stateOption: stateOption) else { continue }
+            try? other.markStale(task: workspace.tasks[index].directory, reason: "input \(output) was rewritten by \(task.name) (run \(runID))")
+        }
+    }
+
+    /// TASKDIR/.dgrun/graph.json, written atomically; a warning when it could not be.
+    public static func save(_ graph: Graph, in task: TaskFile) -> String? {
+        let dir = task.directory + "/.dgrun"
+        mkdir(dir, 0o755)
+        do {
+            try FileSystem.writeAtomically(dir + "/graph.json", try GraphRenderer.render(graph, as: .json))
+            return nil
+        } catch {
+            return "dgrun: warning: cannot save the graph in \(dir): \(error)"
+        }
+    }
+
+    /// The environment the task is defined by: what task.toml and the request set, and PATH/locale.
+    /// The rest of the caller's environment (SHLVL, OLDPWD...) would make every shell look new.
+    public static func environmentDigest(task: TaskFile, requestKeys: [String], environment: [String]) -> String {
+        let keys = Set(task.env.map(\.key) + requestKeys + ["PATH", "LANG", "LC_ALL"])
+        let relevant = environment.filter { keys.contains(String($0.prefix { $0 != "=" })) }.sorted()
+        return ContentHash.version(ofBytes: Array(relevant.joined(separator: "\0").utf8)) ?? relevant.joined(separator: "\0")
+    }
+
+    /// Whether a path lived in one of the sandbox's own tmpfs mounts (its /tmp): gone with it, and
+    /// no dependency of the next run, unless a bind mount showed a host directory there.
+    public static func privatePaths(of spec: SandboxSpec) -> @Sendable (String) -> Bool {
+        let tmpfs = spec.tmpfs.map { $0.hasSuffix("/") ? $0 : $0 + "/" }
+        let binds = spec.binds.map { $0.target.hasSuffix("/") ? $0.target : $0.target + "/" }
+        return { path in
+            let probe = path + "/"
+            return tmpfs.contains { probe.hasPrefix($0) } && !binds.contains { probe.hasPrefix($0) }
+        }
+    }
+
+    public static func json<T: Encodable>(_ value: T) -> String? {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) }
+    }
+}
+
+extension RunRecord {
+    /// The record of a finished run, from its outcome.
+    public mutating func fill(from outcome: RunOutcome, finishedAt: Double) {
+        status = .finished
+        self.finishedAt = finishedAt
+        exitCode = outcome.exitCode
+        signal = outcome.signal
+        oomKilled = outcome.oomKilled
+        timedOut = outcome.timedOut
+        wallSeconds = outcome.wallSeconds
+        cpuUserSeconds = outcome.cpuUserSeconds
+        cpuSystemSeconds = outcome.cpuSystemSeconds
+        memoryPeakBytes = outcome.memoryPeakBytes.map { Int64($0) }
+        pidsPeak = outcome.pidsPeak.map { Int64($0) }
+        limitsJSON = StateCapture.json(outcome.limits) ?? "{}"
+        adjustmentsJSON = StateCapture.json(outcome.adjustments) ?? "[]"
+        if let signal = outcome.interruptedBy { reasons.append("interrupted by signal \(signal)") }
+    }
+}
+
+/// The graph of a finished run turned into what the planner checks next time: the task's edges
+/// with the versions and stat fingerprints of the files as the run left them.
+public struct GraphRecording {
+    public var dependencies: [Dependency] = []
+    /// path → version of each output that exists after the run.
+    public var outputs: [String: String] = [:]
+
+    public init(graph: Graph, now: Double, isPrivate: (String) -> Bool) {
+        let nodes = Dictionary(graph.nodes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let codeNodes = Set(graph.edges.filter { $0.from == graph.task.id && $0.relation == "executes" }.map(\.to))
+        for edge in graph.edges {
+            guard let node = nodes[edge.to], let relation = Dependency.Relation(rawValue: edge.relation) else { continue }
+            // What the task does, and what the programs it ran require (their libraries, interpreters).
+            guard edge.from == graph.task.id || (relation == .requires && codeNodes.contains(edge.from)) else { continue }
+            if node.ref.hasPrefix("/") && isPrivate(node.ref) { continue }
+            // A server the task runs itself is up only while it runs: nothing to check before.
+            if node.kind == .service && node.ownership == "internal" { continue }
+            // A temporary the task removed itself: there is nothing of it to check next time.
+            if relation == .writes && node.state == "unavailable" { continue }
+            let traced = node.evidence.contains { $0.hasPrefix("traced:") }
+            let isFile = node.ref.hasPrefix("/")
+            let version = node.version.map { String($0.prefix { $0 != " " }) }
+            let fingerprint = isFile && relation != .probes ? Fingerprints.settled(node.ref, now: now) : nil
+            dependencies.append(Dependency(nodeID: node.id, kind: node.kind.rawValue, ref: node.ref, relation: relation,
+                                           version: version, fingerprint: fingerprint, priority: node.priority,
+                                           costBytes: Int64(node.cost["bytes"] ?? 0), traced: traced))
+            if relation == .writes, let version, fingerprint != nil || FileIO.exists(node.ref) {
+                outputs[node.ref] = version
+            }
+        }
+        for node in graph.nodes where node.kind == .infrastructure && node.ref.hasPrefix("network:") {
+            dependencies.append(Dependency(nodeID: node.id, kind: node.kind.rawValue, ref: node.ref, relation: .uses))
+        }
+    }
+}
+
+/// Declared inputs and outputs (task.toml globs) against what the run used inside the task directory.
+public struct DeclarationCheck: Sendable {
+    public var undeclaredInputs: [String] = []
+    public var unusedInputs: [String] = []
+    public var undeclaredOutputs: [String] = []
+    public var unwrittenOutputs: [String] = []
+
+    public init(task: TaskFile, graph: Graph) {
+        let prefix = task.directory + "/"
+        let refs = Dictionary(graph.nodes.map { ($0.id, $0.ref) }, uniquingKeysWith: { a, _ in a })
+        func inside(_ relation: Set<String>) -> [String] {
+            var seen: Set<String> = []
+            return graph.edges.filter { relation.contains($0.relation) && $0.from == graph.task.id }
+                .compactMap { refs[$0.to] }.filter { $0.hasPrefix(prefix) }
+                .map { String($0.dropFirst(prefix.count)) }
+                // Directories listed or created on the way to files are implied by the file globs.
+                .filter { !$0.hasPrefix(".dgrun/") && $0 != "task.toml" && !FileIO.isDirectory(prefix + $0) }
+                .filter { seen.insert($0).inserted }
+        }
+        let written = inside(["writes"])
+        let read = inside(["reads", "loads", "executes"]).filter { !written.contains($0) }
+        func matches(_ path: String, _ globs: [String]) -> Bool { globs.contains { fnmatch($0, path, FNM_PATHNAME) == 0 } }
+        undeclaredInputs = read.filter { !matches($0, task.inputs) }
+        unusedInputs = task.inputs.filter { glob in !read.contains { fnmatch(glob, $0, FNM_PATHNAME) == 0 } }
+        undeclaredOutputs = written.filter { !matches($0, task.outputs) }
+        unwrittenOutputs = task.outputs.filter { glob in !written.contains { fnmatch(glob, $0, FNM_PATHNAME) == 0 } }
+    }
+}

@@ -1,0 +1,60 @@
+import DgrunSpec
+import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a task's state lives, and the one way to open it: --state DIR, else $DGRUN_STATE_DIR,
+/// else TASKDIR/.dgrun.
+public enum StateLocation {
+    public static func directory(for task: TaskFile, stateOption: String?) -> String {
+        if let stateOption { return FileSystem.absolute(stateOption) }
+        if let env = getenv("DGRUN_STATE_DIR"), env.pointee != 0 { return FileSystem.absolute(String(cString: env)) }
+        return task.directory + "/.dgrun"
+    }
+
+    /// The task's store, created when needed (a run records into it).
+    public static func open(for task: TaskFile, stateOption: String?) throws(DgrunError) -> Store {
+        try Store(directory: directory(for: task, stateOption: stateOption))
+    }
+
+    /// The task's store only when one exists: a query never creates state.
+    public static func existing(for task: TaskFile, stateOption: String?) throws(DgrunError) -> Store? {
+        let dir = directory(for: task, stateOption: stateOption)
+        guard FileIO.exists(dir + "/" + Store.fileName) else { return nil }
+        return try Store(directory: dir)
+    }
+}
+
+/// An exclusive flock on a file, held until released: the one lock of dgrun's state (a task's
+/// plan-run-record, a new store's creation).
+public struct FileLock: Sendable {
+    let fd: Int32
+
+    /// `waiting` is called once if another process holds it; then this waits its turn.
+    public static func acquire(_ path: String, waiting: () -> Void = {}) throws(DgrunError) -> FileLock {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else {
+            throw DgrunError.store("cannot open the lock \(path): \(String(cString: strerror(errno))); is the state directory writable?")
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            waiting()
+            while flock(fd, LOCK_EX) != 0 {
+                guard errno == EINTR else {
+                    let e = errno
+                    close(fd)
+                    throw DgrunError.store("cannot lock \(path): \(String(cString: strerror(e)))")
+                }
+            }
+        }
+        return FileLock(fd: fd)
+    }
+
+    /// The lock of one task's plan-run-record, so that two dgruns running the same task take turns
+    /// (the second then finds it up to date) instead of racing on its outputs.
+    public static func task(_ taskID: String, in store: Store, waiting: () -> Void) throws(DgrunError) -> FileLock {
+        try acquire(store.directory + "/task-" + ShortHash.hex(taskID) + ".lock", waiting: waiting)
+    }
+
+    public func release() { close(fd) }
+}

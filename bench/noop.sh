@@ -58,7 +58,8 @@ hyperfine -N --warmup 10 --runs "$runs" --export-json "$out/noop.json" \
     -n "dgrun exec (no-op)" "$dgrun exec $limits $task" \
     -n "make -q" "make -q -C $task" \
     -n "ninja -n" "ninja -C $task -n" \
-    -n "dgrun status" "$dgrun status $task" >"$out/noop.log" 2>&1 || { cat "$out/noop.log"; exit 1; }
+    -n "dgrun status" "$dgrun status $task" \
+    ${DGRUN_BEFORE:+-n "dgrun before (no-op)" "$DGRUN_BEFORE exec $limits $task"} >"$out/noop.log" 2>&1 || { cat "$out/noop.log"; exit 1; }
 
 python3 - "$out/noop.json" "$deps" "$files" <<'PY' | tee "$out/noop.md"
 import json, sys, platform, os

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Start-up latency of a sandboxed /bin/true, dgrun side by side with its peers in one run.
 #   bench/startup.sh [RUNS]        (as root; writes bench/results/startup.{json,md})
+#   DGRUN_BEFORE=/path/to/dgrun    also times that binary ("dgrun before"), for an A/B of a change
 # Same isolation everywhere: user, pid, mount, net, ipc, uts (+cgroup where the tool has it);
 # dgrun and crun/runc also create a cgroup with a 64 MiB memory limit, dgrun loads its default
 # seccomp profile. crun refuses the hybrid layout while the unified tree lists any controller, so the
@@ -61,6 +62,7 @@ set -- \\
   -n unshare "unshare --user --map-root-user --pid --fork --mount --mount-proc --net --ipc --uts /bin/true" \\
   -n bwrap "bwrap --unshare-user --unshare-pid --unshare-net --unshare-ipc --unshare-uts --unshare-cgroup --die-with-parent --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp /bin/true" \\
   -n dgrun "$dgrun exec --memory 64m --net none -- /bin/true"
+if [ -n "${DGRUN_BEFORE:-}" ]; then set -- "\$@" -n "dgrun before" "$DGRUN_BEFORE exec --memory 64m --net none -- /bin/true"; fi
 for runtime in $oci; do
   set -- "\$@" -n \$runtime "\$runtime run --bundle $bundle bench-\$runtime"
 done

@@ -4,6 +4,6 @@
 # run here are reported as skipped with the reason. Run as root for the privileged lanes.
 set -eu
 cd "$(dirname "$0")/.."
-. scripts/ensure-deps.sh
+DGRUN_DEPS=test . scripts/ensure-deps.sh
 swift build --build-tests
 swift test --skip-build "$@"

@@ -142,9 +142,59 @@ static int64_t socket_info(pid_t pid, int fd, uint8_t *name, int32_t *name_len) 
     return type;
 }
 
-static int rootfd = -1;  // the traced sandbox's root, for this run
-// Guards the resolution cache, rootfd and the log: shared by the serving threads.
-static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
+// One run's tracer state: the sandbox's root, the resolution caches, the files it read. Several
+// traced sandboxes may run in one dgrun (a workspace's tasks on their threads), so each run has
+// its own, hung on its log; a serving thread points `dg_st` at its run's before it handles a call.
+#define DIRS_SLOTS 1024
+#define DIRS_MAX 256
+struct dir_entry { uint64_t hash; char *path; char *canonical; int fd; };  // fd -1: no such directory
+struct cache_entry {
+    uint64_t hash; char *path; char *canonical; int exists; int follow;
+    int32_t recorded[6]; int n_recorded;  // syscalls already logged for this path: not again
+};
+struct path_set { uint64_t *hashes; char **paths; uint8_t *claimed; size_t capacity, count; };
+struct dg_trace_state {
+    int rootfd;                   // the traced sandbox's root, for this run
+    pthread_mutex_t lock;         // guards all of this and the log: shared by the serving threads
+    struct dir_entry dirs[DIRS_SLOTS];
+    int dir_count;
+    uint64_t dirs_generation;
+    struct cache_entry *cache;
+    size_t cache_capacity, cache_count;
+    uint64_t cache_generation;    // bumped by every clear: a resolution that started before is not cached after
+    struct path_set read_paths;
+};
+static __thread struct dg_trace_state *dg_st;
+
+static pthread_mutex_t dg_state_alloc = PTHREAD_MUTEX_INITIALIZER;
+// The run's state, made on first use (the serving threads of one run race to it).
+static struct dg_trace_state *dg_state_of(struct dgrun_trace_log *log) {
+    struct dg_trace_state *state = __atomic_load_n((struct dg_trace_state **)&log->state, __ATOMIC_ACQUIRE);
+    if (state) return state;
+    pthread_mutex_lock(&dg_state_alloc);
+    state = log->state;
+    if (!state) {
+        state = calloc(1, sizeof *state);
+        if (state) {
+            state->rootfd = -1;
+            pthread_mutex_init(&state->lock, NULL);
+            __atomic_store_n((struct dg_trace_state **)&log->state, state, __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&dg_state_alloc);
+    return state;
+}
+// The globals of old, now the current run's.
+#define rootfd (dg_st->rootfd)
+#define state_lock (dg_st->lock)
+#define dirs (dg_st->dirs)
+#define dir_count (dg_st->dir_count)
+#define dirs_generation (dg_st->dirs_generation)
+#define cache (dg_st->cache)
+#define cache_capacity (dg_st->cache_capacity)
+#define cache_count (dg_st->cache_count)
+#define cache_generation (dg_st->cache_generation)
+#define read_paths (dg_st->read_paths)
 
 // Every process of the sandbox shares one root (chroot is denied by the profiles), so the
 // first one's is kept open for the whole run (until the log is freed): two syscalls fewer.
@@ -189,12 +239,6 @@ static int fd_path(int fd, char *canonical, size_t cap) {
 // one fstatat of its name, where a whole resolution is openat2, readlink and close (a task
 // reading thousands of headers from a few hundred directories). Cleared by any call that can
 // make, remove or rename a directory; at most `DIRS_MAX` fds are held.
-#define DIRS_SLOTS 1024
-#define DIRS_MAX 256
-struct dir_entry { uint64_t hash; char *path; char *canonical; int fd; };  // fd -1: no such directory
-static struct dir_entry dirs[DIRS_SLOTS];
-static int dir_count;
-static uint64_t dirs_generation;
 
 static void dirs_clear(void) {  // under state_lock
     for (int i = 0; i < DIRS_SLOTS; i++) {
@@ -304,14 +348,6 @@ static int resolve(pid_t pid, const char *path, int follow, char *canonical, siz
 
 // Resolutions seen in this run: repeated lookups of one path (loaders, include searches, stat
 // loops) are most of what a task does. Any call that can create, remove or rename clears it.
-struct cache_entry {
-    uint64_t hash; char *path; char *canonical; int exists; int follow;
-    int32_t recorded[6]; int n_recorded;  // syscalls already logged for this path: not again
-};
-static struct cache_entry *cache;
-static size_t cache_capacity, cache_count;
-// Bumped by every clear: a resolution that started before a clear is not cached after it.
-static uint64_t cache_generation;
 
 static uint64_t hash_path(const char *s, int follow) {
     uint64_t h = 1469598103934665603ULL ^ (uint64_t)follow;
@@ -398,8 +434,6 @@ static int resolve_cached(pid_t pid, const char *path, int follow, int nr, char 
 // cleared): when one of them is about to be rewritten, truncated, removed or renamed over, its
 // content is hashed first, while the writer waits. That is the version the task read; after the
 // run only the new content is left.
-struct path_set { uint64_t *hashes; char **paths; uint8_t *claimed; size_t capacity, count; };
-static struct path_set read_paths;
 
 static void path_set_free(struct path_set *set) {
     for (size_t i = 0; i < set->capacity; i++) free(set->paths[i]);
@@ -494,6 +528,8 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
     static pthread_once_t sizes_once = PTHREAD_ONCE_INIT;
     pthread_once(&sizes_once, read_sizes);
     if (sizes_error) return -sizes_error;
+    dg_st = dg_state_of(log);
+    if (!dg_st) return -ENOMEM;
     union { struct seccomp_notif n; uint8_t raw[512]; } req;
     union { struct seccomp_notif_resp r; uint8_t raw[512]; } resp;
     if (sizes.seccomp_notif > sizeof req || sizes.seccomp_notif_resp > sizeof resp) return -E2BIG;
@@ -773,17 +809,18 @@ int dgrun_tracer_stop(struct dgrun_tracer *t) {
 }
 
 void dgrun_trace_log_free(struct dgrun_trace_log *log) {
-    if (rootfd >= 0) {
-        close(rootfd);
-        rootfd = -1;
-    }
-    dirs_clear();
-    path_set_free(&read_paths);
-    if (cache) {
-        cache_clear();
-        free(cache);
-        cache = NULL;
-        cache_capacity = 0;
+    dg_st = log->state;
+    if (dg_st) {
+        if (rootfd >= 0) close(rootfd);
+        dirs_clear();
+        path_set_free(&read_paths);
+        if (cache) {
+            cache_clear();
+            free(cache);
+        }
+        pthread_mutex_destroy(&dg_st->lock);
+        free(dg_st);
+        dg_st = NULL;
     }
     free(log->bytes);
     memset(log, 0, sizeof *log);

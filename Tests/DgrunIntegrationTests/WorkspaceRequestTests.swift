@@ -31,7 +31,7 @@ import Glibc
 
     @Test(.enabled(if: Harness.canLimit, Comment(rawValue: Harness.limitSkipReason)))
     func memoryLimitReachesEveryTask() {
-        Self.both(["--memory", "32m", "--tune", "off"], up: "head -c 200m /dev/zero | tail > /dev/null; echo x > out.txt") { r, how in
+        Self.both(["--memory", "32m", "--tune", "off"], up: "head -c 200m /dev/zero | tail > /dev/null && echo x > out.txt") { r, how in
             #expect(r.status == 137, "\(how): \(r.stderr)")
             #expect(r.stderr.contains("out of memory"), "\(how): \(r.stderr)")
             #expect(r.stderr.contains("down: not started"), "\(how): \(r.stderr)")

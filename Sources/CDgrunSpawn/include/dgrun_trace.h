@@ -38,6 +38,7 @@ struct dgrun_trace_log {
     uint64_t notifications;
     uint64_t lost;       // targets that died before they could be read
     uint64_t busy_us;    // CPU time the serving threads used (answering, resolving, logging)
+    void *state;         // the run's resolution caches (tracer.c), freed with the log
 };
 
 // The BPF program is built by the parent (libseccomp); these are the syscalls it must cover.

@@ -614,13 +614,10 @@ static int dg_tracer_threads(void) {
 int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, int kill_fd,
                int trace_socket, int control_fd, struct dgrun_trace_log *log, struct dgrun_outcome *out) {
     memset(out, 0, sizeof *out);
-    sigset_t set;
-    dg_forwarded_set(&set);
-    int sfd = control_fd;
-    if (control_fd < 0) {
-        sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-        if (sfd < 0) return -errno;
-    }
+    // The signals to forward: from a signalfd of this call's own, or from the caller's pipe.
+    int own_signalfd = control_fd < 0;
+    int sfd = own_signalfd ? dgrun_forwarded_signalfd() : control_fd;
+    if (sfd < 0) return sfd;
     int64_t deadline = timeout_ms >= 0 ? dg_now_ms() + timeout_ms : -1;
     int phase = 0;  // 0 running, 1 SIGTERM sent, 2 SIGKILL sent
     int listener = -1;  // served here only when no serving thread could start
@@ -640,7 +637,7 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             int e = errno;
-            if (control_fd < 0 && sfd >= 0) close(sfd);
+            if (own_signalfd) close(sfd);
             if (listener >= 0) close(listener);
             if (serving) dgrun_tracer_stop(&tracer);
             return -e;
@@ -666,22 +663,20 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
         }
         if (fds[0].revents) break;
         if (fds[1].revents) {
-            if (control_fd >= 0) {
+            if (own_signalfd) {
+                for (int sig; (sig = dgrun_read_signal(sfd)) > 0;) {
+                    out->last_signal = sig;
+                    dg_pidfd_signal(child->pidfd, sig);
+                }
+            } else {
                 int32_t sig;
-                ssize_t got = read(control_fd, &sig, sizeof sig);
+                ssize_t got = read(sfd, &sig, sizeof sig);
                 if (got == (ssize_t)sizeof sig && sig > 0) {
                     out->last_signal = sig;
                     dg_pidfd_signal(child->pidfd, (int)sig);
                 } else if (got == 0) {
-                    sfd = -1;  // the writer is gone: nothing more will come
+                    sfd = -1;  // the writer is gone: nothing more will come (poll skips a negative fd)
                 }
-                if (sfd < 0) control_fd = -1;
-                continue;
-            }
-            struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-                out->last_signal = (int32_t)si.ssi_signo;
-                dg_pidfd_signal(child->pidfd, (int)si.ssi_signo);
             }
             continue;
         }
@@ -699,7 +694,7 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
             }
         }
     }
-    if (control_fd < 0 && sfd >= 0) close(sfd);
+    if (own_signalfd) close(sfd);
     if (listener >= 0) close(listener);
     // The sandbox's init is gone, and with it every traced process: nothing is left to answer.
     if (serving) dgrun_tracer_stop(&tracer);

@@ -177,18 +177,17 @@ struct Exec {
 
     func render(_ result: DirectoryResult) -> Int32 {
         switch result {
-        case .task(_, let taskResult, let upstream):
+        case .task(_, let taskResult, _):
             switch taskResult {
             case .ran(let outcome, _):
-                if let message = outcome.error { Terminal.line("dgrun: \(message)") }
+                // Its error, if any, was said with the `finished` event.
                 if !writeReport(outcome) { return 125 }
             case .failed(let error):
                 return finish(error)
             case .blocked(let blockers):
                 _ = writeFailureReport("blocked by \(blockers.count) missing or unavailable dependencies", exitCode: DgrunExit.blocked)
             case .notStarted(let because):
-                _ = writeFailureReport("not started: \(because)", exitCode: DgrunExit.blocked)
-                if let upstream, upstream.exitStatus != 0 { return upstream.exitStatus }
+                _ = writeFailureReport("not started: \(because)", exitCode: result.exitStatus)
             case .upToDate:
                 break
             }

@@ -121,14 +121,15 @@ struct StateQuery {
         try StateLocation.existing(for: task, stateOption: state)
     }
 
+    /// The engine's planning, made once per command (the launcher is never called).
+    static let planning = Engine.forHost(sink: { _ in })
+
     /// The plan the next exec would make, or nil when the task never ran.
     func plan(_ task: TaskFile, in workspace: Workspace?, producers: [String: String]) throws -> Plan? {
         guard let store = try existingStore(task), try store.lastFinishedRun(task: task.directory) != nil else { return nil }
         var request = RunRequest()
         request.stateDirectory = state.map(FileSystem.absolute)
-        // A plan only: the engine's planning, with a launcher that is never called.
-        let engine = Engine.forHost(sink: { _ in })
-        let input = try engine.prepare(task, request: request, store: store, workspace: workspace, producers: producers).input
+        let input = try Self.planning.prepare(task, request: request, store: store, workspace: workspace, producers: producers).input
         return Planner(environment: HostEnvironment()).plan(input)
     }
 

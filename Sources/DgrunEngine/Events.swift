@@ -92,8 +92,10 @@ public enum DirectoryResult: Sendable {
     case task(TaskFile, TaskResult, upstream: WorkspaceResult?)
     case workspace(WorkspaceResult)
 
+    /// A task that did not start because its upstream failed gives the upstream's status.
     public var exitStatus: Int32 {
         switch self {
+        case .task(_, .notStarted, let upstream?) where upstream.exitStatus != 0: return upstream.exitStatus
         case .task(_, let result, _): return result.exitStatus
         case .workspace(let workspace): return workspace.exitStatus
         }

@@ -135,10 +135,7 @@ public struct Provisioner: Sendable {
             environment = environment.filter { keep.contains(String($0.prefix(while: { $0 != "=" }))) }
         }
         for assignment in request.environment {
-            guard let eq = assignment.firstIndex(of: "="), eq != assignment.startIndex else {
-                throw DgrunError("--env \"\(assignment)\" must look like KEY=VALUE")
-            }
-            let key = assignment[..<eq]
+            let key = try RunRequest.key(of: assignment)
             environment.removeAll { $0.hasPrefix(key + "=") }
             environment.append(assignment)
         }

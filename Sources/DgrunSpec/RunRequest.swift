@@ -95,10 +95,16 @@ public struct RunRequest: Sendable, Equatable {
 
     /// Adds KEY=VALUE, rejecting anything else.
     public mutating func setEnvironment(_ assignment: String) throws(DgrunError) {
+        _ = try Self.key(of: assignment)
+        environment.append(assignment)
+    }
+
+    /// The KEY of KEY=VALUE; an error for anything else.
+    public static func key(of assignment: String) throws(DgrunError) -> Substring {
         guard let eq = assignment.firstIndex(of: "="), eq != assignment.startIndex else {
             throw DgrunError("--env \"\(assignment)\" must look like KEY=VALUE")
         }
-        environment.append(assignment)
+        return assignment[..<eq]
     }
 
     /// This request with a task's task.toml under it: a value the caller gave wins; the task fills

@@ -123,11 +123,13 @@ public struct TaskFile: Sendable {
             try checkKeys(sandbox, allowed: sandboxKeys, in: "sandbox")
             if let v = sandbox["profile"] { task.profile = try string(v, key: "sandbox.profile") }
             if let v = sandbox["network"] {
-                let text = try string(v, key: "sandbox.network")
-                guard let network = SandboxProfile.Network(rawValue: text) else {
-                    throw DgrunError((sandbox.place(of: "network").map { $0 + ": " } ?? "") + "sandbox.network \"\(text)\": use host or none")
+                task.network = try at(sandbox, "network") { () throws(DgrunError) in
+                    let text = try string(v, key: "sandbox.network")
+                    guard let network = SandboxProfile.Network(rawValue: text) else {
+                        throw DgrunError("sandbox.network \"\(text)\": use host or none")
+                    }
+                    return network
                 }
-                task.network = network
             }
         }
         if let value = root["fetch"] {

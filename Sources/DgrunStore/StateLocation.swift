@@ -15,14 +15,32 @@ public enum StateLocation {
 
     /// The task's store, created when needed (a run records into it).
     public static func open(for task: TaskFile, stateOption: String?) throws(DgrunError) -> Store {
-        try Store(directory: directory(for: task, stateOption: stateOption))
+        try opened(directory(for: task, stateOption: stateOption))
     }
 
     /// The task's store only when one exists: a query never creates state.
     public static func existing(for task: TaskFile, stateOption: String?) throws(DgrunError) -> Store? {
         let dir = directory(for: task, stateOption: stateOption)
         guard FileIO.exists(dir + "/" + Store.fileName) else { return nil }
-        return try Store(directory: dir)
+        return try opened(dir)
+    }
+
+    /// One open store per directory for the whole command: a workspace run reads each task's
+    /// store to link the tasks, to size the pool, to plan and record, and to mark readers stale.
+    private static let stores = Locked([String: Store]())
+
+    private static func opened(_ directory: String) throws(DgrunError) -> Store {
+        let result: Result<Store, DgrunError> = stores.withLock { stores in
+            if let store = stores[directory] { return .success(store) }
+            do throws(DgrunError) {
+                let store = try Store(directory: directory)
+                stores[directory] = store
+                return .success(store)
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
     }
 }
 

@@ -62,7 +62,7 @@ _Static_assert(DGRUN_RLIMIT_NPROC == RLIMIT_NPROC && DGRUN_RLIMIT_AS == RLIMIT_A
 
 struct dg_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
 
-#define DG_MAX_BINDS 64
+#define DG_MAX_BINDS 128
 #define DG_PATH_MAX 4096
 
 // ---------------------------------------------------------------- small async-signal-safe helpers
@@ -198,6 +198,38 @@ static void dg_setup_dev(void) {
         dg_check(symlink(links[i][0], links[i][1]) == 0, DGRUN_STAGE_MOUNT_DEV, links[i][1]);
 }
 
+// Re-binds what is at rel over itself, read-only. A missing path is not an error (runc skips it too);
+// a symlink is never followed, so a rootfs cannot point the mount elsewhere.
+static void dg_readonly_path(const char *rel, const char *target) {
+    int fd = dg_open_tree(rel, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW);
+    if (fd < 0 && errno == ENOENT) return;
+    dg_check(fd >= 0, DGRUN_STAGE_READONLY_PATH, target);
+    dg_check(dg_set_readonly(fd) == 0, DGRUN_STAGE_READONLY_PATH, target);
+    dg_check(dg_attach(fd, rel) == 0, DGRUN_STAGE_READONLY_PATH, target);
+    close(fd);
+}
+
+// Hides what is at rel: a directory under an empty read-only tmpfs, anything else under the host's
+// /dev/null, read-only (reads give nothing, writes EROFS), as runc does.
+static void dg_mask_path(const char *rel, const char *target) {
+    struct stat st;
+    if (fstatat(AT_FDCWD, rel, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        dg_check(errno == ENOENT, DGRUN_STAGE_MASK_PATH, target);
+        return;
+    }
+    if (S_ISLNK(st.st_mode)) return;
+    if (S_ISDIR(st.st_mode)) {
+        dg_check(mount("tmpfs", rel, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0555") == 0,
+                 DGRUN_STAGE_MASK_PATH, target);
+        return;
+    }
+    int fd = dg_open_tree("/dev/null", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    dg_check(fd >= 0, DGRUN_STAGE_MASK_PATH, "/dev/null");
+    dg_check(dg_set_readonly(fd) == 0, DGRUN_STAGE_MASK_PATH, target);
+    dg_check(dg_attach(fd, rel) == 0, DGRUN_STAGE_MASK_PATH, target);
+    close(fd);
+}
+
 // Build the new root under a private tmpfs at /tmp (of this mount namespace only) and pivot into it.
 // Bind sources are cloned first, while the host's view of every path is still intact.
 static void dg_setup_mounts(const struct dgrun_plan *plan) {
@@ -239,13 +271,21 @@ static void dg_setup_mounts(const struct dgrun_plan *plan) {
             dg_mkdir_p(rel, 0);
             dg_check(mount("tmpfs", rel, "tmpfs", MS_NOSUID | MS_NODEV | (m->readonly ? MS_RDONLY : 0),
                            "mode=1777") == 0, DGRUN_STAGE_MOUNT_TMPFS, m->target);
-        } else {
+        } else if (m->kind == DGRUN_MOUNT_BIND) {
             struct stat st;
             int is_file = fstat(bind_fds[i], &st) == 0 && !S_ISDIR(st.st_mode);
             if (faccessat(AT_FDCWD, rel, F_OK, AT_SYMLINK_NOFOLLOW) != 0) dg_mkdir_p(rel, is_file);
             dg_check(dg_attach(bind_fds[i], rel) == 0, DGRUN_STAGE_ATTACH_BIND, m->target);
             close(bind_fds[i]);
         }
+    }
+
+    // Last, so that nothing mounted above can uncover them: the kernel files a task must not write
+    // (readonly) or read (mask). The tree is still the staged one, so host paths are not reachable.
+    for (int i = 0; i < plan->n_mounts; i++) {
+        const struct dgrun_mount *m = &plan->mounts[i];
+        if (m->kind == DGRUN_MOUNT_READONLY) dg_readonly_path(dg_relative(m->target), m->target);
+        else if (m->kind == DGRUN_MOUNT_MASK) dg_mask_path(dg_relative(m->target), m->target);
     }
 
     // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only ours.
@@ -365,6 +405,10 @@ __attribute__((noreturn)) static void dg_command(const struct dgrun_plan *plan) 
         struct sock_fprog prog = { plan->bpf_len, (struct sock_filter *)plan->bpf };
         dg_check(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0, DGRUN_STAGE_SECCOMP, "seccomp");
     }
+    if (plan->guard_bpf && plan->guard_bpf_len) {
+        struct sock_fprog prog = { plan->guard_bpf_len, (struct sock_filter *)plan->guard_bpf };
+        dg_check(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0, DGRUN_STAGE_SECCOMP, "user-namespace filter");
+    }
     if (plan->trace_bpf && plan->trace_socket >= 0) dg_install_tracer(plan);
     dg_exec(plan);
 }
@@ -447,6 +491,12 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     do { r = read(go_fd, &go, 1); } while (r < 0 && errno == EINTR);
     if (r != 1) _exit(125);
     close(go_fd);
+    // The init is dgrun's own image and holds the status pipe to dgrun: a dumpable init would let
+    // the command open /proc/1/exe (the dgrun binary on the host's writable mount, the runc
+    // CVE-2019-5736 class) or /proc/1/fd/N (and forge the exit status dgrun reads). Not dumpable,
+    // /proc/1 needs CAP_SYS_PTRACE over the host's namespace. Only now: the parent, rootless,
+    // had to write /proc/PID/uid_map first, which a non-dumpable process's owner change forbids.
+    dg_check(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0, DGRUN_STAGE_WAIT_GO, "prctl(PR_SET_DUMPABLE)");
 
     for (int i = 0; i < plan->n_v1_task_fds; i++) {
         ssize_t w;
@@ -766,6 +816,8 @@ const char *dgrun_stage_name(int stage) {
     case DGRUN_STAGE_CLOSE_FDS: return "close inherited file descriptors";
     case DGRUN_STAGE_SETSID: return "start a new session";
     case DGRUN_STAGE_EXEC: return "execute";
+    case DGRUN_STAGE_READONLY_PATH: return "make a kernel path read-only";
+    case DGRUN_STAGE_MASK_PATH: return "mask a kernel path";
     default: return "set up the sandbox";
     }
 }

@@ -12,7 +12,7 @@ import Glibc
 struct Discover {
     var exec = Exec()
     var format: GraphFormat = .json
-    var output: String?
+    var output: PinnedOutput?
     var taskDirectory: String?
     /// How long the processes the command leaves behind (daemons) are traced after it exits.
     var linger = 2.0
@@ -42,7 +42,7 @@ struct Discover {
             .value("format", "json|dot|mermaid|text", "Output format (default: json).") {
                 (target: inout Discover, text: String) throws(DgrunError) in target.format = try choice(text, option: "format")
             },
-            .value("output", short: "o", "file", "Write the graph to this file instead of stdout.") { $0.output = $1 },
+            .value("output", short: "o", "file", "Write the graph to this file instead of stdout.") { $0.output = PinnedOutput($1) },
             .value("linger", "duration", "Trace what the command leaves running this long after it exits (default: 2s; 0: none).") {
                 (target: inout Discover, text: String) throws(DgrunError) in
                 if text == "0" { target.linger = 0; return }
@@ -88,7 +88,7 @@ struct Discover {
             return 125
         }
         if let output {
-            do { try FileSystem.writeAtomically(output, text) } catch {
+            do { try output.write(text) } catch {
                 Terminal.line("dgrun: cannot write the graph: \(error)")
                 return 125
             }

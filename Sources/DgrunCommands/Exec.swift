@@ -11,7 +11,7 @@ import Glibc
 /// `dgrun exec`: options → request → engine → render → exit status (the shape of crun's run.c).
 struct Exec {
     var request = RunRequest()
-    var report: String?
+    var report: PinnedOutput?
     /// exec TASKDIR|WORKSPACE: the directory.
     var taskDirectory: String?
 
@@ -89,7 +89,7 @@ struct Exec {
             _ = try option("cap-add") { () throws(DgrunError) in try Capabilities.number(of: text) }
             target.request.capabilities.append(text)
         },
-        .value("report", "file", "Write a JSON report of the run to this file.") { $0.report = $1 },
+        .value("report", "file", "Write a JSON report of the run to this file.") { $0.report = PinnedOutput($1) },
         .value("rootfs", "dir", "Run in this root filesystem (see rootfs-scripts/) instead of the host's.") { $0.request.rootfs = $1 },
         .value("cwd", "dir", "Working directory (default: the current one, which is made writable).") { $0.request.workingDirectory = $1 },
         .value("hostname", "name", "Hostname inside the sandbox (default: dgrun).") { $0.request.hostname = $1 },
@@ -218,7 +218,7 @@ struct Exec {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         do {
             let data = try encoder.encode(outcome)
-            try FileSystem.writeAtomically(report, String(decoding: data, as: UTF8.self) + "\n")
+            try report.write(String(decoding: data, as: UTF8.self) + "\n")
             return true
         } catch {
             Terminal.line("dgrun: cannot write the report: \(error)")

@@ -123,6 +123,13 @@ public struct Engine: Sendable {
     public func discover(_ request: RunRequest, taskDirectory: String?) throws(DgrunError) -> Discovery {
         let task = try taskDirectory.map { (dir: String) throws(DgrunError) in try TaskFile.load(directory: dir) }
         var request = task.map { request.applying($0) } ?? request
+        if let task {
+            // graph.json goes to TASKDIR/.dgrun after the run: made now and read-only inside, so
+            // that the task cannot put a link there for dgrun to write through.
+            let dir = task.directory + "/.dgrun"
+            mkdir(dir, 0o755)
+            if FileIO.isRealDirectory(dir) { request.binds.append(RunRequest.Bind(source: dir, readonly: true)) }
+        }
         request.trace = true
         // discover sees what the task reaches: the host network unless asked otherwise.
         if request.network == nil { request.network = .host }
@@ -135,7 +142,13 @@ public struct Engine: Sendable {
 
     /// The graph of a traced run.
     func graphOf(_ outcome: RunOutcome, spec: SandboxSpec, task: TaskFile?) -> Graph? {
-        guard let trace = outcome.trace else { return nil }
+        guard var trace = outcome.trace else { return nil }
+        // dgrun's own state is read-only inside and never a dependency of the task: what the
+        // task tried there (listing it, removing it) would make every next run look stale.
+        if let task {
+            let state = task.directory + "/.dgrun"
+            trace.events.removeAll { $0.path == state || $0.path.hasPrefix(state + "/") }
+        }
         var builder = GraphBuilder(taskDirectory: task?.directory ?? spec.workingDirectory, argv: spec.argv,
                                    environment: spec.environment, name: task?.name)
         var graph = builder.build(trace: trace, usage: ResourceUsage(

@@ -27,6 +27,10 @@ extension Engine {
         if let root = workspace?.root, !merged.binds.contains(where: { $0.source == root }) {
             merged.binds.append(RunRequest.Bind(source: root, readonly: true))
         }
+        // dgrun's own state is never the task's to change: its store, lock and graph.json are
+        // read-only inside, so a task can neither forge its history nor plant a link there.
+        let stateDirectory = StateLocation.directory(for: task, stateOption: request.stateDirectory)
+        if FileIO.isRealDirectory(stateDirectory) { merged.binds.append(RunRequest.Bind(source: stateDirectory, readonly: true)) }
         merged.trace = true
         let dependencies = try store.dependencies(task: task.directory)
         if merged.network == nil {

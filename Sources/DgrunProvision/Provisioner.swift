@@ -179,10 +179,17 @@ public struct Provisioner: Sendable {
             ($0.element.target.split(separator: "/").count, $0.offset) < ($1.element.target.split(separator: "/").count, $1.offset)
         }.map(\.element)
         spec.tmpfs = ["/tmp"] + (profile.tmpfs + request.tmpfs).map { FileSystem.absolute($0) }
+        spec.readonlyPaths = profile.readonlyPaths
+        spec.maskedPaths = profile.maskedPaths
 
         let seccompChoice = request.seccomp ?? profile.seccompPath
         if let seccompChoice, seccompChoice != "unconfined" {
             spec.seccompProgram = try SeccompCache.program(path: seccompChoice)
+        }
+        // Stacked on whatever seccomp profile the run has (or none); only --seccomp unconfined,
+        // which asks for no filter at all, goes without it.
+        if profile.userNamespaces == .deny && seccompChoice != "unconfined" {
+            spec.userNamespaceGuard = try SeccompCache.userNamespaceGuard()
         }
         return spec
     }

@@ -24,9 +24,15 @@ public struct SandboxSpec: Sendable {
     public var rootfs: String?
     public var binds: [Bind] = []
     public var tmpfs: [String] = ["/tmp"]
+    /// Kernel files inside the sandbox made read-only, and masked, after every other mount (the
+    /// profile's `readonly_paths` and `masked_paths`); missing ones are skipped.
+    public var readonlyPaths: [String] = SandboxProfile.defaultReadonlyPaths
+    public var maskedPaths: [String] = SandboxProfile.defaultMaskedPaths
     public var limits = ResourceLimits()
     public var limitMode: LimitMode = .enforce
     public var seccompProgram: [UInt8]?
+    /// The profile's `user_namespaces: "deny"`: a second filter, stacked on `seccompProgram`.
+    public var userNamespaceGuard: [UInt8]?
     public var keepCapabilities: UInt64 = 0
     public var timeoutSeconds: Double?
     /// After a timeout: SIGTERM, then SIGKILL of everything after this long.

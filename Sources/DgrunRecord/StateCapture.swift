@@ -109,6 +109,9 @@ public struct StateCapture: Sendable {
     public static func save(_ graph: Graph, in task: TaskFile) -> String? {
         let dir = task.directory + "/.dgrun"
         mkdir(dir, 0o755)
+        guard FileIO.isRealDirectory(dir) else {
+            return "dgrun: warning: the graph is not saved: \(dir) is not a directory (a symbolic link?)"
+        }
         do {
             try FileSystem.writeAtomically(dir + "/graph.json", try GraphRenderer.render(graph, as: .json))
             return nil

@@ -35,9 +35,15 @@ public struct Launcher: Sendable {
         } + spec.tmpfs.map {
             dgrun_mount(kind: Int32(DGRUN_MOUNT_TMPFS.rawValue), readonly: 0, source: nil, target: arena.string($0))
         }
-        // tmpfs first: a working directory below /tmp is bound on top of the fresh /tmp.
+        // tmpfs first: a working directory below /tmp is bound on top of the fresh /tmp. The kernel
+        // paths come last (the child applies them after every other mount).
+        let kernelPaths = spec.readonlyPaths.map {
+            dgrun_mount(kind: Int32(DGRUN_MOUNT_READONLY.rawValue), readonly: 1, source: nil, target: arena.string($0))
+        } + spec.maskedPaths.map {
+            dgrun_mount(kind: Int32(DGRUN_MOUNT_MASK.rawValue), readonly: 1, source: nil, target: arena.string($0))
+        }
         let orderedMounts = mounts.filter { $0.kind == Int32(DGRUN_MOUNT_TMPFS.rawValue) }
-            + mounts.filter { $0.kind == Int32(DGRUN_MOUNT_BIND.rawValue) }
+            + mounts.filter { $0.kind == Int32(DGRUN_MOUNT_BIND.rawValue) } + kernelPaths
         var flags = DGRUN_NS_USER | DGRUN_NS_MNT | DGRUN_NS_PID | DGRUN_NS_IPC | DGRUN_NS_UTS | DGRUN_NS_CGROUP
         if spec.network == .none { flags |= DGRUN_NS_NET }
         let bpf = spec.seccompProgram.flatMap { arena.buffer($0) }
@@ -67,6 +73,8 @@ public struct Launcher: Sendable {
         plan.stdout_to_stderr = spec.stdoutToStderr ? 1 : 0
         plan.bpf = bpf.map { UnsafeRawPointer($0) }
         plan.bpf_len = UInt16((spec.seccompProgram?.count ?? 0) / 8)
+        plan.guard_bpf = spec.userNamespaceGuard.flatMap { arena.buffer($0) }.map { UnsafeRawPointer($0) }
+        plan.guard_bpf_len = UInt16((spec.userNamespaceGuard?.count ?? 0) / 8)
         plan.keep_caps = spec.keepCapabilities
         plan.last_cap = Int32(ProcessInfo.lastCapability)
         plan.rlimits = arena.buffer(rlimits)
@@ -203,6 +211,8 @@ public struct Launcher: Sendable {
             return DgrunError.launch("cannot create the sandbox namespaces: \(name); unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces, or an AppArmor restriction)")
         case ENOSPC, EUSERS:
             return DgrunError.launch("cannot create the sandbox namespaces: \(name); the per-user namespace limit is reached (/proc/sys/user/max_*_namespaces)")
+        case ENOSYS where ProcessInfo.underSeccompFilter:
+            return DgrunError.launch("cannot create the sandbox: clone3 is denied by the seccomp filter dgrun itself runs under (inside another sandbox, whose profile denies new user namespaces): run the outer sandbox with --profile nested")
         case ENOSYS:
             return DgrunError.launch("cannot create the sandbox: clone3 is not available (Linux 5.7 or later is needed)")
         default:
@@ -217,6 +227,8 @@ public struct Launcher: Sendable {
             return "; the mount point does not exist in the sandbox root and cannot be created there"
         case (Int(DGRUN_STAGE_CHDIR.rawValue), _): return "; pass --cwd with a directory that exists in the sandbox"
         case (Int(DGRUN_STAGE_CLONE_ROOT.rawValue), _): return "; check the --rootfs directory"
+        case (Int(DGRUN_STAGE_MOUNT_PROC.rawValue), EPERM):
+            return "; inside another sandbox, a new /proc needs the outer one's /proc whole (no masked or read-only paths): run the outer sandbox with --profile nested"
         case (Int(DGRUN_STAGE_TRACE.rawValue), EBUSY):
             return "; another seccomp notify supervisor already watches this process (dgrun discover inside dgrun discover?): the kernel allows one"
         default: return ""

@@ -28,6 +28,12 @@ public enum SeccompCache {
         magic + Array("\(libraryVersion()) \(profile.count)\n".utf8) + profile
     }
 
+    /// The user-namespace filter (`SeccompCompiler.userNamespaceGuard`), compiled once per process.
+    public static func userNamespaceGuard() throws(DgrunError) -> [UInt8] {
+        try guardProgram.get()
+    }
+    static let guardProgram: Result<[UInt8], DgrunError> = Result { () throws(DgrunError) in try SeccompCompiler.userNamespaceGuard() }
+
     /// The BPF program for the seccomp profile at `path`: from the cache, or compiled and cached.
     public static func program(path: String) throws(DgrunError) -> [UInt8] {
         let profile: [UInt8]

@@ -67,6 +67,31 @@ public enum SeccompCompiler {
         return try export(ctx, what: path)
     }
 
+    static let cloneNewUser: UInt64 = 0x1000_0000
+
+    /// The sandbox profile's `user_namespaces: "deny"`, as a filter of its own, stacked on the
+    /// profile's: clone and unshare with CLONE_NEWUSER get EPERM, clone3 (whose flags live in
+    /// memory a filter cannot read) ENOSYS, so that libc falls back to clone (as Docker's default
+    /// does). The kernel applies the strictest answer of all filters, so no rule of the seccomp
+    /// profile, allow-list or not, can undo it.
+    public static func userNamespaceGuard() throws(DgrunError) -> [UInt8] {
+        guard let ctx = seccomp_init(dgrun_act_allow()) else { throw DgrunError("libseccomp could not start the user-namespace filter") }
+        defer { seccomp_release(ctx) }
+        _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
+        let newUser = [scmp_arg_cmp(arg: 0, op: SCMP_CMP_MASKED_EQ, datum_a: cloneNewUser, datum_b: cloneNewUser)]
+        let rules: [(String, UInt32, [scmp_arg_cmp])] = [
+            ("clone", dgrun_act_errno(UInt16(EPERM)), newUser), ("unshare", dgrun_act_errno(UInt16(EPERM)), newUser),
+            ("clone3", dgrun_act_errno(UInt16(ENOSYS)), []),
+        ]
+        for (name, action, comparisons) in rules {
+            let nr = seccomp_syscall_resolve_name(name)
+            guard nr != __NR_SCMP_ERROR else { continue }
+            let rc = comparisons.withUnsafeBufferPointer { seccomp_rule_add_array(ctx, action, nr, UInt32($0.count), $0.baseAddress) }
+            guard rc == 0 else { throw DgrunError("libseccomp rejected the user-namespace rule for \(name): \(String(cString: strerror(-rc)))") }
+        }
+        return try export(ctx, what: "the user-namespace filter")
+    }
+
     /// The BPF bytes of a libseccomp filter, through a memfd (libseccomp 2.5 exports only to an fd).
     static func export(_ ctx: scmp_filter_ctx, what: String) throws(DgrunError) -> [UInt8] {
         let fd = dgrun_memfd_cloexec()

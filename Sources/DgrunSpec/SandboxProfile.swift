@@ -8,6 +8,23 @@ import Glibc
 /// Flags on the command line override it. The format is documented in profiles/README.md.
 public struct SandboxProfile: Sendable, Equatable, Decodable {
     public enum Network: String, Sendable, Decodable, CaseIterable { case host, none }
+    /// Whether the task may create user namespaces of its own (clone, clone3 and unshare with
+    /// CLONE_NEWUSER): the largest kernel surface an unprivileged process reaches, denied by default
+    /// as Docker's profile does; a browser's own sandbox or a nested dgrun needs "allow".
+    public enum UserNamespaces: String, Sendable, Decodable, CaseIterable { case deny, allow }
+
+    /// Kernel files bound read-only over themselves (OCI's readonlyPaths, runc's defaults): a task
+    /// whose uid 0 is the host's could otherwise write /proc/sys/kernel/core_pattern, which the
+    /// kernel runs as host root outside every namespace.
+    public static let defaultReadonlyPaths = [
+        "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+    ]
+    /// Kernel files hidden behind an empty read-only file or directory (OCI's maskedPaths, runc's
+    /// defaults and Docker's): kernel memory, keys, timers and firmware.
+    public static let defaultMaskedPaths = [
+        "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+        "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    ]
 
     public var name: String
     public var description: String?
@@ -26,16 +43,26 @@ public struct SandboxProfile: Sendable, Equatable, Decodable {
     public var readonly: [String]
     public var writable: [String]
     public var tmpfs: [String]
+    /// Paths inside the sandbox made read-only, and masked; a path that does not exist is skipped.
+    public var readonlyPaths: [String]
+    public var maskedPaths: [String]
+    public var userNamespaces: UserNamespaces
 
     /// Where the profile was loaded from, to resolve `seccomp`.
     public var directory: String = ""
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case name, description, seccomp, capabilities, network, readonly, writable, tmpfs
         case newSession = "new_session", clearEnv = "clear_env", keepEnv = "keep_env"
+        case readonlyPaths = "readonly_paths", maskedPaths = "masked_paths", userNamespaces = "user_namespaces"
     }
 
     public init(from decoder: any Decoder) throws {
+        // A misspelt key ("masked_path") would silently weaken the sandbox: refuse it.
+        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        if let unknown = try decoder.container(keyedBy: AnyKey.self).allKeys.first(where: { !known.contains($0.stringValue) }) {
+            throw DgrunError("unknown key \"\(unknown.stringValue)\" (known: \(CodingKeys.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
         description = try c.decodeIfPresent(String.self, forKey: .description)
@@ -48,6 +75,13 @@ public struct SandboxProfile: Sendable, Equatable, Decodable {
         readonly = try c.decodeIfPresent([String].self, forKey: .readonly) ?? []
         writable = try c.decodeIfPresent([String].self, forKey: .writable) ?? []
         tmpfs = try c.decodeIfPresent([String].self, forKey: .tmpfs) ?? []
+        // Absent: the safe defaults; a profile turns them off only by saying so (`[]`).
+        readonlyPaths = try c.decodeIfPresent([String].self, forKey: .readonlyPaths) ?? Self.defaultReadonlyPaths
+        maskedPaths = try c.decodeIfPresent([String].self, forKey: .maskedPaths) ?? Self.defaultMaskedPaths
+        userNamespaces = try c.decodeIfPresent(UserNamespaces.self, forKey: .userNamespaces) ?? .deny
+        for path in readonlyPaths + maskedPaths where !path.hasPrefix("/") || path.split(separator: "/").contains("..") {
+            throw DgrunError("readonly_paths and masked_paths take absolute paths inside the sandbox without \"..\" (got \"\(path)\")")
+        }
     }
 
     /// The absolute path of the seccomp profile, or nil.
@@ -73,6 +107,14 @@ public struct SandboxProfile: Sendable, Equatable, Decodable {
             throw DgrunError("profile \(path) is not a valid dgrun profile: \(JSONErrorText.describe(error))")
         }
     }
+}
+
+/// Any key of a JSON object, to find the ones a decoder does not know.
+struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
 }
 
 /// Finds profiles by name: $DGRUN_PROFILE_DIR, /etc/dgrun/profiles, the install prefix, and the

@@ -15,13 +15,24 @@ public enum StateLocation {
 
     /// The task's store, created when needed (a run records into it).
     public static func open(for task: TaskFile, stateOption: String?) throws(DgrunError) -> Store {
-        try opened(directory(for: task, stateOption: stateOption))
+        let dir = directory(for: task, stateOption: stateOption)
+        try checkNotLinked(dir, in: task)
+        return try opened(dir)
+    }
+
+    /// TASKDIR/.dgrun is written by dgrun (often root) into a directory the task, or a checkout,
+    /// controls: a link planted there would take the store, its lock and graph.json anywhere.
+    /// Only a real directory, or none yet, is used; an explicit --state DIR is the caller's choice.
+    public static func checkNotLinked(_ dir: String, in task: TaskFile) throws(DgrunError) {
+        guard dir == task.directory + "/.dgrun", FileIO.existsNoFollow(dir), !FileIO.isRealDirectory(dir) else { return }
+        throw DgrunError("\(dir) is not a directory (a symbolic link?): dgrun keeps a task's state only in a real directory; remove it, or pass --state DIR")
     }
 
     /// The task's store only when one exists: a query never creates state.
     public static func existing(for task: TaskFile, stateOption: String?) throws(DgrunError) -> Store? {
         let dir = directory(for: task, stateOption: stateOption)
         guard FileIO.exists(dir + "/" + Store.fileName) else { return nil }
+        try checkNotLinked(dir, in: task)
         return try opened(dir)
     }
 

@@ -63,6 +63,12 @@ public enum FileIO {
         return lstat(path, &st) == 0
     }
 
+    /// A directory itself, not a link to one.
+    public static func isRealDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
     public static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR

@@ -17,6 +17,11 @@ public enum ProcessInfo {
 
     public static var cpuCount: Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
+    /// This process runs under a seccomp filter (`Seccomp: 2`): inside another sandbox.
+    public static var underSeccompFilter: Bool {
+        ((try? FileIO.read("/proc/self/status")) ?? "").split(separator: "\n").contains { $0.hasPrefix("Seccomp:") && $0.hasSuffix("2") }
+    }
+
     public static var lastCapability: Int {
         (try? FileIO.read("/proc/sys/kernel/cap_last_cap")).flatMap {
             Int($0.trimmingCharacters(in: " \n"))

@@ -11,8 +11,28 @@ let repositoryRoot: String = {
 }()
 
 @Suite struct ProfileTests {
-    @Test(arguments: ["default", "strict"])
+    @Test func kernelPathsAndUserNamespacesAreSafeUnlessTurnedOff() throws {
+        let absent = try SandboxProfile.decode(Array(#"{"name": "x"}"#.utf8), path: "p.json")
+        #expect(absent.readonlyPaths.contains("/proc/sys") && absent.maskedPaths.contains("/proc/kcore"))
+        #expect(absent.userNamespaces == .deny)
+        let off = try SandboxProfile.decode(Array(#"{"name": "x", "readonly_paths": [], "masked_paths": [], "user_namespaces": "allow"}"#.utf8),
+                                            path: "p.json")
+        #expect(off.readonlyPaths.isEmpty && off.maskedPaths.isEmpty && off.userNamespaces == .allow)
+        for name in ["default", "strict"] {
+            let shipped = try ProfileLocator.load(repositoryRoot + "/profiles/\(name).json", executable: "/nonexistent/dgrun")
+            #expect(shipped.readonlyPaths == SandboxProfile.defaultReadonlyPaths, "\(name)")
+            #expect(shipped.maskedPaths == SandboxProfile.defaultMaskedPaths, "\(name)")
+        }
+        #expect(try SeccompCompiler.userNamespaceGuard().count > 8)
+    }
+
+    @Test(arguments: ["default", "strict", "nested"])
     func shippedProfilesLoadAndCompile(name: String) throws {
+        if name == "nested" {
+            let nested = try ProfileLocator.load(repositoryRoot + "/profiles/nested.json", executable: "/nonexistent/dgrun")
+            #expect(nested.seccompPath == nil && nested.userNamespaces == .allow && nested.capabilities == ["CAP_SETFCAP"])
+            return
+        }
         let profile = try ProfileLocator.load(repositoryRoot + "/profiles/\(name).json", executable: "/nonexistent/dgrun")
         #expect(profile.name == name)
         let path = try #require(profile.seccompPath)
@@ -32,6 +52,10 @@ let repositoryRoot: String = {
             (#"{"description": "x"}"#, "missing key \"name\""),
             (#"{"name": "x", "network": "sometimes"}"#, "network"),
             (#"{"name": "x", "capabilities": ["CAP_NOPE"]}"#, "unknown capability"),
+            (#"{"name": "x", "masked_path": []}"#, "unknown key \"masked_path\""),
+            (#"{"name": "x", "readonly_paths": ["proc/sys"]}"#, "absolute paths"),
+            (#"{"name": "x", "masked_paths": ["/proc/../etc"]}"#, "absolute paths"),
+            (#"{"name": "x", "user_namespaces": "sometimes"}"#, "user_namespaces"),
         ]
         for (text, expected) in cases {
             do {

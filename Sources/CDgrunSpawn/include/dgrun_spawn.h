@@ -25,6 +25,9 @@
 enum dgrun_mount_kind {
     DGRUN_MOUNT_BIND = 1,   // source (host path) bound at target
     DGRUN_MOUNT_TMPFS = 2,  // fresh tmpfs at target
+    // After every other mount, on what is then at target (skipped when target does not exist):
+    DGRUN_MOUNT_READONLY = 3,  // made read-only in place (OCI readonlyPaths)
+    DGRUN_MOUNT_MASK = 4,      // hidden: an empty read-only directory, or /dev/null for a file (maskedPaths)
 };
 
 struct dgrun_mount {
@@ -63,6 +66,8 @@ struct dgrun_plan {
     int32_t stdout_to_stderr;  // the command's stdout is dgrun's stderr (discover's graph owns stdout)
     const void *bpf;           // struct sock_filter[bpf_len], NULL: no seccomp
     uint16_t bpf_len;
+    const void *guard_bpf;     // a second filter stacked on bpf (new user namespaces denied), NULL: none
+    uint16_t guard_bpf_len;
     uint64_t keep_caps;        // bit N: keep capability N
     int32_t last_cap;          // /proc/sys/kernel/cap_last_cap
     const struct dgrun_rlimit *rlimits;
@@ -91,6 +96,7 @@ enum dgrun_stage {
     DGRUN_STAGE_MOUNT_DEV, DGRUN_STAGE_MOUNT_TMPFS, DGRUN_STAGE_ATTACH_BIND, DGRUN_STAGE_PIVOT_ROOT,
     DGRUN_STAGE_CHDIR, DGRUN_STAGE_FORK, DGRUN_STAGE_RLIMIT, DGRUN_STAGE_CAPS, DGRUN_STAGE_NO_NEW_PRIVS,
     DGRUN_STAGE_SECCOMP, DGRUN_STAGE_TRACE, DGRUN_STAGE_CLOSE_FDS, DGRUN_STAGE_SETSID, DGRUN_STAGE_EXEC,
+    DGRUN_STAGE_READONLY_PATH, DGRUN_STAGE_MASK_PATH,
 };
 
 struct dgrun_failure {

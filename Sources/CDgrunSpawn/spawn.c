@@ -440,6 +440,8 @@ __attribute__((noreturn)) static void dg_init_linger(int linger_ms, int code) {
     _exit(code);
 }
 
+static int dg_is_stop_signal(int sig) { return sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT; }
+
 // pid 1 of the sandbox: forward signals to the command, reap every orphan, report the command's
 // status to the parent, and end the namespace when the command ends (or lingers: see above).
 __attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd, int linger_ms) {
@@ -450,7 +452,11 @@ __attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd,
         int sig = sigwaitinfo(&all, &info);
         if (sig < 0) continue;
         if (sig != SIGCHLD) {
-            kill(command, sig);
+            // A stop signal goes to every process of the sandbox, as a terminal's ^C reaches the
+            // whole foreground job: a shell waiting for its child would otherwise outwait it.
+            // Others (USR1, USR2) are the command's own business.
+            if (dg_is_stop_signal(sig)) kill(-1, sig);
+            else kill(command, sig);
             continue;
         }
         int status;
@@ -713,24 +719,28 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
         }
         if (fds[0].revents) break;
         if (fds[1].revents) {
+            int sig = 0;
             if (own_signalfd) {
-                for (int sig; (sig = dgrun_read_signal(sfd)) > 0;) {
-                    out->last_signal = sig;
-                    dg_pidfd_signal(child->pidfd, sig);
-                }
+                sig = dgrun_read_signal(sfd);
             } else {
-                int32_t sig;
-                ssize_t got = read(sfd, &sig, sizeof sig);
-                if (got == (ssize_t)sizeof sig && sig > 0) {
-                    out->last_signal = sig;
-                    dg_pidfd_signal(child->pidfd, (int)sig);
-                } else if (got == 0) {
-                    sfd = -1;  // the writer is gone: nothing more will come (poll skips a negative fd)
+                int32_t got_sig;
+                ssize_t got = read(sfd, &got_sig, sizeof got_sig);
+                if (got == (ssize_t)sizeof got_sig && got_sig > 0) sig = (int)got_sig;
+                else if (got == 0) sfd = -1;  // the writer is gone: nothing more will come (poll skips a negative fd)
+            }
+            if (sig > 0) {
+                out->last_signal = sig;
+                dg_pidfd_signal(child->pidfd, sig);
+                // Asked to stop: what has not stopped within the grace period is killed, as
+                // `docker stop` does (the timeout's own grace, if it is already running, stands).
+                if (dg_is_stop_signal(sig) && phase == 0) {
+                    phase = 1;
+                    deadline = dg_now_ms() + (grace_ms >= 0 ? grace_ms : 0);
                 }
             }
             continue;
         }
-        if (n == 0 && deadline >= 0 && dg_now_ms() >= deadline) {
+        if (deadline >= 0 && dg_now_ms() >= deadline) {
             if (phase == 0) {
                 out->timed_out = 1;
                 dg_pidfd_signal(child->pidfd, SIGTERM);

@@ -72,6 +72,10 @@ struct Exec {
             (target: inout Exec, text: String) throws(DgrunError) in
             target.request.timeoutSeconds = try option("timeout") { () throws(DgrunError) in try DurationText.parse(text) }
         },
+        .value("stop-timeout", "duration", "After --timeout or a signal to dgrun (INT, TERM, HUP, QUIT), which goes to every process of the sandbox: how long they have to stop before all are killed (default 10s).") {
+            (target: inout Exec, text: String) throws(DgrunError) in
+            target.request.stopGraceSeconds = try option("stop-timeout") { () throws(DgrunError) in try DurationText.parse(text) }
+        },
         .value("net", "none|host", "Network: none (loopback only) or host. Default: the profile's.") {
             (target: inout Exec, text: String) throws(DgrunError) in target.request.network = try choice(text, option: "net")
         },

@@ -36,7 +36,7 @@ public struct SandboxSpec: Sendable {
     public var keepCapabilities: UInt64 = 0
     public var timeoutSeconds: Double?
     /// After a timeout: SIGTERM, then SIGKILL of everything after this long.
-    public var killGraceSeconds: Double = 2
+    public var killGraceSeconds: Double = 10
     public var userMapping: UserMapping = .root
     public var newSession = false
     /// The command's stdout goes to dgrun's stderr (discover printing the graph on stdout).

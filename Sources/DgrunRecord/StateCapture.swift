@@ -77,7 +77,7 @@ public struct StateCapture: Sendable {
         var dependencies: [Dependency]? = nil
         var graphJSON: String? = nil
         var warning: String?
-        if let graph {
+        if let graph, outcome.interruptedBy == nil {
             let recorded = GraphRecording(graph: graph, now: finished, isPrivate: Self.privatePaths(of: spec))
             dependencies = recorded.dependencies
             record.outputs = recorded.outputs
@@ -87,6 +87,9 @@ public struct StateCapture: Sendable {
         do {
             try store.finishRun(record, id: id, graphJSON: graphJSON, dependencies: dependencies)
             try store.addSamples(outcome.samples, run: id)
+            if let signal = outcome.interruptedBy {
+                try store.markStale(task: task.directory, reason: "its last run (\(id)) was interrupted by signal \(signal)")
+            }
         } catch {
             warning = "dgrun: \(task.name): the run finished but could not be recorded: \(error)"
         }
@@ -162,7 +165,10 @@ extension RunRecord {
         pidsPeak = outcome.pidsPeak.map { Int64($0) }
         limitsJSON = StateCapture.json(outcome.limits) ?? "{}"
         adjustmentsJSON = StateCapture.json(outcome.adjustments) ?? "[]"
-        if let signal = outcome.interruptedBy { reasons.append("interrupted by signal \(signal)") }
+        if let signal = outcome.interruptedBy {
+            status = .interrupted
+            reasons.append("interrupted by signal \(signal)")
+        }
     }
 }
 

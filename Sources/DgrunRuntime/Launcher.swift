@@ -147,7 +147,8 @@ public struct Launcher: Sendable {
             limits: sandbox.applied, argv: spec.argv)
         outcome.samples = monitored.samples
         outcome.adjustments = monitored.adjustments
-        outcome.interruptedBy = result.last_signal != 0 ? result.last_signal : nil
+        // Asked to stop (a signal to dgrun, not the command's own USR1): the run is interrupted.
+        outcome.interruptedBy = [SIGINT, SIGTERM, SIGHUP, SIGQUIT].contains(result.last_signal) ? result.last_signal : nil
         if spec.trace {
             outcome.trace = TraceResult(events: TraceEvent.parse(log), notifications: log.notifications, lost: log.lost,
                                         supervisorSeconds: Double(log.busy_us) / 1e6)

@@ -51,8 +51,9 @@ public struct RunRequest: Sendable, Equatable {
     /// Limits as bytes, CPUs and a count; each nil when not asked for.
     public var limits = ResourceLimits()
     public var timeoutSeconds: Double?
-    /// After a timeout or a cancellation: SIGTERM, then SIGKILL of everything after this long.
-    public var stopGraceSeconds: Double = 2
+    /// After a timeout or a signal to dgrun: SIGTERM (or that signal) to every process of the
+    /// sandbox, then everything still there is killed after this long (`docker stop`'s 10 s).
+    public var stopGraceSeconds: Double = 10
     public var network: SandboxProfile.Network?
     public var binds: [Bind] = []
     public var tmpfs: [String] = []

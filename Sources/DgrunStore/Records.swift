@@ -65,6 +65,9 @@ public struct RunRecord: Sendable, Equatable, Codable {
         case blocked
         /// dgrun died while the run was in flight (kill -9, power loss).
         case abandoned
+        /// dgrun was asked to stop (a signal to it) and stopped the run: its graph is partial,
+        /// so the task's dependencies stay those of its last finished run and it is marked stale.
+        case interrupted
     }
     public var id: Int64?
     public var taskID: String

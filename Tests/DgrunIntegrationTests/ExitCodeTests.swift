@@ -73,15 +73,37 @@ import Glibc
     }
 
     @Test(arguments: [SIGINT, SIGTERM, SIGHUP, SIGQUIT])
-    func signalsAreForwarded(signal: Int32) {
+    func signalsAreForwardedToEveryProcessOfTheSandbox(signal: Int32) {
+        // As a CI runner cancels: the signal to dgrun's own pid. It reaches the sleeping child as
+        // well as the shell waiting for it (which, for SIGINT, outwaited it before), so the run
+        // ends at once, by that signal.
         let marker = "dgrun-fwd-\(signal)-\(getpid())"
+        let started = Date()
         let r = Harness.dgrun(["exec", "--", "sh", "-c", "sleep 30; : \(marker)"]) { pid in
-            _ = Harness.waitUntil(timeout: 5) { !Harness.processes(containing: "sleep 30").isEmpty }
+            _ = Harness.waitUntil(timeout: 5) { !Harness.processes(containing: marker).isEmpty }
             usleep(100_000)
             kill(pid, signal)
         }
-        // sh runs `sleep` as a child: the signal reaches sh (pid 2 of the sandbox), which dies of it.
         #expect(r.status == 128 + signal, "\(r.status) \(r.stderr)")
+        #expect(r.report["signal"] as? Int == Int(signal), "\(r.report)")
+        #expect(r.report["interrupted_by"] as? Int == Int(signal), "\(r.report)")
+        #expect(Date().timeIntervalSince(started) < 10, "the run did not stop when asked")
         #expect(Harness.processes(containing: marker).isEmpty)
+    }
+
+    @Test func whatIgnoresTheSignalIsKilledAfterTheStopTimeout() {
+        let marker = "dgrun-stubborn-\(getpid())"
+        let started = Date()
+        let r = Harness.dgrun(["exec", "--stop-timeout", "1s", "--", "sh", "-c", "trap '' INT TERM; sleep 30; : \(marker)"]) { pid in
+            _ = Harness.waitUntil(timeout: 5) { !Harness.processes(containing: marker).isEmpty }
+            usleep(100_000)
+            kill(pid, SIGINT)
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(r.status == 137, "\(r.status) \(r.stderr)")
+        #expect(r.report["interrupted_by"] as? Int == Int(SIGINT), "\(r.report)")
+        #expect(elapsed > 0.9 && elapsed < 8, "killed after the 1 s stop timeout, not before: \(elapsed)")
+        #expect(Harness.processes(containing: marker).isEmpty)
+        #expect(Harness.dgrun(["exec", "--stop-timeout", "soon", "--", "true"]).status == 125)
     }
 }

@@ -1,6 +1,7 @@
 import DgrunCgroups
 import DgrunSystem
 import Foundation
+import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -30,9 +31,56 @@ enum Harness {
     }()
 
     static var isRoot: Bool { getuid() == 0 }
+
+    /// The dgrun binary as uid 65534 can run it: this build when that user can reach it, else a copy
+    /// (with the profiles, where dgrun looks for them beside its binary) in a directory made for
+    /// it, removed when the tests end. nil when no copy could be made.
+    static let unprivilegedBinary: String? = {
+        func reachable(_ binary: String) -> Bool {
+            run(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", binary, "--version"]).status == 0
+        }
+        guard isRoot, hasCommand("setpriv") else { return nil }
+        if reachable(binary) { return binary }
+        var template = Array("/var/tmp/dgrun-test-bin-XXXXXX".utf8CString)
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { return nil }
+        let prefix = String(cString: made)
+        copiedPrefix.withLock { $0 = prefix }
+        atexit { if let prefix = copiedPrefix.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: prefix) } }
+        let copy = run(["/bin/sh", "-c", "mkdir -p \(prefix)/bin \(prefix)/share/dgrun && cp \(binary) \(prefix)/bin/dgrun && cp -r \(repositoryRoot)/profiles \(prefix)/share/dgrun/profiles && chmod -R a+rX \(prefix)"])
+        return copy.status == 0 && reachable(prefix + "/bin/dgrun") ? prefix + "/bin/dgrun" : nil
+    }()
+    private static let copiedPrefix = Locked<String?>(nil)
     static let layout = CgroupLayout.detect()
-    static let canLimit: Bool = isRoot && CgroupDrivers.detect().driver != nil
-    static let limitSkipReason = "needs root and a writable cgroup hierarchy (\(CgroupDrivers.detect().reason))"
+    /// Whether this machine can limit, decided by the tests' own probe (a memory cgroup made,
+    /// limited and removed here), not by the cgroup detection that the limit tests are testing.
+    static let canLimit: Bool = isRoot && cgroupProbeFailure == nil
+    static let limitSkipReason = "needs root and a writable memory cgroup (\(cgroupProbeFailure ?? "not root"))"
+    static let cgroupProbeFailure: String? = {
+        let base = FileIO.isDirectory("/sys/fs/cgroup/memory") ? "/sys/fs/cgroup/memory" : "/sys/fs/cgroup"
+        let knob = base.hasSuffix("/memory") ? "memory.limit_in_bytes" : "memory.max"
+        let probe = base + "/dgrun-test-probe-\(getpid())"
+        guard mkdir(probe, 0o755) == 0 || errno == EEXIST else { return "mkdir \(probe): \(String(cString: strerror(errno)))" }
+        defer { rmdir(probe) }
+        do { try FileIO.write(probe + "/" + knob, "67108864") } catch { return "\(error)" }
+        return nil
+    }()
+
+    /// The lanes `.ci/run` requires (DGRUN_REQUIRE_LANES=root,limits,rootless,vm): there an
+    /// unavailable lane fails the run instead of being skipped.
+    static let requiredLanes: Set<String> = Set((Foundation.ProcessInfo.processInfo.environment["DGRUN_REQUIRE_LANES"] ?? "")
+        .split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
+
+    struct LaneUnavailable: Error, CustomStringConvertible { var description: String }
+
+    /// Ends the current test as skipped with its reason, or as failed when `lane` is required.
+    static func unavailable(_ lane: String, _ reason: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> Never {
+        if requiredLanes.contains(lane) {
+            Issue.record("the \(lane) lane is required (DGRUN_REQUIRE_LANES) but cannot run: \(reason)", sourceLocation: sourceLocation)
+            throw LaneUnavailable(description: reason)
+        }
+        print("skipped: \(reason)")
+        try Test.cancel(Comment(rawValue: reason), sourceLocation: sourceLocation)
+    }
     /// "v2" inside the VM lane, where the same limit tests run on a real cgroup-v2 kernel.
     static let lane = Foundation.ProcessInfo.processInfo.environment["DGRUN_TEST_LANE"] ?? "host"
 

@@ -126,4 +126,31 @@ import Glibc
         let o = Harness.dgrun(["discover", "-o", dir + "/g.json", "--", "sh", "-c", "echo chatty"])
         #expect(o.stdout == "chatty\n", "\(o.stderr)")
     }
+
+    @Test func aSignalToDgrunStopsEveryRunningTaskWithinTheStopTimeout() throws {
+        // Two independent tasks, one of which ignores the signal: both stop (the stubborn one
+        // killed after --stop-timeout), both are recorded as interrupted, nothing is left.
+        let ws = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(ws) }
+        let marker = "dgrun-ws-cancel-\(getpid())"
+        for (name, run) in [("polite", "sleep 30; : \(marker)"), ("stubborn", "trap '' INT TERM; sleep 31; : \(marker)")] {
+            mkdir(ws + "/" + name, 0o755)
+            try "run = \"\(run)\"\n".write(toFile: ws + "/" + name + "/task.toml", atomically: false, encoding: .utf8)
+        }
+        let started = Date()
+        let r = Harness.dgrun(["exec", "--stop-timeout", "1s", ws]) { pid in
+            _ = Harness.waitUntil(timeout: 10) { Harness.processes(containing: marker).count >= 2 }
+            usleep(200_000)
+            kill(pid, SIGINT)
+        }
+        #expect(Date().timeIntervalSince(started) < 10, "the workspace run did not stop when asked")
+        #expect(r.status != 0, "\(r.stderr)")
+        #expect(Harness.waitUntil(timeout: 2) { Harness.processes(containing: marker).isEmpty })
+        for name in ["polite", "stubborn"] {
+            let history = Harness.dgrun(["history", ws + "/" + name])
+            #expect(history.stdout.contains("interrupted"), "\(name): \(history.stdout) \(history.stderr)")
+            let status = Harness.dgrun(["status", ws + "/" + name])
+            #expect(!status.stdout.contains("up to date"), "\(name): \(status.stdout)")
+        }
+    }
 }

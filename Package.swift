@@ -49,7 +49,7 @@ let package = Package(
         .testTarget(name: "DgrunSystemTests", dependencies: ["DgrunSystem"]),
         .testTarget(name: "DgrunPlannerTests", dependencies: ["DgrunPlanner", "DgrunStore"]),
         .testTarget(name: "DgrunMonitorTests", dependencies: ["DgrunMonitor", "DgrunCgroups", "DgrunSpec"]),
-        .testTarget(name: "DgrunEngineTests", dependencies: ["DgrunEngine", "DgrunPlanner", "DgrunSpec", "DgrunStore"]),
+        .testTarget(name: "DgrunEngineTests", dependencies: ["DgrunEngine", "DgrunProvision", "DgrunPlanner", "DgrunSpec", "DgrunStore"]),
         .testTarget(name: "DgrunIntegrationTests", dependencies: ["DgrunSystem", "DgrunCgroups", "DgrunStore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
@@ -46,6 +47,9 @@
 #endif
 #ifndef MOVE_MOUNT_F_EMPTY_PATH
 #define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef MOUNT_ATTR_IDMAP
+#define MOUNT_ATTR_IDMAP 0x00100000
 #endif
 #ifndef MOUNT_ATTR_RDONLY
 #define MOUNT_ATTR_RDONLY 0x00000001
@@ -247,6 +251,7 @@ static void dg_setup_mounts(const struct dgrun_plan *plan) {
         const struct dgrun_mount *m = &plan->mounts[i];
         bind_fds[i] = -1;
         if (m->kind != DGRUN_MOUNT_BIND) continue;
+        if (m->tree_fd >= 0) { bind_fds[i] = m->tree_fd; continue; }  // made (idmapped) by the parent
         bind_fds[i] = dg_open_tree(m->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
         dg_check(bind_fds[i] >= 0, DGRUN_STAGE_CLONE_BIND, m->source);
         if (m->readonly) dg_check(dg_set_readonly(bind_fds[i]) == 0, DGRUN_STAGE_BIND_READONLY, m->source);
@@ -503,6 +508,13 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     // /proc/1 needs CAP_SYS_PTRACE over the host's namespace. Only now: the parent, rootless,
     // had to write /proc/PID/uid_map first, which a non-dumpable process's owner change forbids.
     dg_check(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0, DGRUN_STAGE_WAIT_GO, "prctl(PR_SET_DUMPABLE)");
+    if (plan->become_root) {
+        // Mapped to a subordinate range, the init's own host ids mean nothing inside: it becomes
+        // the range's root (and drops the host's supplementary groups) before creating anything.
+        dg_check(syscall(SYS_setgroups, 0, NULL) == 0, DGRUN_STAGE_SET_IDS, "setgroups");
+        dg_check(syscall(SYS_setresgid, 0, 0, 0) == 0, DGRUN_STAGE_SET_IDS, "setresgid");
+        dg_check(syscall(SYS_setresuid, 0, 0, 0) == 0, DGRUN_STAGE_SET_IDS, "setresuid");
+    }
 
     for (int i = 0; i < plan->n_v1_task_fds; i++) {
         ssize_t w;
@@ -513,7 +525,6 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     // Everything else dgrun had open (other threads' files, other sandboxes' pipes) is closed now:
     // the init never execs, so close-on-exec would never close it, and the command must not find
     // it through /proc/1/fd.
-    dg_close_except(status_fd, dg_error_fd, plan->trace_socket);
     if (plan->clone_flags & CLONE_NEWCGROUP)
         dg_check(unshare(CLONE_NEWCGROUP) == 0, DGRUN_STAGE_CGROUPNS, "cgroup namespace");
     if (plan->hostname)
@@ -521,6 +532,9 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     if (plan->loopback_up) dg_loopback_up();
     if (plan->clone_flags & CLONE_NEWNS) dg_setup_mounts(plan);
     if (plan->cwd) dg_check(chdir(plan->cwd) == 0, DGRUN_STAGE_CHDIR, plan->cwd);
+    // After the mounts, which used the trees the parent made. (Before the command exists: what
+    // it could reach through /proc/1/fd is only what the init keeps.)
+    dg_close_except(status_fd, dg_error_fd, plan->trace_socket);
 
     sigset_t all;
     sigfillset(&all);
@@ -570,10 +584,66 @@ int dgrun_block_signals(void) {
     return sigprocmask(SIG_BLOCK, &set, NULL) == 0 ? 0 : -errno;
 }
 
+// --userns auto: the idmapping's user namespace belongs to a child that only waits to be killed.
+// (Parent side: stdio is fine here.)
+static int dg_idmap_child(void *arg) { (void)arg; for (;;) pause(); return 0; }
+
+static int dg_write_map(pid_t pid, const char *file, uint32_t inside, uint32_t outside, uint32_t count) {
+    char path[64], map[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
+    int n = snprintf(map, sizeof map, "%u %u %u\n", inside, outside, count);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    ssize_t w = write(fd, map, (size_t)n);
+    int e = w < 0 ? errno : EIO;
+    close(fd);
+    return w == n ? 0 : -e;
+}
+
+static pthread_mutex_t dg_spawn_lock;
+
+int dgrun_idmap_userns(uint32_t inside_uid, uint32_t outside_uid, uint32_t inside_gid, uint32_t outside_gid, uint32_t count) {
+    static char stack[16384] __attribute__((aligned(16)));
+    // Under the fork lock for the whole life of the child: it must not hold another sandbox's
+    // pipe ends, and the one stack is its alone.
+    pthread_mutex_lock(&dg_spawn_lock);
+    pid_t pid = clone(dg_idmap_child, stack + sizeof stack, CLONE_NEWUSER | SIGCHLD, NULL);
+    if (pid < 0) { int e = errno; pthread_mutex_unlock(&dg_spawn_lock); return -e; }
+    int rc = dg_write_map(pid, "uid_map", inside_uid, outside_uid, count);
+    if (rc == 0) rc = dg_write_map(pid, "gid_map", inside_gid, outside_gid, count);
+    if (rc == 0) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
+        rc = open(path, O_RDONLY | O_CLOEXEC);
+        if (rc < 0) rc = -errno;
+    }
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR) {}
+    pthread_mutex_unlock(&dg_spawn_lock);
+    return rc;
+}
+
+int dgrun_idmapped_tree(const char *path, int userns_fd, int readonly, int *stage) {
+    *stage = 0;
+    int fd = dg_open_tree(path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (fd < 0) return -errno;
+    *stage = 1;
+    struct dg_mount_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | (readonly ? MOUNT_ATTR_RDONLY : 0);
+    attr.userns_fd = (uint64_t)userns_fd;
+    if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
 // The fork lock of swift-subprocess: pipes are made and their child ends closed under it, so a
 // sandbox cloned by another thread at the same moment never inherits them (its init never execs,
 // so CLOEXEC would not close them, and a parent would wait for an EOF that never comes).
-static pthread_mutex_t dg_spawn_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t dg_spawn_lock = PTHREAD_MUTEX_INITIALIZER;  // declared above, for the idmap child
 static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *child);
 
 int dgrun_spawn(const struct dgrun_plan *plan, struct dgrun_child *child) {
@@ -828,6 +898,7 @@ const char *dgrun_stage_name(int stage) {
     case DGRUN_STAGE_EXEC: return "execute";
     case DGRUN_STAGE_READONLY_PATH: return "make a kernel path read-only";
     case DGRUN_STAGE_MASK_PATH: return "mask a kernel path";
+    case DGRUN_STAGE_SET_IDS: return "become root of the id range";
     default: return "set up the sandbox";
     }
 }

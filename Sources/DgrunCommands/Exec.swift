@@ -100,6 +100,9 @@ struct Exec {
         .value("limits", "enforce|best-effort", "Without a writable cgroup: fail (enforce, the default) or use rlimits.") {
             (target: inout Exec, text: String) throws(DgrunError) in target.request.limitMode = try choice(text, option: "limits")
         },
+        .value("userns", "host|auto", "Host ids of the sandbox: host (the caller's, the default) or auto (root only: a subordinate range, so the task's root is not the host's; bound directories idmapped).") {
+            (target: inout Exec, text: String) throws(DgrunError) in target.request.userNamespace = try choice(text, option: "userns")
+        },
         .value("user", "root|current", "Who the caller is inside: root (uid 0, the default) or its own uid.") {
             (target: inout Exec, text: String) throws(DgrunError) in target.request.user = try choice(text, option: "user")
         },

@@ -148,6 +148,15 @@ public struct Provisioner: Sendable {
         // The monitor samples every run with a cgroup; it moves limits only with tuning on.
         spec.tuning = tuning ?? SandboxSpec.TuningPlan(tune: request.tune)
         spec.userMapping = request.user
+        if request.userNamespace == .auto {
+            guard getuid() == 0 else {
+                throw DgrunError("--userns auto maps the sandbox to a subordinate id range, which only root may do; run as root, or without it (an unprivileged caller's sandbox already runs as that caller)")
+            }
+            guard request.user == .root else {
+                throw DgrunError("--userns auto and --user current do not go together: under auto the task is root of its own range")
+            }
+            spec.subordinateIDs = SubordinateIDs.forCaller()
+        }
         spec.newSession = request.newSession || profile.newSession
         spec.timeoutSeconds = request.timeoutSeconds
         spec.killGraceSeconds = request.stopGraceSeconds

@@ -38,6 +38,9 @@ public struct SandboxSpec: Sendable {
     /// After a timeout: SIGTERM, then SIGKILL of everything after this long.
     public var killGraceSeconds: Double = 10
     public var userMapping: UserMapping = .root
+    /// --userns auto: the host ids the sandbox's 0... are, and the caller's own ids, which the
+    /// bound directories' files (the caller's) appear as root inside through an idmapped mount.
+    public var subordinateIDs: SubordinateIDs?
     public var newSession = false
     /// The command's stdout goes to dgrun's stderr (discover printing the graph on stdout).
     public var stdoutToStderr = false

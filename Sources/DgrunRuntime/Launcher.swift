@@ -29,21 +29,29 @@ public struct Launcher: Sendable {
 
         // 1. The flat plan the C child reads.
         let arena = CStringArena()
-        let mounts = spec.binds.map {
-            dgrun_mount(kind: Int32(DGRUN_MOUNT_BIND.rawValue), readonly: $0.readonly ? 1 : 0,
-                        source: arena.string($0.source), target: arena.string($0.target))
-        } + spec.tmpfs.map {
-            dgrun_mount(kind: Int32(DGRUN_MOUNT_TMPFS.rawValue), readonly: 0, source: nil, target: arena.string($0))
-        }
+        // --userns auto: the bound directories, idmapped here (only the host's root may), so that
+        // the caller's files are root's inside and what the task writes is the caller's outside.
+        let trees: [Int32]
+        do { trees = try Self.idmappedTrees(spec) } catch { throw error }
+        defer { for fd in trees where fd >= 0 { close(fd) } }
+        var mounts: [dgrun_mount] = []
         // tmpfs first: a working directory below /tmp is bound on top of the fresh /tmp. The kernel
         // paths come last (the child applies them after every other mount).
-        let kernelPaths = spec.readonlyPaths.map {
-            dgrun_mount(kind: Int32(DGRUN_MOUNT_READONLY.rawValue), readonly: 1, source: nil, target: arena.string($0))
-        } + spec.maskedPaths.map {
-            dgrun_mount(kind: Int32(DGRUN_MOUNT_MASK.rawValue), readonly: 1, source: nil, target: arena.string($0))
+        for target in spec.tmpfs {
+            mounts.append(dgrun_mount(kind: Int32(DGRUN_MOUNT_TMPFS.rawValue), readonly: 0, source: nil, target: arena.string(target), tree_fd: -1))
         }
-        let orderedMounts = mounts.filter { $0.kind == Int32(DGRUN_MOUNT_TMPFS.rawValue) }
-            + mounts.filter { $0.kind == Int32(DGRUN_MOUNT_BIND.rawValue) } + kernelPaths
+        for (index, bind) in spec.binds.enumerated() {
+            mounts.append(dgrun_mount(kind: Int32(DGRUN_MOUNT_BIND.rawValue), readonly: bind.readonly ? 1 : 0,
+                                      source: arena.string(bind.source), target: arena.string(bind.target),
+                                      tree_fd: trees.isEmpty ? -1 : trees[index]))
+        }
+        for path in spec.readonlyPaths {
+            mounts.append(dgrun_mount(kind: Int32(DGRUN_MOUNT_READONLY.rawValue), readonly: 1, source: nil, target: arena.string(path), tree_fd: -1))
+        }
+        for path in spec.maskedPaths {
+            mounts.append(dgrun_mount(kind: Int32(DGRUN_MOUNT_MASK.rawValue), readonly: 1, source: nil, target: arena.string(path), tree_fd: -1))
+        }
+        let orderedMounts = mounts
         var flags = DGRUN_NS_USER | DGRUN_NS_MNT | DGRUN_NS_PID | DGRUN_NS_IPC | DGRUN_NS_UTS | DGRUN_NS_CGROUP
         if spec.network == .none { flags |= DGRUN_NS_NET }
         let bpf = spec.seccompProgram.flatMap { arena.buffer($0) }
@@ -66,6 +74,7 @@ public struct Launcher: Sendable {
         plan.rootfs = arena.optionalString(spec.rootfs)
         plan.mounts = arena.buffer(orderedMounts)
         plan.n_mounts = Int32(orderedMounts.count)
+        plan.become_root = spec.subordinateIDs == nil ? 0 : 1
         plan.setup_proc = 1
         plan.setup_dev = 1
         plan.loopback_up = spec.network == .none ? 1 : 0
@@ -108,7 +117,7 @@ public struct Launcher: Sendable {
         }
         defer { dgrun_close(&child) }
         do {
-            try writeIDMaps(pid: child.pid, mapping: spec.userMapping)
+            try writeIDMaps(pid: child.pid, mapping: spec.userMapping, range: spec.subordinateIDs)
         } catch {
             dgrun_abort(&child)
             throw DgrunError.launch("cannot prepare the sandbox: \(error)", cause: error)
@@ -191,7 +200,12 @@ public struct Launcher: Sendable {
 
     /// Maps the caller to root (or itself) inside. Without CAP_SETGID (an ordinary user, or root
     /// inside another sandbox) the kernel requires setgroups to be denied first.
-    func writeIDMaps(pid: Int32, mapping: SandboxSpec.UserMapping) throws(SystemError) {
+    func writeIDMaps(pid: Int32, mapping: SandboxSpec.UserMapping, range: SubordinateIDs?) throws(SystemError) {
+        if let range {  // --userns auto, as root: the sandbox's 0... are the range
+            try FileIO.write("/proc/\(pid)/uid_map", "0 \(range.uid) \(range.count)\n")
+            try FileIO.write("/proc/\(pid)/gid_map", "0 \(range.gid) \(range.count)\n")
+            return
+        }
         let uid = getuid(), gid = getgid()
         let inside = mapping == .root ? (uid: UInt32(0), gid: UInt32(0)) : (uid: uid, gid: gid)
         let caps = Capabilities.effective(["CAP_SETGID", "CAP_SETFCAP"])
@@ -203,6 +217,33 @@ public struct Launcher: Sendable {
             ? "inside another sandbox, mapping root needs CAP_SETFCAP there (dgrun exec --cap-add CAP_SETFCAP)" : nil
         try FileIO.write("/proc/\(pid)/uid_map", "\(inside.uid) \(uid) 1\n", hint: hint)
         try FileIO.write("/proc/\(pid)/gid_map", "\(inside.gid) \(gid) 1\n")
+    }
+
+    /// One detached, idmapped tree per bind (the caller's ids shown as the range's first, the
+    /// sandbox's root), or none without --userns auto.
+    static func idmappedTrees(_ spec: SandboxSpec) throws(DgrunError) -> [Int32] {
+        guard let range = spec.subordinateIDs, !spec.binds.isEmpty else { return [] }
+        let userns = dgrun_idmap_userns(range.callerUID, range.uid, range.callerGID, range.gid, 1)
+        guard userns >= 0 else {
+            throw DgrunError.launch("--userns auto: cannot make the idmapping for the bound directories: \(String(cString: strerror(-userns)))",
+                                    cause: SystemError("clone(CLONE_NEWUSER)", errno: -userns))
+        }
+        defer { close(userns) }
+        var trees: [Int32] = []
+        for bind in spec.binds {
+            var stage: Int32 = 0
+            let fd = dgrun_idmapped_tree(bind.source, userns, bind.readonly ? 1 : 0, &stage)
+            if fd < 0 {
+                for tree in trees { close(tree) }
+                let operation = stage == 0 ? "open_tree" : "mount_setattr(MOUNT_ATTR_IDMAP)"
+                let hint = stage == 1 && -fd == EINVAL
+                    ? "; its filesystem cannot be idmapped on this kernel (tmpfs needs Linux 6.3, overlayfs 5.19): move it, or run without --userns auto" : ""
+                throw DgrunError.launch("--userns auto: cannot idmap \(bind.source): \(operation): \(String(cString: strerror(-fd)))\(hint)",
+                                        cause: SystemError(operation, path: bind.source, errno: -fd))
+            }
+            trees.append(fd)
+        }
+        return trees
     }
 
     static func cloneError(_ err: Int32) -> DgrunError {

@@ -15,6 +15,16 @@ public struct RunRequest: Sendable, Equatable {
         case current
     }
 
+    /// Which host ids the sandbox's ids are.
+    public enum UserNamespaceMode: String, Sendable, CaseIterable {
+        /// The caller's own: root's sandbox runs as host root (without capabilities).
+        case host
+        /// A subordinate range (/etc/subuid and /etc/subgid, or dgrun's reserved one): the task's
+        /// root is an unprivileged host id, and the directories bound in are idmapped so that what
+        /// it writes there belongs to the caller. Root only.
+        case auto
+    }
+
     /// A host path shown in the sandbox: `PATH` or `SRC:DST` as typed.
     public struct Bind: Sendable, Equatable {
         public var source: String
@@ -72,6 +82,7 @@ public struct RunRequest: Sendable, Equatable {
     public var hostname: String?
     public var limitMode: LimitMode = .enforce
     public var user: UserMapping = .root
+    public var userNamespace: UserNamespaceMode = .host
     /// Live tuning of memory and CPU limits.
     public var tune = true
     /// After an OOM kill, run again with twice the memory, up to this many times.

@@ -10,8 +10,9 @@ import Glibc
 /// unchanged, the host process alive, the listener never reached, nothing left running.
 @Suite(.serialized, .enabled(if: Harness.hasCommand("python3"), "needs python3 for raw syscalls"))
 struct HostileTests {
+    /// root: as CI runs it; auto: root with --userns auto; nobody: an unprivileged caller.
     enum Who: String, CaseIterable, CustomTestStringConvertible {
-        case root, nobody
+        case root, auto, nobody
         var testDescription: String { rawValue }
     }
 
@@ -21,9 +22,10 @@ struct HostileTests {
     /// recorded skip reason) when that identity cannot run here.
     static func dgrun(_ who: Who, _ args: [String], cwd: String) throws -> RunResult {
         switch who {
-        case .root:
-            if !Harness.isRoot { try Harness.unavailable("root", "the root lane of the hostile suite needs root") }
-            return Harness.run([Harness.binary] + args, cwd: cwd)
+        case .root, .auto:
+            if !Harness.isRoot { try Harness.unavailable("root", "the root lanes of the hostile suite need root") }
+            let options = who == .auto && args.first == "exec" ? ["exec", "--userns", "auto"] + args.dropFirst() : args
+            return Harness.run([Harness.binary] + options, cwd: cwd)
         case .nobody:
             if !nobodyReachable {
                 try Harness.unavailable("rootless", "the unprivileged lane needs root (to become uid 65534) and setpriv")

@@ -125,6 +125,29 @@ import Glibc
         #expect(nested.stdout == "inner\n")
     }
 
+    @Test(.enabled(if: Harness.isRoot, "--userns auto needs root"))
+    func usernsAutoRunsTheTaskAsAnUnprivilegedHostIdentity() throws {
+        let dir = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(dir) }
+        try "mine\n".write(toFile: dir + "/mine.txt", atomically: false, encoding: .utf8)
+        chmod(dir + "/mine.txt", 0o600)
+        let r = Harness.dgrun(["exec", "--userns", "auto", "--", "sh", "-c", """
+            id -u; cat mine.txt; echo new > new.txt; stat -c %u /etc/passwd; cat /etc/shadow >/dev/null 2>&1 && echo shadow-read
+            awk '{print $2}' /proc/self/uid_map
+            """], cwd: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        // Root inside; the caller's own 0600 file is readable (idmapped bind); host root's files
+        // are nobody's, and root-only ones unreadable; the range is not the host's root.
+        #expect(r.stdout.hasPrefix("0\nmine\n65534\n"), "\(r.stdout)")
+        #expect(!r.stdout.contains("shadow-read"), "\(r.stdout)")
+        let start = r.stdout.split(separator: "\n").last.flatMap { UInt32($0) } ?? 0
+        #expect(start >= 65536, "the sandbox's root is a subordinate id: \(r.stdout)")
+        var st = stat()
+        #expect(stat(dir + "/new.txt", &st) == 0 && st.st_uid == getuid() && st.st_gid == getgid(),
+                "what the task wrote belongs to the caller on the host")
+        #expect(Harness.dgrun(["exec", "--userns", "sometimes", "--", "true"]).status == 125)
+    }
+
     @Test func userMapping() {
         #expect(Harness.dgrun(["exec", "--", "id", "-u"]).stdout == "0\n")
         #expect(Harness.dgrun(["exec", "--user", "current", "--", "id", "-u"]).stdout == "\(getuid())\n")

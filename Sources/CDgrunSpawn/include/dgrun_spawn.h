@@ -35,6 +35,8 @@ struct dgrun_mount {
     int32_t readonly;
     const char *source;  // host path (bind)
     const char *target;  // absolute path inside the sandbox
+    int32_t tree_fd;     // bind: >= 0, a detached tree the parent made (dgrun_idmapped_tree) used
+                         // instead of cloning source; -1: the child clones source
 };
 
 struct dgrun_rlimit {
@@ -59,6 +61,8 @@ struct dgrun_plan {
     const char *rootfs;        // NULL: the host root, read-only
     const struct dgrun_mount *mounts;
     int32_t n_mounts;
+    int32_t become_root;       // after the maps: setgroups([]), setresgid(0), setresuid(0) inside
+                               // (--userns auto: the init's host ids are not mapped there)
     int32_t setup_proc;        // fresh /proc (needs CLONE_NEWPID)
     int32_t setup_dev;         // minimal /dev
     int32_t loopback_up;       // bring up lo in a new network namespace
@@ -96,7 +100,7 @@ enum dgrun_stage {
     DGRUN_STAGE_MOUNT_DEV, DGRUN_STAGE_MOUNT_TMPFS, DGRUN_STAGE_ATTACH_BIND, DGRUN_STAGE_PIVOT_ROOT,
     DGRUN_STAGE_CHDIR, DGRUN_STAGE_FORK, DGRUN_STAGE_RLIMIT, DGRUN_STAGE_CAPS, DGRUN_STAGE_NO_NEW_PRIVS,
     DGRUN_STAGE_SECCOMP, DGRUN_STAGE_TRACE, DGRUN_STAGE_CLOSE_FDS, DGRUN_STAGE_SETSID, DGRUN_STAGE_EXEC,
-    DGRUN_STAGE_READONLY_PATH, DGRUN_STAGE_MASK_PATH,
+    DGRUN_STAGE_READONLY_PATH, DGRUN_STAGE_MASK_PATH, DGRUN_STAGE_SET_IDS,
 };
 
 struct dgrun_failure {
@@ -124,6 +128,15 @@ int dgrun_block_signals(void);
 int dgrun_pipe(int fds[2]);
 int dgrun_forwarded_signalfd(void);
 int dgrun_read_signal(int fd);
+
+// --userns auto. A user namespace whose only use is as an idmapping: host uid/gid `outside_*`
+// appear as `inside_*` (a block of `count`); returns its fd (/proc/PID/ns/user of a short-lived
+// child), or -errno. Needs CAP_SETUID/CAP_SETGID (root).
+int dgrun_idmap_userns(uint32_t inside_uid, uint32_t outside_uid, uint32_t inside_gid, uint32_t outside_gid, uint32_t count);
+// A detached copy of the tree at `path`, idmapped through `userns_fd` (and read-only when asked),
+// for dgrun_mount.tree_fd. Returns the fd or -errno; `*stage` says which call failed (0 open_tree,
+// 1 mount_setattr). Only the host's root may idmap a filesystem mounted in the host's namespace.
+int dgrun_idmapped_tree(const char *path, int userns_fd, int readonly, int *stage);
 
 // Clone the sandbox init. Returns 0, or -errno of clone3/pipe2. Calls from several threads are
 // serialized, so that one sandbox's init never holds another's pipe ends.

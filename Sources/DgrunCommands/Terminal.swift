@@ -29,6 +29,7 @@ enum Terminal {
             line("dgrun: OOM-killed at \(ByteSize.describe(from)); retrying with \(ByteSize.describe(to)) (attempt \(attempt) of \(of))")
         case .finished(let task, let outcome):
             if let error = outcome.error { line("dgrun: \(task): \(error)") }
+        case .recorded: break
         case .notStarted(let task, let because): line("dgrun: \(task): not started: \(because)")
         case .interrupted(let signal):
             line("dgrun: interrupted (signal \(signal)): forwarded to the running tasks; nothing new starts")

@@ -92,7 +92,7 @@ public struct Launcher: Sendable {
 
         // 2. Clone, then maps, then the go byte.
         var child = dgrun_child()
-        let rc = dgrun_spawn(&plan, &child)
+        let rc = try SpawnOutput.spawn(into: spec.outputFile) { dgrun_spawn(&plan, &child) }
         guard rc == 0 else { throw Self.cloneError(-rc) }
         if traceSockets[1] >= 0 {  // the child has its copy; EOF on ours must mean it is gone
             close(traceSockets[1])
@@ -137,6 +137,7 @@ public struct Launcher: Sendable {
             memoryPeakBytes: stats.memoryPeakBytes ?? UInt64(result.maxrss_kib) * 1024,
             pidsPeak: stats.pidsPeak, cgroupDriver: sandbox.cgroupDriver,
             limits: sandbox.applied, argv: spec.argv)
+        outcome.log = spec.outputFile
         outcome.samples = monitored.samples
         outcome.adjustments = monitored.adjustments
         outcome.interruptedBy = result.last_signal != 0 ? result.last_signal : nil

@@ -199,7 +199,6 @@ struct CI {
         var report = CIReport(name: name, root: FileIO.realPath(directory) ?? directory, tasks: [], layers: layers,
                               required: required, exitStatus: error.exitStatus)
         report.error = error.message
-        output.write("dgrun: \(error.message)\n")
         return finish(report, renderer: renderer, output: output, warnings: [])
     }
 

@@ -181,11 +181,14 @@ struct GitLabRenderer: CIRenderer {
     }
 
     func group(_ task: CIReport.Task, body: String) -> String {
-        let now = Int(Clock.now())
+        // Printed when the task is done: the start is back-dated by its run time, so that GitLab
+        // shows the section's duration.
+        let now = Clock.now()
+        let start = Int(now - (task.wallSeconds ?? 0)), end = Int(now)
         let name = Self.sectionName(task.name)
         let collapsed = task.outcome.passed ? "[collapsed=true]" : ""
-        return "\u{1B}[0Ksection_start:\(now):\(name)\(collapsed)\r\u{1B}[0K\(title(task))\n\(body)\(body.hasSuffix("\n") || body.isEmpty ? "" : "\n")"
-            + "\u{1B}[0Ksection_end:\(now):\(name)\r\u{1B}[0K\n"
+        return "\u{1B}[0Ksection_start:\(start):\(name)\(collapsed)\r\u{1B}[0K\(title(task))\n\(body)\(body.hasSuffix("\n") || body.isEmpty ? "" : "\n")"
+            + "\u{1B}[0Ksection_end:\(end):\(name)\r\u{1B}[0K\n"
     }
 
     func closing(_ report: CIReport) -> String { plainClosing(report, colour: true) }

@@ -374,7 +374,8 @@ final class CILive: @unchecked Sendable {
         for blocker in item.blockers { text += "dgrun: \(item.name): blocked: \(blocker.ref): \(blocker.why)\n  fix: \(blocker.remedy)\n" }
         if let message = item.message { text += "dgrun: \(item.name): \(message)\n" }
         if let logMarker { text += logMarker + "\n" }
-        if item.outcome != .upToDate && item.outcome != .blocked { text += "dgrun: \(item.name): \(item.headline)\n" }
+        // After a long log, how it ended is said again where the reader is.
+        if item.outcome == .failed { text += "dgrun: \(item.name): \(item.headline)\n" }
         return text
     }
 }

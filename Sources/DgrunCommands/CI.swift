@@ -79,7 +79,8 @@ struct CI {
           dgrun ci --require limits,seccomp,userns --json ci.json ./workspace
           DGRUN_DOTENV=dgrun.env dgrun ci --format gitlab --junit junit.xml ./workspace
         """,
-        options: ciOptions + (Exec.sandboxOptions + Exec.planningOptions).map(lift))
+        // exec's --report is one run's; a CI step's is --json, every task's.
+        options: ciOptions + (Exec.sandboxOptions + Exec.planningOptions).filter { $0.long != "report" }.map(lift))
 
     static let ciOptions: [OptionSpec<CI>] = [
         .value("junit", "file", "Write a JUnit XML report: one testcase per task.") { $0.junit = FileSystem.absolute($1) },

@@ -126,8 +126,7 @@ public enum HostLayers {
     }
 
     /// Why the kernel may refuse user namespaces to this user, from the sysctls that say so.
-    static func usernsRestriction() -> (detail: String, fix: String)? {
-        let root = getuid() == 0
+    static func usernsRestriction(root: Bool = getuid() == 0, sysctl: (String) -> String? = HostLayers.sysctl) -> (detail: String, fix: String)? {
         if !root, sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1" {
             return ("AppArmor restricts unprivileged user namespaces here (kernel.apparmor_restrict_unprivileged_userns=1, as on GitHub's Ubuntu 24.04 runners)",
                     "run dgrun through sudo (root is not restricted), or install the AppArmor profile ci/apparmor/dgrun "
@@ -145,8 +144,7 @@ public enum HostLayers {
         return nil
     }
 
-    static func usernsLayer(_ failure: String?) -> SandboxLayer {
-        let restriction = usernsRestriction()
+    static func usernsLayer(_ failure: String?, restriction: (detail: String, fix: String)? = usernsRestriction()) -> SandboxLayer {
         guard let failure else {
             let note = restriction.map { "; \($0.detail), but this dgrun may create them" } ?? ""
             return SandboxLayer(name: .userns, state: .active, detail: "a user namespace per sandbox" + note)

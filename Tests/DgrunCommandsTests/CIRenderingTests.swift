@@ -1,6 +1,5 @@
 import DgrunEngine
 import DgrunPlanner
-import DgrunRuntime
 import DgrunSpec
 import DgrunSystem
 import Foundation
@@ -9,6 +8,7 @@ import FoundationXML
 #endif
 import Testing
 @testable import DgrunCommands
+@testable import DgrunRuntime
 
 /// dgrun ci's rendering on fake reports: escaping, each CI's conventions, the report files, and the
 /// summary's size bound. The real runs are in DgrunIntegrationTests/CITests.
@@ -310,6 +310,26 @@ import Testing
                 #expect(error.exitStatus == 125)
             }
         }
+    }
+
+    @Test func theAppArmorRestrictionIsNamedWithItsFixes() throws {
+        let ubuntu2404 = { (path: String) -> String? in
+            path == "/proc/sys/kernel/apparmor_restrict_unprivileged_userns" ? "1" : path == "/proc/sys/user/max_user_namespaces" ? "63000" : nil
+        }
+        let restriction = try #require(HostLayers.usernsRestriction(root: false, sysctl: ubuntu2404))
+        #expect(restriction.detail.contains("AppArmor restricts unprivileged user namespaces here (kernel.apparmor_restrict_unprivileged_userns=1"))
+        #expect(restriction.fix.contains("run dgrun through sudo"))
+        #expect(restriction.fix.contains("ci/apparmor/dgrun"))
+        // Root is not restricted.
+        #expect(HostLayers.usernsRestriction(root: true, sysctl: ubuntu2404) == nil)
+        let layer = HostLayers.usernsLayer("sandbox setup failed: mount: EACCES", restriction: restriction)
+        #expect(layer.state == .unavailable && layer.detail.hasSuffix(": sandbox setup failed: mount: EACCES") && layer.fix == restriction.fix)
+        // The probe worked anyway (the profile is installed): active, and the restriction said.
+        let allowed = HostLayers.usernsLayer(nil, restriction: restriction)
+        #expect(allowed.state == .active && allowed.detail.contains("but this dgrun may create them"))
+        let debian = { (path: String) -> String? in path == "/proc/sys/kernel/unprivileged_userns_clone" ? "0" : nil }
+        #expect(HostLayers.usernsRestriction(root: false, sysctl: debian)?.fix.contains("unprivileged_userns_clone=1") == true)
+        #expect(HostLayers.usernsRestriction(root: false, sysctl: { _ in nil }) == nil)
     }
 
     @Test func missingLayersNameTheLayerAndTheFix() throws {

@@ -162,6 +162,38 @@ import Glibc
         #expect(help.status == 0 && help.stdout.contains("EXAMPLES:") && help.stdout.contains("--require <layers>") && help.stdout.contains("--memory <size>"))
     }
 
+    @Test func requireConfineIsRefusedBeforeAnythingStarts() throws {
+        let checkout = try Checkout()
+        defer { Harness.removeTree(checkout.dir) }
+        let r = checkout.ci(["GITHUB_ACTIONS=true", "GITHUB_STEP_SUMMARY=\(checkout.dir)/summary.md"], ["--require", "confine", "--json", checkout.dir + "/ci.json"])
+        #expect(r.status == 125, "\(r.stdout)")
+        #expect(r.stdout.contains("::error title=dgrun ci%3A nothing was started::required sandbox layers are not available on this runner; nothing was started:%0A  - confine (confinement (Landlock)): dgrun does not implement confinement (Landlock) yet"), "\(r.stdout)")
+        #expect(checkout.read("summary.md").contains("**dgrun failed before starting anything (exit 125):**"))
+        let json = try JSONSerialization.jsonObject(with: Data(checkout.read("ci.json").utf8)) as! [String: Any]
+        let confine = (json["layers"] as? [[String: Any]])?.first { $0["name"] as? String == "confine" }
+        #expect(confine?["state"] as? String == "unavailable")
+        for task in ["pass", "fail", "blocked", "stable"] {
+            #expect(!FileIO.exists(checkout.ws + "/" + task + "/.dgrun"), "\(task): no state written")
+        }
+    }
+
+    @Test func buildkiteGroupsAndAnnotates() throws {
+        let checkout = try Checkout()
+        defer { Harness.removeTree(checkout.dir) }
+        let d = checkout.dir
+        // A buildkite-agent on PATH that keeps what it was given.
+        try FileManager.default.createDirectory(atPath: d + "/bin", withIntermediateDirectories: true)
+        try "#!/bin/sh\necho \"$@\" > \(d)/annotate.args\ncat > \(d)/annotate.md\n".write(toFile: d + "/bin/buildkite-agent", atomically: false, encoding: .utf8)
+        chmod(d + "/bin/buildkite-agent", 0o755)
+        let path = d + "/bin:" + (Foundation.ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
+        let r = checkout.ci(["BUILDKITE=true", "CI=true", "PATH=\(path)"], [])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stdout.contains("\n+++ ❌ fail: failed with exit status 3"), "\(r.stdout)")
+        #expect(r.stdout.contains("\n--- ✅ pass: ran (exit 0)"))
+        #expect(checkout.read("annotate.args") == "annotate --style error --context dgrun\n")
+        #expect(checkout.read("annotate.md").contains("| fail | ❌ failed (exit 3) |"))
+    }
+
     // MARK: - a runner without a delegated cgroup
 
     static func asNobody(_ args: [String], cwd: String) -> RunResult {

@@ -276,7 +276,7 @@ struct CI {
 /// dgrun ci's own output: duplicates of stdout, taken before any sandbox starts, because the
 /// launcher points 1 and 2 at a task's log for the instant of each clone. One write per block, so
 /// that blocks of tasks finishing at once never interleave.
-final class CIOutput: @unchecked Sendable {
+final class CIOutput: Sendable {
     private let fd: Int32
     private let lock = Locked(())
 
@@ -318,7 +318,7 @@ final class CIOutput: @unchecked Sendable {
 }
 
 /// Shows each task as soon as it is done (from the engine's events, on the task's thread).
-final class CILive: @unchecked Sendable {
+final class CILive: Sendable {
     let renderer: any CIRenderer
     let output: CIOutput
     let collector: CICollector

@@ -112,7 +112,7 @@ struct CIReport: Sendable {
 }
 
 /// Builds a CIReport from the engine's events (on any task's thread) and its result.
-final class CICollector: @unchecked Sendable {
+final class CICollector: Sendable {
     private struct Seen {
         var reasons: [String: [String]] = [:]
         var records: [String: TaskRecordSummary] = [:]

@@ -45,8 +45,8 @@ struct CI {
             MiB); counts, exit_status, layers_active, layers_inactive and provisional_cache_key
             written to $GITHUB_OUTPUT.
           GitLab CI (GITLAB_CI): a collapsible section per task (collapsed when it passed); the same
-            outputs as DGRUN_* lines in a dotenv file for artifacts:reports:dotenv (--dotenv FILE,
-            or $DGRUN_DOTENV).
+            outputs as DGRUN_* lines in a dotenv file for artifacts:reports:dotenv ($DGRUN_DOTENV,
+            or --dotenv FILE, which any CI gets).
           Buildkite (BUILDKITE=true): '--- ' groups, '+++ ' (expanded) for a task that did not
             pass; the summary as an annotation through buildkite-agent when it is on PATH.
           Any other CI, or none: a header line per task and closing lines.
@@ -86,7 +86,7 @@ struct CI {
         .value("junit", "file", "Write a JUnit XML report: one testcase per task.") { $0.junit = FileSystem.absolute($1) },
         .value("json", "file", "Write the summary as JSON (schema dgrun.ci/1).") { $0.json = FileSystem.absolute($1) },
         .value("summary", "file", "Write the Markdown summary (as GitHub's step summary) to this file.") { $0.summary = FileSystem.absolute($1) },
-        .value("dotenv", "file", "GitLab: write DGRUN_* counts here (default: $DGRUN_DOTENV).") { $0.dotenv = FileSystem.absolute($1) },
+        .value("dotenv", "file", "Write the counts as DGRUN_*= lines (GitLab's dotenv report; under GitLab also $DGRUN_DOTENV).") { $0.dotenv = FileSystem.absolute($1) },
         .value("require", "layers", "Fail (125) before starting unless these are active: limits,seccomp,userns,network,confine or none.") {
             (target: inout CI, text: String) throws(DgrunError) in target.require = try parseLayers(text, option: "--require")
         },
@@ -139,7 +139,7 @@ struct CI {
 
     func run() -> Int32 {
         let env = CIEnvironment.current()
-        let renderer = (format ?? CIFlavour.detect(env)).renderer(mergedEnvironment(env))
+        let renderer = (format ?? CIFlavour.detect(env)).renderer(env)
         let output = CIOutput()
         defer { output.close() }
 
@@ -186,13 +186,6 @@ struct CI {
         return finish(report, renderer: renderer, output: output, warnings: collector.warnings)
     }
 
-    /// The renderer's environment, with --dotenv standing for $DGRUN_DOTENV.
-    func mergedEnvironment(_ env: [String: String]) -> [String: String] {
-        var env = env
-        if let dotenv { env["DGRUN_DOTENV"] = dotenv }
-        return env
-    }
-
     /// dgrun failed before any task ran (exit 125): said in this CI's way; no state was written.
     func refuse(_ error: DgrunError, renderer: any CIRenderer, output: CIOutput, layers: [SandboxLayer],
                 required: [SandboxLayer.Name]) -> Int32 {
@@ -208,7 +201,7 @@ struct CI {
         var problems = renderer.publish(report)
         var status = report.exitStatus
         let files: [(String?, () -> String)] = [(junit, { CIFiles.junit(report) }), (json, { CIFiles.json(report) }),
-                                                 (summary, { CIFiles.markdown(report) })]
+                                                 (summary, { CIFiles.markdown(report) }), (dotenv, { CIFiles.dotenv(report) })]
         for (path, text) in files {
             guard let path else { continue }
             do { try FileSystem.writeAtomically(path, text()) } catch {

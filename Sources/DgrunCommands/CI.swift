@@ -37,7 +37,8 @@ struct CI {
         discussion: """
         The same planning and running as 'dgrun exec TASKDIR|WORKSPACE' (every exec option applies),
         with the output of the CI it runs in, detected from the environment (or --format):
-          GitHub Actions (GITHUB_ACTIONS=true): a ::group:: per task's log; ::error annotations on
+          GitHub Actions (GITHUB_ACTIONS=true): a ::group:: per task's log (inside which the
+            task's output cannot issue workflow commands: ::stop-commands::); ::error annotations on
             the task.toml of each task that failed (its exit status and the last lines of its log)
             or was blocked (each missing dependency and its fix); ::warning for sandbox layers not
             active and for inputs or outputs used but not declared; worst first. A Markdown table

@@ -106,8 +106,12 @@ enum CIText {
 struct GitHubRenderer: CIRenderer {
     var env: [String: String]
 
+    /// The task's lines between ::stop-commands:: and its token: a sandboxed task's output cannot
+    /// issue workflow commands (end the group, mask values, annotate) on the runner.
     func group(_ task: CIReport.Task, body: String) -> String {
-        "::group::\(GitHubCommand.escapeData(title(task)))\n\(body)\(body.hasSuffix("\n") || body.isEmpty ? "" : "\n")::endgroup::\n"
+        let token = "dgrun-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        return "::group::\(GitHubCommand.escapeData(title(task)))\n::stop-commands::\(token)\n"
+            + "\(body)\(body.hasSuffix("\n") || body.isEmpty ? "" : "\n")::\(token)::\n::endgroup::\n"
     }
 
     /// task.toml relative to the repository (GITHUB_WORKSPACE), which is where GitHub places an annotation.

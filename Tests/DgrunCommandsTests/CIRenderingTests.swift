@@ -110,8 +110,15 @@ import Testing
     }
 
     @Test func githubGroupsATaskLog() {
-        let text = GitHubRenderer(env: [:]).group(Self.task("fail", .failed, status: 2), body: "out\n")
-        #expect(text == "::group::❌ fail: failed with exit status 2 · 1.50 s\nout\n::endgroup::\n")
+        let text = GitHubRenderer(env: [:]).group(Self.task("fail", .failed, status: 2), body: "out\n::endgroup::\n")
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines[0] == "::group::❌ fail: failed with exit status 2 · 1.50 s")
+        // The task's own output cannot issue workflow commands: they are stopped around it.
+        #expect(lines[1].hasPrefix("::stop-commands::dgrun-"))
+        let token = String(lines[1].dropFirst("::stop-commands::".count))
+        #expect(lines[2...3] == ["out", "::endgroup::"])
+        #expect(lines[4] == "::\(token)::" && lines[5] == "::endgroup::" && lines.count == 6)
+        #expect(GitHubRenderer(env: [:]).group(Self.task("fail", .failed), body: "") != text, "a new token each time")
     }
 
     @Test func githubPublishesTheStepSummaryAndOutputs() throws {

@@ -73,6 +73,7 @@ import Glibc
         #expect(out.contains("::group::✔️ stable: up to date"))
         #expect(out.components(separatedBy: "::group::").count - 1 == 4)
         #expect(out.components(separatedBy: "::endgroup::").count - 1 == 4)
+        #expect(out.components(separatedBy: "::stop-commands::dgrun-").count - 1 == 4, "task output cannot issue workflow commands")
 
         // Annotations, escaped as the runner unescapes them, worst first.
         let annotations = out.split(separator: "\n").filter { $0.hasPrefix("::error") || $0.hasPrefix("::warning") || $0.hasPrefix("::notice") }

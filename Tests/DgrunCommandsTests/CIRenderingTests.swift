@@ -304,6 +304,8 @@ import Testing
     }
 
     @Test func ciSectionOfTaskToml() throws {
+        // task.toml's names (DgrunSpec) are the probe's (DgrunRuntime), which comes later in the flow.
+        #expect(TaskFile.sandboxLayers == SandboxLayer.Name.allCases.map(\.rawValue))
         let task = try TaskFile.parse("run = \"true\"\n[ci]\nrequire = [\"limits\", \"seccomp\"]\n", directory: "/t")
         #expect(task.ciRequire == ["limits", "seccomp"])
         for (text, message) in [("run = \"true\"\n[ci]\nrequire = [\"cgroups\"]\n", "line 3, column 1: ci.require: unknown layer \"cgroups\""),

@@ -50,6 +50,8 @@ let package = Package(
         .testTarget(name: "DgrunPlannerTests", dependencies: ["DgrunPlanner", "DgrunStore"]),
         .testTarget(name: "DgrunMonitorTests", dependencies: ["DgrunMonitor", "DgrunCgroups", "DgrunSpec"]),
         .testTarget(name: "DgrunEngineTests", dependencies: ["DgrunEngine", "DgrunProvision", "DgrunPlanner", "DgrunSpec", "DgrunStore"]),
+        .testTarget(name: "DgrunCommandsTests", dependencies: ["DgrunCommands", "DgrunEngine", "DgrunRuntime", "DgrunPlanner", "DgrunSpec",
+                                                           "DgrunSystem"]),
         .testTarget(name: "DgrunIntegrationTests", dependencies: ["DgrunSystem", "DgrunCgroups", "DgrunStore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -26,6 +26,8 @@ if [ "$purpose" = test ]; then
     have strace || need="$need strace"                   # the independent tracer discover is checked against
     have bash || need="$need bash"
     have setpriv || need="$need util-linux"              # the rootless lane
+    have xmllint || need="$need libxml2-utils"           # dgrun ci's JUnit file, checked against the schema
+    python3 -m pip --version >/dev/null 2>&1 || need="$need python3-pip"   # junitparser, below
     have qemu-system-x86_64 || need="$need qemu-system-x86"
     if ! ls /boot/vmlinuz-* >/dev/null 2>&1; then
         # The kernel for the cgroup-v2 VM test lane (booted under QEMU, never on this machine).
@@ -55,6 +57,14 @@ if [ -n "$need" ]; then
                 || echo "dgrun: could not install $package; what needs it will say so" >&2
         done
     fi
+fi
+
+# dgrun ci's JUnit file is read by a real consumer in the tests: junitparser from PyPI. Offline,
+# the test reads it with Python's xml.etree instead (and says so).
+if [ "$purpose" = test ] && have python3 && ! python3 -c 'import junitparser' 2>/dev/null; then
+    python3 -m pip install -q junitparser >&2 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages junitparser >&2 2>/dev/null \
+        || echo "dgrun: could not install junitparser (offline?); the JUnit test falls back to xml.etree" >&2
 fi
 
 # A Swift 6 toolchain: one already installed, else the swift.org release archive, its signature

@@ -497,6 +497,9 @@ static void dg_close_except(int a, int b, int c) {
 __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *plan, int go_fd, int status_fd) {
     // Die with dgrun; the go byte read below also ends at EOF if dgrun died before this.
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (plan->output_fd >= 0) {  // the task's own log: the init's stdio, and so the command's
+        if (dup2(plan->output_fd, 1) != 1 || dup2(plan->output_fd, 2) != 2) _exit(125);
+    }
     char go;
     ssize_t r;
     do { r = read(go_fd, &go, 1); } while (r < 0 && errno == EINTR);

@@ -15,6 +15,7 @@ public enum CLI {
     COMMANDS:
       exec      Run a command in a sandbox with enforced limits.
       discover  Run a command once, traced, and print the graph of what it depends on.
+      ci        Run a task or a workspace as a CI step: grouped logs, annotations, summary, JUnit.
       status    Show what changed, is missing or unavailable since each task's last run.
       explain   Say why the next exec of a task would run.
       history   List the recorded runs of a task or workspace.
@@ -36,6 +37,9 @@ public enum CLI {
             case "exec":
                 guard let exec = try Exec.parse(arguments.dropFirst()) else { return 0 }
                 return exec.run()
+            case "ci":
+                guard let ci = try CI.parse(arguments.dropFirst()) else { return 0 }
+                return ci.run()
             case "discover":
                 guard let discover = try Discover.parse(arguments.dropFirst()) else { return 0 }
                 return discover.run()
@@ -49,7 +53,7 @@ public enum CLI {
                 write(1, version + "\n")
                 return 0
             default:
-                throw DgrunError.usage("unknown command '\(verb)'; commands: exec, discover, status, explain, history, graph (see dgrun --help)")
+                throw DgrunError.usage("unknown command '\(verb)'; commands: exec, discover, ci, status, explain, history, graph (see dgrun --help)")
             }
         } catch {
             let hint = error.verb.map { "\nSee 'dgrun \($0) --help'." } ?? ""

@@ -9,7 +9,10 @@ import Glibc
 /// The terminal face of the engine's events: one line (or a few) on stderr each, written with one
 /// write(2) so that lines of tasks running at once never interleave.
 enum Terminal {
-    @Sendable static func render(_ event: EngineEvent) {
+    @Sendable static func render(_ event: EngineEvent) { render(event, to: line) }
+
+    /// An event's lines, to `line` (dgrun ci writes them to its own copy of stdout).
+    static func render(_ event: EngineEvent, to line: (String) -> Void) {
         switch event {
         case .warning(let text): line(text)
         case .waitingForLock(let task): line("dgrun: \(task): waiting for another dgrun running this task")
@@ -29,6 +32,7 @@ enum Terminal {
             line("dgrun: OOM-killed at \(ByteSize.describe(from)); retrying with \(ByteSize.describe(to)) (attempt \(attempt) of \(of))")
         case .finished(let task, let outcome):
             if let error = outcome.error { line("dgrun: \(task): \(error)") }
+        case .recorded: break
         case .notStarted(let task, let because): line("dgrun: \(task): not started: \(because)")
         case .interrupted(let signal):
             line("dgrun: interrupted (signal \(signal)): forwarded to the running tasks; nothing new starts")

@@ -186,7 +186,8 @@ public struct Engine: Sendable {
             if !request.noDependencies, !upstream.isEmpty {
                 var upstreamRequest = request
                 upstreamRequest.force = false  // --force is for the task asked for, not its inputs' producers
-                let results = schedule(workspace, targets: upstream, request: upstreamRequest)
+                var results = schedule(workspace, targets: upstream, request: upstreamRequest)
+                results.producers[task.name] = workspace.producers(of: me).map { workspace.tasks[$0].name }
                 upstreamResult = results
                 if !results.results.allSatisfy({ $0.result.completed }) {
                     let because = "a task it depends on did not complete"
@@ -217,7 +218,10 @@ public struct Engine: Sendable {
             engine.runTask(workspace.tasks[index], request: request, workspace: workspace,
                            producers: workspace.producerNames(of: index), control: control)
         }
-        return WorkspaceResult(root: workspace.root, results: targets.sorted().map { (workspace.tasks[$0], results[$0]!) })
+        var producers: [String: [String]] = [:]
+        for t in targets { producers[workspace.tasks[t].name] = workspace.producers(of: t).filter(targets.contains).map { workspace.tasks[$0].name } }
+        return WorkspaceResult(root: workspace.root, results: targets.sorted().map { (workspace.tasks[$0], results[$0]!) },
+                               producers: producers)
     }
 
     /// What a task's last run used: its peak memory, CPUs and seconds (for the pool and the order).

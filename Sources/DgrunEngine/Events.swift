@@ -18,9 +18,26 @@ public enum EngineEvent: Sendable {
     /// An OOM-killed attempt runs again with more memory.
     case retryingOOM(task: String?, from: UInt64, to: UInt64, attempt: Int, of: Int)
     case finished(task: String, outcome: RunOutcome)
+    /// What the record holds of a task after this run (only with RunRequest.reportRecords: the
+    /// declared-versus-used check costs a stat per file the task used in its directory).
+    case recorded(task: String, TaskRecordSummary)
     case notStarted(task: String, because: String)
     /// dgrun got a signal: it was forwarded into the running sandboxes and nothing new starts.
     case interrupted(signal: Int32)
+}
+
+/// A task's record as a face reports it (dgrun ci): which recorded graph it has now, and the
+/// files in its directory it used without task.toml declaring them.
+public struct TaskRecordSummary: Sendable, Equatable {
+    /// The store's version number of the task's last recorded graph; nil: none recorded yet.
+    public var graphVersion: Int64?
+    public var undeclaredInputs: [String]
+    public var undeclaredOutputs: [String]
+    public init(graphVersion: Int64?, undeclaredInputs: [String] = [], undeclaredOutputs: [String] = []) {
+        self.graphVersion = graphVersion
+        self.undeclaredInputs = undeclaredInputs
+        self.undeclaredOutputs = undeclaredOutputs
+    }
 }
 
 public typealias EventSink = @Sendable (EngineEvent) -> Void
@@ -68,10 +85,14 @@ public enum DgrunExit {
 public struct WorkspaceResult: Sendable {
     public var root: String
     public var results: [(task: TaskFile, result: TaskResult)]
+    /// Task name → the names of the tasks it reads from, for every task of the run (a face's
+    /// picture of the workspace).
+    public var producers: [String: [String]]
 
-    public init(root: String, results: [(task: TaskFile, result: TaskResult)]) {
+    public init(root: String, results: [(task: TaskFile, result: TaskResult)], producers: [String: [String]] = [:]) {
         self.root = root
         self.results = results
+        self.producers = producers
     }
 
     /// The first failure's status; else 122 when a task was blocked or not started; else 0.

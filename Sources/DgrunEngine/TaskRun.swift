@@ -15,6 +15,8 @@ extension Engine {
         public var input: PlanInput
         public var spec: SandboxSpec
         public var request: RunRequest
+        /// The task's recorded graph before this run (the store's version number), nil when none.
+        public var graphVersion: Int64?
     }
 
     /// task.toml under the request, the network the last run needed when nothing chose one, the
@@ -48,7 +50,7 @@ extension Engine {
                               producers: producers, missingControllers: provisioner.missingControllers(spec),
                               requestedCPUs: spec.limits.cpus, force: request.force)
         input.hasRecordedGraph = state?.graphVersion != nil
-        return Prepared(input: input, spec: spec, request: merged)
+        return Prepared(input: input, spec: spec, request: merged, graphVersion: state?.graphVersion)
     }
 
     /// One task: lock → plan → (skip | block | provision, run traced, capture) → result.
@@ -95,9 +97,11 @@ extension Engine {
         switch plan.decision {
         case .upToDate:
             try? store.refreshFingerprints(task: task.directory, plan.refreshed)
+            if request.reportRecords { sink(.recorded(task: name, TaskRecordSummary(graphVersion: prepared.graphVersion))) }
             sink(.upToDate(task: name, checked: plan.checked, hashed: plan.hashed))
             return .upToDate(checked: plan.checked, hashed: plan.hashed)
         case .blocked:
+            if request.reportRecords { sink(.recorded(task: name, TaskRecordSummary(graphVersion: prepared.graphVersion))) }
             sink(.blocked(task: name, blockers: plan.blockers))
             capture.recordBlocked(capture.newRecord(reasons: plan.reasons, environmentDigest: prepared.input.environmentDigest))
             return .blocked(plan.blockers)
@@ -109,6 +113,11 @@ extension Engine {
         var runID: Int64
         do throws(DgrunError) { runID = try capture.begin(record) } catch { return .failed(error) }
         var spec = prepared.spec
+        if let logs = request.logDirectory {
+            // One log per task, fresh for this run; every --retry-oom attempt is appended to it.
+            spec.outputFile = logs + "/" + Self.logName(of: task)
+            unlink(spec.outputFile!)
+        }
         if prepared.request.tune, spec.limits.memoryBytes != nil || spec.limits.cpus != nil {
             spec.tuning = TuningFromHistory.plan(limits: spec.limits, store: store, task: task.directory)
         }
@@ -126,8 +135,19 @@ extension Engine {
                                               previous: prepared.input.lastRun)
         if let warning = recorded.warning { sink(.warning(warning)) }
         if let workspace { capture.markReadersStale(of: recorded.changed, in: workspace, runID: runID) }
+        if request.reportRecords {
+            let check = graph.map { DeclarationCheck(task: task, graph: $0) }
+            sink(.recorded(task: name, TaskRecordSummary(graphVersion: (try? store.task(id: task.directory))??.graphVersion,
+                                                         undeclaredInputs: check?.undeclaredInputs ?? [],
+                                                         undeclaredOutputs: check?.undeclaredOutputs ?? [])))
+        }
         sink(.finished(task: name, outcome: outcome))
         return .ran(outcome, runID: runID)
+    }
+
+    /// The file name of a task's log in RunRequest.logDirectory: its name, made safe for a path.
+    public static func logName(of task: TaskFile) -> String {
+        String(task.name.map { $0 == "/" || $0 == "\0" ? "_" : $0 }) + ".log"
     }
 
     /// [services] wait: when only services block, check again until they answer or the bound passes.

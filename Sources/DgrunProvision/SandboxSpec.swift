@@ -44,6 +44,8 @@ public struct SandboxSpec: Sendable {
     public var newSession = false
     /// The command's stdout goes to dgrun's stderr (discover printing the graph on stdout).
     public var stdoutToStderr = false
+    /// The command's stdout and stderr appended to this file instead of dgrun's own (dgrun ci).
+    public var outputFile: String?
     /// discover: trace file, exec and network calls with a seccomp notify filter.
     public var trace = false
     /// After the command exits, let the processes it left behind run (and be traced) this long.

@@ -109,6 +109,17 @@ public struct Launcher: Sendable {
 
         // 2. Clone, then maps, then the go byte.
         var child = dgrun_child()
+        // dgrun ci: the task's stdout and stderr go to a log file of its own (the child dup2s it).
+        var outputFD: Int32 = -1
+        if let file = spec.outputFile {
+            outputFD = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o644)
+            guard outputFD >= 0 else {
+                throw DgrunError.launch("cannot open the task's log \(file): \(String(cString: strerror(errno)))",
+                                        cause: SystemError("open", path: file, errno: errno))
+            }
+        }
+        defer { if outputFD >= 0 { close(outputFD) } }
+        plan.output_fd = outputFD
         let rc = dgrun_spawn(&plan, &child)
         guard rc == 0 else { throw Self.cloneError(-rc) }
         if traceSockets[1] >= 0 {  // the child has its copy; EOF on ours must mean it is gone
@@ -154,6 +165,7 @@ public struct Launcher: Sendable {
             memoryPeakBytes: stats.memoryPeakBytes ?? UInt64(result.maxrss_kib) * 1024,
             pidsPeak: stats.pidsPeak, cgroupDriver: sandbox.cgroupDriver,
             limits: sandbox.applied, argv: spec.argv)
+        outcome.log = spec.outputFile
         outcome.samples = monitored.samples
         outcome.adjustments = monitored.adjustments
         // Asked to stop (a signal to dgrun, not the command's own USR1): the run is interrupted.

@@ -25,6 +25,8 @@ public struct RunOutcome: Sendable, Encodable {
     public var error: String?
     /// discover: what the tracer saw (not part of the --report JSON).
     public var trace: TraceResult?
+    /// The file the command's stdout and stderr went to (SandboxSpec.outputFile); not in the report.
+    public var log: String?
 
     public init(exitCode: Int32, signal: Int32? = nil, oomKilled: Bool = false, timedOut: Bool = false, wallSeconds: Double = 0,
                 cpuUserSeconds: Double = 0, cpuSystemSeconds: Double = 0, memoryPeakBytes: UInt64? = nil, pidsPeak: Int? = nil,

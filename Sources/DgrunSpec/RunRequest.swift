@@ -99,6 +99,11 @@ public struct RunRequest: Sendable, Equatable {
     /// discover: trace the run and how long to trace what it leaves running.
     public var trace = false
     public var lingerSeconds: Double = 0
+    /// dgrun ci: each task's stdout and stderr go to DIR/NAME.log (not dgrun's own), so that a
+    /// face can show each task's log in one piece and quote its last lines. nil: dgrun's own.
+    public var logDirectory: String?
+    /// dgrun ci: send a `recorded` event per task (its graph version, declared-versus-used).
+    public var reportRecords = false
 
     public init(command: [String] = []) { self.command = command }
 

@@ -23,6 +23,11 @@ public struct TaskFile: Sendable {
     public var fetches: [Fetch] = []
     /// [services] wait: how long to wait for an unavailable service before the run is blocked.
     public var serviceWaitSeconds: Double?
+    /// [ci] require: the sandbox layers `dgrun ci` must have for this task (never less than these).
+    public var ciRequire: [String] = []
+
+    /// The layers [ci] require and `dgrun ci --require` name.
+    public static let sandboxLayers = ["limits", "seccomp", "userns", "network", "confine"]
 
     public struct Fetch: Sendable, Equatable {
         /// Relative to the task directory.
@@ -51,11 +56,12 @@ public struct TaskFile: Sendable {
     }
 
     static let topLevelKeys: Set<String> = ["command", "run", "workdir", "env", "inputs", "outputs", "priority", "limits", "sandbox",
-                                            "fetch", "services"]
+                                            "fetch", "services", "ci"]
     static let limitKeys: Set<String> = ["memory", "cpus", "pids", "timeout"]
     static let sandboxKeys: Set<String> = ["profile", "network"]
     static let fetchKeys: Set<String> = ["url", "sha256"]
     static let serviceKeys: Set<String> = ["wait"]
+    static let ciKeys: Set<String> = ["require"]
 
     public static func parse(_ text: String, directory: String) throws(DgrunError) -> TaskFile {
         let root = try TOMLSubset.parse(text)
@@ -164,6 +170,21 @@ public struct TaskFile: Sendable {
             if let v = services["wait"] {
                 task.serviceWaitSeconds = try at(services, "wait") { () throws(DgrunError) in
                     try DurationText.parse(try string(v, key: "services.wait"))
+                }
+            }
+        }
+        if let value = root["ci"] {
+            guard case .table(let ci) = value else { throw DgrunError("ci must be a [ci] table") }
+            for key in ci.keys where !ciKeys.contains(key) {
+                throw DgrunError((ci.place(of: key).map { $0 + ": " } ?? "") + "unknown key \"\(key)\" in [ci] (allowed: require)")
+            }
+            if let v = ci["require"] {
+                task.ciRequire = try at(ci, "require") { () throws(DgrunError) in
+                    let names = try strings(v, key: "ci.require")
+                    for name in names where !sandboxLayers.contains(name) {
+                        throw DgrunError("ci.require: unknown layer \"\(name)\" (use \(sandboxLayers.joined(separator: ", ")))")
+                    }
+                    return names
                 }
             }
         }

@@ -68,6 +68,7 @@ struct dgrun_plan {
     int32_t loopback_up;       // bring up lo in a new network namespace
     int32_t new_session;       // setsid() before exec
     int32_t stdout_to_stderr;  // the command's stdout is dgrun's stderr (discover's graph owns stdout)
+    int32_t output_fd;         // >= 0: the sandbox's stdout and stderr (dgrun ci's per-task log); -1: dgrun's
     const void *bpf;           // struct sock_filter[bpf_len], NULL: no seccomp
     uint16_t bpf_len;
     const void *guard_bpf;     // a second filter stacked on bpf (new user namespaces denied), NULL: none

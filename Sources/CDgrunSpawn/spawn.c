@@ -610,7 +610,9 @@ int dgrun_idmap_userns(uint32_t inside_uid, uint32_t outside_uid, uint32_t insid
     // Under the fork lock for the whole life of the child: it must not hold another sandbox's
     // pipe ends, and the one stack is its alone.
     pthread_mutex_lock(&dg_spawn_lock);
-    pid_t pid = clone(dg_idmap_child, stack + sizeof stack, CLONE_NEWUSER | SIGCHLD, NULL);
+    // CLONE_VM: nothing of dgrun's memory is copied for a child that only waits (a copy of the page
+    // tables of a multi-threaded Swift process is most of what this call would cost).
+    pid_t pid = clone(dg_idmap_child, stack + sizeof stack, CLONE_VM | CLONE_NEWUSER | SIGCHLD, NULL);
     if (pid < 0) { int e = errno; pthread_mutex_unlock(&dg_spawn_lock); return -e; }
     int rc = dg_write_map(pid, "uid_map", inside_uid, outside_uid, count);
     if (rc == 0) rc = dg_write_map(pid, "gid_map", inside_gid, outside_gid, count);

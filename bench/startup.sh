@@ -63,7 +63,7 @@ set -- \\
   -n bwrap "bwrap --unshare-user --unshare-pid --unshare-net --unshare-ipc --unshare-uts --unshare-cgroup --die-with-parent --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp /bin/true" \\
   -n dgrun "$dgrun exec --memory 64m --net none -- /bin/true" \\
   -n "dgrun --userns auto" "$dgrun exec --userns auto --memory 64m --net none -- /bin/true"
-if [ -n "${DGRUN_BEFORE:-}" ]; then set -- "\$@" -n "dgrun before" "$DGRUN_BEFORE exec --memory 64m --net none -- /bin/true"; fi
+if [ -n "${DGRUN_BEFORE:-}" ]; then set -- "\$@" -n "dgrun before" "${DGRUN_BEFORE:-} exec --memory 64m --net none -- /bin/true"; fi
 for runtime in $oci; do
   set -- "\$@" -n \$runtime "\$runtime run --bundle $bundle bench-\$runtime"
 done

@@ -35,7 +35,17 @@ public enum SeccompCache {
     static let guardProgram: Result<[UInt8], DgrunError> = Result { () throws(DgrunError) in try SeccompCompiler.userNamespaceGuard() }
 
     /// The BPF program for the seccomp profile at `path`: from the cache, or compiled and cached.
+    /// Each program is looked up once per command: a workspace asks once per task.
+    private static let programs = Locked([String: [UInt8]]())
+
     public static func program(path: String) throws(DgrunError) -> [UInt8] {
+        if let known = programs.withLock({ $0[path] }) { return known }
+        let program = try lookUp(path: path)
+        programs.withLock { $0[path] = program }
+        return program
+    }
+
+    static func lookUp(path: String) throws(DgrunError) -> [UInt8] {
         let profile: [UInt8]
         do { profile = try FileIO.readBytes(path) } catch { throw DgrunError("cannot read seccomp profile: \(error)") }
         let dir = directory()

@@ -149,7 +149,18 @@ public enum ProfileLocator {
         throw DgrunError("no profile named \"\(nameOrPath)\" (looked in \(dirs.prefix(4).joined(separator: ", ")), ...); give a path to a profile file or set DGRUN_PROFILE_DIR")
     }
 
+    /// Each profile is read once per command: a workspace asks for it once per task.
+    private static let loaded = Locked([String: SandboxProfile]())
+
     public static func load(_ nameOrPath: String, executable: String) throws(DgrunError) -> SandboxProfile {
+        let key = nameOrPath + "\u{0}" + executable
+        if let known = loaded.withLock({ $0[key] }) { return known }
+        let profile = try read(nameOrPath, executable: executable)
+        loaded.withLock { $0[key] = profile }
+        return profile
+    }
+
+    static func read(_ nameOrPath: String, executable: String) throws(DgrunError) -> SandboxProfile {
         let path = try locate(nameOrPath, executable: executable)
         let bytes: [UInt8]
         do { bytes = try FileIO.readBytes(path) } catch { throw DgrunError("cannot read profile: \(error)") }

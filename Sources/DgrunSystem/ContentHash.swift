@@ -47,7 +47,16 @@ public enum ShortHash {
     @inlinable public static func step(_ hash: UInt64, _ byte: UInt8) -> UInt64 { (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
 
     public static func value<S: Sequence>(_ bytes: S) -> UInt64 where S.Element == UInt8 {
-        bytes.reduce(seed, step)
+        // Contiguous bytes in a plain loop: the generic reduce, not specialised across modules,
+        // cost 1.3 M instructions for a 4 KB seccomp profile, once per task of a workspace.
+        if let hash = bytes.withContiguousStorageIfAvailable({ buffer -> UInt64 in
+            var h = seed
+            for byte in buffer { h = step(h, byte) }
+            return h
+        }) { return hash }
+        var h = seed
+        for byte in bytes { h = step(h, byte) }
+        return h
     }
 
     public static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {

@@ -29,3 +29,14 @@ import Glibc
         }
     }
 }
+
+@Suite struct HostMemoryTests {
+    @Test func availableIsMeminfosMemAvailableInBytes() throws {
+        let text = try FileIO.read("/proc/meminfo")
+        let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("MemAvailable:") })
+        let kib = try #require(UInt64(line.split(separator: " ")[1]))
+        let got = try #require(HostMemory.available())
+        // The value moves between the two reads; within 64 MiB is the same reading.
+        #expect(got > 0 && (got > kib * 1024 ? got - kib * 1024 : kib * 1024 - got) < 64 << 20, "\(got) vs \(kib) KiB")
+    }
+}

@@ -220,8 +220,10 @@ public struct GraphBuilder {
         let results = Slots(count: paths.count)
         let cache = ContentHashCache(path: ContentHashCache.defaultPath())
         let now = Clock.now()
+        let wrote = paths.map { written.contains($0) && FileIO.isSymbolicLink($0) }
         DispatchQueue.concurrentPerform(iterations: paths.count) { i in
-            results.set(i, cache.version(of: paths[i], now: now))
+            // An output the task left as a link is the link, never what it points to.
+            results.set(i, wrote[i] ? ContentHash.outputVersion(of: paths[i]) : cache.version(of: paths[i], now: now))
         }
         cache.save()
         for (i, id) in ids.enumerated() {

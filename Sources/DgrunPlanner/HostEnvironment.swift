@@ -15,6 +15,8 @@ public struct HostEnvironment: PlanEnvironment {
 
     public func contentVersion(_ path: String) -> String? { ContentHash.version(of: path) }
 
+    public func outputVersion(_ path: String) -> String? { ContentHash.outputVersion(of: path) }
+
     public func unreachable(_ uri: String) -> String? {
         if uri.hasPrefix("dns:") { return ServiceProbe.resolve(String(uri.dropFirst(4))) }
         if uri.hasPrefix("unix:") { return ServiceProbe.connectUnix(String(uri.dropFirst(5))) }

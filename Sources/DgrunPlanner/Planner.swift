@@ -177,7 +177,7 @@ public struct Planner {
         if let before = d.fingerprint, before == now { return }
         if now.isDirectory { return }
         plan.hashed += 1
-        if let version = environment.contentVersion(d.ref), let recorded = d.version, recorded.hasPrefix(version) {
+        if let version = environment.outputVersion(d.ref), let recorded = d.version, recorded.hasPrefix(version) {
             plan.refreshed.append((d.nodeID, d.ref, d.relation, now))
         } else {
             plan.changes.append(Change(ref: d.ref, relation: .writes, what: "modified since the task wrote it"))
@@ -244,10 +244,16 @@ public protocol PlanEnvironment: Sendable {
     func fingerprint(_ path: String) -> FileFingerprint?
     /// sha256:… of a regular file's content; nil when it cannot be read.
     func contentVersion(_ path: String) -> String?
+    /// The version of a file the task wrote (a link is its target text, not followed).
+    func outputVersion(_ path: String) -> String?
     /// nil when reachable; otherwise why not.
     func unreachable(_ uri: String) -> String?
     func memoryAvailableBytes() -> Int64?
     func cpuCount() -> Int
+}
+
+extension PlanEnvironment {
+    public func outputVersion(_ path: String) -> String? { contentVersion(path) }
 }
 
 extension FileFingerprint {

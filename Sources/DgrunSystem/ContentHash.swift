@@ -17,6 +17,19 @@ public enum ContentHash {
         return version(digest: digest)
     }
 
+    /// The version of a file a task wrote: a symbolic link is its own target text ("link:<hex>"),
+    /// never what it points to. A task may point an output at a file only dgrun can read
+    /// (/etc/shadow, another user's key): following it would put that file's digest in the graph,
+    /// and its bytes in an output cache.
+    public static func outputVersion(of path: String) -> String? {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFLNK else { return version(of: path) }
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = buffer.withUnsafeMutableBufferPointer { readlink(path, $0.baseAddress!, $0.count) }
+        guard n >= 0, let digest = version(ofBytes: Array(buffer[0..<n])) else { return nil }
+        return "link:" + digest.dropFirst("sha256:".count)
+    }
+
     /// sha256 of a byte string, same format.
     public static func version(ofBytes bytes: [UInt8]) -> String? {
         var digest = [UInt8](repeating: 0, count: 32)

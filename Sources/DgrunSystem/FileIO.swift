@@ -63,6 +63,11 @@ public enum FileIO {
         return lstat(path, &st) == 0
     }
 
+    public static func isSymbolicLink(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK
+    }
+
     /// A directory itself, not a link to one.
     public static func isRealDirectory(_ path: String) -> Bool {
         var st = stat()

@@ -303,4 +303,29 @@ struct HostileTests {
             #expect(again.status == 0 && again.stderr.contains("up to date"), "the state survived: \(again.stderr)")
         }
     }
+
+    @Test(arguments: Who.allCases)
+    func anOutputLeftAsALinkIsRecordedAsTheLinkNotWhatItPointsTo(who: Who) throws {
+        // dgrun hashes outputs after the run, with its own rights: following a link the task left
+        // would put the digest of a file the task cannot read into the graph (and, with a cache,
+        // its bytes into the cache).
+        try Self.withVictim { workdir, victim in
+            try "secret \(getpid())\n".write(toFile: victim, atomically: false, encoding: .utf8)
+            chmod(victim, 0o600)
+            let digest = try #require(ContentHash.version(of: victim)).dropFirst("sha256:".count)
+            let task = workdir + "/task"
+            mkdir(task, 0o777)
+            chmod(task, 0o777)
+            try "command = [\"sh\", \"-c\", \"ln -sf \(victim) out.txt\"]\noutputs = [\"out.txt\"]\n"
+                .write(toFile: task + "/task.toml", atomically: false, encoding: .utf8)
+            chmod(task + "/task.toml", 0o666)
+            let r = try Self.dgrun(who, ["exec", task], cwd: workdir)
+            #expect(r.status == 0, "\(r.stderr)")
+            let graph = (try? String(contentsOfFile: task + "/.dgrun/graph.json", encoding: .utf8)) ?? ""
+            #expect(graph.contains("link:"), "the output is recorded as a link")
+            #expect(!graph.contains(digest), "the digest of what the link points to is in the graph")
+            let again = try Self.dgrun(who, ["exec", task], cwd: workdir)
+            #expect(again.stderr.contains("up to date"), "\(again.stderr)")
+        }
+    }
 }

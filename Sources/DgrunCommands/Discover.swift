@@ -19,7 +19,7 @@ struct Discover {
 
     /// The sandbox options discover shares with exec, taken from exec's own table.
     static let sharedOptions: Set<String> = ["profile", "timeout", "cwd", "env", "ro", "rw", "tmpfs", "net", "memory", "cpus", "pids",
-                                             "limits", "report", "seccomp", "cap-add", "hostname", "user", "clear-env", "retry-oom"]
+                                             "limits", "report", "seccomp", "cap-add", "hostname", "user", "userns", "stop-timeout", "clear-env", "retry-oom"]
 
     static let verb = VerbSpec<Discover>(
         name: "discover",

@@ -186,7 +186,7 @@ import Glibc
         }
         group.wait()
         #expect(results.all.allSatisfy { $0.status == 0 }, "\(results.all.map(\.stderr))")
-        let store = try Store(directory: task + "/.dgrun")
+        let store = try Store(directory: task + "/.dgrun", relocation: PathRelocation(taskDirectory: task, workspaceRoot: nil))
         #expect(try store.consistencyProblems().isEmpty)
         let runs = try store.runs(task: task)
         #expect(runs.count == 4)
@@ -216,7 +216,7 @@ import Glibc
         #expect(first.status == 128 + SIGKILL)
         #expect(Harness.waitUntil(timeout: 10) { Harness.processes(containing: marker).isEmpty }, "the sandbox died with dgrun")
 
-        let store = try Store(directory: task + "/.dgrun")
+        let store = try Store(directory: task + "/.dgrun", relocation: PathRelocation(taskDirectory: task, workspaceRoot: nil))
         #expect(try store.consistencyProblems().isEmpty)
         #expect(try store.runs(task: task).first?.status == .running)
         #expect(try store.dependencies(task: task).isEmpty, "a killed run records no dependencies")

@@ -33,8 +33,9 @@ public struct OutputCache: Sendable {
 
     public var remoteTraffic: RemoteCache.Traffic { remote?.traffic.withLock { $0 } ?? .init() }
 
-    func remoteFailed(_ failure: RemoteCache.Failure, _ what: String) {
-        warn("dgrun: warning: remote cache \(remote?.url ?? ""): \(what): \(failure); running locally")
+    func remoteFailed(_ failure: RemoteCache.Failure, _ what: String, then: String = "the task runs locally") {
+        if case .skipped = failure { return }
+        warn("dgrun: warning: remote cache \(remote?.url ?? ""): \(what): \(failure); \(then)")
     }
 
     /// A manifest under KEY: the local one, else the remote one (kept locally).
@@ -80,12 +81,12 @@ public struct OutputCache: Sendable {
             switch remote.get("/cas/" + digest, into: fd) {
             case .failure(let failure): remoteFailed(failure, "GET /cas/\(digest)"); return false
             case .success(false):
-                warn("dgrun: warning: remote cache \(remote.url): the blob \(digest) of \(entry.path) is missing; running")
+                warn("dgrun: warning: remote cache \(remote.url): the blob \(digest) of \(entry.path) is missing; the task runs")
                 return false
             case .success(true):
                 lseek(fd, 0, SEEK_SET)
                 do throws(DgrunError) { _ = try local.storeBlob(from: fd, expected: digest) } catch {
-                    warn("dgrun: warning: remote cache \(remote.url): \(entry.path): \(error.message); running")
+                    warn("dgrun: warning: remote cache \(remote.url): \(entry.path): \(error.message); the task runs")
                     return false
                 }
             }
@@ -114,13 +115,13 @@ public struct OutputCache: Sendable {
             for entry in manifest.entries where entry.type == "file" {
                 guard let bytes = try? FileIO.readBytes(local.blobPath(entry.digest!), limit: Int.max) else { continue }
                 if case .failure(let failure) = remote.put("/cas/" + entry.digest!, bytes) {
-                    remoteFailed(failure, "PUT /cas/\(entry.digest!)")
+                    remoteFailed(failure, "PUT /cas/\(entry.digest!)", then: "the outputs stay in the local cache only")
                     return manifest
                 }
             }
             for (k, bytes) in [(key, ManifestJSON.encode(manifest)), (taskKey, ManifestJSON.encode(inputs))] {
                 if case .failure(let failure) = remote.put("/ac/" + k, bytes) {
-                    remoteFailed(failure, "PUT /ac/\(k)")
+                    remoteFailed(failure, "PUT /ac/\(k)", then: "the outputs stay in the local cache only")
                     return manifest
                 }
             }

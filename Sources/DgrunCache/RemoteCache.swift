@@ -45,15 +45,23 @@ public struct RemoteCache: Sendable {
         case unavailable
         /// The server could not be reached, timed out, or answered with an error status.
         case failed(String)
+        /// It failed earlier in this dgrun: not asked again (said once, not once per task).
+        case skipped
         var text: String {
             switch self {
-            case .unavailable: return "libcurl (libcurl.so.4) is not installed"
+            case .unavailable: return "libcurl (libcurl.so.4) is not installed, so the remote cache is off (apt-get install libcurl4)"
             case .failed(let why): return why
+            case .skipped: return "it failed earlier in this run"
             }
         }
     }
 
+    /// The remotes that failed in this process: a server that is down costs its timeouts once per
+    /// dgrun, not once per task and file.
+    static let down = Locked(Set<String>())
+
     func exchange(_ method: String, _ path: String, body: [UInt8], outfd: Int32) -> Result<Int, Failure> {
+        if Self.down.withLock({ $0.contains(url) }) { return .failure(.skipped) }
         let target = url + path
         var lastError = ""
         for attempt in 0..<2 {
@@ -65,11 +73,15 @@ public struct RemoteCache: Sendable {
                            &status, &err, err.count)
             }
             let message = String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if rc == -ENOSYS { return .failure(.unavailable) }
+            if rc == -ENOSYS {
+                Self.down.withLock { _ = $0.insert(url) }
+                return .failure(.unavailable)
+            }
             if rc == 0, status < 500 { return .success(status) }
             lastError = rc == 0 ? "\(method) \(target): HTTP \(status)" : "\(method) \(target): \(message)"
             if attempt == 0 { usleep(200_000) }
         }
+        Self.down.withLock { _ = $0.insert(url) }
         return .failure(.failed(lastError))
     }
 

@@ -19,7 +19,8 @@ struct CacheVerb {
         usage: "dgrun cache key [options] TASKDIR | dgrun cache stats [--cache DIR] | dgrun cache prune [--cache DIR] [--max-size SIZE]",
         abstract: "Show a task's action key, or the local output cache's size, or shrink it.",
         discussion: """
-        key: the action key the next exec of TASKDIR would look up (a digest of the command, the
+        key: the action key the next `dgrun exec [OPTIONS] TASKDIR` would look up (give the same
+        sandbox options as that exec: they are part of the key) (a digest of the command, the
         environment, the sandbox settings, the content of every input of its last graph and
         dgrun's schema): the same key on another machine means the same run. For CI cache keys
         (actions/cache, GitLab cache:key). It is computed from the last recorded run, or from the
@@ -29,25 +30,28 @@ struct CacheVerb {
         EXIT STATUS: 0; 122 when a task has no key yet; 125 on bad input.
         """,
         options: [
-            .value("cache", "dir", "The local cache (default: $XDG_CACHE_HOME/dgrun/cas).") {
-                (target: inout CacheVerb, text: String) throws(DgrunError) in
-                guard !text.isEmpty, text != "off" else { throw DgrunError.usage("--cache needs a directory here", verb: "cache") }
-                target.request.cache.directory = FileSystem.absolute(text)
-            },
-            .value("cache-url", "url", "key: a remote cache to find the inputs manifest of a task that never ran here.") {
-                (target: inout CacheVerb, text: String) throws(DgrunError) in
-                target.request.cache.url = try CacheRequest.checkedURL(text, what: "--cache-url")
-            },
-            .value("state", "dir", "key: the state store's directory (default: TASKDIR/.dgrun, or $DGRUN_STATE_DIR).") {
-                $0.request.stateDirectory = FileSystem.absolute($1)
-            },
             .value("max-size", "size", "prune: the size to shrink the cache to (like 2g).") {
                 (target: inout CacheVerb, text: String) throws(DgrunError) in
                 do throws(DgrunError) { target.maxSize = Int64(try ByteSize.parse(text)) } catch {
                     throw DgrunError.usage("--max-size: \(error.message)", verb: "cache")
                 }
             },
-        ])
+        // exec's options: the key is that of `dgrun exec [the same options] TASKDIR`.
+        ] + (Exec.sandboxOptions + Exec.planningOptions).filter { $0.long != "report" }.map(lift))
+
+    static func lift(_ option: OptionSpec<Exec>) -> OptionSpec<CacheVerb> {
+        OptionSpec<CacheVerb>(long: option.long, short: option.short, valueName: option.valueName, help: option.help) {
+            (target: inout CacheVerb, value: String) throws(DgrunError) in
+            var exec = Exec()
+            exec.request = target.request
+            do throws(DgrunError) { try option.apply(&exec, value) } catch {
+                var error = error
+                error.verb = "cache"
+                throw error
+            }
+            target.request = exec.request
+        }
+    }
 
     static func parse(_ args: ArraySlice<String>) throws(DgrunError) -> CacheVerb? {
         var verb = CacheVerb()
@@ -87,6 +91,10 @@ struct CacheVerb {
                 return error.exitStatus
             }
         case .stats, .prune:
+            guard !request.cache.off else {
+                Terminal.line("dgrun: cache \(action.rawValue) needs a cache directory, not --cache off")
+                return 125
+            }
             guard let cache = OutputCache.resolve(request.cache, task: nil, warn: { _ in }) else {
                 Terminal.line("dgrun: no cache directory: set XDG_CACHE_HOME or HOME, or pass --cache DIR")
                 return 125

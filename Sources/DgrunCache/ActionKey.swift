@@ -1,3 +1,4 @@
+import Dispatch
 import DgrunPlanner
 import DgrunSpec
 import DgrunStore
@@ -114,6 +115,27 @@ public enum ActionKey {
         }
         pairs.sort { $0.ref < $1.ref }
         return .key(digest([schemaVersion, "action", taskKey] + pairs.flatMap { [$0.ref, $0.version] }), inputs: pairs)
+    }
+
+    /// The current versions of the inputs of `dependencies`, for `compute`: the recorded one when
+    /// a file's stat did not move, else its content through the persistent content-hash cache
+    /// (keyed by stat identity, as discover's), all files at once on every CPU. A clone has new
+    /// inodes for its own files (hashed: they are small) and the host's for the toolchain (known).
+    public static func currentVersions(of dependencies: [Dependency]) -> @Sendable (Dependency) -> String? {
+        let wanted = inputs(of: dependencies)
+        let cache = ContentHashCache(path: ContentHashCache.defaultPath())
+        let now = Clock.now()
+        let found = Locked([String: String]())
+        DispatchQueue.concurrentPerform(iterations: wanted.count) { i in
+            let d = wanted[i]
+            var version: String?
+            if let recorded = d.fingerprint, let v = d.version, Fingerprints.of(d.ref) == recorded { version = v }
+            else { version = cache.version(of: d.ref, now: now) }
+            if let version { found.withLock { $0[d.ref] = version } }
+        }
+        cache.save()
+        let table = found.withLock { $0 }
+        return { table[$0.ref] }
     }
 
     /// The current version of an input: the recorded one when its stat did not move, else its

@@ -46,14 +46,15 @@ extension Engine {
         guard let found = keyDependencies(task, context: context, recorded: recorded, hasGraph: hasGraph) else {
             return .none("\(task.name) has no recorded run here and no cache has its inputs manifest: run it once (dgrun exec) first")
         }
+        let current = ActionKey.currentVersions(of: found.dependencies)
         switch ActionKey.compute(taskKey: context.taskKey, dependencies: found.dependencies, relocation: PathRelocation.of(task),
-                                 version: ActionKey.currentVersion) {
+                                 version: current) {
         case .missing(let ref):
             return .none("the input \(ref) of \(task.name) is missing: no key until it is there")
         case .key(let key, let inputs):
             let changed = ActionKey.inputs(of: found.dependencies).filter { d in
                 guard let version = d.version else { return false }
-                return ActionKey.currentVersion(d).map { !version.hasPrefix($0) && !$0.hasPrefix(version) } ?? true
+                return current(d).map { !version.hasPrefix($0) && !$0.hasPrefix(version) } ?? true
             }.map(\.ref)
             return .key(key, taskKey: context.taskKey, inputs: inputs.count, lastKey: lastKey, changed: changed, from: found.from)
         }
@@ -67,9 +68,10 @@ extension Engine {
         let started = Clock.now()
         let relocation = PathRelocation.of(task)
         guard let found = keyDependencies(task, context: context, recorded: prepared.input.dependencies,
-                                          hasGraph: prepared.input.hasRecordedGraph),
-              case .key(let key, _) = ActionKey.compute(taskKey: context.taskKey, dependencies: found.dependencies,
-                                                        relocation: relocation, version: ActionKey.currentVersion),
+                                          hasGraph: prepared.input.hasRecordedGraph) else { return nil }
+        let current = ActionKey.currentVersions(of: found.dependencies)
+        guard case .key(let key, _) = ActionKey.compute(taskKey: context.taskKey, dependencies: found.dependencies,
+                                                        relocation: relocation, version: current),
               let (manifest, source) = cache.outputs(key: key), cache.fetchBlobs(manifest) else { return nil }
         let restored: (files: Int, bytes: Int64)
         do throws(OutputFiles.RestoreError) {
@@ -101,7 +103,7 @@ extension Engine {
         let inputRefs = Set(ActionKey.inputs(of: found.dependencies).map(\.ref))
         let dependencies = found.dependencies.map { d in
             var d = d
-            if inputRefs.contains(d.ref) { d.version = ActionKey.currentVersion(d) ?? d.version }
+            if inputRefs.contains(d.ref) { d.version = current(d) ?? d.version }
             if d.relation == .writes, let version = outputs[d.ref] { d.version = version }
             d.fingerprint = d.ref.hasPrefix("/") && d.relation != .probes ? Fingerprints.settled(d.ref, now: now) : nil
             return d

@@ -125,6 +125,17 @@ import Glibc
         #expect(lstat(clone + "/a/out/secret", &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK)
         #expect(Self.readLink(clone + "/a/out/secret") == "/etc/shadow")
 
+        // dgrun ci on another clone: the outcome is "restored", and it passes.
+        let ciClone = Self.clone(ws)
+        defer { Harness.removeTree(ciClone) }
+        let ci = Harness.run(["/usr/bin/env"] + CITests.clean + ["CI=true", Harness.binary, "ci", "--rw", marker, "--cache", cache,
+                                                                 "--json", ciClone + "/ci.json"] + Self.limitFlags + [ciClone])
+        #expect(ci.status == 0, "\(ci.stdout)\(ci.stderr)")
+        #expect(ci.stdout.contains("restored"), "\(ci.stdout)")
+        let report = (try? String(contentsOfFile: ciClone + "/ci.json", encoding: .utf8)) ?? ""
+        #expect(report.contains("\"restored\""), "\(report)")
+        #expect(Self.runs(marker) == ["a", "b"])
+
         // Restored is recorded: history says so, and the next exec is a no-op.
         let history = Harness.run([Harness.binary, "history", clone + "/a"])
         #expect(history.stdout.contains("restored from the local cache"), "\(history.stdout)")

@@ -66,6 +66,13 @@ public enum OutputFiles {
         var files = 0
         var bytes: Int64 = 0
         for entry in manifest.entries {
+            // An output already there as the manifest says is left alone (its inode and times
+            // too, so the tasks that read it need not hash it again).
+            if matches(entry, in: taskDirectory) {
+                cache.touch(cache.blobPath(entry.digest ?? ""))
+                files += 1
+                continue
+            }
             var parts = entry.path.split(separator: "/").map(String.init)
             let name = parts.removeLast()
             let dir = try openParents(parts, under: root, taskDirectory: taskDirectory)
@@ -142,19 +149,26 @@ public enum OutputFiles {
                           cause: SystemError(operation, path: path, errno: e))
     }
 
-    /// Whether every entry is already there with its content (a restore would change nothing).
-    public static func matches(_ manifest: OutputsManifest, in taskDirectory: String) -> Bool {
-        manifest.entries.allSatisfy { entry in
-            let path = taskDirectory + "/" + entry.path
-            var st = stat()
-            guard lstat(path, &st) == 0 else { return false }
-            if entry.type == "link" {
-                var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-                let n = readlink(path, &buffer, buffer.count - 1)
-                return n > 0 && String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == entry.target
-            }
-            guard (st.st_mode & S_IFMT) == S_IFREG, UInt32(st.st_mode & 0o7777) == entry.mode, Int64(st.st_size) == entry.size else { return false }
-            return ContentHash.version(of: path) == "sha256:" + (entry.digest ?? "")
+    /// Whether an entry is already there as the manifest says: the same link target, or a regular
+    /// file of the same mode, size and content. Read without following a link (the last component
+    /// by lstat and O_NOFOLLOW; a parent that is a link makes it not match, and the restore refuses it).
+    static func matches(_ entry: OutputsManifest.Entry, in taskDirectory: String) -> Bool {
+        let path = taskDirectory + "/" + entry.path
+        guard let real = FileIO.realPath(String(path[..<path.lastIndex(of: "/")!])),
+              real == taskDirectory || real.hasPrefix(taskDirectory + "/") else { return false }
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return false }
+        if entry.type == "link" {
+            guard (st.st_mode & S_IFMT) == S_IFLNK else { return false }
+            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            let n = readlink(path, &buffer, buffer.count - 1)
+            return n > 0 && String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == entry.target
         }
+        guard (st.st_mode & S_IFMT) == S_IFREG, UInt32(st.st_mode & 0o7777) == entry.mode, Int64(st.st_size) == entry.size else { return false }
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var sum = [UInt8](repeating: 0, count: 32)
+        return dgrun_sha256_fd(fd, &sum, nil, nil) == 0 && ContentHash.version(digest: sum) == "sha256:" + (entry.digest ?? "")
     }
 }

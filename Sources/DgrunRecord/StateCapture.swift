@@ -110,6 +110,15 @@ public struct StateCapture: Sendable {
         guard case .key(let key, _) = ActionKey.compute(taskKey: context.taskKey, dependencies: dependencies, relocation: relocation,
                                                         version: { $0.version ?? ActionKey.currentVersion($0) }) else { return nil }
         guard let cache = context.cache, outcome.exitCode == 0, outcome.signal == nil, outcome.interruptedBy == nil else { return key }
+        // An output elsewhere in the workspace could not be restored (a manifest holds only paths
+        // in the task directory): such a task is not cached, or a restore would leave it missing.
+        if let root = relocation.workspaceRoot,
+           let outside = (written + task.outputs.map { TaskFile.absolute($0, in: task.directory) }).first(where: {
+               $0.hasPrefix(root + "/") && !$0.hasPrefix(task.directory + "/") && $0 != task.directory
+           }) {
+            cache.warn("dgrun: \(task.name): outputs not cached: it writes \(outside), outside its directory (a restore could not bring that back)")
+            return key
+        }
         let declared = task.outputs.flatMap { Glob.paths(TaskFile.absolute($0, in: task.directory)) }
         let inputs = InputsManifest(taskKey: context.taskKey, dependencies: dependencies, relocation: relocation, graph: graphJSON)
         _ = cache.store(taskKey: context.taskKey, key: key, inputs: inputs, outputs: written + declared, taskDirectory: task.directory)

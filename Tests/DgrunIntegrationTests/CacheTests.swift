@@ -187,6 +187,19 @@ import Glibc
         #expect(FileIO.listDirectory(outside).isEmpty, "nothing was written through the link")
     }
 
+    @Test func aTaskThatWritesElsewhereInTheWorkspaceIsNotCached() throws {
+        let marker = Harness.makeTemporaryDirectory(mode: 0o777)
+        let cache = Harness.makeTemporaryDirectory()
+        let ws = Self.workspace(marker: marker)
+        defer { [marker, cache, ws].forEach(Harness.removeTree) }
+        try "run = \"mkdir -p out && echo x > out/a.txt\"\noutputs = [\"out/a.txt\", \"../b/shared.txt\"]\n"
+            .write(toFile: ws + "/a/task.toml", atomically: false, encoding: .utf8)
+        let r = exec(ws + "/a", marker: marker, ["--cache", cache, "--no-deps"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("outputs not cached"), "\(r.stderr)")
+        #expect(!FileIO.exists(cache + "/cas"), "no blob stored")
+    }
+
     @Test func badCacheInputIsRejectedBeforeAnythingRuns() throws {
         let marker = Harness.makeTemporaryDirectory(mode: 0o777)
         let ws = Self.workspace(marker: marker)

@@ -98,7 +98,8 @@ public enum OutputFiles {
                     if rc != 0 { throw .failed(DgrunError("restoring \(where_): copy: \(String(cString: strerror(-rc)))")) }
                     throw .corrupt(digest: digest, path: entry.path)
                 }
-                let modeRC = fchmod(out, mode_t(entry.mode! & 0o7777))
+                // Permission bits only: a manifest never makes a set-user-id or set-group-id file.
+                let modeRC = fchmod(out, mode_t(entry.mode! & 0o777))
                 close(out)
                 guard modeRC == 0 else { unlinkat(dir, temporary, 0); throw .failed(failure("chmod", where_)) }
                 bytes += Int64(copied)
@@ -164,7 +165,8 @@ public enum OutputFiles {
             let n = readlink(path, &buffer, buffer.count - 1)
             return n > 0 && String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == entry.target
         }
-        guard (st.st_mode & S_IFMT) == S_IFREG, UInt32(st.st_mode & 0o7777) == entry.mode, Int64(st.st_size) == entry.size else { return false }
+        guard (st.st_mode & S_IFMT) == S_IFREG, UInt32(st.st_mode & 0o7777) == (entry.mode ?? 0) & 0o777,
+              Int64(st.st_size) == entry.size else { return false }
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         guard fd >= 0 else { return false }
         defer { close(fd) }

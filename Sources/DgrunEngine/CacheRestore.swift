@@ -72,7 +72,15 @@ extension Engine {
         let current = ActionKey.currentVersions(of: found.dependencies)
         guard case .key(let key, _) = ActionKey.compute(taskKey: context.taskKey, dependencies: found.dependencies,
                                                         relocation: relocation, version: current),
-              let (manifest, source) = cache.outputs(key: key), cache.fetchBlobs(manifest) else { return nil }
+              let (manifest, source) = cache.outputs(key: key) else { return nil }
+        // A manifest names outputs: never the task's own inputs nor its task.toml (a poisoned entry
+        // must not rewrite the sources it is keyed by).
+        let sources = Set(ActionKey.inputs(of: found.dependencies).map(\.ref) + [task.directory + "/task.toml"])
+        if let entry = manifest.entries.first(where: { sources.contains(task.directory + "/" + $0.path) }) {
+            sink(.warning("dgrun: warning: \(task.name): the cache entry \(key) (\(source)) would overwrite \(entry.path), an input of the task; refused, and the task runs"))
+            return nil
+        }
+        guard cache.fetchBlobs(manifest) else { return nil }
         let restored: (files: Int, bytes: Int64)
         do throws(OutputFiles.RestoreError) {
             restored = try OutputFiles.restore(manifest, into: task.directory, from: cache.local)

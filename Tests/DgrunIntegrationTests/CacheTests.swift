@@ -187,6 +187,43 @@ import Glibc
         #expect(FileIO.listDirectory(outside).isEmpty, "nothing was written through the link")
     }
 
+    /// A poisoned manifest (someone with write access to the cache) that names the task's own
+    /// input, or asks for a set-user-id file: the input is never rewritten, the mode is masked.
+    @Test func aPoisonedManifestCannotRewriteAnInputNorMakeASetuidFile() throws {
+        let marker = Harness.makeTemporaryDirectory(mode: 0o777)
+        let cache = Harness.makeTemporaryDirectory()
+        let ws = Self.workspace(marker: marker)
+        defer { [marker, cache, ws].forEach(Harness.removeTree) }
+        #expect(exec(ws, marker: marker, ["--cache", cache]).status == 0)
+        let key = Harness.run([Harness.binary, "cache", "key", "--rw", marker, ws + "/a"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let path = cache + "/ac/" + key
+        var manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        var entries = manifest["entries"] as? [[String: Any]] ?? []
+        let good = try #require(entries.first { $0["path"] as? String == "out/a.txt" })
+
+        var setuid = good
+        setuid["mode"] = 0o4755
+        entries = entries.map { $0["path"] as? String == "out/a.txt" ? setuid : $0 }
+        manifest["entries"] = entries
+        try JSONSerialization.data(withJSONObject: manifest).write(to: URL(fileURLWithPath: path))
+        let clone = Self.clone(ws)
+        defer { Harness.removeTree(clone) }
+        var r = exec(clone + "/a", marker: marker, ["--cache", cache, "--no-deps"])
+        #expect(r.stderr.contains("a: restored from cache"), "\(r.stderr)")
+        var st = stat()
+        #expect(stat(clone + "/a/out/a.txt", &st) == 0 && st.st_mode & 0o7777 == 0o755, "no set-user-id bit")
+
+        var input = good
+        input["path"] = "in.txt"
+        manifest["entries"] = entries + [input]
+        try JSONSerialization.data(withJSONObject: manifest).write(to: URL(fileURLWithPath: path))
+        let second = Self.clone(ws)
+        defer { Harness.removeTree(second) }
+        r = exec(second + "/a", marker: marker, ["--cache", cache, "--no-deps"])
+        #expect(r.stderr.contains("an input of the task; refused"), "\(r.stderr)")
+        #expect(try String(contentsOfFile: second + "/a/in.txt", encoding: .utf8) == "hello cache\n")
+    }
+
     @Test func aTaskThatWritesElsewhereInTheWorkspaceIsNotCached() throws {
         let marker = Harness.makeTemporaryDirectory(mode: 0o777)
         let cache = Harness.makeTemporaryDirectory()

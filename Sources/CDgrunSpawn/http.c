@@ -70,9 +70,14 @@ static size_t on_read(char *buffer, size_t size, size_t count, void *data) {
     return n;
 }
 
+struct download { int fd; long long max, written; };
+
 static size_t on_write(char *buffer, size_t size, size_t count, void *data) {
-    int fd = *(int *)data;
+    struct download *down = data;
+    int fd = down->fd;
     size_t n = size * count;
+    down->written += (long long)n;
+    if (down->max > 0 && down->written > down->max) return 0;  // aborts the transfer
     for (size_t done = 0; fd >= 0 && done < n;) {
         ssize_t w = write(fd, buffer + done, n - done);
         if (w < 0 && errno == EINTR) continue;
@@ -83,7 +88,7 @@ static size_t on_write(char *buffer, size_t size, size_t count, void *data) {
 }
 
 int dgrun_http(const char *method, const char *url, const char *header, const void *body, size_t length, int outfd,
-               long connect_ms, long total_ms, long *status, char *err, size_t errlen) {
+               long long max_bytes, long connect_ms, long total_ms, long *status, char *err, size_t errlen) {
     pthread_once(&once, load);
     if (!available) return -ENOSYS;
     void *easy = curl.init();
@@ -92,7 +97,7 @@ int dgrun_http(const char *method, const char *url, const char *header, const vo
     void *headers = curl.slist_append(NULL, "Expect:");
     if (header && *header) headers = curl.slist_append(headers, header);
     struct upload up = { body, length, 0 };
-    int fd = outfd;
+    struct download down = { outfd, max_bytes, 0 };
     curl.setopt(easy, OPT_URL, url);
     curl.setopt(easy, OPT_PROTOCOLS, (long)(PROTO_HTTP | PROTO_HTTPS));
     curl.setopt(easy, OPT_REDIR_PROTOCOLS, (long)(PROTO_HTTP | PROTO_HTTPS));
@@ -102,7 +107,7 @@ int dgrun_http(const char *method, const char *url, const char *header, const vo
     curl.setopt(easy, OPT_ERRORBUFFER, errbuf);
     curl.setopt(easy, OPT_HTTPHEADER, headers);
     curl.setopt(easy, OPT_WRITEFUNCTION, on_write);
-    curl.setopt(easy, OPT_WRITEDATA, &fd);
+    curl.setopt(easy, OPT_WRITEDATA, &down);
     if (strcmp(method, "PUT") == 0) {
         curl.setopt(easy, OPT_UPLOAD, 1L);
         curl.setopt(easy, OPT_READFUNCTION, on_read);
@@ -112,9 +117,11 @@ int dgrun_http(const char *method, const char *url, const char *header, const vo
     int rc = curl.perform(easy);
     long code = 0;
     if (rc == 0) curl.getinfo(easy, INFO_RESPONSE_CODE, &code);
+    else if (max_bytes > 0 && down.written > max_bytes) snprintf(err, errlen, "the response is longer than the %lld bytes expected; aborted", max_bytes);
     else snprintf(err, errlen, "%s", errbuf[0] ? errbuf : curl.strerror(rc));
     curl.slist_free(headers);
     curl.cleanup(easy);
     *status = code;
+    if (rc != 0 && max_bytes > 0 && down.written > max_bytes) return -EFBIG;
     return rc == 0 ? 0 : -EIO;
 }

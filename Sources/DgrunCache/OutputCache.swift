@@ -78,7 +78,8 @@ public struct OutputCache: Sendable {
             let fd = dgrun_memfd("dgrun-blob")
             guard fd >= 0 else { return false }
             defer { close(fd) }
-            switch remote.get("/cas/" + digest, into: fd) {
+            // A body longer than the manifest's size is cut off: the digest check then refuses it.
+            switch remote.get("/cas/" + digest, into: fd, maxBytes: max(1, entry.size ?? 0)) {
             case .failure(let failure): remoteFailed(failure, "GET /cas/\(digest)"); return false
             case .success(false):
                 warn("dgrun: warning: remote cache \(remote.url): the blob \(digest) of \(entry.path) is missing; the task runs")

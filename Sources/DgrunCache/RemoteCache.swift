@@ -60,7 +60,10 @@ public struct RemoteCache: Sendable {
     /// dgrun, not once per task and file.
     static let down = Locked(Set<String>())
 
-    func exchange(_ method: String, _ path: String, body: [UInt8], outfd: Int32) -> Result<Int, Failure> {
+    /// The most a manifest may be.
+    public static let maxDocumentBytes: Int64 = 64 << 20
+
+    func exchange(_ method: String, _ path: String, body: [UInt8], outfd: Int32, maxBytes: Int64 = 0) -> Result<Int, Failure> {
         if Self.down.withLock({ $0.contains(url) }) { return .failure(.skipped) }
         let target = url + path
         var lastError = ""
@@ -69,7 +72,7 @@ public struct RemoteCache: Sendable {
             var status = 0
             var err = [CChar](repeating: 0, count: 512)
             let rc = body.withUnsafeBytes { raw in
-                dgrun_http(method, target, header, raw.baseAddress, raw.count, outfd, connectMilliseconds, totalMilliseconds,
+                dgrun_http(method, target, header, raw.baseAddress, raw.count, outfd, maxBytes, connectMilliseconds, totalMilliseconds,
                            &status, &err, err.count)
             }
             let message = String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -78,6 +81,8 @@ public struct RemoteCache: Sendable {
                 return .failure(.unavailable)
             }
             if rc == 0, status < 500 { return .success(status) }
+            // Longer than it may be: this answer is refused, the server is not taken as down.
+            if rc == -EFBIG { return .failure(.failed("\(method) \(target): \(message)")) }
             lastError = rc == 0 ? "\(method) \(target): HTTP \(status)" : "\(method) \(target): \(message)"
             if attempt == 0 { usleep(200_000) }
         }
@@ -86,8 +91,8 @@ public struct RemoteCache: Sendable {
     }
 
     /// The body of BASE/PATH into `fd` when it is there (200); false for a miss (404).
-    public func get(_ path: String, into fd: Int32) -> Result<Bool, Failure> {
-        switch exchange("GET", path, body: [], outfd: fd) {
+    public func get(_ path: String, into fd: Int32, maxBytes: Int64) -> Result<Bool, Failure> {
+        switch exchange("GET", path, body: [], outfd: fd, maxBytes: maxBytes) {
         case .failure(let f): return .failure(f)
         case .success(let status):
             if status == 200 {
@@ -105,7 +110,7 @@ public struct RemoteCache: Sendable {
         let fd = dgrun_memfd("dgrun-get")
         guard fd >= 0 else { return .failure(.failed("memfd_create: \(String(cString: strerror(errno)))")) }
         defer { close(fd) }
-        switch get(path, into: fd) {
+        switch get(path, into: fd, maxBytes: Self.maxDocumentBytes) {
         case .failure(let f): return .failure(f)
         case .success(false): return .success(nil)
         case .success(true):

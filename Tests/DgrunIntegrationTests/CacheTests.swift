@@ -375,6 +375,9 @@ import Glibc
         let stored = server.root + "/cache/cas/" + digest
         #expect(FileIO.exists(stored), "the blob is where the Bazel HTTP protocol puts it")
         try "poisoned\n".write(toFile: stored, atomically: false, encoding: .utf8)
+        // And b's blob made longer than its manifest says: cut off on the way, refused.
+        let bDigest = String(Harness.run(["sha256sum", ws + "/b/out/b.txt"]).stdout.prefix(64))
+        try String(repeating: "x", count: 100_000).write(toFile: server.root + "/cache/cas/" + bDigest, atomically: false, encoding: .utf8)
         let fourth = Self.clone(ws)
         defer { Harness.removeTree(fourth) }
         r = exec(fourth, marker: marker, ["--cache", caches[3], "--cache-url", server.url])
@@ -382,6 +385,9 @@ import Glibc
         #expect(r.stderr.contains("poisoned or truncated; refused"), "\(r.stderr)")
         #expect(r.stderr.contains("a: running"), "\(r.stderr)")
         #expect(Harness.run(["cmp", ws + "/a/out/a.txt", fourth + "/a/out/a.txt"]).status == 0)
+        #expect(r.stderr.contains("longer than the 3 bytes expected"), "\(r.stderr)")
+        #expect(r.stderr.contains("b: running"), "\(r.stderr)")
+        #expect(Harness.run(["cmp", ws + "/b/out/b.txt", fourth + "/b/out/b.txt"]).status == 0)
         #expect(!FileIO.exists(caches[3] + "/cas/" + digest.prefix(2) + "/" + digest + "x"))
 
         // Read-only (an untrusted pull request): restores, never uploads.

@@ -19,6 +19,9 @@ public enum OutputFiles {
             guard path.hasPrefix(taskDirectory + "/") else { continue }
             let relative = String(path.dropFirst(taskDirectory.count + 1))
             guard (try? OutputsManifest.checkPath(relative)) != nil, seen.insert(relative).inserted else { continue }
+            // Not through a linked directory either: out -> /etc would make out/shadow the host's.
+            let parent = String(path[..<path.lastIndex(of: "/")!])
+            guard FileIO.realPath(parent) == parent else { continue }
             var st = stat()
             guard lstat(path, &st) == 0 else { continue }
             switch st.st_mode & S_IFMT {

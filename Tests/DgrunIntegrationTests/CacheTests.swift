@@ -224,6 +224,25 @@ import Glibc
         #expect(try String(contentsOfFile: second + "/a/in.txt", encoding: .utf8) == "hello cache\n")
     }
 
+    /// A hostile task that makes a directory of its outputs a link to /etc and declares a file
+    /// in it: the host's file is never read into the cache (nor uploaded).
+    @Test func anOutputThroughALinkedDirectoryIsNeverRead() throws {
+        let marker = Harness.makeTemporaryDirectory(mode: 0o777)
+        let cache = Harness.makeTemporaryDirectory()
+        let ws = Self.workspace(marker: marker)
+        defer { [marker, cache, ws].forEach(Harness.removeTree) }
+        try "run = \"mkdir -p out && echo x > out/a.txt && ln -sfn /etc etc\"\noutputs = [\"out/a.txt\", \"etc/hostname\", \"etc/passwd\"]\n"
+            .write(toFile: ws + "/a/task.toml", atomically: false, encoding: .utf8)
+        let r = exec(ws + "/a", marker: marker, ["--cache", cache, "--no-deps"])
+        #expect(r.status == 0, "\(r.stderr)")
+        for file in ["/etc/hostname", "/etc/passwd"] where FileIO.exists(file) {
+            let digest = String(Harness.run(["sha256sum", file]).stdout.prefix(64))
+            #expect(!FileIO.exists(cache + "/cas/" + digest.prefix(2) + "/" + digest), "\(file) was read into the cache")
+        }
+        let blobs = FileIO.listDirectory(cache + "/cas").flatMap { FileIO.listDirectory(cache + "/cas/" + $0) }
+        #expect(blobs.count == 1, "only out/a.txt: \(blobs)")
+    }
+
     @Test func aTaskThatWritesElsewhereInTheWorkspaceIsNotCached() throws {
         let marker = Harness.makeTemporaryDirectory(mode: 0o777)
         let cache = Harness.makeTemporaryDirectory()

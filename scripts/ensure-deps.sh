@@ -17,6 +17,8 @@ have pkg-config || need="$need pkg-config"
 have gcc || need="$need gcc"                             # the examples build C; swift's clang links with it
 # discover hashes files with the system's libcrypto, loaded on demand.
 ldconfig -p 2>/dev/null | grep -q 'libcrypto\.so\.3 ' || need="$need libssl3"
+# The remote output cache (--cache-url) speaks HTTP through the system's libcurl, loaded on demand.
+ldconfig -p 2>/dev/null | grep -q 'libcurl\.so\.4 ' || need="$need libcurl4"
 if [ "$purpose" = test ]; then
     have busybox || need="$need busybox-static"          # --rootfs tests
     have cpio || need="$need cpio"                       # the VM's initramfs
@@ -27,6 +29,7 @@ if [ "$purpose" = test ]; then
     have bash || need="$need bash"
     have setpriv || need="$need util-linux"              # the rootless lane
     have xmllint || need="$need libxml2-utils"           # dgrun ci's JUnit file, checked against the schema
+    [ -x /usr/sbin/nginx ] || have nginx || need="$need nginx-light"   # the remote cache tests' WebDAV server (started by the test, never as a service)
     python3 -m pip --version >/dev/null 2>&1 || need="$need python3-pip"   # junitparser, below
     have qemu-system-x86_64 || need="$need qemu-system-x86"
     if ! ls /boot/vmlinuz-* >/dev/null 2>&1; then
@@ -49,6 +52,12 @@ sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 if [ -n "$need" ]; then
     echo "dgrun: installing:$need" >&2
+    # nginx is for the tests, which start their own on loopback: the package must not start a
+    # system service (policy-rc.d refuses every start for the time of the install).
+    policy=""
+    case "$need" in *nginx*) if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null && $sudo chmod +x /usr/sbin/policy-rc.d && policy=1
+    fi ;; esac
     $sudo apt-get update -qq || true
     # One unknown package (a name another release spells differently) must not stop the others.
     if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $need >&2; then
@@ -57,6 +66,7 @@ if [ -n "$need" ]; then
                 || echo "dgrun: could not install $package; what needs it will say so" >&2
         done
     fi
+    [ -z "$policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
 fi
 
 # dgrun ci's JUnit file is read by a real consumer in the tests: junitparser from PyPI. Offline,

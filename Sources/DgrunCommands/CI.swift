@@ -133,6 +133,7 @@ struct CI {
                                    : "give one task directory or workspace; usage: \(verb.usage)", verb: "ci")
         }
         ci.directory = parsed.positionals[0]
+        try Exec.applyCacheEnvironment(&ci.exec.request.cache)
         return ci
     }
 
@@ -341,6 +342,9 @@ final class CILive: Sendable {
         case .finished(let task, let outcome):
             item = CICollector.task(name: task, directory: "", .ran(outcome, runID: nil), logTailLines: 0)
             item.reasons = collector.reasons(of: task)
+        case .restored(let task, let from, let files, let bytes):
+            item = CIReport.Task(name: task, directory: "", outcome: .restored, exitStatus: 0)
+            item.reasons = ["restored from the \(from) (\(files) files, \(ByteSize.describe(UInt64(max(0, bytes))))): its action key matched; nothing ran"]
         case .warning(let text):
             output.write(text + "\n")
             return

@@ -11,8 +11,7 @@ import Glibc
 /// its events carry (why each task ran, its record). Every renderer and report file reads this.
 struct CIReport: Sendable {
     enum Outcome: String, Sendable, CaseIterable {
-        // "restored" is reserved for the cache (a task's outputs restored instead of run); nothing
-        // produces it before the cache exists.
+        // "restored": the task's outputs came from the cache under its action key; nothing ran.
         case failed, blocked, notStarted = "not started", ran, restored, upToDate = "up to date"
 
         /// Worst first: CI shows only about ten annotations of each kind.
@@ -127,6 +126,7 @@ final class CICollector: Sendable {
             case .running(let task, let reasons): seen.reasons[task] = reasons
             case .recorded(let task, let summary): seen.records[task] = summary
             case .upToDate(let task, let checked, _): seen.upToDate[task] = checked
+            case .restored(let task, let from, let files, _): seen.reasons[task] = ["restored from the \(from) (\(files) files): its action key matched; nothing ran"]
             case .warning(let text): seen.warnings.append(text)
             default: break
             }
@@ -172,6 +172,10 @@ final class CICollector: Sendable {
         switch result {
         case .upToDate:
             return CIReport.Task(name: name, directory: directory, outcome: .upToDate, exitStatus: 0)
+        case .restored(_, let from):
+            var item = CIReport.Task(name: name, directory: directory, outcome: .restored, exitStatus: 0)
+            item.message = "restored from the \(from)"
+            return item
         case .blocked(let blockers):
             var item = CIReport.Task(name: name, directory: directory, outcome: .blocked, exitStatus: result.exitStatus)
             item.blockers = blockers

@@ -20,6 +20,7 @@ public enum CLI {
       explain   Say why the next exec of a task would run.
       history   List the recorded runs of a task or workspace.
       graph     Print a task's recorded graph (or a workspace's tasks) with current states.
+      cache     A task's action key; the local output cache's size (stats) and eviction (prune).
 
     OPTIONS:
       --version   Show the version.
@@ -46,6 +47,9 @@ public enum CLI {
             case "status", "explain", "history", "graph":
                 guard let query = try StateQuery.parse(StateQuery.Verb(rawValue: verb)!, arguments.dropFirst()) else { return 0 }
                 return query.run()
+            case "cache":
+                guard let cache = try CacheVerb.parse(arguments.dropFirst()) else { return 0 }
+                return cache.run()
             case "--help", "-h", "help":
                 write(1, overview + "\n")
                 return 0
@@ -53,7 +57,7 @@ public enum CLI {
                 write(1, version + "\n")
                 return 0
             default:
-                throw DgrunError.usage("unknown command '\(verb)'; commands: exec, discover, ci, status, explain, history, graph (see dgrun --help)")
+                throw DgrunError.usage("unknown command '\(verb)'; commands: exec, discover, ci, status, explain, history, graph, cache (see dgrun --help)")
             }
         } catch {
             let hint = error.verb.map { "\nSee 'dgrun \($0) --help'." } ?? ""

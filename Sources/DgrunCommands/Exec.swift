@@ -1,3 +1,4 @@
+import DgrunCache
 import DgrunEngine
 import DgrunPlanner
 import DgrunRuntime
@@ -141,7 +142,31 @@ struct Exec {
             }
             target.request.pool.cpus = value
         },
+        .value("cache", "dir|off", "TASKDIR: the local output cache (default: $XDG_CACHE_HOME/dgrun/cas), or off: never restore nor store outputs.") {
+            (target: inout Exec, text: String) throws(DgrunError) in
+            guard !text.isEmpty else { throw DgrunError.usage("--cache needs a directory, or off", verb: "exec") }
+            if text == "off" { target.request.cache.off = true } else { target.request.cache.directory = FileSystem.absolute(text) }
+        },
+        .value("cache-url", "url", "TASKDIR: a remote cache speaking the Bazel HTTP protocol (GET/PUT URL/ac/KEY, URL/cas/SHA256); also $DGRUN_CACHE_URL. An auth header from $DGRUN_CACHE_HEADER.") {
+            (target: inout Exec, text: String) throws(DgrunError) in
+            target.request.cache.url = try CacheRequest.checkedURL(text, what: "--cache-url")
+        },
+        .flag("cache-read-only", "TASKDIR: restore from the remote cache, never upload to it (untrusted pull requests); also $DGRUN_CACHE_READ_ONLY=1.") {
+            $0.request.cache.readOnly = true
+        },
     ]
+
+    /// The cache's environment variables under the flags: a bad one is exit 125 like a bad flag.
+    static func applyCacheEnvironment(_ cache: inout CacheRequest) throws(DgrunError) {
+        if cache.url == nil, let env = getenv("DGRUN_CACHE_URL"), env.pointee != 0 {
+            cache.url = try CacheRequest.checkedURL(String(cString: env), what: "DGRUN_CACHE_URL")
+        }
+        if let env = getenv("DGRUN_CACHE_READ_ONLY"), ["1", "true", "yes"].contains(String(cString: env)) { cache.readOnly = true }
+        if let env = getenv("DGRUN_CACHE_HEADER"), env.pointee != 0 { _ = try RemoteCache.checkedHeader(String(cString: env)) }
+        if let env = getenv("DGRUN_CACHE_MAX_SIZE"), env.pointee != 0 {
+            _ = try option("DGRUN_CACHE_MAX_SIZE") { () throws(DgrunError) in try ByteSize.parse(String(cString: env)) }
+        }
+    }
 
     /// A value's error as a usage error naming the option.
     static func option<T>(_ name: String, _ body: () throws(DgrunError) -> T) throws(DgrunError) -> T {
@@ -161,6 +186,7 @@ struct Exec {
         case (0, true): throw DgrunError.usage("no task directory or command given; usage: \(verb.usage)", verb: "exec")
         default: throw DgrunError.usage("give one task directory or a command after --, not both; usage: \(verb.usage)", verb: "exec")
         }
+        try applyCacheEnvironment(&exec.request.cache)
         return exec
     }
 
@@ -195,7 +221,7 @@ struct Exec {
                 _ = writeFailureReport("blocked by \(blockers.count) missing or unavailable dependencies", exitCode: DgrunExit.blocked)
             case .notStarted(let because):
                 _ = writeFailureReport("not started: \(because)", exitCode: result.exitStatus)
-            case .upToDate:
+            case .upToDate, .restored:
                 break
             }
             return result.exitStatus

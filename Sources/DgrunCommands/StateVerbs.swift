@@ -1,3 +1,4 @@
+import DgrunCache
 import DgrunEngine
 import DgrunGraph
 import DgrunRecord
@@ -255,6 +256,7 @@ struct StateQuery {
         for reason in mine.reasons where !reason.hasPrefix("upstream task ") {
             CLI.write(1, "  - \(reason)\n")
         }
+        explainKey(task)
         // Changes further up: each stale upstream task's own changes, and the path down to this one.
         if let workspace = subject.workspace, let me = workspace.index(of: task) {
             let byName = Dictionary(all.map { ($0.task, $0) }, uniquingKeysWith: { a, _ in a })
@@ -271,6 +273,31 @@ struct StateQuery {
             }
         }
         return 1
+    }
+
+    /// The action key the next exec looks up, against the last run's, and the inputs that moved it.
+    func explainKey(_ task: TaskFile) {
+        var request = RunRequest()
+        request.stateDirectory = state.map { FileSystem.absolute($0) }
+        try? Exec.applyCacheEnvironment(&request.cache)
+        let engine = Engine.forHost(sink: { _ in })
+        guard let result = try? engine.cacheKey(task, request: request) else { return }
+        switch result {
+        case .none(let why):
+            CLI.write(1, "  action key: none (\(why))\n")
+        case .key(let key, _, let inputs, let last, let changed, _):
+            if let last, last != key {
+                CLI.write(1, "  action key: \(last.prefix(16))… → \(key.prefix(16))… (over \(inputs) inputs)\n")
+                for ref in changed { CLI.write(1, "      changed the key: \(ref)\n") }
+                if changed.isEmpty { CLI.write(1, "      changed the key: the command, the environment or the sandbox settings\n") }
+            } else {
+                CLI.write(1, "  action key: \(key.prefix(16))… (\(last == key ? "the last run's: " : "")over \(inputs) inputs)\n")
+            }
+            if let cache = OutputCache.resolve(request.cache, task: task, warn: { _ in }),
+               FileIO.exists(cache.local.actionPath(key)) {
+                CLI.write(1, "  the local cache has outputs under this key: the next exec restores them instead of running\n")
+            }
+        }
     }
 
     /// Every path of tasks from a task with no stale-upstream (a source of change) down to `target`.
@@ -308,6 +335,9 @@ struct StateQuery {
         var reasons: [String]
         var outputs: [String: String]
         var adjustments: [Adjustment]
+        /// The run's action key (issue 12), and where its outputs came from when it was restored.
+        var action_key: String?
+        var restored_from: String?
 
         struct Adjustment: Codable {
             var t_s: Double
@@ -342,7 +372,8 @@ struct StateQuery {
                             oom_killed: run.oomKilled, timed_out: run.timedOut, wall_s: run.wallSeconds,
                             cpu_user_s: run.cpuUserSeconds, cpu_sys_s: run.cpuSystemSeconds,
                             memory_peak_bytes: run.memoryPeakBytes, pids_peak: run.pidsPeak,
-                            reasons: run.reasons, outputs: run.outputs, adjustments: adjustments)
+                            reasons: run.reasons, outputs: run.outputs, adjustments: adjustments,
+                            action_key: run.actionKey, restored_from: run.restoredFrom)
     }
 
     func show(_ entries: [HistoryEntry]) throws -> Int32 {
@@ -361,6 +392,7 @@ struct StateQuery {
         for e in entries {
             var line = "\(e.started_at)  \(e.task) #\(e.id ?? 0)  \(e.status)"
             if let code = e.exit_code { line += " exit \(code)" }
+            if let from = e.restored_from { line += " (restored from the \(from); nothing ran)" }
             if e.oom_killed { line += " (OOM-killed)" }
             if e.timed_out { line += " (timed out)" }
             if let wall = e.wall_s { line += "  wall \(Self.seconds(wall))" }

@@ -33,6 +33,8 @@ enum Terminal {
         case .finished(let task, let outcome):
             if let error = outcome.error { line("dgrun: \(task): \(error)") }
         case .recorded: break
+        case .restored(let task, let from, let files, let bytes):
+            line("dgrun: \(task): restored from cache (the \(from): \(files) files, \(ByteSize.describe(UInt64(max(0, bytes))))); nothing ran")
         case .notStarted(let task, let because): line("dgrun: \(task): not started: \(because)")
         case .interrupted(let signal):
             line("dgrun: interrupted (signal \(signal)): forwarded to the running tasks; nothing new starts")
@@ -45,7 +47,7 @@ enum Terminal {
         var ok = 0
         for (task, result) in workspace.results {
             switch result {
-            case .upToDate: ok += 1
+            case .upToDate, .restored: ok += 1
             case .ran(let outcome, _): if outcome.exitCode == 0 { ok += 1 } else { failed.append("\(task.name) (exit \(outcome.exitCode))") }
             case .failed(let error):
                 line("dgrun: \(task.name): \(error.message)")

@@ -18,6 +18,8 @@ public enum EngineEvent: Sendable {
     /// An OOM-killed attempt runs again with more memory.
     case retryingOOM(task: String?, from: UInt64, to: UInt64, attempt: Int, of: Int)
     case finished(task: String, outcome: RunOutcome)
+    /// The task's outputs came from the cache (its action key matched): nothing ran.
+    case restored(task: String, from: String, files: Int, bytes: Int64)
     /// What the record holds of a task after this run (only with RunRequest.reportRecords: the
     /// declared-versus-used check costs a stat per file the task used in its directory).
     case recorded(task: String, TaskRecordSummary)
@@ -49,6 +51,8 @@ public enum TaskResult: Sendable {
     case blocked([Blocker])
     /// It ran (whatever its exit status), with the record's id.
     case ran(RunOutcome, runID: Int64?)
+    /// Its outputs were restored from the cache under its action key instead of running.
+    case restored(runID: Int64, from: String)
     /// dgrun itself failed for this task (bad task.toml, store, sandbox setup).
     case failed(DgrunError)
     /// It did not start: a task it depends on did not complete, or dgrun was interrupted.
@@ -57,7 +61,7 @@ public enum TaskResult: Sendable {
     /// Up to date, or ran and exited 0: its dependants may run.
     public var completed: Bool {
         switch self {
-        case .upToDate: return true
+        case .upToDate, .restored: return true
         case .ran(let outcome, _): return outcome.exitCode == 0
         default: return false
         }
@@ -66,7 +70,7 @@ public enum TaskResult: Sendable {
     /// The exit status of the contract for this task alone.
     public var exitStatus: Int32 {
         switch self {
-        case .upToDate: return 0
+        case .upToDate, .restored: return 0
         case .blocked, .notStarted: return DgrunExit.blocked
         case .ran(let outcome, _): return outcome.exitCode
         case .failed(let error): return error.exitStatus

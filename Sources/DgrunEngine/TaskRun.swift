@@ -1,3 +1,4 @@
+import DgrunCache
 import DgrunPlanner
 import DgrunProvision
 import DgrunRecord
@@ -106,8 +107,14 @@ extension Engine {
             capture.recordBlocked(capture.newRecord(reasons: plan.reasons, environmentDigest: prepared.input.environmentDigest))
             return .blocked(plan.blockers)
         case .run:
-            sink(.running(task: name, reasons: plan.reasons))
+            break
         }
+        let cacheContext = self.cacheContext(task, request: request, environmentDigest: prepared.input.environmentDigest)
+        if let restored = restoreFromCache(task, context: cacheContext, prepared: prepared, plan: plan, store: store,
+                                           capture: capture, workspace: workspace) {
+            return restored
+        }
+        sink(.running(task: name, reasons: plan.reasons))
 
         let record = capture.newRecord(reasons: plan.reasons, environmentDigest: prepared.input.environmentDigest)
         var runID: Int64
@@ -132,7 +139,7 @@ extension Engine {
         }
         let graph = graphOf(outcome, spec: spec, task: task)
         let recorded = capture.recordFinished(outcome, graph: graph, spec: spec, record: record, id: runID,
-                                              previous: prepared.input.lastRun)
+                                              previous: prepared.input.lastRun, cache: cacheContext)
         if let warning = recorded.warning { sink(.warning(warning)) }
         if let workspace { capture.markReadersStale(of: recorded.changed, in: workspace, runID: runID) }
         if request.reportRecords {

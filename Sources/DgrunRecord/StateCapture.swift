@@ -1,3 +1,4 @@
+import DgrunCache
 import DgrunGraph
 import DgrunPlanner
 import DgrunProvision
@@ -70,7 +71,7 @@ public struct StateCapture: Sendable {
     /// What a finished run leaves: its record with outputs and the graph's dependencies. Returns
     /// the outputs whose version changed since `previous`, and a warning when the record failed.
     public func recordFinished(_ outcome: RunOutcome, graph: Graph?, spec: SandboxSpec, record: RunRecord, id: Int64,
-                               previous: RunRecord?) -> (changed: [String], warning: String?) {
+                               previous: RunRecord?, cache: CacheContext? = nil) -> (changed: [String], warning: String?) {
         var record = record
         let finished = Clock.now()
         record.fill(from: outcome, finishedAt: finished)
@@ -83,6 +84,10 @@ public struct StateCapture: Sendable {
             record.outputs = recorded.outputs
             graphJSON = try? GraphRenderer.render(graph, as: .json)
             warning = Self.save(graph, in: task)
+            if let cache, let dependencies {
+                record.actionKey = cacheOutputs(cache, dependencies: dependencies, graphJSON: graphJSON, outcome: outcome,
+                                                written: Array(recorded.outputs.keys))
+            }
         }
         do {
             try store.finishRun(record, id: id, graphJSON: graphJSON, dependencies: dependencies)
@@ -95,6 +100,29 @@ public struct StateCapture: Sendable {
         }
         let changed = record.outputs.filter { previous?.outputs[$0.key] != $0.value }.map(\.key)
         return (outcome.exitCode == 0 ? changed : [], warning)
+    }
+
+    /// The action key of a recorded run and, when it succeeded, its outputs stored in the cache
+    /// (the declared outputs and the files the trace saw written in the task directory).
+    func cacheOutputs(_ context: CacheContext, dependencies: [Dependency], graphJSON: String?, outcome: RunOutcome,
+                      written: [String]) -> String? {
+        let relocation = PathRelocation.of(task)
+        guard case .key(let key, _) = ActionKey.compute(taskKey: context.taskKey, dependencies: dependencies, relocation: relocation,
+                                                        version: { $0.version ?? ActionKey.currentVersion($0) }) else { return nil }
+        guard let cache = context.cache, outcome.exitCode == 0, outcome.signal == nil, outcome.interruptedBy == nil else { return key }
+        // An output elsewhere in the workspace could not be restored (a manifest holds only paths
+        // in the task directory): such a task is not cached, or a restore would leave it missing.
+        if let root = relocation.workspaceRoot,
+           let outside = (written + task.outputs.map { TaskFile.absolute($0, in: task.directory) }).first(where: {
+               $0.hasPrefix(root + "/") && !$0.hasPrefix(task.directory + "/") && $0 != task.directory
+           }) {
+            cache.warn("dgrun: \(task.name): outputs not cached: it writes \(outside), outside its directory (a restore could not bring that back)")
+            return key
+        }
+        let declared = task.outputs.flatMap { Glob.paths(TaskFile.absolute($0, in: task.directory)) }
+        let inputs = InputsManifest(taskKey: context.taskKey, dependencies: dependencies, relocation: relocation, graph: graphJSON)
+        _ = cache.store(taskKey: context.taskKey, key: key, inputs: inputs, outputs: written + declared, taskDirectory: task.directory)
+        return key
     }
 
     /// After a run rewrote outputs: the workspace tasks reading them are marked stale, so that
@@ -234,5 +262,25 @@ public struct DeclarationCheck: Sendable {
         unusedInputs = task.inputs.filter { glob in !read.contains { fnmatch(glob, $0, FNM_PATHNAME) == 0 } }
         undeclaredOutputs = written.filter { !matches($0, task.outputs) }
         unwrittenOutputs = task.outputs.filter { glob in !written.contains { fnmatch(glob, $0, FNM_PATHNAME) == 0 } }
+    }
+}
+
+/// What the recorder needs of the cache for one task: its task key, and the cache (nil: off).
+public struct CacheContext: Sendable {
+    public var cache: OutputCache?
+    public var taskKey: String
+    public init(cache: OutputCache?, taskKey: String) {
+        self.cache = cache
+        self.taskKey = taskKey
+    }
+}
+
+/// glob(3) of an absolute pattern: the paths it names now (a plain path: itself, when it exists).
+public enum Glob {
+    public static func paths(_ pattern: String) -> [String] {
+        var g = glob_t()
+        defer { globfree(&g) }
+        guard glob(pattern, 0, nil, &g) == 0 else { return [] }
+        return (0..<Int(g.gl_pathc)).compactMap { g.gl_pathv[$0].map { String(cString: $0) } }
     }
 }

@@ -104,6 +104,8 @@ public struct RunRequest: Sendable, Equatable {
     public var logDirectory: String?
     /// dgrun ci: send a `recorded` event per task (its graph version, declared-versus-used).
     public var reportRecords = false
+    /// The output cache: --cache, --cache-url, --cache-read-only (and their environment variables).
+    public var cache = CacheRequest()
 
     public init(command: [String] = []) { self.command = command }
 

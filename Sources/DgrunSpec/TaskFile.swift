@@ -25,6 +25,8 @@ public struct TaskFile: Sendable {
     public var serviceWaitSeconds: Double?
     /// [ci] require: the sandbox layers `dgrun ci` must have for this task (never less than these).
     public var ciRequire: [String] = []
+    /// [cache]: where this task's outputs are cached (dir, or "off"), a remote (url), read_only.
+    public var cache = TaskCacheSettings()
 
     /// The layers [ci] require and `dgrun ci --require` name.
     public static let sandboxLayers = ["limits", "seccomp", "userns", "network", "confine"]
@@ -56,12 +58,13 @@ public struct TaskFile: Sendable {
     }
 
     static let topLevelKeys: Set<String> = ["command", "run", "workdir", "env", "inputs", "outputs", "priority", "limits", "sandbox",
-                                            "fetch", "services", "ci"]
+                                            "fetch", "services", "ci", "cache"]
     static let limitKeys: Set<String> = ["memory", "cpus", "pids", "timeout"]
     static let sandboxKeys: Set<String> = ["profile", "network"]
     static let fetchKeys: Set<String> = ["url", "sha256"]
     static let serviceKeys: Set<String> = ["wait"]
     static let ciKeys: Set<String> = ["require"]
+    static let cacheKeys: Set<String> = ["dir", "url", "read_only"]
 
     public static func parse(_ text: String, directory: String) throws(DgrunError) -> TaskFile {
         let root = try TOMLSubset.parse(text)
@@ -185,6 +188,28 @@ public struct TaskFile: Sendable {
                         throw DgrunError("ci.require: unknown layer \"\(name)\" (use \(sandboxLayers.joined(separator: ", ")))")
                     }
                     return names
+                }
+            }
+        }
+        if let value = root["cache"] {
+            guard case .table(let cache) = value else { throw DgrunError("cache must be a [cache] table") }
+            for key in cache.keys where !cacheKeys.contains(key) {
+                throw DgrunError((cache.place(of: key).map { $0 + ": " } ?? "") + "unknown key \"\(key)\" in [cache] (allowed: dir, read_only, url)")
+            }
+            if let v = cache["dir"] {
+                let dir = try at(cache, "dir") { () throws(DgrunError) in try string(v, key: "cache.dir") }
+                guard !dir.isEmpty else { throw DgrunError((cache.place(of: "dir").map { $0 + ": " } ?? "") + "cache.dir is empty (give a directory, or \"off\")") }
+                if dir == "off" { task.cache.off = true } else { task.cache.directory = TaskFile.absolute(dir, in: directory) }
+            }
+            if let v = cache["url"] {
+                task.cache.url = try at(cache, "url") { () throws(DgrunError) in
+                    try CacheRequest.checkedURL(try string(v, key: "cache.url"), what: "cache.url")
+                }
+            }
+            if let v = cache["read_only"] {
+                task.cache.readOnly = try at(cache, "read_only") { () throws(DgrunError) -> Bool in
+                    guard case .bool(let b) = v else { throw DgrunError("cache.read_only must be true or false, not \(v.typeName)") }
+                    return b
                 }
             }
         }

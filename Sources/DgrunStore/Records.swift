@@ -97,6 +97,10 @@ public struct RunRecord: Sendable, Equatable, Codable {
     public var adjustmentsJSON: String
     /// The graph version this run recorded, when it recorded one.
     public var graphVersion: Int64?
+    /// The action key of the run (the cache's): the same key on another machine means the same run.
+    public var actionKey: String?
+    /// Set when the outputs were restored from a cache instead of running: "local" or the remote URL.
+    public var restoredFrom: String?
 
     public init(taskID: String, status: Status, startedAt: Double, pid: Int32, argv: [String],
                 environmentDigest: String, reasons: [String], limitsJSON: String = "{}") {

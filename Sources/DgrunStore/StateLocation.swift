@@ -17,7 +17,13 @@ public enum StateLocation {
     public static func open(for task: TaskFile, stateOption: String?) throws(DgrunError) -> Store {
         let dir = directory(for: task, stateOption: stateOption)
         try checkNotLinked(dir, in: task)
-        return try opened(dir)
+        return try opened(dir, relocation: relocation(of: dir, for: task))
+    }
+
+    /// A task's own store (TASKDIR/.dgrun) moves with the directory: its paths are relative. A
+    /// store elsewhere may be shared by tasks of several places: absolute.
+    public static func relocation(of dir: String, for task: TaskFile) -> PathRelocation? {
+        dir == task.directory + "/.dgrun" ? PathRelocation.of(task) : nil
     }
 
     /// TASKDIR/.dgrun is written by dgrun (often root) into a directory the task, or a checkout,
@@ -33,18 +39,18 @@ public enum StateLocation {
         let dir = directory(for: task, stateOption: stateOption)
         guard FileIO.exists(dir + "/" + Store.fileName) else { return nil }
         try checkNotLinked(dir, in: task)
-        return try opened(dir)
+        return try opened(dir, relocation: relocation(of: dir, for: task))
     }
 
     /// One open store per directory for the whole command: a workspace run reads each task's
     /// store to link the tasks, to size the pool, to plan and record, and to mark readers stale.
     private static let stores = Locked([String: Store]())
 
-    private static func opened(_ directory: String) throws(DgrunError) -> Store {
+    private static func opened(_ directory: String, relocation: PathRelocation?) throws(DgrunError) -> Store {
         let result: Result<Store, DgrunError> = stores.withLock { stores in
             if let store = stores[directory] { return .success(store) }
             do throws(DgrunError) {
-                let store = try Store(directory: directory)
+                let store = try Store(directory: directory, relocation: relocation)
                 stores[directory] = store
                 return .success(store)
             } catch {

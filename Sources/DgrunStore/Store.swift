@@ -10,13 +10,18 @@ import Glibc
 /// process that uses it (WAL, a busy timeout, immediate write transactions).
 public final class Store: Sendable {
     public let directory: String
+    /// Set for a task's own store (TASKDIR/.dgrun): its paths inside the task and its workspace are
+    /// stored relative (`PathRelocation`), so that a copy of the directory reads the same state.
+    /// nil for a shared store (--state DIR, $DGRUN_STATE_DIR, ad-hoc history): absolute, as before.
+    public let relocation: PathRelocation?
     let queue: DatabaseQueue
 
     public static let fileName = "state.db"
 
     /// Opens (creating when needed) DIR/state.db and brings its schema up to date.
-    public init(directory: String) throws(DgrunError) {
+    public init(directory: String, relocation: PathRelocation? = nil) throws(DgrunError) {
         self.directory = directory
+        self.relocation = relocation
         if mkdir(directory, 0o755) != 0 && errno != EEXIST {
             throw DgrunError.store("cannot create the state directory \(directory): \(String(cString: strerror(errno))); pass --state DIR or set DGRUN_STATE_DIR to a writable place")
         }
@@ -32,7 +37,7 @@ public final class Store: Sendable {
             // A new store is created and migrated under a lock, and so is one whose migrations are
             // not all there: two dgruns opening a new store at once must not both create it (a
             // reader could see a file with no tables yet).
-            let migrator = Self.migrator
+            let migrator = Self.migrator(relocation: relocation)
             let lockPath = directory + "/state.db.lock"
             if !FileIO.exists(path) {
                 queue = try Self.withFileLock(lockPath) {
@@ -53,7 +58,7 @@ public final class Store: Sendable {
         }
     }
 
-    static var migrator: DatabaseMigrator {
+    static func migrator(relocation: PathRelocation?) -> DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
             try db.execute(sql: """
@@ -113,7 +118,64 @@ public final class Store: Sendable {
                 CREATE INDEX sample_run ON sample(run_id);
                 """)
         }
+        // v2 (issue 12): the action key of each run, where a restored run came from, and the
+        // task's paths made relative to it (see PathRelocation), so that a copy plans the same.
+        migrator.registerMigration("v2") { db in
+            try db.execute(sql: """
+                ALTER TABLE run ADD COLUMN action_key TEXT;
+                ALTER TABLE run ADD COLUMN restored_from TEXT;
+                """)
+            if let relocation { try Self.relocate(db, to: relocation) }
+        }
         return migrator
+    }
+
+    /// Rewrites a v1 store's absolute paths into the relative form. The old location is the row
+    /// of this task, or the only task of the store (a store copied before it was migrated).
+    static func relocate(_ db: Database, to relocation: PathRelocation) throws {
+        let tasks = try String.fetchAll(db, sql: "SELECT id FROM task")
+        guard let old = tasks.first(where: { $0 == relocation.taskDirectory }) ?? (tasks.count == 1 ? tasks[0] : nil),
+              old.hasPrefix("/") else { return }
+        let oldParent = String(old[..<(old.lastIndex(of: "/") ?? old.startIndex)])
+        let from = PathRelocation(taskDirectory: old, workspaceRoot: relocation.workspaceRoot == nil ? nil : oldParent)
+        try db.execute(sql: "UPDATE task SET id = '.', dir = '.' WHERE id = ?", arguments: [old])
+        try db.execute(sql: "UPDATE graph_version SET task_id = '.' WHERE task_id = ?", arguments: [old])
+        for row in try Row.fetchAll(db, sql: "SELECT id, outputs FROM run WHERE task_id = ?", arguments: [old]) {
+            let outputs = JSONText.decodeStringMap(row["outputs"])
+            let encoded = Dictionary(outputs.map { (from.encode($0.key), $0.value) }, uniquingKeysWith: { a, _ in a })
+            try db.execute(sql: "UPDATE run SET task_id = '.', outputs = ? WHERE id = ?",
+                           arguments: [JSONText.encode(encoded), row["id"] as Int64])
+        }
+        let rows = try Row.fetchAll(db, sql: "SELECT * FROM dependency WHERE task_id = ?", arguments: [old])
+        try db.execute(sql: "DELETE FROM dependency WHERE task_id = ?", arguments: [old])
+        for row in rows {
+            let ref: String = row["ref"]
+            let nodeID: String = row["node_id"]
+            try db.execute(sql: """
+                INSERT OR REPLACE INTO dependency(task_id, node_id, kind, ref, relation, version, size, mtime_ns, ctime_ns,
+                    inode, device, priority, cost_bytes, traced) VALUES ('.', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [nodeID.isEmpty ? "" : from.encodeNodeID(nodeID), row["kind"] as String, from.encode(ref),
+                                 row["relation"] as String, row["version"] as String?, row["size"] as Int64?,
+                                 row["mtime_ns"] as Int64?, row["ctime_ns"] as Int64?, row["inode"] as Int64?,
+                                 row["device"] as Int64?, row["priority"] as Int64, row["cost_bytes"] as Int64,
+                                 row["traced"] as Int64])
+        }
+    }
+
+    // MARK: - relocation at the boundary: callers see absolute paths, the file holds relative ones
+
+    func enc(_ path: String) -> String { relocation?.encode(path) ?? path }
+    func dec(_ ref: String) -> String { relocation?.decode(ref) ?? ref }
+    func encOutputs(_ outputs: [String: String]) -> String {
+        guard let relocation else { return JSONText.encode(outputs) }
+        return JSONText.encode(Dictionary(outputs.map { (relocation.encode($0.key), $0.value) }, uniquingKeysWith: { a, _ in a }))
+    }
+    func decoded(_ record: RunRecord) -> RunRecord {
+        guard let relocation else { return record }
+        var record = record
+        record.taskID = relocation.decode(record.taskID)
+        record.outputs = Dictionary(record.outputs.map { (relocation.decode($0.key), $0.value) }, uniquingKeysWith: { a, _ in a })
+        return record
     }
 
     // MARK: - writing
@@ -144,6 +206,7 @@ public final class Store: Sendable {
     }
 
     public func registerTask(id: String, directory: String) throws(DgrunError) {
+        let id = enc(id), directory = enc(directory)
         // Read first: the no-op path of `exec` then writes nothing at all.
         if try read({ db in try String.fetchOne(db, sql: "SELECT dir FROM task WHERE id = ?", arguments: [id]) }) == directory { return }
         try write { db in
@@ -158,7 +221,7 @@ public final class Store: Sendable {
             try db.execute(sql: """
                 INSERT INTO run(task_id, status, started_at, pid, pid_start_time, argv, env_digest, reasons, limits)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [record.taskID, record.status.rawValue, record.startedAt, record.pid,
+                """, arguments: [enc(record.taskID), record.status.rawValue, record.startedAt, record.pid,
                                  pidStartTime.map { Int64(bitPattern: $0) }, JSONText.encode(record.argv),
                                  record.environmentDigest, JSONText.encode(record.reasons), record.limitsJSON])
             return db.lastInsertedRowID
@@ -172,23 +235,23 @@ public final class Store: Sendable {
             var graphVersion: Int64? = nil
             if let graphJSON {
                 try db.execute(sql: "INSERT INTO graph_version(task_id, created_at, json) VALUES (?, ?, ?)",
-                               arguments: [record.taskID, record.finishedAt ?? record.startedAt, graphJSON])
+                               arguments: [enc(record.taskID), record.finishedAt ?? record.startedAt, graphJSON])
                 graphVersion = db.lastInsertedRowID
             }
             try db.execute(sql: """
                 UPDATE run SET status = ?, finished_at = ?, exit_code = ?, signal = ?, oom_killed = ?, timed_out = ?,
                     wall_s = ?, cpu_user_s = ?, cpu_sys_s = ?, memory_peak_bytes = ?, pids_peak = ?, outputs = ?,
-                    adjustments = ?, graph_version = ?, reasons = ?, limits = ?
+                    adjustments = ?, graph_version = ?, reasons = ?, limits = ?, action_key = ?, restored_from = ?
                 WHERE id = ?
                 """, arguments: [record.status.rawValue, record.finishedAt, record.exitCode, record.signal,
                                  record.oomKilled, record.timedOut, record.wallSeconds, record.cpuUserSeconds,
                                  record.cpuSystemSeconds, record.memoryPeakBytes, record.pidsPeak,
-                                 JSONText.encode(record.outputs), record.adjustmentsJSON, graphVersion,
-                                 JSONText.encode(record.reasons), record.limitsJSON, id])
+                                 encOutputs(record.outputs), record.adjustmentsJSON, graphVersion,
+                                 JSONText.encode(record.reasons), record.limitsJSON, record.actionKey, record.restoredFrom, id])
             if let dependencies {
-                try Self.replace(dependencies, of: record.taskID, in: db)
+                try replace(dependencies, of: record.taskID, in: db)
                 try db.execute(sql: "UPDATE task SET stale_reason = NULL, graph_version = COALESCE(?, graph_version) WHERE id = ?",
-                               arguments: [graphVersion, record.taskID])
+                               arguments: [graphVersion, enc(record.taskID)])
             }
         }
     }
@@ -201,7 +264,8 @@ public final class Store: Sendable {
         try finishRun(record, id: id, graphJSON: nil, dependencies: nil)
     }
 
-    static func replace(_ dependencies: [Dependency], of taskID: String, in db: Database) throws {
+    func replace(_ dependencies: [Dependency], of taskID: String, in db: Database) throws {
+        let taskID = enc(taskID)
         try db.execute(sql: "DELETE FROM dependency WHERE task_id = ?", arguments: [taskID])
         let statement = try db.makeStatement(sql: """
             INSERT OR REPLACE INTO dependency(task_id, node_id, kind, ref, relation, version, size, mtime_ns, ctime_ns,
@@ -210,8 +274,8 @@ public final class Store: Sendable {
         for d in dependencies {
             let f = d.fingerprint
             // The usual id, "file:" + ref, is implied (NULL): a fifth less to read on every check.
-            let nodeID: String? = d.nodeID == "file:" + d.ref ? nil : d.nodeID
-            try statement.execute(arguments: [taskID, nodeID ?? "", d.kind, d.ref, d.relation.rawValue, d.version,
+            let nodeID: String? = d.nodeID == "file:" + d.ref ? nil : relocation?.encodeNodeID(d.nodeID) ?? d.nodeID
+            try statement.execute(arguments: [taskID, nodeID ?? "", d.kind, enc(d.ref), d.relation.rawValue, d.version,
                                               f?.size, f?.mtimeNs, f?.ctimeNs, f.map { Int64(bitPattern: $0.inode) },
                                               f.map { Int64(bitPattern: $0.device) }, d.priority, d.costBytes, d.traced])
         }
@@ -221,6 +285,7 @@ public final class Store: Sendable {
     /// next check is fast again.
     public func refreshFingerprints(task taskID: String, _ updates: [(nodeID: String, ref: String, relation: Dependency.Relation, fingerprint: FileFingerprint)]) throws(DgrunError) {
         guard !updates.isEmpty else { return }
+        let taskID = enc(taskID)
         try write { db in
             let statement = try db.makeStatement(sql: """
                 UPDATE dependency SET size = ?, mtime_ns = ?, ctime_ns = ?, inode = ?, device = ?
@@ -228,14 +293,15 @@ public final class Store: Sendable {
                 """)
             for u in updates {
                 let f = u.fingerprint
-                let nodeID = u.nodeID == "file:" + u.ref ? "" : u.nodeID
+                let nodeID = u.nodeID == "file:" + u.ref ? "" : relocation?.encodeNodeID(u.nodeID) ?? u.nodeID
                 try statement.execute(arguments: [f.size, f.mtimeNs, f.ctimeNs, Int64(bitPattern: f.inode),
-                                                  Int64(bitPattern: f.device), taskID, u.ref, u.relation.rawValue, nodeID])
+                                                  Int64(bitPattern: f.device), taskID, enc(u.ref), u.relation.rawValue, nodeID])
             }
         }
     }
 
     public func markStale(task taskID: String, reason: String) throws(DgrunError) {
+        let taskID = enc(taskID)
         try write { db in
             try db.execute(sql: "UPDATE task SET stale_reason = ? WHERE id = ? AND stale_reason IS NULL", arguments: [reason, taskID])
         }
@@ -245,6 +311,7 @@ public final class Store: Sendable {
     /// tells the truth and the task's dependencies stay those of its last finished run.
     @discardableResult
     public func settleAbandonedRuns(task taskID: String, isAlive: (Int32, UInt64?) -> Bool) throws(DgrunError) -> Int {
+        let taskID = enc(taskID)
         let running = try read { db in
             try Row.fetchAll(db, sql: "SELECT id, pid, pid_start_time FROM run WHERE task_id = ? AND status = 'running'",
                              arguments: [taskID])
@@ -287,9 +354,10 @@ public final class Store: Sendable {
     // MARK: - reading
 
     public func task(id: String) throws(DgrunError) -> TaskState? {
-        try read { db in
+        let id = enc(id)
+        return try read { db in
             try Row.fetchOne(db, sql: "SELECT id, dir, stale_reason, graph_version FROM task WHERE id = ?", arguments: [id])
-                .map { TaskState(id: $0["id"], directory: $0["dir"], staleReason: $0["stale_reason"], graphVersion: $0["graph_version"]) }
+                .map { TaskState(id: dec($0["id"]), directory: dec($0["dir"]), staleReason: $0["stale_reason"], graphVersion: $0["graph_version"]) }
         }
     }
 
@@ -297,19 +365,21 @@ public final class Store: Sendable {
     /// Read column by column from SQLite: the no-op check of a large task is mostly this read,
     /// and GRDB's generic Row decoding cost ~5 µs a row against ~1 µs here.
     public func dependencies(task taskID: String) throws(DgrunError) -> [Dependency] {
-        try read { db in
+        let storedID = enc(taskID)
+        let relocation = self.relocation
+        return try read { db in
             let statement = try db.makeStatement(sql: """
                 SELECT node_id, kind, ref, relation, version, size, mtime_ns, ctime_ns, inode, device, priority, cost_bytes, traced
                 FROM dependency WHERE task_id = ?
                 """)
-            statement.arguments = [taskID]
+            statement.arguments = [storedID]
             let s = statement.sqliteStatement
             func text(_ i: Int32) -> String? {
                 guard let p = sqlite3_column_text(s, i) else { return nil }
                 return String(decoding: UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(s, i))), as: UTF8.self)
             }
             var result: [Dependency] = []
-            result.reserveCapacity(Int(try Int.fetchOne(db, sql: "SELECT count(*) FROM dependency WHERE task_id = ?", arguments: [taskID]) ?? 0))
+            result.reserveCapacity(Int(try Int.fetchOne(db, sql: "SELECT count(*) FROM dependency WHERE task_id = ?", arguments: [storedID]) ?? 0))
             while true {
                 let rc = sqlite3_step(s)
                 if rc == SQLITE_DONE { break }
@@ -321,8 +391,10 @@ public final class Store: Sendable {
                                                   inode: UInt64(bitPattern: sqlite3_column_int64(s, 8)),
                                                   device: UInt64(bitPattern: sqlite3_column_int64(s, 9)))
                 }
-                let ref = text(2) ?? ""
-                let nodeID = sqlite3_column_bytes(s, 0) == 0 ? "file:" + ref : text(0) ?? ""
+                let stored = text(2) ?? ""
+                let ref = relocation?.decode(stored) ?? stored
+                let nodeID = sqlite3_column_bytes(s, 0) == 0 ? "file:" + ref
+                    : relocation.map { r in text(0).map(r.decodeNodeID) ?? "" } ?? text(0) ?? ""
                 result.append(Dependency(nodeID: nodeID, kind: text(1) ?? "", ref: ref,
                                          relation: Dependency.Relation(rawValue: text(3) ?? "") ?? .reads, version: text(4),
                                          fingerprint: fingerprint, priority: Int(sqlite3_column_int64(s, 10)),
@@ -337,9 +409,9 @@ public final class Store: Sendable {
     public func runs(task taskID: String?, limit: Int = 50) throws(DgrunError) -> [RunRecord] {
         try read { db in
             let filter = taskID == nil ? "" : "WHERE task_id = ?"
-            let arguments: StatementArguments = taskID.map { [$0, limit] } ?? [limit]
+            let arguments: StatementArguments = taskID.map { [enc($0), limit] } ?? [limit]
             return try Row.fetchAll(db, sql: "SELECT * FROM run \(filter) ORDER BY id DESC LIMIT ?", arguments: arguments)
-                .map(Self.runRecord)
+                .map { decoded(Self.runRecord($0)) }
         }
     }
 
@@ -350,7 +422,7 @@ public final class Store: Sendable {
             try Row.fetchAll(db, sql: """
                 SELECT id, status, exit_code, oom_killed, memory_peak_bytes, wall_s, cpu_user_s, cpu_sys_s
                 FROM run WHERE task_id = ? ORDER BY id DESC LIMIT ?
-                """, arguments: [taskID, limit]).map { row in
+                """, arguments: [enc(taskID), limit]).map { row in
                 let cpu = (row[6] as Double?).map { $0 + ((row[7] as Double?) ?? 0) }
                 return RunUsage(id: row[0], succeeded: row[1] == "finished" && (row[2] as Int32?) == 0 && !(row[3] as Bool),
                                 memoryPeakBytes: row[4], wallSeconds: row[5], cpuSeconds: cpu)
@@ -363,13 +435,15 @@ public final class Store: Sendable {
         try write { db in
             try db.execute(sql: """
                 INSERT INTO run(task_id, status, started_at, finished_at, pid, argv, env_digest, reasons, limits, exit_code,
-                    signal, oom_killed, timed_out, wall_s, cpu_user_s, cpu_sys_s, memory_peak_bytes, pids_peak, outputs, adjustments)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [record.taskID, record.status.rawValue, record.startedAt, record.finishedAt, record.pid,
+                    signal, oom_killed, timed_out, wall_s, cpu_user_s, cpu_sys_s, memory_peak_bytes, pids_peak, outputs, adjustments,
+                    action_key, restored_from)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [enc(record.taskID), record.status.rawValue, record.startedAt, record.finishedAt, record.pid,
                                  JSONText.encode(record.argv), record.environmentDigest, JSONText.encode(record.reasons),
                                  record.limitsJSON, record.exitCode, record.signal, record.oomKilled, record.timedOut,
                                  record.wallSeconds, record.cpuUserSeconds, record.cpuSystemSeconds, record.memoryPeakBytes,
-                                 record.pidsPeak, JSONText.encode(record.outputs), record.adjustmentsJSON])
+                                 record.pidsPeak, encOutputs(record.outputs), record.adjustmentsJSON,
+                                 record.actionKey, record.restoredFrom])
             try Self.insert(samples, run: db.lastInsertedRowID, in: db)
         }
     }
@@ -378,7 +452,7 @@ public final class Store: Sendable {
     public func lastFinishedRun(task taskID: String) throws(DgrunError) -> RunRecord? {
         try read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM run WHERE task_id = ? AND status = 'finished' ORDER BY id DESC LIMIT 1",
-                             arguments: [taskID]).map(Self.runRecord)
+                             arguments: [enc(taskID)]).map { decoded(Self.runRecord($0)) }
         }
     }
 
@@ -418,6 +492,8 @@ public final class Store: Sendable {
         record.outputs = JSONText.decodeStringMap(row["outputs"])
         record.adjustmentsJSON = row["adjustments"]
         record.graphVersion = row["graph_version"]
+        record.actionKey = row["action_key"]
+        record.restoredFrom = row["restored_from"]
         return record
     }
 

@@ -39,7 +39,9 @@ import Glibc
         }
 
         func ci(_ env: [String], _ args: [String]) -> RunResult {
-            Harness.run(["/usr/bin/env"] + CITests.clean + env + [Harness.binary, "ci"] + args + [ws], cwd: dir)
+            // A cache of its own: another test's checkout of the same tasks would be restored from
+            // the shared one (as another CI job's would) instead of running.
+            Harness.run(["/usr/bin/env"] + CITests.clean + env + [Harness.binary, "ci", "--cache", dir + "/cache"] + args + [ws], cwd: dir)
         }
 
         func read(_ name: String) -> String { (try? String(contentsOfFile: dir + "/" + name, encoding: .utf8)) ?? "" }

@@ -65,9 +65,14 @@ import Glibc
 
         // A deleted output re-runs its producer, and only it when it comes back the same.
         unlink(ws + "/gen/out/data.txt")
-        r = exec(ws)
+        r = exec(ws, ["--cache", "off"])
         #expect(Self.outcome(r.stderr).ran == ["gen"], "\(r.stderr)")
         #expect(r.stderr.contains("deleted since the task wrote it"))
+        // With the cache (the default), it comes back from there: nothing runs (issue 12).
+        unlink(ws + "/gen/out/data.txt")
+        r = exec(ws)
+        #expect(Self.outcome(r.stderr).ran.isEmpty, "\(r.stderr)")
+        #expect(r.stderr.contains("gen: restored from cache"), "\(r.stderr)")
 
         // A rebuilt shared library re-runs the tool linked against it and the task that loads it.
         try "int score(int id, int value) { return (value * 37 + id) % 997; }\n"
@@ -89,8 +94,9 @@ import Glibc
 
         let history = Harness.run([Harness.binary, "history", "--json", ws + "/gen"])
         let runs = try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]] ?? []
-        #expect(runs.count == 4)
+        #expect(runs.count == 5, "four runs and one restore")
         #expect(runs.allSatisfy { $0["status"] as? String == "finished" && $0["exit_code"] as? Int == 0 })
+        #expect(runs.filter { $0["restored_from"] as? String == "local cache" }.count == 1, "\(history.stdout)")
         #expect((runs.first?["outputs"] as? [String: String])?.keys.contains(ws + "/gen/out/data.txt") == true)
     }
 
@@ -186,7 +192,7 @@ import Glibc
         }
         group.wait()
         #expect(results.all.allSatisfy { $0.status == 0 }, "\(results.all.map(\.stderr))")
-        let store = try Store(directory: task + "/.dgrun")
+        let store = try Store(directory: task + "/.dgrun", relocation: PathRelocation(taskDirectory: task, workspaceRoot: nil))
         #expect(try store.consistencyProblems().isEmpty)
         let runs = try store.runs(task: task)
         #expect(runs.count == 4)
@@ -216,7 +222,7 @@ import Glibc
         #expect(first.status == 128 + SIGKILL)
         #expect(Harness.waitUntil(timeout: 10) { Harness.processes(containing: marker).isEmpty }, "the sandbox died with dgrun")
 
-        let store = try Store(directory: task + "/.dgrun")
+        let store = try Store(directory: task + "/.dgrun", relocation: PathRelocation(taskDirectory: task, workspaceRoot: nil))
         #expect(try store.consistencyProblems().isEmpty)
         #expect(try store.runs(task: task).first?.status == .running)
         #expect(try store.dependencies(task: task).isEmpty, "a killed run records no dependencies")

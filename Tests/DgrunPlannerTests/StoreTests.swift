@@ -37,6 +37,63 @@ import Glibc
         #expect(try Store(directory: dir).runs(task: "/w/t").count == 1)
     }
 
+    func sqlite(_ db: String, _ sql: String) -> String {
+        let out = temporaryDirectory() + "/out"
+        guard let pid = try? Subprocess.spawn(["/usr/bin/sqlite3", db, sql], stdin: "/dev/null", stdout: out, stderr: "/dev/null") else { return "" }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        return (try? FileIO.read(out)) ?? ""
+    }
+
+    /// Issue 12: a v1 store (absolute paths) is migrated to relative ones when opened as a task's
+    /// own store, and a copy of it at another path reads the same dependencies there.
+    @Test(.enabled(if: FileIO.isExecutable("/usr/bin/sqlite3"), "needs the sqlite3 command to make a v1 store"))
+    func aV1StoreIsMigratedToRelativePathsAndMovesWithItsTask() throws {
+        let ws = temporaryDirectory()
+        let task = ws + "/apply"
+        mkdir(task, 0o755)
+        let state = task + "/.dgrun"
+        do {
+            let v1 = try Store(directory: state)
+            try v1.registerTask(id: task, directory: task)
+            var run = RunRecord(taskID: task, status: .running, startedAt: 1, pid: getpid(), argv: ["x"], environmentDigest: "e", reasons: [])
+            let id = try v1.beginRun(run, pidStartTime: nil)
+            run.status = .finished
+            run.finishedAt = 2
+            run.exitCode = 0
+            run.outputs = [task + "/out/s.txt": "sha256:1"]
+            try v1.finishRun(run, id: id, graphJSON: "{}", dependencies: [
+                Dependency(nodeID: "file:\(ws)/gen/out/data.txt", kind: "file", ref: ws + "/gen/out/data.txt", relation: .reads, version: "sha256:2"),
+                Dependency(nodeID: "file:/usr/lib/libc.so.6", kind: "library", ref: "/usr/lib/libc.so.6", relation: .loads, version: "sha256:3"),
+                Dependency(nodeID: "file:\(task)/out/s.txt", kind: "file", ref: task + "/out/s.txt", relation: .writes, version: "sha256:1"),
+            ])
+        }
+        // Back to v1: the v2 columns and its migration record gone, as an older dgrun left it.
+        _ = sqlite(state + "/state.db", "ALTER TABLE run DROP COLUMN action_key; ALTER TABLE run DROP COLUMN restored_from; DELETE FROM grdb_migrations WHERE identifier = 'v2';")
+        #expect(sqlite(state + "/state.db", "SELECT identifier FROM grdb_migrations").contains("v1"))
+        let relocation = PathRelocation(taskDirectory: task, workspaceRoot: ws)
+        let migrated = try Store(directory: state, relocation: relocation)
+        #expect(try migrated.dependencies(task: task).map(\.ref).sorted() == ["/usr/lib/libc.so.6", task + "/out/s.txt", ws + "/gen/out/data.txt"].sorted())
+        #expect(sqlite(state + "/state.db", "SELECT ref FROM dependency ORDER BY ref").split(separator: "\n") == ["../gen/out/data.txt", "./out/s.txt", "/usr/lib/libc.so.6"])
+        #expect(sqlite(state + "/state.db", "SELECT id, dir FROM task") == ".|.\n")
+        #expect(try migrated.lastFinishedRun(task: task)?.outputs == [task + "/out/s.txt": "sha256:1"])
+        let problems = try migrated.consistencyProblems()
+        #expect(problems.isEmpty, "\(problems)")
+
+        // The same file at another path: the same state, there.
+        let other = temporaryDirectory()
+        mkdir(other + "/apply", 0o755)
+        mkdir(other + "/apply/.dgrun", 0o755)
+        for name in FileIO.listDirectory(state) where name.hasPrefix("state.db") {
+            try FileSystem.copy(state + "/" + name, to: other + "/apply/.dgrun/" + name)
+        }
+        let moved = try Store(directory: other + "/apply/.dgrun",
+                              relocation: PathRelocation(taskDirectory: other + "/apply", workspaceRoot: other))
+        #expect(try moved.dependencies(task: other + "/apply").map(\.ref).sorted()
+                == ["/usr/lib/libc.so.6", other + "/apply/out/s.txt", other + "/gen/out/data.txt"].sorted())
+        #expect(try moved.task(id: other + "/apply")?.directory == other + "/apply")
+    }
+
     @Test func runsOfADeadDgrunAreSettledAsAbandoned() throws {
         let store = try Store(directory: temporaryDirectory())
         try store.registerTask(id: "t", directory: "/t")

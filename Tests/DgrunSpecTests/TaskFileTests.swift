@@ -107,6 +107,11 @@ import Testing
         ("command = [\"a\"]\n[sandbox]\nnetwork = \"some\"", "use host or none"),
         ("command = \"a\"", "command must be an array"),
         ("command = [\"a\"]\nworkdir = \"/abs\"", "relative"),
+        ("command = [\"a\"]\n[cache]\n  url = \"ftp://x\"", "line 3, column 3: cache.url \"ftp://x\" is not a cache URL"),
+        ("command = [\"a\"]\n[cache]\nread_only = \"yes\"", "line 3, column 1: cache.read_only must be true or false"),
+        ("command = [\"a\"]\n[cache]\ndri = \"x\"", "line 3, column 1: unknown key \"dri\" in [cache]"),
+        ("command = [\"a\"]\n[cache]\ndir = \"\"", "cache.dir is empty"),
+        ("command = [\"a\"]\ncache = 1", "cache must be a [cache] table"),
     ])
     func rejects(text: String, message: String) {
         do {
@@ -119,6 +124,15 @@ import Testing
 }
 
 @Suite struct TaskFileProvisioningTests {
+    @Test func theCacheTableIsRead() throws {
+        let task = try TaskFile.parse("run = \"true\"\n[cache]\ndir = \"../cas\"\nurl = \"http://cache.example:8080/dgrun/\"\nread_only = true\n",
+                                      directory: "/w/t")
+        #expect(task.cache.directory == "/w/cas")
+        #expect(task.cache.url == "http://cache.example:8080/dgrun")
+        #expect(task.cache.readOnly == true)
+        #expect(try TaskFile.parse("run = \"true\"\n[cache]\ndir = \"off\"\n", directory: "/w/t").cache.off)
+    }
+
     @Test func fetchAndServicesAreRead() throws {
         let task = try TaskFile.parse("""
         run = "wc -l data/a.csv"

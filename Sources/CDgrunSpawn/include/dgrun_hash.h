@@ -13,6 +13,13 @@ int dgrun_sha256_file_stat(const char *path, uint8_t digest[32], struct stat *be
 int dgrun_sha256_fd(int fd, uint8_t digest[32], struct stat *before, struct stat *after);
 // SHA-256 of a byte string; same return values.
 int dgrun_sha256_bytes(const void *bytes, size_t length, uint8_t digest[32]);
+// Copies infd to outfd (outfd -1: only hashes) from their offsets, hashing what passes, and says
+// how many bytes did; same return values. The cache checks a blob's digest while restoring it.
+int dgrun_sha256_copy(int infd, int outfd, uint8_t digest[32], uint64_t *bytes);
+// An anonymous in-memory file (memfd_create, close-on-exec): the cache's downloads land there.
+int dgrun_memfd(const char *name);
+// Sets a file's times to now without following a link: the cache's last-used mark.
+int dgrun_touch(const char *path);
 // 1 when libcrypto could be loaded, else 0.
 int dgrun_sha256_available(void);
 #endif

@@ -40,3 +40,20 @@ import Glibc
         #expect(got > 0 && (got > kib * 1024 ? got - kib * 1024 : kib * 1024 - got) < 64 << 20, "\(got) vs \(kib) KiB")
     }
 }
+
+@Suite struct ListDirectoryTests {
+    /// Names of every length, enough to fill many getdents buffers: each record is read in place
+    /// (a copy of the whole struct dirent read past the end of a buffer: a crash on a large /tmp).
+    @Test func everyNameOfALargeDirectory() throws {
+        let dir = "/tmp/dgrun-list-\(getpid())"
+        FileSystem.makeDirectories(dir)
+        defer { FileIO.listDirectory(dir).forEach { unlink(dir + "/" + $0) }; rmdir(dir) }
+        var expected: Set<String> = []
+        for i in 0..<3000 {
+            let name = String(i) + String(repeating: "x", count: i % 200)
+            expected.insert(name)
+            close(open(dir + "/" + name, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644))
+        }
+        #expect(Set(FileIO.listDirectory(dir)) == expected)
+    }
+}

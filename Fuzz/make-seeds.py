@@ -95,6 +95,9 @@ def trace_log():
     log += event(4, 82, 3, b"/w/out.tmp", b"/w/out.txt", data=bytes(range(32)))
     log += event(5, 42, 4, addr=struct.pack("<H", 2) + struct.pack(">H", 443) + bytes([1, 2, 3, 4]) + b"\0" * 8, flags=1)
     write("FuzzTraceLog", "events", log)
+    # Regression: a path length past the end, then a path2 length (its count went negative: a trap).
+    header = struct.pack("<iiiiqQiiii", 1, 257, 2, 1, 0, 1, 100, 1, 0, 0)
+    write("FuzzTraceLog", "crash-length-past-end", header + b"/etc/hosts")
 
 
 def store_rows():
@@ -120,6 +123,15 @@ def store_rows():
     running = list(values)
     running[4] = text("running")
     write("FuzzStoreRows", "running-run", b"".join(running))
+    # Regressions (Row subscripts trapped): a blob for the task's dir; a pid out of Int32's range in
+    # a running run (every exec settles those); a real too large for Int64 as a sample's memory.
+    def blob(b): return b"\x04" + bytes([len(b)]) + b
+    bad_dir = list(values); bad_dir[0] = blob(b"\x00\xff")
+    write("FuzzStoreRows", "crash-dir-blob", b"".join(bad_dir))
+    bad_pid = list(running); bad_pid[7] = i64(1 << 40)
+    write("FuzzStoreRows", "crash-pid-range", b"".join(bad_pid))
+    bad_sample = list(values); bad_sample[-6] = f64(2.7e161)
+    write("FuzzStoreRows", "crash-sample-real", b"".join(bad_sample))
 
 
 def dpkg_index():

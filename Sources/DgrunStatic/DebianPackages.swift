@@ -131,7 +131,9 @@ public enum DebianPackages {
             guard line() == "dgrun-dpkg-index 1", let header = line() else { return nil }
             lines = header.split(separator: " ")
             guard lines.count == 4, let status = Int64(lines[0]), let info = Int64(lines[1]),
-                  let count = Int(lines[2]), let nameCount = Int(lines[3]) else { return nil }
+                  let count = Int(lines[2]), let nameCount = Int(lines[3]),
+                  // Counts the file cannot hold: a negative range or count * 12 overflowing trapped.
+                  count >= 0, nameCount >= 0, count <= bytes.count / 12 else { return nil }
             let found = Stamp(status: status, info: info)
             if let stamp, stamp != found { return nil }
             var names: [String] = []

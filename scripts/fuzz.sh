@@ -73,8 +73,11 @@ for target in $targets; do
     corpus="$work/corpus/$target"
     mkdir -p "$corpus" "$work/artifacts/$target"
     [ -d "Fuzz/corpus/$target" ] && cp -R "Fuzz/corpus/$target/." "$corpus/"
+    # The format's words, where the target has a dictionary (Fuzz/dict/TARGET.dict).
+    dict=""
+    [ -f "Fuzz/dict/$target.dict" ] && dict="-dict=$(pwd)/Fuzz/dict/$target.dict"
     status=0
-    (cd "$work" && "$bin/$target" "$corpus" -max_total_time="$seconds" -timeout=5 -rss_limit_mb=2048 \
+    (cd "$work" && "$bin/$target" "$corpus" -max_total_time="$seconds" -timeout=5 -rss_limit_mb=2048 $dict \
         -print_final_stats=1 -artifact_prefix="$work/artifacts/$target/" >"$work/$target.log" 2>&1) || status=$?
     runs=$(final_stat number_of_executed_units); rate=$(final_stat average_exec_per_sec)
     files=$(ls "$corpus" | wc -l | tr -d ' '); bytes=$(du -sk "$corpus" | cut -f1)

@@ -65,6 +65,8 @@ final_stat() { sed -n "s/^stat::$1: *//p" "$work/$target.log" | tail -1; }
 # The Swift runtime's backtracer reads the crashed stack in a way ASan reports as an overflow: libFuzzer
 # prints the stack itself.
 export SWIFT_BACKTRACE=enable=no
+# A leak inside libseccomp itself is not dgrun's (Fuzz/lsan.supp says which).
+export LSAN_OPTIONS="suppressions=$(pwd)/Fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/dgrun-fuzz.XXXXXX")
 failed=""
 printf '%-16s %6s %11s %9s %13s  %s\n' target seconds executions exec/s corpus result >&2
@@ -91,7 +93,7 @@ for target in $targets; do
         for a in "$work/artifacts/$target/"*; do
             [ -e "$a" ] || continue
             echo "fuzz: $target: input $a" >&2
-            echo "fuzz:   reproduce: $bin/$target $a" >&2
+            echo "fuzz:   reproduce: SWIFT_BACKTRACE=$SWIFT_BACKTRACE LSAN_OPTIONS=$LSAN_OPTIONS $bin/$target $a" >&2
         done
         echo "fuzz:   log: $work/$target.log" >&2
     fi

@@ -9,10 +9,10 @@ import Glibc
 // The store's rows read back. A task's state.db lives in its own directory (.dgrun/), which the
 // task can write: every column can hold any SQLite value. The input is a list of values (a tag
 // byte, then the value), written into one task, run, dependency, sample and graph row with a
-// second connection; then every reader of the store runs over them.
+// second connection; then every reader of the store runs over them, as is and relocated.
 enum Rows {
     /// The store under test and a writer beside it, made once per process.
-    nonisolated(unsafe) static var opened: (store: Store, writer: DatabaseQueue)?
+    nonisolated(unsafe) static var opened: (store: Store, relocated: Store, writer: DatabaseQueue)?
     nonisolated(unsafe) static var directory: String?
 
     /// The store's files, at exit (libFuzzer exits through exit(3) when it is done or finds a crash).
@@ -24,7 +24,7 @@ enum Rows {
         rmdir(directory)
     }
 
-    static func open() -> (store: Store, writer: DatabaseQueue) {
+    static func open() -> (store: Store, relocated: Store, writer: DatabaseQueue) {
         if let opened { return opened }
         let tmp = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
         var template = Array((tmp + "/dgrun-fuzz-store-XXXXXX").utf8CString)
@@ -35,12 +35,14 @@ enum Rows {
         atexit { Rows.remove() }
         do {
             let store = try Store(directory: dir)
+            // The same file as a task's store reads it: its paths stored relative (`.`, `./x`, `../y`).
+            let relocated = try Store(directory: dir, relocation: PathRelocation(taskDirectory: "/fuzz/ws/task", workspaceRoot: "/fuzz/ws"))
             // No fsync per input: the file is thrown away, and the readers see the rows either way.
             var config = Configuration()
             config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = OFF") }
             let writer = try DatabaseQueue(path: dir + "/" + Store.fileName, configuration: config)
-            opened = (store, writer)
-            return (store, writer)
+            opened = (store, relocated, writer)
+            return (store, relocated, writer)
         } catch {
             fatalError("cannot create the fuzz store in \(dir): \(error)")
         }
@@ -75,9 +77,10 @@ struct Values {
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    let (store, writer) = Rows.open()
+    let (store, relocated, writer) = Rows.open()
     var values = Values(bytes: FuzzInput(data, size).bytes[...])
-    let taskID = "/fuzz/task"
+    // Stored relative, as a task's own store holds it: the relocated store reads it as /fuzz/ws/task.
+    let taskID = "."
     do {
         try writer.write { db in
             try db.execute(sql: "DELETE FROM sample; DELETE FROM dependency; DELETE FROM run; DELETE FROM graph_version; DELETE FROM task")
@@ -114,6 +117,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         _ = try store.graphJSON(version: 1)
         _ = try store.consistencyProblems()
         _ = try store.settleAbandonedRuns(task: taskID, isAlive: { _, _ in true })
+    }
+    fuzzParse { () throws(DgrunError) in
+        let task = "/fuzz/ws/task"
+        _ = try relocated.task(id: task)
+        _ = try relocated.dependencies(task: task)
+        _ = try relocated.runs(task: task)
+        _ = try relocated.lastFinishedRun(task: task)
+        _ = try relocated.usage(task: task, limit: 10)
     }
     return 0
 }

@@ -6,6 +6,14 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "dgrun", targets: ["dgrun"]),
+        // The parsers' modules, for the fuzzers in Fuzz/ (a separate package that depends on this one by path).
+        .library(name: "DgrunSystem", targets: ["DgrunSystem"]),
+        .library(name: "DgrunSpec", targets: ["DgrunSpec"]),
+        .library(name: "DgrunSeccomp", targets: ["DgrunSeccomp"]),
+        .library(name: "DgrunCgroups", targets: ["DgrunCgroups"]),
+        .library(name: "DgrunStatic", targets: ["DgrunStatic"]),
+        .library(name: "DgrunGraph", targets: ["DgrunGraph"]),
+        .library(name: "DgrunStore", targets: ["DgrunStore"]),
     ],
     dependencies: [
         // SQLite for the state store (graphs, runs, samples); links the system libsqlite3.
@@ -48,7 +56,8 @@ let package = Package(
         .testTarget(name: "DgrunStaticTests", dependencies: ["DgrunStatic", "DgrunSystem"]),
         .testTarget(name: "DgrunGraphTests", dependencies: ["DgrunGraph"]),
         .testTarget(name: "DgrunSystemTests", dependencies: ["DgrunSystem"]),
-        .testTarget(name: "DgrunPlannerTests", dependencies: ["DgrunPlanner", "DgrunStore"]),
+        .testTarget(name: "DgrunPlannerTests", dependencies: ["DgrunPlanner", "DgrunStore",
+                                                              .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "DgrunCacheTests", dependencies: ["DgrunCache", "DgrunStore", "DgrunSpec", "DgrunSystem"]),
         .testTarget(name: "DgrunMonitorTests", dependencies: ["DgrunMonitor", "DgrunCgroups", "DgrunSpec"]),
         .testTarget(name: "DgrunEngineTests", dependencies: ["DgrunEngine", "DgrunProvision", "DgrunPlanner", "DgrunSpec", "DgrunStore"]),

@@ -13,3 +13,16 @@ fi
 # first, on their own, and the VM lane after them.
 swift test --skip-build --skip VMLaneTests
 swift test --skip-build --filter VMLaneTests
+# The fuzz lane: every parser a user or a task controls, each fuzzed for a bounded time (about 5 min
+# with the build; DGRUN_FUZZ_SECONDS per target, DGRUN_FUZZ=0 to leave it out). A toolchain without
+# libFuzzer skips it with the reason, except under CI, where a lane that cannot run is a failure.
+if [ "${DGRUN_FUZZ:-1}" != 0 ]; then
+    if reason=$(scripts/fuzz.sh --check 2>&1); then
+        scripts/fuzz.sh "${DGRUN_FUZZ_SECONDS:-15}"
+    elif [ "${CI:-}" = true ]; then
+        echo "dgrun: fuzz lane FAILED: ${reason#fuzz: }" >&2
+        exit 1
+    else
+        echo "dgrun: fuzz lane skipped: ${reason#fuzz: }" >&2
+    fi
+fi

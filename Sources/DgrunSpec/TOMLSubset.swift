@@ -52,6 +52,10 @@ public enum TOMLSubset {
         var at = 0
         var line = 1
         var lineStart = 0
+        /// Arrays and inline tables open now: bounded, since each level is a frame of recursion and a
+        /// deep enough nesting overflowed the stack (found by FuzzTaskToml).
+        var depth = 0
+        static let maxDepth = 64
 
         func error(_ message: String) -> DgrunError {
             DgrunError("line \(line), column \(at - lineStart + 1): \(message)")
@@ -210,7 +214,14 @@ public enum TOMLSubset {
             return text
         }
 
+        mutating func nest() throws(DgrunError) {
+            depth += 1
+            if depth > Self.maxDepth { throw error("arrays and inline tables nest more than \(Self.maxDepth) deep") }
+        }
+
         mutating func array() throws(DgrunError) -> TOMLValue {
+            try nest()
+            defer { depth -= 1 }
             advance()
             var items: [TOMLValue] = []
             while true {
@@ -224,6 +235,8 @@ public enum TOMLSubset {
         }
 
         mutating func inlineTable() throws(DgrunError) -> TOMLValue {
+            try nest()
+            defer { depth -= 1 }
             advance()
             var table = TOMLTable()
             skip(newlines: false)

@@ -46,13 +46,19 @@ public enum DurationText {
         return "\(seconds)s"
     }
 
-    /// `90`, `90s`, `500ms`, `10m`, `1.5h`, `1d` → seconds.
+    public static let maxSeconds: Double = 36_500 * 86_400
+
+    /// `90`, `90s`, `500ms`, `10m`, `1.5h`, `1d` → seconds, at most `maxSeconds`.
     public static func parse(_ text: String) throws(DgrunError) -> Double {
         let lower = text.lowercased().trimmingCharacters(in: " ")
         let factors: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400), ("", 1)]
         for (suffix, factor) in factors where lower.hasSuffix(suffix) {
             let number = lower.dropLast(suffix.count)
             if let value = Double(number), value > 0, value.isFinite {
+                // Bounded: `1e300s` parsed, and the launcher's Int64 milliseconds of it trapped.
+                guard value * factor <= maxSeconds else {
+                    throw DgrunError("duration \"\(text)\" is too long: at most 36500d (100 years)")
+                }
                 return value * factor
             }
         }

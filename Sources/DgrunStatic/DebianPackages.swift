@@ -43,6 +43,7 @@ public enum DebianPackages {
     struct Stamp: Equatable {
         var status: Int64
         var info: Int64
+        init(status: Int64, info: Int64) { self.status = status; self.info = info }
         init?(database: String) {
             var a = stat(), b = stat()
             guard stat(database + "/status", &a) == 0, stat(database + "/info", &b) == 0 else { return nil }
@@ -114,6 +115,11 @@ public enum DebianPackages {
 
         static func load(_ path: String, stamp: Stamp) -> Index? {
             guard let bytes = try? FileIO.readBytes(path, limit: 256 << 20) else { return nil }
+            return parse(bytes, stamp: stamp)
+        }
+
+        /// The index in `bytes` when its stamp is `stamp` (nil: any stamp, for the fuzzer).
+        static func parse(_ bytes: [UInt8], stamp: Stamp?) -> Index? {
             var lines: [Substring] = []
             var offset = 0
             // The two header lines, then `names` lines; the binary pairs follow.
@@ -126,7 +132,10 @@ public enum DebianPackages {
             lines = header.split(separator: " ")
             guard lines.count == 4, let status = Int64(lines[0]), let info = Int64(lines[1]),
                   let count = Int(lines[2]), let nameCount = Int(lines[3]),
-                  status == stamp.status, info == stamp.info else { return nil }
+                  // Counts the file cannot hold: a negative range or count * 12 overflowing trapped.
+                  count >= 0, nameCount >= 0, count <= bytes.count / 12 else { return nil }
+            let found = Stamp(status: status, info: info)
+            if let stamp, stamp != found { return nil }
             var names: [String] = []
             for _ in 0..<nameCount { guard let name = line() else { return nil }; names.append(name) }
             guard bytes.count - offset == count * 12 else { return nil }
@@ -138,7 +147,7 @@ public enum DebianPackages {
                 }
             }
             guard owners.allSatisfy({ Int($0) < names.count }) else { return nil }
-            return Index(stamp: stamp, hashes: hashes, owners: owners, names: names)
+            return Index(stamp: found, hashes: hashes, owners: owners, names: names)
         }
     }
 

@@ -9,16 +9,23 @@ public enum PythonImports {
     /// b may be a submodule).
     public static func modules(in text: String) -> [String] {
         var found: [String] = []
-        func add(_ name: String) { if !name.isEmpty, !found.contains(name) { found.append(name) } }
-        var pending = ""
+        var seen: Set<String> = []
+        func add(_ name: String) { if !name.isEmpty, seen.insert(name).inserted { found.append(name) } }
+        // A parenthesised or continued import list goes on over lines: its parts are kept apart and
+        // joined once it ends (re-scanning the joined text at each line was quadratic: FuzzPython).
+        var pending: [String] = []
+        var pendingOpen = false, pendingClose = false
         for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            var line = String(raw.prefix { $0 != "#" })
-            if !pending.isEmpty { line = pending + " " + line; pending = "" }
-            // A parenthesised or continued import list goes on over lines.
-            if (line.contains("(") && !line.contains(")")) || line.hasSuffix("\\") {
-                pending = line.replacing("\\", with: " ")
+            let own = String(raw.prefix { $0 != "#" })
+            let open = pendingOpen || own.contains("("), close = pendingClose || own.contains(")")
+            if (open && !close) || own.hasSuffix("\\") {
+                pending.append(own.replacing("\\", with: " "))
+                (pendingOpen, pendingClose) = (open, close)
                 continue
             }
+            let line = pending.isEmpty ? own : (pending + [own]).joined(separator: " ")
+            pending = []
+            (pendingOpen, pendingClose) = (false, false)
             let trimmed = line.trimmingCharacters(in: " \t")
             let words = trimmed.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "," || $0 == "(" || $0 == ")" })
                 .map(String.init)

@@ -18,6 +18,7 @@ public enum ScriptScanner {
     /// The first word of every simple command, without keywords, builtins and assignments.
     public static func commands(inShellScript text: String) -> [String] {
         var found: [String] = []
+        var seen: Set<String> = []  // beside the ordered list: a 1 MB script of distinct words was quadratic (FuzzScript)
         for rawLine in text.split(separator: "\n") {
             let line = stripComment(String(rawLine))
             var segment = ""
@@ -28,7 +29,7 @@ public enum ScriptScanner {
                     if word.contains("=") && !word.hasPrefix("=") { continue }  // VAR=value prefix
                     if word == "for" || word == "select" || word == "case" { break }  // names, not commands
                     if keywords.contains(word) { continue }
-                    if !builtins.contains(word), isPlainWord(word), !found.contains(word) { found.append(word) }
+                    if !builtins.contains(word), isPlainWord(word), seen.insert(word).inserted { found.append(word) }
                     break
                 }
             }
@@ -69,16 +70,17 @@ public enum ScriptScanner {
     /// Absolute paths (kept when they exist), URLs, and host:port pairs named in the text.
     public static func literals(in text: String, pathExists: (String) -> Bool = FileIO.exists) -> Literals {
         var result = Literals()
+        var seen: Set<String> = []  // every kept token, so that dedupe is not a scan of the lists
         let separators: Set<Character> = [" ", "\t", "\n", "\"", "'", "(", ")", "[", "]", "{", "}", ",", ";", "<", ">", "`", "|"]
         for whole in text.split(whereSeparator: { separators.contains($0) }).map(String.init) {
             // `x=/etc/conf` names a path after its =; a URL keeps its query string whole.
             let token = whole.contains("://") ? whole : String(whole.split(separator: "=", omittingEmptySubsequences: false).last ?? "")
             if let scheme = token.firstRange(of: "://"), ["http", "https", "ftp", "s3", "git", "ssh"].contains(String(token[..<scheme.lowerBound])) {
-                if !result.urls.contains(token) { result.urls.append(token) }
+                if seen.insert(token).inserted { result.urls.append(token) }
             } else if token.hasPrefix("/"), token.count > 1, token.allSatisfy({ $0.isLetter || $0.isNumber || "._-+/@".contains($0) }) {
                 let path = token.hasSuffix("/") && token.count > 1 ? String(token.dropLast()) : token
-                if pathExists(path), !result.paths.contains(path) { result.paths.append(path) }
-            } else if let endpoint = endpoint(token), !result.endpoints.contains(endpoint) {
+                if seen.insert(path).inserted, pathExists(path) { result.paths.append(path) }
+            } else if let endpoint = endpoint(token), seen.insert(endpoint).inserted {
                 result.endpoints.append(endpoint)
             }
         }

@@ -141,24 +141,26 @@ public final class Store: Sendable {
         try db.execute(sql: "UPDATE task SET id = '.', dir = '.' WHERE id = ?", arguments: [old])
         try db.execute(sql: "UPDATE graph_version SET task_id = '.' WHERE task_id = ?", arguments: [old])
         for row in try Row.fetchAll(db, sql: "SELECT id, outputs FROM run WHERE task_id = ?", arguments: [old]) {
-            let outputs = JSONText.decodeStringMap(row["outputs"])
+            let outputs = JSONText.decodeStringMap(try row.decode(forColumn: "outputs"))
             let encoded = Dictionary(outputs.map { (from.encode($0.key), $0.value) }, uniquingKeysWith: { a, _ in a })
             try db.execute(sql: "UPDATE run SET task_id = '.', outputs = ? WHERE id = ?",
-                           arguments: [JSONText.encode(encoded), row["id"] as Int64])
+                           arguments: [JSONText.encode(encoded), try row.decode(Int64.self, forColumn: "id")])
         }
         let rows = try Row.fetchAll(db, sql: "SELECT * FROM dependency WHERE task_id = ?", arguments: [old])
         try db.execute(sql: "DELETE FROM dependency WHERE task_id = ?", arguments: [old])
         for row in rows {
-            let ref: String = row["ref"]
-            let nodeID: String = row["node_id"]
+            let ref: String = try row.decode(forColumn: "ref")
+            let nodeID: String = try row.decode(forColumn: "node_id")
             try db.execute(sql: """
                 INSERT OR REPLACE INTO dependency(task_id, node_id, kind, ref, relation, version, size, mtime_ns, ctime_ns,
                     inode, device, priority, cost_bytes, traced) VALUES ('.', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [nodeID.isEmpty ? "" : from.encodeNodeID(nodeID), row["kind"] as String, from.encode(ref),
-                                 row["relation"] as String, row["version"] as String?, row["size"] as Int64?,
-                                 row["mtime_ns"] as Int64?, row["ctime_ns"] as Int64?, row["inode"] as Int64?,
-                                 row["device"] as Int64?, row["priority"] as Int64, row["cost_bytes"] as Int64,
-                                 row["traced"] as Int64])
+                """, arguments: [nodeID.isEmpty ? "" : from.encodeNodeID(nodeID), try row.decode(String.self, forColumn: "kind"),
+                                 from.encode(ref), try row.decode(String.self, forColumn: "relation"),
+                                 try row.decode(String?.self, forColumn: "version"), try row.decode(Int64?.self, forColumn: "size"),
+                                 try row.decode(Int64?.self, forColumn: "mtime_ns"), try row.decode(Int64?.self, forColumn: "ctime_ns"),
+                                 try row.decode(Int64?.self, forColumn: "inode"), try row.decode(Int64?.self, forColumn: "device"),
+                                 try row.decode(Int64.self, forColumn: "priority"), try row.decode(Int64.self, forColumn: "cost_bytes"),
+                                 try row.decode(Int64.self, forColumn: "traced")])
         }
     }
 
@@ -315,7 +317,8 @@ public final class Store: Sendable {
         let running = try read { db in
             try Row.fetchAll(db, sql: "SELECT id, pid, pid_start_time FROM run WHERE task_id = ? AND status = 'running'",
                              arguments: [taskID])
-                .map { (id: $0["id"] as Int64, pid: $0["pid"] as Int32, start: ($0["pid_start_time"] as Int64?).map { UInt64(bitPattern: $0) }) }
+                .map { (id: try $0.decode(Int64.self, forColumn: "id"), pid: try $0.decode(Int32.self, forColumn: "pid"),
+                        start: try $0.decode(Int64?.self, forColumn: "pid_start_time").map { UInt64(bitPattern: $0) }) }
         }
         let dead = running.filter { !isAlive($0.pid, $0.start) }
         guard !dead.isEmpty else { return 0 }
@@ -347,7 +350,8 @@ public final class Store: Sendable {
     public func memorySeries(run runID: Int64) throws(DgrunError) -> [(t: Double, bytes: UInt64)] {
         try read { db in
             try Row.fetchAll(db, sql: "SELECT t_s, memory_bytes FROM sample WHERE run_id = ? AND memory_bytes IS NOT NULL ORDER BY t_s",
-                             arguments: [runID]).map { (t: $0[0], bytes: UInt64(max(0, $0[1] as Int64))) }
+                             arguments: [runID]).map { (t: try $0.decode(Double.self, atIndex: 0),
+                                                        bytes: UInt64(max(0, try $0.decode(Int64.self, atIndex: 1)))) }
         }
     }
 
@@ -357,7 +361,8 @@ public final class Store: Sendable {
         let id = enc(id)
         return try read { db in
             try Row.fetchOne(db, sql: "SELECT id, dir, stale_reason, graph_version FROM task WHERE id = ?", arguments: [id])
-                .map { TaskState(id: dec($0["id"]), directory: dec($0["dir"]), staleReason: $0["stale_reason"], graphVersion: $0["graph_version"]) }
+                .map { TaskState(id: dec(try $0.decode(forColumn: "id")), directory: dec(try $0.decode(forColumn: "dir")),
+                                 staleReason: try $0.decode(forColumn: "stale_reason"), graphVersion: try $0.decode(forColumn: "graph_version")) }
         }
     }
 
@@ -411,7 +416,7 @@ public final class Store: Sendable {
             let filter = taskID == nil ? "" : "WHERE task_id = ?"
             let arguments: StatementArguments = taskID.map { [enc($0), limit] } ?? [limit]
             return try Row.fetchAll(db, sql: "SELECT * FROM run \(filter) ORDER BY id DESC LIMIT ?", arguments: arguments)
-                .map { decoded(Self.runRecord($0)) }
+                .map { decoded(try Self.runRecord($0)) }
         }
     }
 
@@ -423,9 +428,11 @@ public final class Store: Sendable {
                 SELECT id, status, exit_code, oom_killed, memory_peak_bytes, wall_s, cpu_user_s, cpu_sys_s
                 FROM run WHERE task_id = ? ORDER BY id DESC LIMIT ?
                 """, arguments: [enc(taskID), limit]).map { row in
-                let cpu = (row[6] as Double?).map { $0 + ((row[7] as Double?) ?? 0) }
-                return RunUsage(id: row[0], succeeded: row[1] == "finished" && (row[2] as Int32?) == 0 && !(row[3] as Bool),
-                                memoryPeakBytes: row[4], wallSeconds: row[5], cpuSeconds: cpu)
+                let cpu = try row.decode(Double?.self, atIndex: 6).map { $0 + ((try row.decode(Double?.self, atIndex: 7)) ?? 0) }
+                let succeeded = try row.decode(String.self, atIndex: 1) == "finished" && row.decode(Int32?.self, atIndex: 2) == 0
+                    && !(try row.decode(Bool.self, atIndex: 3))
+                return RunUsage(id: try row.decode(atIndex: 0), succeeded: succeeded, memoryPeakBytes: try row.decode(atIndex: 4),
+                                wallSeconds: try row.decode(atIndex: 5), cpuSeconds: cpu)
             }
         }
     }
@@ -452,7 +459,7 @@ public final class Store: Sendable {
     public func lastFinishedRun(task taskID: String) throws(DgrunError) -> RunRecord? {
         try read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM run WHERE task_id = ? AND status = 'finished' ORDER BY id DESC LIMIT 1",
-                             arguments: [enc(taskID)]).map { decoded(Self.runRecord($0)) }
+                             arguments: [enc(taskID)]).map { decoded(try Self.runRecord($0)) }
         }
     }
 
@@ -473,27 +480,32 @@ public final class Store: Sendable {
         }
     }
 
-    static func runRecord(_ row: Row) -> RunRecord {
-        var record = RunRecord(taskID: row["task_id"], status: RunRecord.Status(rawValue: row["status"]) ?? .abandoned,
-                               startedAt: row["started_at"], pid: row["pid"], argv: JSONText.decodeStrings(row["argv"]),
-                               environmentDigest: row["env_digest"], reasons: JSONText.decodeStrings(row["reasons"]),
-                               limitsJSON: row["limits"])
-        record.id = row["id"]
-        record.finishedAt = row["finished_at"]
-        record.exitCode = row["exit_code"]
-        record.signal = row["signal"]
-        record.oomKilled = row["oom_killed"]
-        record.timedOut = row["timed_out"]
-        record.wallSeconds = row["wall_s"]
-        record.cpuUserSeconds = row["cpu_user_s"]
-        record.cpuSystemSeconds = row["cpu_sys_s"]
-        record.memoryPeakBytes = row["memory_peak_bytes"]
-        record.pidsPeak = row["pids_peak"]
-        record.outputs = JSONText.decodeStringMap(row["outputs"])
-        record.adjustmentsJSON = row["adjustments"]
-        record.graphVersion = row["graph_version"]
-        record.actionKey = row["action_key"]
-        record.restoredFrom = row["restored_from"]
+    /// A run row. The throwing decodes, not Row's subscripts (which trap): a task can write its own
+    /// .dgrun/state.db, so a value of the wrong type or range is a store error (found by FuzzStoreRows).
+    static func runRecord(_ row: Row) throws -> RunRecord {
+        var record = RunRecord(taskID: try row.decode(forColumn: "task_id"),
+                               status: RunRecord.Status(rawValue: try row.decode(forColumn: "status")) ?? .abandoned,
+                               startedAt: try row.decode(forColumn: "started_at"), pid: try row.decode(forColumn: "pid"),
+                               argv: JSONText.decodeStrings(try row.decode(forColumn: "argv")),
+                               environmentDigest: try row.decode(forColumn: "env_digest"),
+                               reasons: JSONText.decodeStrings(try row.decode(forColumn: "reasons")),
+                               limitsJSON: try row.decode(forColumn: "limits"))
+        record.id = try row.decode(forColumn: "id")
+        record.finishedAt = try row.decode(forColumn: "finished_at")
+        record.exitCode = try row.decode(forColumn: "exit_code")
+        record.signal = try row.decode(forColumn: "signal")
+        record.oomKilled = try row.decode(forColumn: "oom_killed")
+        record.timedOut = try row.decode(forColumn: "timed_out")
+        record.wallSeconds = try row.decode(forColumn: "wall_s")
+        record.cpuUserSeconds = try row.decode(forColumn: "cpu_user_s")
+        record.cpuSystemSeconds = try row.decode(forColumn: "cpu_sys_s")
+        record.memoryPeakBytes = try row.decode(forColumn: "memory_peak_bytes")
+        record.pidsPeak = try row.decode(forColumn: "pids_peak")
+        record.outputs = JSONText.decodeStringMap(try row.decode(forColumn: "outputs"))
+        record.adjustmentsJSON = try row.decode(forColumn: "adjustments")
+        record.graphVersion = try row.decode(forColumn: "graph_version")
+        record.actionKey = try row.decode(forColumn: "action_key")
+        record.restoredFrom = try row.decode(forColumn: "restored_from")
         return record
     }
 

@@ -47,10 +47,12 @@ public struct TraceEvent: Sendable, Equatable {
         while at + header <= log.length {
             let e = UnsafeRawPointer(base + at).loadUnaligned(as: dgrun_trace_event.self)
             var p = at + header
+            // A length past the end takes what is left: p never passes the end (fuzzing found that a
+            // later part's count went negative once an earlier one had).
             func take(_ n: Int32) -> [UInt8] {
-                let n = Int(max(0, n))
+                let n = min(Int(max(0, n)), log.length - p)
                 defer { p += n }
-                return Array(UnsafeBufferPointer(start: base + p, count: min(n, log.length - p)))
+                return Array(UnsafeBufferPointer(start: base + p, count: n))
             }
             let path = take(e.path_len), path2 = take(e.path2_len), address = take(e.addr_len), data = take(e.data_len)
             at = p

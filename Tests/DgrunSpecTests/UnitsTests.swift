@@ -33,6 +33,18 @@ import Testing
     func rejects(text: String) {
         #expect(throws: DgrunError.self) { try DurationText.parse(text) }
     }
+
+    /// `timeout = "1e300s"` parsed, and `dgrun exec` trapped converting it to Int64 milliseconds.
+    @Test(arguments: ["1e300s", "1e20", "36501d", "1e308d"])
+    func rejectsWhatNoTimerHolds(text: String) throws {
+        #expect(throws: DgrunError.self) { try DurationText.parse(text) }
+        #expect(throws: DgrunError.self) { try TaskFile.parse("command = [\"true\"]\n[limits]\ntimeout = \"\(text)\"\n", directory: "/w/t") }
+    }
+
+    @Test func theLongestDurationFitsTheLauncher() throws {
+        #expect(try DurationText.parse("36500d") == DurationText.maxSeconds)
+        #expect(DurationText.maxSeconds * 1000 < Double(Int64.max))
+    }
 }
 
 @Suite struct ResourceLimitTests {

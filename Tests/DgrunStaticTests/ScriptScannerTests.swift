@@ -79,3 +79,42 @@ import Glibc
         return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
     }
 }
+
+/// The scanners run on any script a task executes (up to 1 MB): their cost is linear in its size.
+/// A list of every distinct word, deduplicated by scanning the list, made 100,000 distinct commands,
+/// paths or imports take minutes (found by FuzzScript and FuzzPython).
+@Suite struct ScannerScaleTests {
+    static func seconds(_ body: () -> Void) -> Double {
+        let start = ContinuousClock.now
+        body()
+        let d = ContinuousClock.now - start
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
+    @Test func manyDistinctCommandsAndPaths() {
+        let n = 100_000
+        let commands = (0..<n).map { "cmd\($0) arg" }.joined(separator: "\n")
+        var found: [String] = []
+        // Generous bounds: linear takes well under a second here, quadratic took minutes.
+        #expect(Self.seconds { found = ScriptScanner.commands(inShellScript: commands + "\ncmd7\n") } < 20)
+        #expect(found.count == n && found.first == "cmd0" && found.last == "cmd\(n - 1)")
+        let paths = (0..<n).map { "cat /p/\($0) /p/\($0)" }.joined(separator: "\n")
+        var literals = ScriptScanner.Literals()
+        #expect(Self.seconds { literals = ScriptScanner.literals(in: paths, pathExists: { _ in true }) } < 20)
+        #expect(literals.paths.count == n && literals.paths[1] == "/p/1")
+    }
+
+    @Test func manyImportsAndLongContinuations() {
+        let n = 100_000
+        let imports = (0..<n).map { "import m\($0)" }.joined(separator: "\n")
+        var modules: [String] = []
+        #expect(Self.seconds { modules = PythonImports.modules(in: imports) } < 20)
+        #expect(modules.count == n && modules.last == "m\(n - 1)")
+        // One statement continued over 50,000 lines: the joined text was scanned again at each one.
+        let continued = "import a, \\\n" + String(repeating: "  b, \\\n", count: 50_000) + "  c\n"
+        #expect(Self.seconds { modules = PythonImports.modules(in: continued) } < 20)
+        #expect(modules == ["a", "b", "c"])
+        let parenthesised = "from x import (\n" + String(repeating: "  y,\n", count: 50_000) + ")\nimport z\n"
+        #expect(PythonImports.modules(in: parenthesised) == ["x", "x.y", "z"])
+    }
+}

@@ -175,3 +175,31 @@ func shell(_ script: String, in dir: String) -> Int32 {
         #expect(DebianPackages.owners(of: ["/usr/bin/tool"], database: db, cacheDirectory: cache) == ["/usr/bin/tool": "deb:tool=4:1.0"])
     }
 }
+
+/// dgrun's dpkg index cache read back: counts the file cannot hold are a miss (the index is
+/// rebuilt), never a trap (a negative name count made an invalid range, a huge pair count
+/// overflowed count * 12).
+@Suite struct DpkgIndexTests {
+    static func index(_ counts: String, names: [String] = [], pairs: [(UInt64, UInt32)] = []) -> [UInt8] {
+        var bytes = Array("dgrun-dpkg-index 1\n1 2 \(counts)\n".utf8)
+        for name in names { bytes += Array((name + "\n").utf8) }
+        for (h, o) in pairs {
+            withUnsafeBytes(of: h.littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: o.littleEndian) { bytes += $0 }
+        }
+        return bytes
+    }
+
+    @Test(arguments: ["3 -1", "-1 0", "1537228672809129302 0", "\(Int.max) \(Int.max)"])
+    func impossibleCountsAreAMiss(counts: String) {
+        #expect(DebianPackages.Index.parse(Self.index(counts), stamp: nil) == nil)
+    }
+
+    @Test func aWellFormedIndexReadsBack() throws {
+        let bytes = Self.index("1 1", names: ["bash=5.2"], pairs: [(42, 0)])
+        let index = try #require(DebianPackages.Index.parse(bytes, stamp: nil))
+        #expect(index.names == ["bash=5.2"] && index.hashes == [42])
+        #expect(DebianPackages.Index.parse(bytes, stamp: .init(status: 1, info: 2)) != nil)
+        #expect(DebianPackages.Index.parse(bytes, stamp: .init(status: 1, info: 3)) == nil, "another dpkg database")
+    }
+}

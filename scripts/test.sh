@@ -19,7 +19,7 @@ swift test --skip-build --filter VMLaneTests
 if [ "${DGRUN_FUZZ:-1}" != 0 ]; then
     if reason=$(scripts/fuzz.sh --check 2>&1); then
         scripts/fuzz.sh "${DGRUN_FUZZ_SECONDS:-15}"
-    elif [ "${CI:-}" = true ]; then
+    elif [ "${CI:-}" = true ] || case ",${DGRUN_REQUIRE_LANES:-}," in *,fuzz,*) true;; *) false;; esac; then
         echo "dgrun: fuzz lane FAILED: ${reason#fuzz: }" >&2
         exit 1
     else

@@ -17,7 +17,8 @@ import Glibc
             case "limits": problem = Harness.canLimit ? nil : Harness.limitSkipReason
             case "rootless": problem = HostileTests.nobodyReachable ? nil : "uid 65534 cannot run the dgrun binary (setpriv missing, or the build is not reachable)"
             case "vm": problem = VMLane.unavailableReason
-            default: problem = "unknown lane \"\(lane)\" (known: root, limits, rootless, vm)"
+            case "fuzz": problem = nil  // run, and required, by scripts/test.sh itself (scripts/fuzz.sh --check)
+            default: problem = "unknown lane \"\(lane)\" (known: root, limits, rootless, vm, fuzz)"
             }
             #expect(problem == nil, "the \(lane) lane is required but cannot run: \(problem ?? "")")
         }

@@ -74,7 +74,7 @@ for i in range(n):
     if i % per == 0: os.makedirs(sub)
     open(os.path.join(sub, f"f{i:06d}.txt"), "w").write(f"{i}\n")
 with open(os.path.join(d, "task.toml"), "w") as f:
-    f.write('run = "cat src/*/*.txt | wc -l > count.txt"\noutputs = ["count.txt"]\n')
+    f.write('run = "find src -name \x27*.txt\x27 -exec cat {} + | wc -l > count.txt"\noutputs = ["count.txt"]\n')
 with open(os.path.join(d, "build.ninja"), "w") as f:
     f.write("rule count\n  command = cat src/*/*.txt | wc -l > count.txt\n")
     f.write("build count.txt: count " + " ".join(f"src/d{i // per:03d}/f{i:06d}.txt" for i in range(n)) + "\n")

@@ -43,7 +43,7 @@ struct CI {
             or was blocked (each missing dependency and its fix); ::warning for sandbox layers not
             active and for inputs or outputs used but not declared; worst first. A Markdown table
             and a Mermaid graph of the workspace appended to $GITHUB_STEP_SUMMARY (kept under 1
-            MiB); counts, exit_status, layers_active, layers_inactive and provisional_cache_key
+            MiB); counts, exit_status, layers_active, layers_inactive and cache_key
             written to $GITHUB_OUTPUT.
           GitLab CI (GITLAB_CI): a collapsible section per task (collapsed when it passed); the same
             outputs as DGRUN_* lines in a dotenv file for artifacts:reports:dotenv ($DGRUN_DOTENV,

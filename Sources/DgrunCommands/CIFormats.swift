@@ -206,7 +206,7 @@ enum CIFiles {
         var exit_status: Int32
         var error: String?
         var counts: [String: Int]
-        var provisional_cache_key: String
+        var cache_key: String
         var required: [String]
         var layers: [Layer]
         var tasks: [Task]
@@ -240,7 +240,7 @@ enum CIFiles {
     static func json(_ report: CIReport) -> String {
         let summary = JSONSummary(
             workspace: report.name, root: report.root, exit_status: report.exitStatus, error: report.error, counts: counts(report),
-            provisional_cache_key: report.provisionalCacheKey, required: report.required.map(\.rawValue),
+            cache_key: report.cacheKey, required: report.required.map(\.rawValue),
             layers: report.layers.map { .init(name: $0.name.rawValue, state: $0.state.rawValue, detail: $0.detail, fix: $0.fix) },
             tasks: report.tasks.map { task in
                 .init(name: task.name, dir: task.directory, outcome: task.outcome.rawValue, exit_status: task.exitStatus,
@@ -358,14 +358,14 @@ enum CIFiles {
 
     // MARK: - outputs
 
-    /// Counts, the exit status, the layers and the provisional cache key, for later steps.
+    /// Counts, the exit status, the layers and the cache key, for later steps.
     static func outputs(_ report: CIReport) -> [(String, String)] {
         var pairs: [(String, String)] = [("tasks", String(report.tasks.count))]
         for outcome in CIReport.Outcome.allCases { pairs.append((outcome.rawValue.replacing(" ", with: "_"), String(report.count(outcome)))) }
         pairs.append(("exit_status", String(report.exitStatus)))
         pairs.append(("layers_active", report.layers.filter { $0.state == .active }.map(\.name.rawValue).joined(separator: ",")))
         pairs.append(("layers_inactive", report.inactiveLayers.map(\.name.rawValue).joined(separator: ",")))
-        pairs.append(("provisional_cache_key", report.provisionalCacheKey))
+        pairs.append(("cache_key", report.cacheKey))
         return pairs
     }
 

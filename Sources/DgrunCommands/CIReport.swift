@@ -43,6 +43,8 @@ struct CIReport: Sendable {
         var undeclaredOutputs: [String] = []
         var producers: [String] = []
         var graphVersion: Int64?
+        /// The action key its state stands for (issue 12), when it has one.
+        var actionKey: String?
 
         init(name: String, directory: String, outcome: Outcome, exitStatus: Int32) {
             self.name = name
@@ -97,12 +99,14 @@ struct CIReport: Sendable {
         tasks.enumerated().sorted { ($0.element.outcome.rank, $0.offset) < ($1.element.outcome.rank, $1.offset) }.map(\.element)
     }
 
-    /// Until the action key of issue 12 exists: sha256 of the task list and each task's last
-    /// recorded graph version (the store's numbers). It changes when any task's recorded graph
-    /// does; it is not a content key, hence the output's name `provisional_cache_key`.
-    var provisionalCacheKey: String {
-        let lines = tasks.map { "\($0.name)\t\($0.graphVersion.map(String.init) ?? "-")" }.sorted()
-        let text = "dgrun-provisional-1\n\(name)\n" + lines.joined(separator: "\n")
+    /// A key for the CI's own cache (actions/cache, GitLab `cache:key`): sha256 of the workspace's
+    /// task names and each task's action key (issue 12: its command, environment, sandbox and the
+    /// content of its inputs). The same key on another machine means the same results; a task
+    /// without a key (blocked, failed, never run) counts as "-", so the key then moves as well.
+    var cacheKey: String {
+        let lines = tasks.map { "\($0.name)\t\($0.actionKey ?? "-")" }.sorted()
+        // Not the workspace's directory name: a clone under another name is the same work.
+        let text = "dgrun-ci-cache-1\n" + lines.joined(separator: "\n")
         return ContentHash.version(ofBytes: Array(text.utf8)) ?? "fnv64:" + ShortHash.hex(text)
     }
 
@@ -157,6 +161,7 @@ final class CICollector: Sendable {
             }
             if let record = seen.records[task.name] {
                 item.graphVersion = record.graphVersion
+                item.actionKey = record.actionKey
                 item.undeclaredInputs = record.undeclaredInputs
                 item.undeclaredOutputs = record.undeclaredOutputs
             }

@@ -133,6 +133,9 @@ extension Engine {
             let changed = outputs.filter { prepared.input.lastRun?.outputs[$0.key] != $0.value }.map(\.key)
             capture.markReadersStale(of: changed, in: workspace, runID: runID)
         }
+        if prepared.request.reportRecords {
+            sink(.recorded(task: task.name, TaskRecordSummary(graphVersion: (try? store.task(id: task.directory))??.graphVersion, actionKey: key)))
+        }
         sink(.restored(task: task.name, from: source, files: restored.files, bytes: restored.bytes))
         return .restored(runID: runID, from: source)
     }

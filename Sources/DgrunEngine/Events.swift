@@ -35,7 +35,11 @@ public struct TaskRecordSummary: Sendable, Equatable {
     public var graphVersion: Int64?
     public var undeclaredInputs: [String]
     public var undeclaredOutputs: [String]
-    public init(graphVersion: Int64?, undeclaredInputs: [String] = [], undeclaredOutputs: [String] = []) {
+    /// The action key of the run the task's state now stands for (the one that ran, was restored,
+    /// or is still up to date); nil when there is none (blocked, failed, never ran).
+    public var actionKey: String?
+    public init(graphVersion: Int64?, undeclaredInputs: [String] = [], undeclaredOutputs: [String] = [], actionKey: String? = nil) {
+        self.actionKey = actionKey
         self.graphVersion = graphVersion
         self.undeclaredInputs = undeclaredInputs
         self.undeclaredOutputs = undeclaredOutputs

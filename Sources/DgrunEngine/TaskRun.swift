@@ -98,7 +98,9 @@ extension Engine {
         switch plan.decision {
         case .upToDate:
             try? store.refreshFingerprints(task: task.directory, plan.refreshed)
-            if request.reportRecords { sink(.recorded(task: name, TaskRecordSummary(graphVersion: prepared.graphVersion))) }
+            if request.reportRecords {
+                sink(.recorded(task: name, TaskRecordSummary(graphVersion: prepared.graphVersion, actionKey: prepared.input.lastRun?.actionKey)))
+            }
             sink(.upToDate(task: name, checked: plan.checked, hashed: plan.hashed))
             return .upToDate(checked: plan.checked, hashed: plan.hashed)
         case .blocked:
@@ -146,7 +148,8 @@ extension Engine {
             let check = graph.map { DeclarationCheck(task: task, graph: $0) }
             sink(.recorded(task: name, TaskRecordSummary(graphVersion: (try? store.task(id: task.directory))??.graphVersion,
                                                          undeclaredInputs: check?.undeclaredInputs ?? [],
-                                                         undeclaredOutputs: check?.undeclaredOutputs ?? [])))
+                                                         undeclaredOutputs: check?.undeclaredOutputs ?? [],
+                                                         actionKey: outcome.exitCode == 0 ? (try? store.lastFinishedRun(task: task.directory))??.actionKey : nil)))
         }
         sink(.finished(task: name, outcome: outcome))
         return .ran(outcome, runID: runID)

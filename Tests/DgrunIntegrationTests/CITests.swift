@@ -108,7 +108,7 @@ import Glibc
         for line in ["tasks=4", "failed=1", "blocked=1", "ran=1", "up_to_date=1", "not_started=0", "exit_status=1"] {
             #expect(outputs.contains(line + "\n"), "\(line) in \(outputs)")
         }
-        #expect(outputs.range(of: "provisional_cache_key=(sha256|fnv64):[0-9a-f]+\n", options: .regularExpression) != nil)
+        #expect(outputs.range(of: "cache_key=(sha256|fnv64):[0-9a-f]+\n", options: .regularExpression) != nil)
 
         // The JSON summary and the task logs' directory, removed afterwards.
         let json = try JSONSerialization.jsonObject(with: Data(checkout.read("ci.json").utf8)) as! [String: Any]
@@ -137,6 +137,29 @@ import Glibc
         let dotenv = checkout.read("dgrun.env")
         #expect(dotenv.contains("DGRUN_FAILED=1\n") && dotenv.contains("DGRUN_BLOCKED=1\n") && dotenv.contains("DGRUN_EXIT_STATUS=1\n"), "\(dotenv)")
         try Self.checkJUnit(d + "/junit.xml", workspace: "ws")
+    }
+
+    @Test func theCacheKeyIsTheSameForTheSameWorkAtAnotherPath() throws {
+        // Two checkouts of the same passing task under different names: the same action keys, the
+        // same cache_key in $GITHUB_OUTPUT; a changed input moves it.
+        var keys: [String] = []
+        for content in ["one\n", "one\n", "two\n"] {
+            let dir = Harness.makeTemporaryDirectory()
+            defer { Harness.removeTree(dir) }
+            try FileManager.default.createDirectory(atPath: dir + "/ws/pass", withIntermediateDirectories: true)
+            try content.write(toFile: dir + "/ws/pass/input.txt", atomically: false, encoding: .utf8)
+            try "run = \"cat input.txt > out.txt\"\ninputs = [\"input.txt\"]\noutputs = [\"out.txt\"]\n"
+                .write(toFile: dir + "/ws/pass/task.toml", atomically: false, encoding: .utf8)
+            let output = dir + "/output"
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
+            let r = Harness.run(["/usr/bin/env"] + Self.clean + ["GITHUB_ACTIONS=true", "GITHUB_OUTPUT=" + output,
+                                Harness.binary, "ci", "--cache", dir + "/cache", dir + "/ws"], cwd: dir)
+            #expect(r.status == 0, "\(r.stderr)")
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            keys.append(text.split(separator: "\n").first { $0.hasPrefix("cache_key=") }.map(String.init) ?? "none")
+        }
+        #expect(keys[0].hasPrefix("cache_key=sha256:") && keys[0] == keys[1], "\(keys)")
+        #expect(keys[2] != keys[0], "\(keys)")
     }
 
     @Test func singleTaskKeepsTheExecContract() throws {

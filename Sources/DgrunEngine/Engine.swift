@@ -126,7 +126,7 @@ public struct Engine: Sendable {
         if let task {
             // graph.json goes to TASKDIR/.dgrun after the run: made now and read-only inside, so
             // that the task cannot put a link there for dgrun to write through.
-            let dir = task.directory + "/.dgrun"
+            let dir = StateLocation.ownDirectory(of: task)
             mkdir(dir, 0o755)
             if FileIO.isRealDirectory(dir) { request.binds.append(RunRequest.Bind(source: dir, readonly: true)) }
         }
@@ -146,7 +146,7 @@ public struct Engine: Sendable {
         // dgrun's own state is read-only inside and never a dependency of the task: what the
         // task tried there (listing it, removing it) would make every next run look stale.
         if let task {
-            let state = task.directory + "/.dgrun"
+            let state = StateLocation.ownDirectory(of: task)
             trace.events.removeAll { $0.path == state || $0.path.hasPrefix(state + "/") }
         }
         var builder = GraphBuilder(taskDirectory: task?.directory ?? spec.workingDirectory, argv: spec.argv,

@@ -56,12 +56,7 @@ public struct Workspace: Sendable {
 
     /// The workspace a task directory belongs to: its parent, when a sibling is a task too.
     public static func enclosing(_ task: TaskFile, stateOption: String?) throws(DgrunError) -> Workspace? {
-        let parent = String(task.directory[..<(task.directory.lastIndex(of: "/") ?? task.directory.startIndex)])
-        guard !parent.isEmpty else { return nil }
-        let siblings = FileIO.listDirectory(parent).filter {
-            !$0.hasPrefix(".") && parent + "/" + $0 != task.directory && FileIO.exists(parent + "/" + $0 + "/task.toml")
-        }
-        guard !siblings.isEmpty else { return nil }
+        guard let parent = PathRelocation.workspaceRoot(of: task.directory) else { return nil }
         return try load(root: parent, stateOption: stateOption)
     }
 

@@ -138,7 +138,7 @@ public struct StateCapture: Sendable {
 
     /// TASKDIR/.dgrun/graph.json, written atomically; a warning when it could not be.
     public static func save(_ graph: Graph, in task: TaskFile) -> String? {
-        let dir = task.directory + "/.dgrun"
+        let dir = StateLocation.ownDirectory(of: task)
         mkdir(dir, 0o755)
         guard FileIO.isRealDirectory(dir) else {
             return "dgrun: warning: the graph is not saved: \(dir) is not a directory (a symbolic link?)"

@@ -27,11 +27,20 @@ public struct PathRelocation: Sendable, Equatable {
         guard let slash = directory.lastIndex(of: "/") else { return nil }
         let parent = String(directory[..<slash])
         guard !parent.isEmpty else { return nil }
-        let siblings = FileIO.listDirectory(parent).contains {
-            !$0.hasPrefix(".") && parent + "/" + $0 != directory && FileIO.exists(parent + "/" + $0 + "/task.toml")
-        }
-        return siblings ? parent : nil
+        let name = String(directory[directory.index(after: slash)...])
+        return taskDirectories(in: parent).contains { $0 != name } ? parent : nil
     }
+
+    /// The names of the task directories in `parent`, listed once per command: every task of a
+    /// workspace asks when its store is opened, and a 1,000-task workspace listed its root (and
+    /// looked for 1,000 task.toml files) 1,000 times.
+    static func taskDirectories(in parent: String) -> [String] {
+        if let known = listed.withLock({ $0[parent] }) { return known }
+        let names = FileIO.listDirectory(parent).filter { !$0.hasPrefix(".") && FileIO.exists(parent + "/" + $0 + "/task.toml") }
+        listed.withLock { $0[parent] = names }
+        return names
+    }
+    private static let listed = Locked([String: [String]]())
 
     /// The stored form of an absolute path (or of a URI, which is kept).
     public func encode(_ path: String) -> String {

@@ -10,8 +10,11 @@ public enum StateLocation {
     public static func directory(for task: TaskFile, stateOption: String?) -> String {
         if let stateOption { return FileSystem.absolute(stateOption) }
         if let env = getenv("DGRUN_STATE_DIR"), env.pointee != 0 { return FileSystem.absolute(String(cString: env)) }
-        return task.directory + "/.dgrun"
+        return ownDirectory(of: task)
     }
+
+    /// TASKDIR/.dgrun: the state that lives in, and moves with, the task directory.
+    public static func ownDirectory(of task: TaskFile) -> String { task.directory + "/.dgrun" }
 
     /// The task's store, created when needed (a run records into it).
     public static func open(for task: TaskFile, stateOption: String?) throws(DgrunError) -> Store {
@@ -23,14 +26,14 @@ public enum StateLocation {
     /// A task's own store (TASKDIR/.dgrun) moves with the directory: its paths are relative. A
     /// store elsewhere may be shared by tasks of several places: absolute.
     public static func relocation(of dir: String, for task: TaskFile) -> PathRelocation? {
-        dir == task.directory + "/.dgrun" ? PathRelocation.of(task) : nil
+        dir == ownDirectory(of: task) ? PathRelocation.of(task) : nil
     }
 
     /// TASKDIR/.dgrun is written by dgrun (often root) into a directory the task, or a checkout,
     /// controls: a link planted there would take the store, its lock and graph.json anywhere.
     /// Only a real directory, or none yet, is used; an explicit --state DIR is the caller's choice.
     public static func checkNotLinked(_ dir: String, in task: TaskFile) throws(DgrunError) {
-        guard dir == task.directory + "/.dgrun", FileIO.existsNoFollow(dir), !FileIO.isRealDirectory(dir) else { return }
+        guard dir == ownDirectory(of: task), FileIO.existsNoFollow(dir), !FileIO.isRealDirectory(dir) else { return }
         throw DgrunError("\(dir) is not a directory (a symbolic link?): dgrun keeps a task's state only in a real directory; remove it, or pass --state DIR")
     }
 

@@ -358,6 +358,13 @@ __attribute__((noreturn)) static void dg_exec(const struct dgrun_plan *plan) {
     dg_fail(DGRUN_STAGE_EXEC, saw_eacces ? EACCES : last, file);
 }
 
+// Loads one seccomp filter (none when bpf is NULL); filters stack, the strictest answer wins.
+static void dg_load_filter(const void *bpf, uint16_t len, const char *what) {
+    if (!bpf || !len) return;
+    struct sock_fprog prog = { len, (struct sock_filter *)bpf };
+    dg_check(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0, DGRUN_STAGE_SECCOMP, what);
+}
+
 // Installs the notify filter last (so denied calls never reach the tracer) and hands the listener to
 // dgrun before any traced call: the filter lets this one sendmsg on trace_socket through.
 static void dg_install_tracer(const struct dgrun_plan *plan) {
@@ -406,14 +413,8 @@ __attribute__((noreturn)) static void dg_command(const struct dgrun_plan *plan) 
     dg_check(syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) == 0, DGRUN_STAGE_CLOSE_FDS, "close_range");
     dg_drop_caps(plan, 0);
     dg_check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, DGRUN_STAGE_NO_NEW_PRIVS, "prctl");
-    if (plan->bpf && plan->bpf_len) {
-        struct sock_fprog prog = { plan->bpf_len, (struct sock_filter *)plan->bpf };
-        dg_check(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0, DGRUN_STAGE_SECCOMP, "seccomp");
-    }
-    if (plan->guard_bpf && plan->guard_bpf_len) {
-        struct sock_fprog prog = { plan->guard_bpf_len, (struct sock_filter *)plan->guard_bpf };
-        dg_check(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0, DGRUN_STAGE_SECCOMP, "user-namespace filter");
-    }
+    dg_load_filter(plan->bpf, plan->bpf_len, "seccomp");
+    dg_load_filter(plan->guard_bpf, plan->guard_bpf_len, "user-namespace filter");
     if (plan->trace_bpf && plan->trace_socket >= 0) dg_install_tracer(plan);
     dg_exec(plan);
 }
@@ -445,7 +446,7 @@ __attribute__((noreturn)) static void dg_init_linger(int linger_ms, int code) {
     _exit(code);
 }
 
-static int dg_is_stop_signal(int sig) { return sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT; }
+int dgrun_is_stop_signal(int sig) { return sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT; }
 
 // pid 1 of the sandbox: forward signals to the command, reap every orphan, report the command's
 // status to the parent, and end the namespace when the command ends (or lingers: see above).
@@ -460,7 +461,7 @@ __attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd,
             // A stop signal goes to every process of the sandbox, as a terminal's ^C reaches the
             // whole foreground job: a shell waiting for its child would otherwise outwait it.
             // Others (USR1, USR2) are the command's own business.
-            if (dg_is_stop_signal(sig)) kill(-1, sig);
+            if (dgrun_is_stop_signal(sig)) kill(-1, sig);
             else kill(command, sig);
             continue;
         }
@@ -525,9 +526,6 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
         dg_check(w == 1, DGRUN_STAGE_CGROUP_JOIN, "cgroup v1 tasks");
         close(plan->v1_task_fds[i]);
     }
-    // Everything else dgrun had open (other threads' files, other sandboxes' pipes) is closed now:
-    // the init never execs, so close-on-exec would never close it, and the command must not find
-    // it through /proc/1/fd.
     if (plan->clone_flags & CLONE_NEWCGROUP)
         dg_check(unshare(CLONE_NEWCGROUP) == 0, DGRUN_STAGE_CGROUPNS, "cgroup namespace");
     if (plan->hostname)
@@ -535,8 +533,9 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     if (plan->loopback_up) dg_loopback_up();
     if (plan->clone_flags & CLONE_NEWNS) dg_setup_mounts(plan);
     if (plan->cwd) dg_check(chdir(plan->cwd) == 0, DGRUN_STAGE_CHDIR, plan->cwd);
-    // After the mounts, which used the trees the parent made. (Before the command exists: what
-    // it could reach through /proc/1/fd is only what the init keeps.)
+    // Everything else dgrun had open (other threads' files, other sandboxes' pipes, the trees the
+    // mounts above used) is closed now, before the command exists: the init never execs, so
+    // close-on-exec would never close it, and the command must not find it through /proc/1/fd.
     dg_close_except(status_fd, dg_error_fd, plan->trace_socket);
 
     sigset_t all;
@@ -603,7 +602,10 @@ static int dg_write_map(pid_t pid, const char *file, uint32_t inside, uint32_t o
     return w == n ? 0 : -e;
 }
 
-static pthread_mutex_t dg_spawn_lock;
+// The fork lock of swift-subprocess: pipes are made and their child ends closed under it, so a
+// sandbox cloned by another thread at the same moment never inherits them (its init never execs,
+// so CLOEXEC would not close them, and a parent would wait for an EOF that never comes).
+static pthread_mutex_t dg_spawn_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int dgrun_idmap_userns(uint32_t inside_uid, uint32_t outside_uid, uint32_t inside_gid, uint32_t outside_gid, uint32_t count) {
     static char stack[16384] __attribute__((aligned(16)));
@@ -645,10 +647,6 @@ int dgrun_idmapped_tree(const char *path, int userns_fd, int readonly, int *stag
     return fd;
 }
 
-// The fork lock of swift-subprocess: pipes are made and their child ends closed under it, so a
-// sandbox cloned by another thread at the same moment never inherits them (its init never execs,
-// so CLOEXEC would not close them, and a parent would wait for an EOF that never comes).
-static pthread_mutex_t dg_spawn_lock = PTHREAD_MUTEX_INITIALIZER;  // declared above, for the idmap child
 static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *child);
 
 int dgrun_spawn(const struct dgrun_plan *plan, struct dgrun_child *child) {
@@ -808,7 +806,7 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
                 dg_pidfd_signal(child->pidfd, sig);
                 // Asked to stop: what has not stopped within the grace period is killed, as
                 // `docker stop` does (the timeout's own grace, if it is already running, stands).
-                if (dg_is_stop_signal(sig) && phase == 0) {
+                if (dgrun_is_stop_signal(sig) && phase == 0) {
                     phase = 1;
                     deadline = dg_now_ms() + (grace_ms >= 0 ? grace_ms : 0);
                 }

@@ -31,8 +31,7 @@ public struct Launcher: Sendable {
         let arena = CStringArena()
         // --userns auto: the bound directories, idmapped here (only the host's root may), so that
         // the caller's files are root's inside and what the task writes is the caller's outside.
-        let trees: [Int32]
-        do { trees = try Self.idmappedTrees(spec) } catch { throw error }
+        let trees = try Self.idmappedTrees(spec)
         defer { for fd in trees where fd >= 0 { close(fd) } }
         var mounts: [dgrun_mount] = []
         // tmpfs first: a working directory below /tmp is bound on top of the fresh /tmp. The kernel
@@ -51,7 +50,6 @@ public struct Launcher: Sendable {
         for path in spec.maskedPaths {
             mounts.append(dgrun_mount(kind: Int32(DGRUN_MOUNT_MASK.rawValue), readonly: 1, source: nil, target: arena.string(path), tree_fd: -1))
         }
-        let orderedMounts = mounts
         var flags = DGRUN_NS_USER | DGRUN_NS_MNT | DGRUN_NS_PID | DGRUN_NS_IPC | DGRUN_NS_UTS | DGRUN_NS_CGROUP
         if spec.network == .none { flags |= DGRUN_NS_NET }
         let bpf = spec.seccompProgram.flatMap { arena.buffer($0) }
@@ -72,8 +70,8 @@ public struct Launcher: Sendable {
         plan.v1_task_fds = arena.buffer(joinFDs)
         plan.n_v1_task_fds = Int32(joinFDs.count)
         plan.rootfs = arena.optionalString(spec.rootfs)
-        plan.mounts = arena.buffer(orderedMounts)
-        plan.n_mounts = Int32(orderedMounts.count)
+        plan.mounts = arena.buffer(mounts)
+        plan.n_mounts = Int32(mounts.count)
         plan.become_root = spec.subordinateIDs == nil ? 0 : 1
         plan.setup_proc = 1
         plan.setup_dev = 1
@@ -169,7 +167,7 @@ public struct Launcher: Sendable {
         outcome.samples = monitored.samples
         outcome.adjustments = monitored.adjustments
         // Asked to stop (a signal to dgrun, not the command's own USR1): the run is interrupted.
-        outcome.interruptedBy = [SIGINT, SIGTERM, SIGHUP, SIGQUIT].contains(result.last_signal) ? result.last_signal : nil
+        outcome.interruptedBy = dgrun_is_stop_signal(result.last_signal) != 0 ? result.last_signal : nil
         if spec.trace {
             outcome.trace = TraceResult(events: TraceEvent.parse(log), notifications: log.notifications, lost: log.lost,
                                         supervisorSeconds: Double(log.busy_us) / 1e6)

@@ -129,6 +129,9 @@ int dgrun_block_signals(void);
 int dgrun_pipe(int fds[2]);
 int dgrun_forwarded_signalfd(void);
 int dgrun_read_signal(int fd);
+// INT, TERM, HUP, QUIT: dgrun asked to stop. They go to every process of the sandbox, start the
+// stop timeout, and make the run interrupted; others (USR1, USR2) go to the command alone.
+int dgrun_is_stop_signal(int sig);
 
 // --userns auto. A user namespace whose only use is as an idmapping: host uid/gid `outside_*`
 // appear as `inside_*` (a block of `count`); returns its fd (/proc/PID/ns/user of a short-lived

@@ -149,7 +149,7 @@ extension Engine {
             sink(.recorded(task: name, TaskRecordSummary(graphVersion: (try? store.task(id: task.directory))??.graphVersion,
                                                          undeclaredInputs: check?.undeclaredInputs ?? [],
                                                          undeclaredOutputs: check?.undeclaredOutputs ?? [],
-                                                         actionKey: outcome.exitCode == 0 ? (try? store.lastFinishedRun(task: task.directory))??.actionKey : nil)))
+                                                         actionKey: outcome.exitCode == 0 ? recorded.actionKey : nil)))
         }
         sink(.finished(task: name, outcome: outcome))
         return .ran(outcome, runID: runID)

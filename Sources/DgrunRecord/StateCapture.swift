@@ -71,7 +71,8 @@ public struct StateCapture: Sendable {
     /// What a finished run leaves: its record with outputs and the graph's dependencies. Returns
     /// the outputs whose version changed since `previous`, and a warning when the record failed.
     public func recordFinished(_ outcome: RunOutcome, graph: Graph?, spec: SandboxSpec, record: RunRecord, id: Int64,
-                               previous: RunRecord?, cache: CacheContext? = nil) -> (changed: [String], warning: String?) {
+                               previous: RunRecord?, cache: CacheContext? = nil)
+        -> (changed: [String], warning: String?, actionKey: String?) {
         var record = record
         let finished = Clock.now()
         record.fill(from: outcome, finishedAt: finished)
@@ -83,7 +84,7 @@ public struct StateCapture: Sendable {
             dependencies = recorded.dependencies
             record.outputs = recorded.outputs
             graphJSON = try? GraphRenderer.render(graph, as: .json)
-            warning = Self.save(graph, in: task)
+            warning = Self.save(graph, in: task, json: graphJSON)
             if let cache, let dependencies {
                 record.actionKey = cacheOutputs(cache, dependencies: dependencies, graphJSON: graphJSON, outcome: outcome,
                                                 written: Array(recorded.outputs.keys))
@@ -99,7 +100,7 @@ public struct StateCapture: Sendable {
             warning = "dgrun: \(task.name): the run finished but could not be recorded: \(error)"
         }
         let changed = record.outputs.filter { previous?.outputs[$0.key] != $0.value }.map(\.key)
-        return (outcome.exitCode == 0 ? changed : [], warning)
+        return (outcome.exitCode == 0 ? changed : [], warning, record.actionKey)
     }
 
     /// The action key of a recorded run and, when it succeeded, its outputs stored in the cache
@@ -136,15 +137,16 @@ public struct StateCapture: Sendable {
         }
     }
 
-    /// TASKDIR/.dgrun/graph.json, written atomically; a warning when it could not be.
-    public static func save(_ graph: Graph, in task: TaskFile) -> String? {
+    /// TASKDIR/.dgrun/graph.json, written atomically; a warning when it could not be. `json`: the
+    /// graph already rendered (a recorded run stores the same text), else rendered here.
+    public static func save(_ graph: Graph, in task: TaskFile, json: String? = nil) -> String? {
         let dir = StateLocation.ownDirectory(of: task)
         mkdir(dir, 0o755)
         guard FileIO.isRealDirectory(dir) else {
             return "dgrun: warning: the graph is not saved: \(dir) is not a directory (a symbolic link?)"
         }
         do {
-            try FileSystem.writeAtomically(dir + "/graph.json", try GraphRenderer.render(graph, as: .json))
+            try FileSystem.writeAtomically(dir + "/graph.json", try json ?? GraphRenderer.render(graph, as: .json))
             return nil
         } catch {
             return "dgrun: warning: cannot save the graph in \(dir): \(error)"

@@ -99,20 +99,20 @@ public enum FileSystem {
 /// instead of followed (dgrun is often root; the task's processes are all gone when it writes).
 public struct PinnedOutput: Sendable, Equatable {
     public let path: String
-    /// The real path of the parent directory when the run started; nil when it did not exist.
+    /// The parent directory as given, and its real path when the run started (nil: it did not exist).
+    let parent: String
     let directory: String?
     let name: String
 
     public init(_ path: String) {
         self.path = path
         let slash = path.lastIndex(of: "/")
-        let parent = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        parent = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         name = slash.map { String(path[path.index(after: $0)...]) } ?? path
         directory = FileIO.realPath(parent)
     }
 
     public func write(_ text: String) throws(SystemError) {
-        let parent = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         guard let directory, !name.isEmpty, FileIO.realPath(parent) == directory else {
             throw SystemError("write", path: path, errno: directory == nil ? ENOENT : ELOOP,
                               hint: directory == nil ? "its directory does not exist"

@@ -39,10 +39,7 @@ public enum SeccompCache {
     private static let programs = Locked([String: [UInt8]]())
 
     public static func program(path: String) throws(DgrunError) -> [UInt8] {
-        if let known = programs.withLock({ $0[path] }) { return known }
-        let program = try lookUp(path: path)
-        programs.withLock { $0[path] = program }
-        return program
+        try programs.cached(path) { () throws(DgrunError) in try lookUp(path: path) }
     }
 
     static func lookUp(path: String) throws(DgrunError) -> [UInt8] {

@@ -153,11 +153,7 @@ public enum ProfileLocator {
     private static let loaded = Locked([String: SandboxProfile]())
 
     public static func load(_ nameOrPath: String, executable: String) throws(DgrunError) -> SandboxProfile {
-        let key = nameOrPath + "\u{0}" + executable
-        if let known = loaded.withLock({ $0[key] }) { return known }
-        let profile = try read(nameOrPath, executable: executable)
-        loaded.withLock { $0[key] = profile }
-        return profile
+        try loaded.cached(nameOrPath + "\u{0}" + executable) { () throws(DgrunError) in try read(nameOrPath, executable: executable) }
     }
 
     static func read(_ nameOrPath: String, executable: String) throws(DgrunError) -> SandboxProfile {

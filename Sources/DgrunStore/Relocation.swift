@@ -35,10 +35,7 @@ public struct PathRelocation: Sendable, Equatable {
     /// workspace asks when its store is opened, and a 1,000-task workspace listed its root (and
     /// looked for 1,000 task.toml files) 1,000 times.
     static func taskDirectories(in parent: String) -> [String] {
-        if let known = listed.withLock({ $0[parent] }) { return known }
-        let names = FileIO.listDirectory(parent).filter { !$0.hasPrefix(".") && FileIO.exists(parent + "/" + $0 + "/task.toml") }
-        listed.withLock { $0[parent] = names }
-        return names
+        listed.cached(parent) { FileIO.listDirectory(parent).filter { !$0.hasPrefix(".") && FileIO.exists(parent + "/" + $0 + "/task.toml") } }
     }
     private static let listed = Locked([String: [String]]())
 

@@ -44,3 +44,16 @@ public final class Locked<Value>: @unchecked Sendable {
         return body(&value)
     }
 }
+
+extension Locked {
+    /// A per-command cache: the value kept under `key`, else `make()`'s, kept for the next caller
+    /// (a workspace asks for the same profile, BPF program or directory listing once per task).
+    /// `make` runs outside the lock: two threads may compute one value once each, the last kept.
+    public func cached<Key: Hashable, Element, Failure: Error>(_ key: Key, _ make: () throws(Failure) -> Element) throws(Failure) -> Element
+        where Value == [Key: Element] {
+        if let known = withLock({ $0[key] }) { return known }
+        let made = try make()
+        withLock { $0[key] = made }
+        return made
+    }
+}

@@ -40,6 +40,13 @@ public enum FileSystem {
     /// O_NOFOLLOW: never through a link someone planted there), then replace it in one rename, so
     /// a reader sees the old file or the new one, never half of one.
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
+        // A device or a pipe (-o /dev/null, --junit /dev/stdout, a FIFO) is written to, never
+        // replaced: a rename over /dev/null as root made it a regular file for the whole host.
+        var st = stat()
+        if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFCHR || (st.st_mode & S_IFMT) == S_IFIFO {
+            try FileIO.write(path, String(decoding: bytes, as: UTF8.self))
+            return
+        }
         let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = try valueOrErrno("create", path: temporary) {
             open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)

@@ -138,6 +138,32 @@ import Glibc
         #expect(requires.contains { $0.hasPrefix("main.py -> ") && $0.hasSuffix("/json/__init__.py") }, "the standard library's json")
     }
 
+    /// `discover -o /dev/null` as root renamed the graph over /dev/null, leaving the host a regular
+    /// file there. A device (here the test's own node of /dev/null's numbers) or a FIFO named as an
+    /// output is written to, never replaced.
+    @Test(.enabled(if: getuid() == 0, "needs root to make a device node"))
+    func anOutputThatIsADeviceOrAPipeIsWrittenToNotReplaced() throws {
+        let dir = Harness.makeTemporaryDirectory()
+        defer { Harness.removeTree(dir) }
+        #expect(mknod(dir + "/null", S_IFCHR | 0o666, dev_t(1 << 8 | 3)) == 0)
+        var r = Harness.run([Harness.binary, "discover", "-o", dir + "/null", "--", "true"])
+        #expect(r.status == 0, "\(r.stderr)")
+        var st = stat()
+        #expect(lstat(dir + "/null", &st) == 0 && (st.st_mode & S_IFMT) == S_IFCHR, "still a device")
+        r = Harness.run([Harness.binary, "exec", "--report", dir + "/null", "--", "true"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(lstat(dir + "/null", &st) == 0 && (st.st_mode & S_IFMT) == S_IFCHR, "still a device")
+
+        #expect(mkfifo(dir + "/fifo", 0o600) == 0)
+        let reader = Harness.start(["sh", "-c", "cat \(dir)/fifo > \(dir)/read.json"])
+        r = Harness.run([Harness.binary, "discover", "-o", dir + "/fifo", "--", "true"])
+        var status: Int32 = 0
+        while waitpid(reader, &status, 0) < 0 && errno == EINTR {}
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(lstat(dir + "/fifo", &st) == 0 && (st.st_mode & S_IFMT) == S_IFIFO, "still a FIFO")
+        #expect(((try? String(contentsOfFile: dir + "/read.json", encoding: .utf8)) ?? "").contains("dgrun.graph"))
+    }
+
     @Test func aFileReadThenRewrittenGetsTwoVersions() throws {
         let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
         defer { Harness.removeTree(work) }

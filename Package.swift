@@ -15,10 +15,8 @@ let package = Package(
         .library(name: "DgrunGraph", targets: ["DgrunGraph"]),
         .library(name: "DgrunStore", targets: ["DgrunStore"]),
     ],
-    dependencies: [
-        // SQLite for the state store (graphs, runs, samples); links the system libsqlite3.
-        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
-    ],
+    // No package dependencies: the state store talks to the system's libsqlite3 directly
+    // (Sources/DgrunStore/SQLite.swift says why GRDB was left, with the figures).
     targets: [
         // The modules follow the data flow (ARCHITECTURE.md): each imports only modules before it.
         // Everything between clone and exec: async-signal-safe C, no Swift.
@@ -27,15 +25,15 @@ let package = Package(
                        providers: [.apt(["libseccomp-dev"])]),
         .systemLibrary(name: "CCap", pkgConfig: "libcap",
                        providers: [.apt(["libcap-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
+                       providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "DgrunSystem", dependencies: ["CDgrunSpawn"]),
         .target(name: "DgrunSpec", dependencies: ["DgrunSystem", "CCap"]),
         .target(name: "DgrunSeccomp", dependencies: ["DgrunSystem", "DgrunSpec", "CSeccomp", "CDgrunSpawn"]),
         .target(name: "DgrunCgroups", dependencies: ["DgrunSystem", "DgrunSpec"]),
         .target(name: "DgrunStatic", dependencies: ["DgrunSystem"]),
         .target(name: "DgrunGraph", dependencies: ["DgrunStatic", "DgrunSystem"]),
-        .target(name: "DgrunStore", dependencies: ["DgrunSystem", "DgrunSpec",
-                                                  .product(name: "GRDB", package: "GRDB.swift"),
-                                                  .product(name: "GRDBSQLite", package: "GRDB.swift")]),
+        .target(name: "DgrunStore", dependencies: ["DgrunSystem", "DgrunSpec", "CSQLite"]),
         .target(name: "DgrunPlanner", dependencies: ["DgrunStore", "DgrunSpec", "DgrunSystem"]),
         .target(name: "DgrunCache", dependencies: ["DgrunPlanner", "DgrunStore", "DgrunSpec", "DgrunSystem", "CDgrunSpawn"]),
         .target(name: "DgrunMonitor", dependencies: ["DgrunCgroups", "DgrunSpec", "DgrunSystem", "CDgrunSpawn"]),
@@ -56,8 +54,7 @@ let package = Package(
         .testTarget(name: "DgrunStaticTests", dependencies: ["DgrunStatic", "DgrunSystem"]),
         .testTarget(name: "DgrunGraphTests", dependencies: ["DgrunGraph"]),
         .testTarget(name: "DgrunSystemTests", dependencies: ["DgrunSystem"]),
-        .testTarget(name: "DgrunPlannerTests", dependencies: ["DgrunPlanner", "DgrunStore",
-                                                              .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "DgrunPlannerTests", dependencies: ["DgrunPlanner", "DgrunStore", "DgrunSystem"]),
         .testTarget(name: "DgrunCacheTests", dependencies: ["DgrunCache", "DgrunStore", "DgrunSpec", "DgrunSystem"]),
         .testTarget(name: "DgrunMonitorTests", dependencies: ["DgrunMonitor", "DgrunCgroups", "DgrunSpec"]),
         .testTarget(name: "DgrunEngineTests", dependencies: ["DgrunEngine", "DgrunProvision", "DgrunPlanner", "DgrunSpec", "DgrunStore"]),

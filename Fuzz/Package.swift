@@ -27,8 +27,6 @@ let package = Package(
     dependencies: [
         // The main package; `name:` keeps product references stable whatever the checkout's directory is called.
         .package(name: "dgrun", path: ".."),
-        // The store fuzzer writes hostile rows with its own connection.
-        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
     ],
     targets: [
         .target(name: "CFuzzDriver"),
@@ -36,7 +34,6 @@ let package = Package(
     ] + fuzzers.map { fuzzer in
         var dependencies: [Target.Dependency] = ["FuzzSupport"]
         dependencies += fuzzer.dependencies.map { .product(name: $0, package: "dgrun") }
-        if fuzzer.name == "FuzzStoreRows" { dependencies.append(.product(name: "GRDB", package: "GRDB.swift")) }
         return .executableTarget(name: fuzzer.name, dependencies: dependencies)
     },
     swiftLanguageModes: [.v6]

@@ -12,7 +12,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 # The build and the main job.
 have_header seccomp.h || need="$need libseccomp-dev"
 have_header sys/capability.h || need="$need libcap-dev"
-have_header sqlite3.h || need="$need libsqlite3-dev"   # the state store (GRDB)
+have_header sqlite3.h || need="$need libsqlite3-dev"   # the state store (libsqlite3)
 have pkg-config || need="$need pkg-config"
 have gcc || need="$need gcc"                             # the examples build C; swift's clang links with it
 # discover hashes files with the system's libcrypto, loaded on demand.

@@ -359,7 +359,7 @@ final class CILive: Sendable {
         // The group: its header lines, then the log copied from its file.
         let marker = "\u{0}LOG\u{0}"
         let text = renderer.group(item, body: Self.body(item, logMarker: item.log == nil ? nil : marker))
-        if let log = item.log, let range = text.range(of: marker + "\n") {
+        if let log = item.log, let range = text.firstRange(of: marker + "\n") {
             output.write(String(text[..<range.lowerBound]), file: log, tail: String(text[range.upperBound...]))
         } else {
             output.write(text)

@@ -406,7 +406,7 @@ struct StateQuery {
     }
 
     static func seconds(_ s: Double) -> String {
-        s < 10 ? String(format: "%.2fs", s) : String(format: "%.1fs", s)
+        s.fixed(s < 10 ? 2 : 1) + "s"
     }
 
     /// UTC, ISO 8601, to the second.
@@ -414,8 +414,9 @@ struct StateQuery {
         var t = time_t(unix)
         var parts = tm()
         gmtime_r(&t, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
-                      Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec))
+        func two(_ v: Int32) -> String { String(v).leftPadded(2) }
+        return String(Int(parts.tm_year) + 1900).leftPadded(4) + "-" + two(parts.tm_mon + 1) + "-" + two(parts.tm_mday)
+            + "T" + two(parts.tm_hour) + ":" + two(parts.tm_min) + ":" + two(parts.tm_sec) + "Z"
     }
 
     // MARK: - graph

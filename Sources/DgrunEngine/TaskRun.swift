@@ -18,6 +18,8 @@ extension Engine {
         public var request: RunRequest
         /// The task's recorded graph before this run (the store's version number), nil when none.
         public var graphVersion: Int64?
+        /// Whether the store holds packed file checks (a store from before them gets them at the next no-op).
+        public var hasFileChecks: Bool
     }
 
     /// task.toml under the request, the network the last run needed when nothing chose one, the
@@ -35,7 +37,15 @@ extension Engine {
         let stateDirectory = StateLocation.directory(for: task, stateOption: request.stateDirectory)
         if FileIO.isRealDirectory(stateDirectory) { merged.binds.append(RunRequest.Bind(source: stateDirectory, readonly: true)) }
         merged.trace = true
-        let dependencies = try store.dependencies(task: task.directory)
+        // Files first, from the packed checks (one read, one stat a file): when none moved, only
+        // the other dependencies are read as rows. `dependencies(ofAll:)` reads the rest on demand.
+        var packed = false
+        let verified = try store.withFileChecks(task: task.directory) { checks -> Int? in
+            packed = checks != nil
+            return checks.flatMap(Planner(environment: HostEnvironment()).filesUnchanged)
+        }
+        let dependencies = verified == nil ? try store.dependencies(task: task.directory)
+                                           : try store.nonPathDependencies(task: task.directory)
         if merged.network == nil {
             // Neither task.toml nor a flag chose it: what the last run needed (none → none), else
             // the host's, so that the trace sees what the task reaches.
@@ -51,7 +61,18 @@ extension Engine {
                               producers: producers, missingControllers: provisioner.missingControllers(spec),
                               requestedCPUs: spec.limits.cpus, force: request.force)
         input.hasRecordedGraph = state?.graphVersion != nil
-        return Prepared(input: input, spec: spec, request: merged, graphVersion: state?.graphVersion)
+        input.verifiedFiles = verified
+        return Prepared(input: input, spec: spec, request: merged, graphVersion: state?.graphVersion, hasFileChecks: packed)
+    }
+
+    /// The whole recorded dependency list, for what follows a decision to run (the cache key, the
+    /// capture): the fast path read only the dependencies that are not files.
+    func withAllDependencies(_ prepared: Prepared, store: Store, task: TaskFile) throws(DgrunError) -> Prepared {
+        guard prepared.input.verifiedFiles != nil else { return prepared }
+        var prepared = prepared
+        prepared.input.dependencies = try store.dependencies(task: task.directory)
+        prepared.input.verifiedFiles = nil
+        return prepared
     }
 
     /// One task: lock → plan → (skip | block | provision, run traced, capture) → result.
@@ -60,7 +81,7 @@ extension Engine {
         let name = task.name
         let store: Store
         let lock: FileLock
-        let prepared: Prepared
+        var prepared: Prepared
         do throws(DgrunError) {
             store = try StateLocation.open(for: task, stateOption: request.stateDirectory)
             lock = try FileLock.task(task.directory, in: store, waiting: { sink(.waitingForLock(task: name)) })
@@ -88,6 +109,10 @@ extension Engine {
             case .failed(let why, let remedy): fetchBlockers.append(Blocker(ref: fetch.url, why: why, remedy: remedy))
             }
         }
+        // A fetch may have replaced a file after the fast path found it unchanged: check them all.
+        if !task.fetches.isEmpty {
+            do throws(DgrunError) { prepared = try withAllDependencies(prepared, store: store, task: task) } catch { return .failed(error) }
+        }
         var plan = Planner(environment: HostEnvironment()).plan(prepared.input)
         if !fetchBlockers.isEmpty {
             plan.blockers = fetchBlockers + plan.blockers
@@ -98,6 +123,9 @@ extension Engine {
         switch plan.decision {
         case .upToDate:
             try? store.refreshFingerprints(task: task.directory, plan.refreshed)
+            if !prepared.hasFileChecks && plan.refreshed.isEmpty && prepared.input.hasRecordedGraph {
+                try? store.rebuildFileChecks(task: task.directory)
+            }
             if request.reportRecords {
                 sink(.recorded(task: name, TaskRecordSummary(graphVersion: prepared.graphVersion, actionKey: prepared.input.lastRun?.actionKey)))
             }
@@ -111,6 +139,7 @@ extension Engine {
         case .run:
             break
         }
+        do throws(DgrunError) { prepared = try withAllDependencies(prepared, store: store, task: task) } catch { return .failed(error) }
         let cacheContext = self.cacheContext(task, request: request, environmentDigest: prepared.input.environmentDigest)
         if let restored = restoreFromCache(task, context: cacheContext, prepared: prepared, plan: plan, store: store,
                                            capture: capture, workspace: workspace) {

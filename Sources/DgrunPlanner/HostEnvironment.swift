@@ -12,6 +12,7 @@ public struct HostEnvironment: PlanEnvironment {
     public init(connectTimeoutMilliseconds: Int32 = 1000) { self.connectTimeoutMilliseconds = connectTimeoutMilliseconds }
 
     public func fingerprint(_ path: String) -> FileFingerprint? { Fingerprints.of(path) }
+    public func fingerprint(cPath: UnsafePointer<CChar>) -> FileFingerprint? { Fingerprints.of(cPath: cPath) }
 
     public func contentVersion(_ path: String) -> String? { ContentHash.version(of: path) }
 
@@ -33,6 +34,10 @@ public enum Fingerprints {
     /// stat(2) of a path (following symlinks: refs are canonical); nil when it does not exist.
     /// Directories get size -1 (see FileFingerprint.isDirectory).
     public static func of(_ path: String) -> FileFingerprint? {
+        path.withCString { of(cPath: $0) }
+    }
+
+    public static func of(cPath path: UnsafePointer<CChar>) -> FileFingerprint? {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
         let isDirectory = (st.st_mode & S_IFMT) == S_IFDIR

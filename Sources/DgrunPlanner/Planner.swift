@@ -20,6 +20,9 @@ public struct PlanInput: Sendable {
     public var force: Bool
     /// Whether a run recorded the task's dependencies (a run without a trace did not).
     public var hasRecordedGraph = true
+    /// Set when `Planner.filesUnchanged` already found every file dependency as recorded (how
+    /// many it checked): `dependencies` then holds only the others (services, names, network).
+    public var verifiedFiles: Int?
 
     public init(taskID: String, dependencies: [Dependency], lastRun: RunRecord?, staleReason: String? = nil,
                 argv: [String], environmentDigest: String, producers: [String: String] = [:],
@@ -89,6 +92,7 @@ public struct Planner {
     }
 
     func checkAll(_ input: PlanInput, into plan: inout Plan) {
+        plan.checked += input.verifiedFiles ?? 0
         let deps = input.dependencies
         let written = Set(deps.lazy.filter { $0.relation == .writes }.map(\.ref))
         let files = deps.map { isHostFile($0) && ($0.traced || $0.relation == .requires) && $0.relation != .uses }
@@ -142,7 +146,78 @@ public struct Planner {
     }
 
     func isHostFile(_ d: Dependency) -> Bool {
-        d.ref.hasPrefix("/") && d.kind != "infrastructure" && !Self.ephemeralPrefixes.contains { d.ref.hasPrefix($0) }
+        d.kind != "infrastructure" && Self.isHostPath(d.ref.utf8)
+    }
+
+    /// Absolute and not a kernel interface; compared as bytes (String.hasPrefix compares
+    /// characters, and this runs for every dependency).
+    static func isHostPath<Bytes: Collection<UInt8>>(_ path: Bytes) -> Bool {
+        guard path.first == UInt8(ascii: "/") else { return false }
+        return !ephemeralPrefixBytes.contains { path.starts(with: $0) }
+    }
+    static let ephemeralPrefixBytes = ephemeralPrefixes.map { Array($0.utf8) }
+
+    /// The no-op check's fast path, over the packed file checks of the last recorded run: the
+    /// number of files checked when every one `checkAll` would examine is as recorded (stat
+    /// only: an input or output whose fingerprint moved, a missing input, or a probed path that
+    /// appeared all give nil, and the full check then says what changed and hashes what it must).
+    /// Entry by entry the same rules as `checkAll`, so it never finds "unchanged" where it would not.
+    public func filesUnchanged(_ checks: FileChecks) -> Int? {
+        enum Expect { case input, output, absent }
+        // Inputs the task also wrote are not checked as inputs (checkAll's `written`).
+        var written = Set<[UInt8]>()
+        guard checks.allSatisfy({ entry in
+            if entry.relation == .writes { written.insert(Array(entry.storedPath)) }
+            return true
+        }) else { return nil }
+        var arena: [UInt8] = []          // the decoded paths, NUL-terminated, one after another
+        var starts: [Int] = []
+        var expected: [(Expect, FileFingerprint?)] = []
+        var path: [UInt8] = []
+        path.reserveCapacity(4096)
+        let complete = checks.allSatisfy { entry in
+            guard entry.flags.contains(.traced) || entry.relation == .requires,
+                  !entry.flags.contains(.infrastructure) else { return true }
+            let expect: Expect
+            switch entry.relation {
+            case .reads, .loads, .executes, .requires: expect = .input
+            case .writes: expect = .output
+            case .probes: expect = .absent
+            case .connects, .resolves, .uses: return true
+            }
+            if expect != .output, !written.isEmpty, written.contains(Array(entry.storedPath)) { return true }
+            guard checks.absolutePath(entry.storedPath, into: &path) else { return false }
+            guard Self.isHostPath(path.dropLast()) else { return true }
+            // Nothing recorded to compare with: checkAll would hash it.
+            if expect != .absent && entry.fingerprint == nil { return false }
+            starts.append(arena.count)
+            arena.append(contentsOf: path)
+            expected.append((expect, entry.fingerprint))
+            return true
+        }
+        guard complete else { return nil }
+        let environment = self.environment
+        let offsets = starts, expectations = expected
+        let matches = UnsafeMutableBufferPointer<Bool>.allocate(capacity: offsets.count)
+        matches.initialize(repeating: false)
+        defer { matches.deallocate() }
+        let slots = SendableBuffer(matches)
+        let workers = offsets.count < 1024 ? 1 : Swift.max(1, DgrunSystem.ProcessInfo.cpuCount)
+        arena.withUnsafeBufferPointer { bytes in
+            let base = SendablePointer(bytes.baseAddress!)
+            let work: @Sendable (Int) -> Void = { worker in
+                for i in stride(from: worker, to: offsets.count, by: workers) {
+                    let now = (base.pointer + offsets[i]).withMemoryRebound(to: CChar.self, capacity: 1) { environment.fingerprint(cPath: $0) }
+                    switch expectations[i] {
+                    case (.absent, _): slots.buffer[i] = now == nil
+                    case (.input, let before): slots.buffer[i] = now != nil && now == before
+                    case (.output, let before): slots.buffer[i] = now.map { $0 == before || $0.isDirectory } ?? false
+                    }
+                }
+            }
+            if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
+        }
+        return matches.allSatisfy { $0 } ? offsets.count : nil
     }
 
     func check(input d: Dependency, now: FileFingerprint?, producers: [String: String], into plan: inout Plan) {
@@ -242,6 +317,8 @@ public struct Planner {
 public protocol PlanEnvironment: Sendable {
     /// nil when the path does not exist.
     func fingerprint(_ path: String) -> FileFingerprint?
+    /// The same for a NUL-terminated path (the no-op check's fast path makes no String).
+    func fingerprint(cPath: UnsafePointer<CChar>) -> FileFingerprint?
     /// sha256:… of a regular file's content; nil when it cannot be read.
     func contentVersion(_ path: String) -> String?
     /// The version of a file the task wrote (a link is its target text, not followed).
@@ -254,11 +331,18 @@ public protocol PlanEnvironment: Sendable {
 
 extension PlanEnvironment {
     public func outputVersion(_ path: String) -> String? { contentVersion(path) }
+    public func fingerprint(cPath: UnsafePointer<CChar>) -> FileFingerprint? { fingerprint(String(cString: cPath)) }
 }
 
 extension FileFingerprint {
     /// Directories are recorded with size -1: their content is their entries, seen through mtime.
     public var isDirectory: Bool { size == -1 }
+}
+
+/// Read-only bytes shared with concurrentPerform's threads (alive for the whole call).
+struct SendablePointer: @unchecked Sendable {
+    let pointer: UnsafePointer<UInt8>
+    init(_ pointer: UnsafePointer<UInt8>) { self.pointer = pointer }
 }
 
 /// A buffer whose disjoint indices are written from concurrentPerform's threads.

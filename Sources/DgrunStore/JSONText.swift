@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The few JSON columns of the store (argv, reasons, outputs): small, encoded with sorted keys so
 /// equal values give equal text.

@@ -55,15 +55,22 @@ public struct PathRelocation: Sendable, Equatable {
         return path
     }
 
-    /// The path a stored ref means here.
+    /// The path a stored ref means here. Compared byte by byte: String.hasPrefix compares
+    /// Unicode characters, and this runs once per dependency on every check (9.7 M of the
+    /// 5,000-dependency no-op's 81 M instructions before).
     public func decode(_ ref: String) -> String {
-        guard ref.hasPrefix(".") else { return ref }
-        if ref == "." { return taskDirectory }
-        if ref.hasPrefix("./") { return taskDirectory + ref.dropFirst(1) }
-        let parent = String(taskDirectory[..<(taskDirectory.lastIndex(of: "/") ?? taskDirectory.startIndex)])
-        if ref == ".." { return parent.isEmpty ? "/" : parent }
-        if ref.hasPrefix("../") { return parent + ref.dropFirst(2) }
-        return ref
+        let bytes = ref.utf8
+        let dot = UInt8(ascii: "."), slash = UInt8(ascii: "/")
+        guard bytes.first == dot else { return ref }
+        let second = bytes.dropFirst().first
+        if second == nil { return taskDirectory }
+        if second == slash { return taskDirectory + ref.dropFirst(1) }
+        guard second == dot else { return ref }
+        let third = bytes.dropFirst(2).first
+        guard third == nil || third == slash else { return ref }
+        let parent = taskDirectory.utf8.lastIndex(of: slash).map { String(taskDirectory[..<$0]) } ?? ""
+        if third == nil { return parent.isEmpty ? "/" : parent }
+        return parent + ref.dropFirst(2)
     }
 
     /// A node id is KIND:REF; its REF part is encoded like a ref.

@@ -39,6 +39,13 @@ extension String {
     }
 }
 
+extension String {
+    /// Zero-padded on the left to `width` characters (dates, hex bytes), without String(format:).
+    public func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}
+
 extension Double {
     /// The number with `digits` decimals, rounded, without Foundation's String(format:).
     public func fixed(_ digits: Int) -> String {

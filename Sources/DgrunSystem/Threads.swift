@@ -38,10 +38,10 @@ public final class Locked<Value>: @unchecked Sendable {
         pthread_mutex_init(&mutex, nil)
     }
     deinit { pthread_mutex_destroy(&mutex) }
-    public func withLock<T>(_ body: (inout Value) -> T) -> T {
+    public func withLock<T, Failure: Error>(_ body: (inout Value) throws(Failure) -> T) throws(Failure) -> T {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        return body(&value)
+        return try body(&value)
     }
 }
 

@@ -1,13 +1,12 @@
 import DgrunStore
 import DgrunSystem
-import GRDB
 import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// A task can write its own .dgrun/state.db: a value of the wrong type or range in any column is
-/// a store error from every reader, never a trap (GRDB's Row subscripts trap; found by FuzzStoreRows).
+/// a store error from every reader, never a trap (found by FuzzStoreRows).
 @Suite struct StoreCorruptRowTests {
     /// A store with one task and one run, and a second connection to corrupt it with.
     func corruptedStore(_ sql: String) throws -> Store {
@@ -18,7 +17,7 @@ import Glibc
         let run = RunRecord(taskID: "/w/t", status: .running, startedAt: 10, pid: 1, argv: ["make"],
                             environmentDigest: "e", reasons: [])
         _ = try store.beginRun(run, pidStartTime: nil)
-        try DatabaseQueue(path: dir + "/" + Store.fileName).write { db in try db.execute(sql: sql) }
+        try SQLiteConnection(path: dir + "/" + Store.fileName).execute(sql)
         return store
     }
 

@@ -45,6 +45,38 @@ import Glibc
         return (try? FileIO.read(out)) ?? ""
     }
 
+    /// A store a GRDB-era dgrun made at the current schema opens as it is: nothing migrated twice.
+    @Test(.enabled(if: FileIO.isExecutable("/usr/bin/sqlite3"), "needs the sqlite3 command to make a GRDB-era store"))
+    func aStoreMadeThroughGRDBOpensWithoutMigratingAgain() throws {
+        let state = temporaryDirectory() + "/state"
+        do {
+            let store = try Store(directory: state)
+            try store.registerTask(id: "/w/t", directory: "/w/t")
+        }
+        _ = sqlite(state + "/state.db", """
+            ALTER TABLE task DROP COLUMN file_checks; PRAGMA user_version = 0;
+            CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY); INSERT INTO grdb_migrations VALUES ('v1'), ('v2');
+            """)
+        let reopened = try Store(directory: state)
+        #expect(try reopened.task(id: "/w/t")?.directory == "/w/t")
+        #expect(sqlite(state + "/state.db", "PRAGMA user_version") == "3\n")
+        #expect(try reopened.consistencyProblems().isEmpty)
+    }
+
+    /// A store from a newer dgrun is refused with a message, not misread.
+    @Test func aStoreFromANewerDgrunIsAStoreError() throws {
+        let state = temporaryDirectory() + "/state"
+        _ = try Store(directory: state)
+        try SQLiteConnection(path: state + "/state.db").execute("PRAGMA user_version = 99")
+        do {
+            _ = try Store(directory: state)
+            Issue.record("a newer schema was opened")
+        } catch {
+            #expect(error.code == .store)
+            #expect(error.message.contains("newer than this dgrun"))
+        }
+    }
+
     /// Issue 12: a v1 store (absolute paths) is migrated to relative ones when opened as a task's
     /// own store, and a copy of it at another path reads the same dependencies there.
     @Test(.enabled(if: FileIO.isExecutable("/usr/bin/sqlite3"), "needs the sqlite3 command to make a v1 store"))
@@ -68,9 +100,14 @@ import Glibc
                 Dependency(nodeID: "file:\(task)/out/s.txt", kind: "file", ref: task + "/out/s.txt", relation: .writes, version: "sha256:1"),
             ])
         }
-        // Back to v1: the v2 columns and its migration record gone, as an older dgrun left it.
-        _ = sqlite(state + "/state.db", "ALTER TABLE run DROP COLUMN action_key; ALTER TABLE run DROP COLUMN restored_from; DELETE FROM grdb_migrations WHERE identifier = 'v2';")
-        #expect(sqlite(state + "/state.db", "SELECT identifier FROM grdb_migrations").contains("v1"))
+        // Back to v1 as an older dgrun left it: no v2 columns, and its migrations recorded the way
+        // GRDB did (grdb_migrations, user_version 0) before the store used libsqlite3 directly.
+        _ = sqlite(state + "/state.db", """
+            ALTER TABLE run DROP COLUMN action_key; ALTER TABLE run DROP COLUMN restored_from; ALTER TABLE task DROP COLUMN file_checks;
+            PRAGMA user_version = 0;
+            CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY); INSERT INTO grdb_migrations VALUES ('v1');
+            """)
+        #expect(sqlite(state + "/state.db", "PRAGMA user_version") == "0\n")
         let relocation = PathRelocation(taskDirectory: task, workspaceRoot: ws)
         let migrated = try Store(directory: state, relocation: relocation)
         #expect(try migrated.dependencies(task: task).map(\.ref).sorted() == ["/usr/lib/libc.so.6", task + "/out/s.txt", ws + "/gen/out/data.txt"].sorted())
@@ -79,6 +116,7 @@ import Glibc
         #expect(try migrated.lastFinishedRun(task: task)?.outputs == [task + "/out/s.txt": "sha256:1"])
         let problems = try migrated.consistencyProblems()
         #expect(problems.isEmpty, "\(problems)")
+        #expect(sqlite(state + "/state.db", "PRAGMA user_version") == "3\n")
 
         // The same file at another path: the same state, there.
         let other = temporaryDirectory()

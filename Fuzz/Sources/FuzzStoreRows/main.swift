@@ -1,7 +1,5 @@
 import DgrunStore
 import FuzzSupport
-import Foundation
-import GRDB
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,7 +10,7 @@ import Glibc
 // second connection; then every reader of the store runs over them, as is and relocated.
 enum Rows {
     /// The store under test and a writer beside it, made once per process.
-    nonisolated(unsafe) static var opened: (store: Store, relocated: Store, writer: DatabaseQueue)?
+    nonisolated(unsafe) static var opened: (store: Store, relocated: Store, writer: SQLiteConnection)?
     nonisolated(unsafe) static var directory: String?
 
     /// The store's files, at exit (libFuzzer exits through exit(3) when it is done or finds a crash).
@@ -24,7 +22,7 @@ enum Rows {
         rmdir(directory)
     }
 
-    static func open() -> (store: Store, relocated: Store, writer: DatabaseQueue) {
+    static func open() -> (store: Store, relocated: Store, writer: SQLiteConnection) {
         if let opened { return opened }
         let tmp = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
         var template = Array((tmp + "/dgrun-fuzz-store-XXXXXX").utf8CString)
@@ -38,9 +36,8 @@ enum Rows {
             // The same file as a task's store reads it: its paths stored relative (`.`, `./x`, `../y`).
             let relocated = try Store(directory: dir, relocation: PathRelocation(taskDirectory: "/fuzz/ws/task", workspaceRoot: "/fuzz/ws"))
             // No fsync per input: the file is thrown away, and the readers see the rows either way.
-            var config = Configuration()
-            config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = OFF") }
-            let writer = try DatabaseQueue(path: dir + "/" + Store.fileName, configuration: config)
+            let writer = try SQLiteConnection(path: dir + "/" + Store.fileName)
+            try writer.execute("PRAGMA synchronous = OFF")
             opened = (store, relocated, writer)
             return (store, relocated, writer)
         } catch {
@@ -59,20 +56,20 @@ struct Values {
         return part
     }
 
-    mutating func next() -> DatabaseValue {
+    mutating func next() -> SQLValue {
         guard let tag = bytes.first else { return .null }
         bytes = bytes.dropFirst()
         switch tag % 6 {
         case 0: return .null
-        case 1: return Int64(bitPattern: take(8).reduce(0) { $0 << 8 | UInt64($1) }).databaseValue
-        case 2: return Double(bitPattern: take(8).reduce(0) { $0 << 8 | UInt64($1) }).databaseValue
-        case 3: return String(decoding: take(Int(take(1).first ?? 0)), as: UTF8.self).databaseValue
-        case 4: return Data(take(Int(take(1).first ?? 0))).databaseValue
-        default: return Int64(tag / 6).databaseValue
+        case 1: return .integer(Int64(bitPattern: take(8).reduce(0) { $0 << 8 | UInt64($1) }))
+        case 2: return .real(Double(bitPattern: take(8).reduce(0) { $0 << 8 | UInt64($1) }))
+        case 3: return .text(String(decoding: take(Int(take(1).first ?? 0)), as: UTF8.self))
+        case 4: return .blob(take(Int(take(1).first ?? 0)))
+        default: return .integer(Int64(tag / 6))
         }
     }
 
-    mutating func next(_ n: Int) -> [DatabaseValue] { (0..<n).map { _ in next() } }
+    mutating func next(_ n: Int) -> [any SQLArgument] { (0..<n).map { _ in next() } }
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -82,25 +79,26 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     // Stored relative, as a task's own store holds it: the relocated store reads it as /fuzz/ws/task.
     let taskID = "."
     do {
-        try writer.write { db in
-            try db.execute(sql: "DELETE FROM sample; DELETE FROM dependency; DELETE FROM run; DELETE FROM graph_version; DELETE FROM task")
-            try db.execute(sql: "INSERT INTO task(id, dir, stale_reason, graph_version) VALUES (?, ?, ?, ?)",
-                           arguments: StatementArguments([taskID.databaseValue, values.next(), values.next(), 1.databaseValue]))
+        try writer.transaction { () throws(DgrunError) in
+            let db = writer
+            try db.execute("DELETE FROM sample; DELETE FROM dependency; DELETE FROM run; DELETE FROM graph_version; DELETE FROM task")
+            try db.execute("INSERT INTO task(id, dir, stale_reason, graph_version, file_checks) VALUES (?, ?, ?, ?, ?)",
+                           [taskID, values.next(), values.next(), 1, values.next()])
             // A row that breaks a NOT NULL or type rule is refused by SQLite itself: skip that one.
-            try? db.execute(sql: "INSERT INTO graph_version(id, task_id, created_at, json) VALUES (1, ?, ?, ?)",
-                            arguments: StatementArguments([taskID.databaseValue] + values.next(2)))
-            try? db.execute(sql: """
+            try? db.execute("INSERT INTO graph_version(id, task_id, created_at, json) VALUES (1, ?, ?, ?)",
+                            [taskID] + values.next(2))
+            try? db.execute("""
                 INSERT INTO run(id, task_id, status, started_at, finished_at, pid, pid_start_time, argv, env_digest, reasons,
                     limits, exit_code, signal, oom_killed, timed_out, wall_s, cpu_user_s, cpu_sys_s, memory_peak_bytes,
                     pids_peak, outputs, adjustments, graph_version)
                 VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: StatementArguments([taskID.databaseValue] + values.next(21)))
-            try? db.execute(sql: """
+                """, [taskID] + values.next(21))
+            try? db.execute("""
                 INSERT INTO dependency(task_id, node_id, kind, ref, relation, version, size, mtime_ns, ctime_ns, inode, device,
                     priority, cost_bytes, traced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: StatementArguments([taskID.databaseValue] + values.next(13)))
-            try? db.execute(sql: "INSERT INTO sample(run_id, t_s, memory_bytes, cpu_s, psi_memory, psi_cpu, psi_io, pids) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
-                            arguments: StatementArguments(values.next(7)))
+                """, [taskID] + values.next(13))
+            try? db.execute("INSERT INTO sample(run_id, t_s, memory_bytes, cpu_s, psi_memory, psi_cpu, psi_io, pids) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                            values.next(7))
         }
     } catch {
         return 0  // the task row itself refused (an id or dir SQLite would not take): nothing to read
@@ -117,6 +115,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         _ = try store.graphJSON(version: 1)
         _ = try store.consistencyProblems()
         _ = try store.settleAbandonedRuns(task: taskID, isAlive: { _, _ in true })
+        _ = try store.nonPathDependencies(task: taskID)
+        // The packed file checks: every entry walked and its path decoded, as the no-op check does.
+        for reader in [store, relocated] {
+            _ = try reader.withFileChecks(task: reader === store ? taskID : "/fuzz/ws/task") { checks -> Bool in
+                var path: [UInt8] = []
+                return checks?.allSatisfy { entry in _ = checks?.absolutePath(entry.storedPath, into: &path); return true } ?? false
+            }
+        }
     }
     fuzzParse { () throws(DgrunError) in
         let task = "/fuzz/ws/task"

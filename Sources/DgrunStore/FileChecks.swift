@@ -1,0 +1,112 @@
+import DgrunSystem
+
+/// The file dependencies of a task's last recorded run, packed into one blob of its task row
+/// (`task.file_checks`), so that the no-op check reads one value and stats each path in place:
+/// no row per dependency, no Swift String per path (ninja's log is read the same way). The rows
+/// of `dependency` stay the full record; this is derived from them and rewritten with them.
+///
+/// An entry: relation (1 byte, `Dependency.Relation.allCases` index), flags (1 byte), the stored
+/// path's length (4 bytes, little-endian), the stored path (relocated like a ref: `./…`, `../…`
+/// or absolute), then size, mtime, ctime, inode, device (5 × 8 bytes) when it has a fingerprint.
+public struct FileChecks {
+    public struct Flags: OptionSet, Sendable {
+        public let rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        public static let traced = Flags(rawValue: 1)
+        public static let fingerprinted = Flags(rawValue: 2)
+        /// kind "infrastructure": a path that is not a file of the host.
+        public static let infrastructure = Flags(rawValue: 4)
+    }
+
+    public struct Entry {
+        public var relation: Dependency.Relation
+        public var flags: Flags
+        /// The stored form of the path, inside the blob.
+        public var storedPath: UnsafeRawBufferPointer
+        public var fingerprint: FileFingerprint?
+    }
+
+    let bytes: UnsafeRawBufferPointer
+    let relocation: PathRelocation?
+
+    /// Every entry in order; stops (returning false) at the first the body rejects, or at a
+    /// malformed entry (a task can write its own store: a short or odd blob is never trusted).
+    public func allSatisfy(_ body: (Entry) -> Bool) -> Bool {
+        var at = 0
+        let relations = Dependency.Relation.allCases
+        while at < bytes.count {
+            guard bytes.count - at >= 6 else { return false }
+            let code = Int(bytes[at])
+            let flags = Flags(rawValue: bytes[at + 1])
+            let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 2, as: UInt32.self)))
+            at += 6
+            guard code < relations.count, length <= bytes.count - at else { return false }
+            let path = UnsafeRawBufferPointer(rebasing: bytes[at..<at + length])
+            at += length
+            var fingerprint: FileFingerprint? = nil
+            if flags.contains(.fingerprinted) {
+                guard bytes.count - at >= 40 else { return false }
+                func field(_ i: Int) -> Int64 { Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 8 * i, as: Int64.self)) }
+                fingerprint = FileFingerprint(size: field(0), mtimeNs: field(1), ctimeNs: field(2),
+                                              inode: UInt64(bitPattern: field(3)), device: UInt64(bitPattern: field(4)))
+                at += 40
+            }
+            guard body(Entry(relation: relations[code], flags: flags, storedPath: path, fingerprint: fingerprint)) else { return false }
+        }
+        return true
+    }
+
+    /// The absolute path an entry means here, NUL-terminated in `buffer` (reused between calls:
+    /// the check allocates nothing per path). False when it does not fit.
+    public func absolutePath(_ stored: UnsafeRawBufferPointer, into buffer: inout [UInt8]) -> Bool {
+        buffer.removeAll(keepingCapacity: true)
+        let dot = UInt8(ascii: "."), slash = UInt8(ascii: "/")
+        if let relocation, stored.first == dot {
+            let task = relocation.taskDirectory.utf8
+            if stored.count == 1 {
+                buffer.append(contentsOf: task)
+            } else if stored[1] == slash {
+                buffer.append(contentsOf: task)
+                buffer.append(contentsOf: stored[1...])
+            } else if stored[1] == dot, stored.count == 2 || stored[2] == slash {
+                // The workspace: the task directory's parent, whatever the workspace is now.
+                let parent = task.lastIndex(of: slash).map { task[..<$0] } ?? task[task.startIndex..<task.startIndex]
+                if parent.isEmpty && stored.count == 2 { buffer.append(slash) }
+                buffer.append(contentsOf: parent)
+                buffer.append(contentsOf: stored[2...])
+            } else {
+                buffer.append(contentsOf: stored)
+            }
+        } else {
+            buffer.append(contentsOf: stored)
+        }
+        guard buffer.count < 4096, !buffer.contains(0) else { return false }
+        buffer.append(0)
+        return true
+    }
+
+    /// The packed form of `dependencies`' path entries (stored refs starting with `/` or `.`);
+    /// refs are given already encoded.
+    static func pack(_ dependencies: [(dependency: Dependency, storedRef: String)]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(dependencies.count * 100)
+        let relations = Dependency.Relation.allCases
+        for (d, stored) in dependencies {
+            guard let first = stored.utf8.first, first == UInt8(ascii: "/") || first == UInt8(ascii: ".") else { continue }
+            var flags: Flags = []
+            if d.traced { flags.insert(.traced) }
+            if d.fingerprint != nil { flags.insert(.fingerprinted) }
+            if d.kind == "infrastructure" { flags.insert(.infrastructure) }
+            out.append(UInt8(relations.firstIndex(of: d.relation) ?? 0))
+            out.append(flags.rawValue)
+            withUnsafeBytes(of: UInt32(stored.utf8.count).littleEndian) { out.append(contentsOf: $0) }
+            out.append(contentsOf: stored.utf8)
+            if let f = d.fingerprint {
+                for v in [f.size, f.mtimeNs, f.ctimeNs, Int64(bitPattern: f.inode), Int64(bitPattern: f.device)] {
+                    withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) }
+                }
+            }
+        }
+        return out
+    }
+}

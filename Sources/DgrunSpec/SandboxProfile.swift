@@ -6,12 +6,12 @@ import Glibc
 
 /// A sandbox profile: the security and isolation defaults of a run (profiles/*.json).
 /// Flags on the command line override it. The format is documented in profiles/README.md.
-public struct SandboxProfile: Sendable, Equatable, Decodable {
-    public enum Network: String, Sendable, Decodable, CaseIterable { case host, none }
+public struct SandboxProfile: Sendable, Equatable {
+    public enum Network: String, Sendable, CaseIterable { case host, none }
     /// Whether the task may create user namespaces of its own (clone, clone3 and unshare with
     /// CLONE_NEWUSER): the largest kernel surface an unprivileged process reaches, denied by default
     /// as Docker's profile does; a browser's own sandbox or a nested dgrun needs "allow".
-    public enum UserNamespaces: String, Sendable, Decodable, CaseIterable { case deny, allow }
+    public enum UserNamespaces: String, Sendable, CaseIterable { case deny, allow }
 
     /// Kernel files bound read-only over themselves (OCI's readonlyPaths, runc's defaults): a task
     /// whose uid 0 is the host's could otherwise write /proc/sys/kernel/core_pattern, which the
@@ -51,34 +51,31 @@ public struct SandboxProfile: Sendable, Equatable, Decodable {
     /// Where the profile was loaded from, to resolve `seccomp`.
     public var directory: String = ""
 
-    enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, description, seccomp, capabilities, network, readonly, writable, tmpfs
-        case newSession = "new_session", clearEnv = "clear_env", keepEnv = "keep_env"
-        case readonlyPaths = "readonly_paths", maskedPaths = "masked_paths", userNamespaces = "user_namespaces"
-    }
+    static let keys = ["name", "description", "seccomp", "capabilities", "network", "readonly", "writable", "tmpfs",
+                       "new_session", "clear_env", "keep_env", "readonly_paths", "masked_paths", "user_namespaces"]
 
-    public init(from decoder: any Decoder) throws {
+    init(_ json: JSONValue) throws(DgrunError) {
+        let c = try JSONObject(json)
         // A misspelt key ("masked_path") would silently weaken the sandbox: refuse it.
-        let known = Set(CodingKeys.allCases.map(\.rawValue))
-        if let unknown = try decoder.container(keyedBy: AnyKey.self).allKeys.first(where: { !known.contains($0.stringValue) }) {
-            throw DgrunError("unknown key \"\(unknown.stringValue)\" (known: \(CodingKeys.allCases.map(\.rawValue).joined(separator: ", ")))")
+        if let unknown = c.unknownKey(known: Self.keys) {
+            throw DgrunError("unknown key \"\(unknown)\" (known: \(Self.keys.joined(separator: ", ")))")
         }
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        name = try c.decode(String.self, forKey: .name)
-        description = try c.decodeIfPresent(String.self, forKey: .description)
-        seccomp = try c.decodeIfPresent(String.self, forKey: .seccomp)
-        capabilities = try c.decodeIfPresent([String].self, forKey: .capabilities) ?? []
-        network = try c.decodeIfPresent(Network.self, forKey: .network) ?? .host
-        newSession = try c.decodeIfPresent(Bool.self, forKey: .newSession) ?? false
-        clearEnv = try c.decodeIfPresent(Bool.self, forKey: .clearEnv) ?? false
-        keepEnv = try c.decodeIfPresent([String].self, forKey: .keepEnv) ?? []
-        readonly = try c.decodeIfPresent([String].self, forKey: .readonly) ?? []
-        writable = try c.decodeIfPresent([String].self, forKey: .writable) ?? []
-        tmpfs = try c.decodeIfPresent([String].self, forKey: .tmpfs) ?? []
+        guard let name = try c.string("name") else { throw DgrunError("missing key \"name\"") }
+        self.name = name
+        description = try c.string("description")
+        seccomp = try c.string("seccomp")
+        capabilities = try c.strings("capabilities") ?? []
+        network = try c.choice("network", Network.self) ?? .host
+        newSession = try c.bool("new_session") ?? false
+        clearEnv = try c.bool("clear_env") ?? false
+        keepEnv = try c.strings("keep_env") ?? []
+        readonly = try c.strings("readonly") ?? []
+        writable = try c.strings("writable") ?? []
+        tmpfs = try c.strings("tmpfs") ?? []
         // Absent: the safe defaults; a profile turns them off only by saying so (`[]`).
-        readonlyPaths = try c.decodeIfPresent([String].self, forKey: .readonlyPaths) ?? Self.defaultReadonlyPaths
-        maskedPaths = try c.decodeIfPresent([String].self, forKey: .maskedPaths) ?? Self.defaultMaskedPaths
-        userNamespaces = try c.decodeIfPresent(UserNamespaces.self, forKey: .userNamespaces) ?? .deny
+        readonlyPaths = try c.strings("readonly_paths") ?? Self.defaultReadonlyPaths
+        maskedPaths = try c.strings("masked_paths") ?? Self.defaultMaskedPaths
+        userNamespaces = try c.choice("user_namespaces", UserNamespaces.self) ?? .deny
         for path in readonlyPaths + maskedPaths where !path.hasPrefix("/") || path.split(separator: "/").contains("..") {
             throw DgrunError("readonly_paths and masked_paths take absolute paths inside the sandbox without \"..\" (got \"\(path)\")")
         }
@@ -92,8 +89,12 @@ public struct SandboxProfile: Sendable, Equatable, Decodable {
 
     /// Decodes a profile; errors name the file and what is wrong with it.
     public static func decode(_ bytes: [UInt8], path: String) throws(DgrunError) -> SandboxProfile {
+        let json: JSONValue
+        do { json = try JSONReader.parse(bytes) } catch {
+            throw DgrunError("profile \(path) is not a valid dgrun profile: \(error.message)")
+        }
         do {
-            var profile = try JSONDecoder().decode(SandboxProfile.self, from: Data(bytes))
+            var profile = try SandboxProfile(json)
             profile.directory = path.split(separator: "/", omittingEmptySubsequences: false)
                 .dropLast().joined(separator: "/")
             if profile.directory.isEmpty { profile.directory = "." }
@@ -101,20 +102,10 @@ public struct SandboxProfile: Sendable, Equatable, Decodable {
                 _ = try Capabilities.number(of: name)
             }
             return profile
-        } catch let error as DgrunError {
-            throw DgrunError("profile \(path): \(error.message)")
         } catch {
-            throw DgrunError("profile \(path) is not a valid dgrun profile: \(JSONErrorText.describe(error))")
+            throw DgrunError("profile \(path): \(error.message)")
         }
     }
-}
-
-/// Any key of a JSON object, to find the ones a decoder does not know.
-struct AnyKey: CodingKey {
-    var stringValue: String
-    var intValue: Int? { nil }
-    init(stringValue: String) { self.stringValue = stringValue }
-    init?(intValue: Int) { nil }
 }
 
 /// Finds profiles by name: $DGRUN_PROFILE_DIR, /etc/dgrun/profiles, the install prefix, and the

@@ -1,6 +1,9 @@
 import Dispatch
 import DgrunStore
 import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What the planner needs to know about one task besides its recorded dependencies.
 public struct PlanInput: Sendable {
@@ -164,12 +167,16 @@ public struct Planner {
     /// Entry by entry the same rules as `checkAll`, so it never finds "unchanged" where it would not.
     public func filesUnchanged(_ checks: FileChecks) -> Int? {
         enum Expect { case input, output, absent }
-        // Inputs the task also wrote are not checked as inputs (checkAll's `written`).
-        var written = Set<[UInt8]>()
+        // Inputs the task also wrote are not checked as inputs (checkAll's `written`). A task
+        // writes few files: a list compared by length first, not a set that hashes every path.
+        var written: [UnsafeRawBufferPointer] = []
         guard checks.allSatisfy({ entry in
-            if entry.relation == .writes { written.insert(Array(entry.storedPath)) }
+            if entry.relation == .writes { written.append(entry.storedPath) }
             return true
         }) else { return nil }
+        func isWritten(_ path: UnsafeRawBufferPointer) -> Bool {
+            written.contains { $0.count == path.count && (path.count == 0 || memcmp($0.baseAddress!, path.baseAddress!, path.count) == 0) }
+        }
         var arena: [UInt8] = []          // the decoded paths, NUL-terminated, one after another
         var starts: [Int] = []
         var expected: [(Expect, FileFingerprint?)] = []
@@ -185,9 +192,9 @@ public struct Planner {
             case .probes: expect = .absent
             case .connects, .resolves, .uses: return true
             }
-            if expect != .output, !written.isEmpty, written.contains(Array(entry.storedPath)) { return true }
+            if expect != .output, !written.isEmpty, isWritten(entry.storedPath) { return true }
             guard checks.absolutePath(entry.storedPath, into: &path) else { return false }
-            guard Self.isHostPath(path.dropLast()) else { return true }
+            guard path.withUnsafeBufferPointer({ Self.isHostPath(UnsafeBufferPointer(rebasing: $0.dropLast())) }) else { return true }
             // Nothing recorded to compare with: checkAll would hash it.
             if expect != .absent && entry.fingerprint == nil { return false }
             starts.append(arena.count)

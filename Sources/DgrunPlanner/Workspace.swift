@@ -64,24 +64,30 @@ public struct Workspace: Sendable {
 
     // MARK: - what tasks produce and consume
 
-    /// Recorded dependencies of a task, when it has a store (never creates one).
-    static func recorded(_ task: TaskFile, stateOption: String?) -> [Dependency] {
+    /// The recorded paths of a task and how it used them, when it has a store (never creates one):
+    /// from the packed file checks (one read), else from the dependency rows.
+    static func recorded(_ task: TaskFile, stateOption: String?) -> [RecordedPath] {
         guard let store = try? StateLocation.existing(for: task, stateOption: stateOption) else { return [] }
-        return (try? store.dependencies(task: task.directory)) ?? []
+        if let paths = try? store.recordedPaths(task: task.directory) { return paths }
+        return ((try? store.dependencies(task: task.directory)) ?? []).map { RecordedPath(relation: $0.relation, path: $0.ref) }
     }
 
-    static func produced(_ task: TaskFile, recorded: [Dependency]) -> [String] {
+    static func produced(_ task: TaskFile, recorded: [RecordedPath]) -> [String] {
         task.outputs.map { TaskFile.absolute($0, in: task.directory) }
-            + recorded.filter { $0.relation == .writes && FileIO.isDirectory($0.ref) == false }.map(\.ref)
+            + recorded.filter { $0.relation == .writes && FileIO.isDirectory($0.path) == false }.map(\.path)
     }
 
-    static func consumed(_ task: TaskFile, recorded: [Dependency]) -> [String] {
-        let written = Set(recorded.filter { $0.relation == .writes }.map(\.ref))
+    static func consumed(_ task: TaskFile, recorded: [RecordedPath]) -> [String] {
+        let written = Set(recorded.filter { $0.relation == .writes }.map(\.path))
         return task.inputs.map { TaskFile.absolute($0, in: task.directory) }
-            + recorded.filter { [.reads, .loads, .executes].contains($0.relation) && !written.contains($0.ref) }.map(\.ref)
+            + recorded.filter { [.reads, .loads, .executes].contains($0.relation) && !written.contains($0.path) }.map(\.path)
     }
 
-    public static func isGlob(_ s: String) -> Bool { s.contains { "*?[".contains($0) } }
+    /// Bytes, not Characters: this runs for every recorded path of every task at each load (10.7 G
+    /// of a 100,000-file task's 12.6 G no-op instructions when it compared Characters).
+    public static func isGlob(_ s: String) -> Bool {
+        s.utf8.contains { $0 == UInt8(ascii: "*") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "[") }
+    }
 
     public static func matches(_ a: String, _ b: String) -> Bool {
         if a == b { return true }

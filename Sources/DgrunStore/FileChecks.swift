@@ -1,4 +1,14 @@
 import DgrunSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A recorded path and how the task used it (what a workspace links producers and consumers by).
+public struct RecordedPath: Sendable, Equatable {
+    public var relation: Dependency.Relation
+    public var path: String
+    public init(relation: Dependency.Relation, path: String) { self.relation = relation; self.path = path }
+}
 
 /// The file dependencies of a task's last recorded run, packed into one blob of its task row
 /// (`task.file_checks`), so that the no-op check reads one value and stats each path in place:
@@ -28,6 +38,16 @@ public struct FileChecks {
 
     let bytes: UnsafeRawBufferPointer
     let relocation: PathRelocation?
+    /// The task directory and its parent as bytes, made once: every entry's path starts with one.
+    let taskBytes: [UInt8]
+    let parentBytes: [UInt8]
+
+    init(bytes: UnsafeRawBufferPointer, relocation: PathRelocation?) {
+        self.bytes = bytes
+        self.relocation = relocation
+        taskBytes = Array((relocation?.taskDirectory ?? "").utf8)
+        parentBytes = Array(taskBytes[..<(taskBytes.lastIndex(of: UInt8(ascii: "/")) ?? 0)])
+    }
 
     /// Every entry in order; stops (returning false) at the first the body rejects, or at a
     /// malformed entry (a task can write its own store: a short or odd blob is never trusted).
@@ -61,26 +81,23 @@ public struct FileChecks {
     public func absolutePath(_ stored: UnsafeRawBufferPointer, into buffer: inout [UInt8]) -> Bool {
         buffer.removeAll(keepingCapacity: true)
         let dot = UInt8(ascii: "."), slash = UInt8(ascii: "/")
-        if let relocation, stored.first == dot {
-            let task = relocation.taskDirectory.utf8
+        var rest = stored
+        if relocation != nil, stored.first == dot {
             if stored.count == 1 {
-                buffer.append(contentsOf: task)
+                buffer.append(contentsOf: taskBytes)
+                rest = UnsafeRawBufferPointer(rebasing: stored[1...])
             } else if stored[1] == slash {
-                buffer.append(contentsOf: task)
-                buffer.append(contentsOf: stored[1...])
+                buffer.append(contentsOf: taskBytes)
+                rest = UnsafeRawBufferPointer(rebasing: stored[1...])
             } else if stored[1] == dot, stored.count == 2 || stored[2] == slash {
                 // The workspace: the task directory's parent, whatever the workspace is now.
-                let parent = task.lastIndex(of: slash).map { task[..<$0] } ?? task[task.startIndex..<task.startIndex]
-                if parent.isEmpty && stored.count == 2 { buffer.append(slash) }
-                buffer.append(contentsOf: parent)
-                buffer.append(contentsOf: stored[2...])
-            } else {
-                buffer.append(contentsOf: stored)
+                if parentBytes.isEmpty && stored.count == 2 { buffer.append(slash) }
+                buffer.append(contentsOf: parentBytes)
+                rest = UnsafeRawBufferPointer(rebasing: stored[2...])
             }
-        } else {
-            buffer.append(contentsOf: stored)
         }
-        guard buffer.count < 4096, !buffer.contains(0) else { return false }
+        guard buffer.count + rest.count < 4096, memchr(rest.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, 0, rest.count) == nil else { return false }
+        if let base = rest.baseAddress { buffer.append(contentsOf: UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: rest.count)) }
         buffer.append(0)
         return true
     }

@@ -44,11 +44,13 @@ private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 public final class SQLiteConnection {
     public let path: String
     let handle: OpaquePointer
+    let busyTimeoutSeconds: Int32
     /// Prepared statements by their SQL: a command prepares each once, however many times it runs it.
     private var statements: [String: OpaquePointer] = [:]
 
     public init(path: String, busyTimeoutSeconds: Int32 = 30) throws(DgrunError) {
         self.path = path
+        self.busyTimeoutSeconds = busyTimeoutSeconds
         var db: OpaquePointer?
         // NOMUTEX: the caller serialises; SQLite's own mutex per call would be paid for nothing.
         let rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
@@ -103,6 +105,15 @@ public final class SQLiteConnection {
     }
 
     public var lastInsertedRowID: Int64 { sqlite3_last_insert_rowid(handle) }
+
+    /// Copies the WAL into the database and empties it, if no reader is in the way (never waits).
+    /// Until the next write, readers would otherwise read every page the last write touched from
+    /// the WAL with a pread each (1,206 of them in a 5,000-dependency no-op) instead of the map.
+    public func checkpoint() {
+        sqlite3_busy_timeout(handle, 0)
+        _ = sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_TRUNCATE, nil, nil)
+        sqlite3_busy_timeout(handle, busyTimeoutSeconds * 1000)
+    }
 
     /// Every row of a query, each turned into a value by `row`.
     public func rows<T>(_ sql: String, _ arguments: [any SQLArgument] = [],

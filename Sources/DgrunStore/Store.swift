@@ -65,12 +65,15 @@ public final class Store: Sendable {
             guard version <= current else {
                 throw DgrunError.store("the state store \(db.path) has schema version \(version), newer than this dgrun's (\(current)): use the dgrun that wrote it, or pass --state DIR")
             }
-            while version < current {
-                let next = version + 1
-                try db.transaction { () throws(DgrunError) in
-                    // Relocation renames a task's key before its rows: checked at commit, not per statement.
-                    try db.execute("PRAGMA defer_foreign_keys = ON")
-                    switch next {
+            guard version < current else { return }
+            // Every step in one transaction: a new store is one commit, and a reader sees the
+            // schema before or after, never between.
+            try db.transaction { () throws(DgrunError) in
+                // Relocation renames a task's key before its rows: checked at commit, not per statement.
+                try db.execute("PRAGMA defer_foreign_keys = ON")
+                while version < current {
+                    version += 1
+                    switch version {
                     case 1: try db.execute(v1)
                     case 2:
                         try db.execute(v2)
@@ -79,9 +82,8 @@ public final class Store: Sendable {
                         // Filled by the next recorded run, or by the next no-op check that finds it empty.
                         try db.execute(v3)
                     }
-                    try db.execute("PRAGMA user_version = \(next)")
                 }
-                version = next
+                try db.execute("PRAGMA user_version = \(current)")
             }
         }
 
@@ -254,6 +256,12 @@ public final class Store: Sendable {
                 try db.execute("INSERT INTO graph_version(task_id, created_at, json) VALUES (?, ?, ?)",
                                [enc(record.taskID), record.finishedAt ?? record.startedAt, graphJSON])
                 graphVersion = db.lastInsertedRowID
+                // Only the newest graph is read (and the one before it is kept): a 5,000-file task's
+                // graph is ~2.7 MB, and every run kept one before.
+                try db.execute("""
+                    DELETE FROM graph_version WHERE task_id = ?1
+                    AND id NOT IN (SELECT id FROM graph_version WHERE task_id = ?1 ORDER BY id DESC LIMIT 2)
+                    """, [enc(record.taskID)])
             }
             try db.execute("""
                 UPDATE run SET status = ?, finished_at = ?, exit_code = ?, signal = ?, oom_killed = ?, timed_out = ?,
@@ -271,6 +279,8 @@ public final class Store: Sendable {
                                [graphVersion, enc(record.taskID)])
             }
         }
+        // A recorded graph is a large write; the next check should read it from the map.
+        if dependencies != nil { connection.withLock { $0.checkpoint() } }
     }
 
     /// A run the planner refused: kept in the history with its reasons.
@@ -310,6 +320,22 @@ public final class Store: Sendable {
         let storedID = enc(taskID)
         try write { db throws(DgrunError) in
             try packFileChecks(try readDependencies(storedID, taskID: taskID, in: db), storedID: storedID, in: db)
+        }
+    }
+
+    /// Every recorded path with its relation, from the packed file checks; nil when there are none
+    /// (or they do not read back whole), and the caller reads the rows.
+    public func recordedPaths(task taskID: String) throws(DgrunError) -> [RecordedPath]? {
+        try withFileChecks(task: taskID) { checks -> [RecordedPath]? in
+            guard let checks else { return nil }
+            var paths: [RecordedPath] = []
+            var buffer: [UInt8] = []
+            let whole = checks.allSatisfy { entry in
+                guard checks.absolutePath(entry.storedPath, into: &buffer) else { return false }
+                paths.append(RecordedPath(relation: entry.relation, path: String(decoding: buffer.dropLast(), as: UTF8.self)))
+                return true
+            }
+            return whole ? paths : nil
         }
     }
 
@@ -418,7 +444,8 @@ public final class Store: Sendable {
     public func nonPathDependencies(task taskID: String) throws(DgrunError) -> [Dependency] {
         let storedID = enc(taskID)
         return try read { db throws(DgrunError) in
-            try readDependencies(storedID, taskID: taskID, in: db, filter: "AND (ref < '.' OR ref >= '0')")
+            try readDependencies(storedID, taskID: taskID, in: db, filter: "AND ref < '.'")
+                + readDependencies(storedID, taskID: taskID, in: db, filter: "AND ref >= '0'")
         }
     }
 

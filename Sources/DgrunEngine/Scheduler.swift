@@ -99,26 +99,53 @@ public struct Scheduler: Sendable {
 
         func name(_ t: Int) -> String { workspace.tasks[t].name }
 
+        // The ready tasks in priority order (longest critical path first), kept as results come
+        // in: recomputing and sorting every waiting task after each result made a 1,000-task
+        // no-op spend 2.6 G of its 5.4 G instructions here.
+        let prioritized = order.sorted { (critical[$0]!, -$0) > (critical[$1]!, -$1) }
+        var rank: [Int: Int] = [:]
+        for (i, t) in prioritized.enumerated() { rank[t] = i }
+        var waitingOn: [Int: Int] = [:]
+        for t in order { waitingOn[t] = workspace.producers(of: t).filter(targets.contains).count }
+        var ready = prioritized.filter { waitingOn[$0] == 0 }
+        var becameReady: [Int] = []
+        func record(_ t: Int, _ result: TaskResult) {
+            results[t] = result
+            for c in workspace.consumers(of: t) where targets.contains(c) {
+                waitingOn[c]! -= 1
+                if waitingOn[c] == 0 { becameReady.append(c) }
+            }
+        }
+
         while results.count < order.count {
+            for t in becameReady {
+                var low = 0, high = ready.count   // the first ready task of lower priority
+                while low < high {
+                    let mid = (low + high) / 2
+                    if rank[ready[mid]]! < rank[t]! { low = mid + 1 } else { high = mid }
+                }
+                ready.insert(t, at: low)
+            }
+            becameReady.removeAll()
             if !interrupted {
-                let ready = order.filter { t in
-                    results[t] == nil && running[t] == nil
-                        && workspace.producers(of: t).filter(targets.contains).allSatisfy { results[$0] != nil }
-                }.sorted { (critical[$0]!, -$0) > (critical[$1]!, -$1) }
-                for t in ready {
+                var i = 0
+                while i < ready.count {
+                    let t = ready[i]
                     let upstream = workspace.producers(of: t).filter(targets.contains)
                     if let bad = upstream.first(where: { !results[$0]!.completed }) {
                         let because = "\(name(bad)) did not complete"
                         sink(.notStarted(task: name(t), because: because))
-                        results[t] = .notStarted(because)
+                        ready.remove(at: i)
+                        record(t, .notStarted(because))
                         continue
                     }
                     let need = needs[t] ?? TaskNeed()
                     let fits = usedMemory + need.memory <= pool.memoryBytes && usedCPUs + need.cpus <= pool.cpus + 0.001
-                    guard fits || running.isEmpty else { continue }
+                    guard fits || running.isEmpty else { i += 1; continue }
+                    ready.remove(at: i)
                     var control: [Int32] = [-1, -1]
                     guard dgrun_pipe(&control) == 0 else {
-                        results[t] = .failed(DgrunError.launch("cannot create a pipe: \(String(cString: strerror(errno)))"))
+                        record(t, .failed(DgrunError.launch("cannot create a pipe: \(String(cString: strerror(errno)))")))
                         continue
                     }
                     let notify = done[1], readEnd = control[0]
@@ -136,11 +163,11 @@ public struct Scheduler: Sendable {
                     } catch {
                         close(control[0])
                         close(control[1])
-                        results[t] = .failed(DgrunError.launch("cannot start \(name(t)): \(error)", cause: error))
+                        record(t, .failed(DgrunError.launch("cannot start \(name(t)): \(error)", cause: error)))
                     }
                 }
             }
-            if running.isEmpty {
+            if running.isEmpty && becameReady.isEmpty {
                 // Nothing runs and nothing could start: the rest waits on tasks that will never run.
                 for t in order where results[t] == nil {
                     let because = interrupted ? "dgrun was interrupted" : "a task it depends on did not run"
@@ -161,7 +188,7 @@ public struct Scheduler: Sendable {
                     let need = needs[t] ?? TaskNeed()
                     usedMemory -= need.memory
                     usedCPUs -= need.cpus
-                    results[t] = finished.withLock { $0[t] } ?? .failed(DgrunError.launch("\(name(t)) ended without a result"))
+                    record(t, finished.withLock { $0[t] } ?? .failed(DgrunError.launch("\(name(t)) ended without a result")))
                 }
             }
             if signalFD >= 0, fds[1].revents != 0 {

@@ -12,16 +12,29 @@ public enum FileIO {
     public static func readBytes(_ path: String, limit: Int = 64 << 20) throws(SystemError) -> [UInt8] {
         let fd = try valueOrErrno("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
         defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while bytes.count < limit {
-            let n = try valueOrErrno("read", path: path) {
-                chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        // Into a buffer sized by fstat (procfs and cgroupfs say 0: start at a page), grown by
+        // doubling: a zeroed 64 KiB chunk per call was most of the memset and fresh pages of an
+        // exec's start-up, which reads a dozen small files.
+        var st = stat()
+        let sizeHint = fstat(fd, &st) == 0 && st.st_size > 0 ? Int(st.st_size) + 1 : 4096
+        var capacity = max(1, min(sizeHint, limit))
+        var buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 1)
+        defer { buffer.deallocate() }
+        var count = 0
+        while count < limit {
+            if count == capacity {
+                let grown = min(capacity * 2, limit)
+                let next = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 1)
+                next.copyMemory(from: buffer, byteCount: count)
+                buffer.deallocate()
+                buffer = next
+                capacity = grown
             }
+            let n = try valueOrErrno("read", path: path) { Glibc.read(fd, buffer + count, capacity - count) }
             if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
+            count += n
         }
-        return bytes
+        return Array(UnsafeRawBufferPointer(start: buffer, count: count))
     }
 
     /// A small cgroupfs or /proc file in one read(2): such files are produced whole by the kernel

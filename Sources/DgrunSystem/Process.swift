@@ -19,7 +19,12 @@ public enum ProcessInfo {
 
     /// This process runs under a seccomp filter (`Seccomp: 2`): inside another sandbox.
     public static var underSeccompFilter: Bool {
-        ((try? FileIO.read("/proc/self/status")) ?? "").split(separator: "\n").contains { $0.hasPrefix("Seccomp:") && $0.hasSuffix("2") }
+        // The line as bytes (a whole-file split into Substrings cost more than the read).
+        let status = (try? FileIO.readBytes("/proc/self/status")) ?? []
+        let key = Array("\nSeccomp:".utf8)
+        guard let at = status.indices.first(where: { status[$0...].starts(with: key) }) else { return false }
+        let line = status[(at + key.count)...].prefix { $0 != UInt8(ascii: "\n") }
+        return line.last == UInt8(ascii: "2")
     }
 
     public static var lastCapability: Int {

@@ -110,7 +110,7 @@ public struct OutputCache: Sendable {
             warn("dgrun: warning: the outputs were not cached: \(error.message)")
             return nil
         }
-        if let maxBytes = local.maxBytes { local.prune(maxBytes: maxBytes) }
+        if let maxBytes = local.maxBytes { local.pruneIfDue(maxBytes: maxBytes) }
         if let remote, !remote.readOnly {
             // Blobs first, the manifests last: a reader that finds a manifest finds its blobs.
             for entry in manifest.entries where entry.type == "file" {

@@ -78,6 +78,23 @@ import Glibc
                                                     .init(path: "l", type: "link", target: "/etc/shadow")]).validated()
     }
 
+    /// The LRU scan after a store runs at most once an interval: the first store over the limit
+    /// prunes, the next within the minute does not scan, one after the interval does.
+    @Test func pruningAfterAStoreIsAmortised() throws {
+        var template = Array("/tmp/dgrun-cacheunit-XXXXXX".utf8CString)
+        let base = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        defer { if let pid = try? Subprocess.spawn(["/bin/rm", "-rf", base]) { var status: Int32 = 0; waitpid(pid, &status, 0) } }
+        let cache = LocalCache(directory: base + "/cache")
+        _ = try cache.storeBlob(bytes: Array("one\n".utf8))
+        cache.pruneIfDue(maxBytes: 0)
+        #expect(cache.stats().blobs == 0, "the first store over the limit prunes")
+        _ = try cache.storeBlob(bytes: Array("two\n".utf8))
+        cache.pruneIfDue(maxBytes: 0)
+        #expect(cache.stats().blobs == 1, "within the interval: no scan")
+        cache.pruneIfDue(maxBytes: 0, interval: 0)
+        #expect(cache.stats().blobs == 0, "past the interval: pruned again")
+    }
+
     @Test func aRestoreNeverWritesThroughALinkedDirectoryNorOutsideTheTask() throws {
         var template = Array("/tmp/dgrun-cacheunit-XXXXXX".utf8CString)
         let base = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }

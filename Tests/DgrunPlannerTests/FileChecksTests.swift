@@ -1,3 +1,4 @@
+import Foundation
 import DgrunPlanner
 import DgrunStore
 import DgrunSystem
@@ -10,7 +11,11 @@ import Glibc
 /// the full check (`Planner.plan`): on random dependency lists and hosts, the fast path says
 /// "unchanged" only where the full check finds no change, blocker, refresh or hash, with the same
 /// count; and it says so wherever the full check finds nothing to do.
-@Suite struct FileChecksTests {
+@Suite final class FileChecksTests {
+    /// Each test's directories, removed when it ends (a class suite's deinit is its teardown).
+    var made: [String] = []
+    deinit { for dir in made { try? FileManager.default.removeItem(atPath: dir) } }
+
     struct Random {
         var state: UInt64
         mutating func next(_ n: Int) -> Int {
@@ -22,6 +27,7 @@ import Glibc
     func store(relocated: Bool) throws -> (Store, String) {
         var template = Array("/tmp/dgrun-filechecks-XXXXXX".utf8CString)
         let root = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        made.append(root)
         let task = root + "/task"
         mkdir(task, 0o755)
         let relocation = relocated ? PathRelocation(taskDirectory: task, workspaceRoot: root) : nil

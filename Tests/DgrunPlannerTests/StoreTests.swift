@@ -1,3 +1,4 @@
+import Foundation
 import DgrunSystem
 import Testing
 import DgrunStore
@@ -6,10 +7,16 @@ import Glibc
 #endif
 
 /// The store on a real SQLite file in a temporary directory.
-@Suite struct StoreTests {
+@Suite final class StoreTests {
+    /// Each test's directories, removed when it ends (a class suite's deinit is its teardown).
+    var made: [String] = []
+    deinit { for dir in made { try? FileManager.default.removeItem(atPath: dir) } }
+
     func temporaryDirectory() -> String {
         var template = Array("/tmp/dgrun-store-XXXXXX".utf8CString)
-        return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        made.append(dir)
+        return dir
     }
 
     @Test func recordsRunsAndReplacesDependenciesAtomically() throws {

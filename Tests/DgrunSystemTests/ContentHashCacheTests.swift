@@ -30,7 +30,7 @@ import Testing
         #expect(first.version(of: file, now: later) == expected)
         first.save()
         let second = ContentHashCache(path: cacheFile)
-        #expect(second.loaded.count == 1)
+        #expect(second.count == 1)
         var st = stat()
         #expect(stat(file, &st) == 0)
         #expect(second.find(st) != nil)
@@ -56,6 +56,43 @@ import Testing
         let dir = Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try "dgrun-content-hashes 1\ntruncated".write(toFile: dir + "/cache", atomically: false, encoding: .utf8)
-        #expect(ContentHashCache(path: dir + "/cache").loaded.isEmpty)
+        #expect(ContentHashCache(path: dir + "/cache").count == 0)
+        // A torn record at the end of the journal (a crash mid-append) is left out, the rest kept.
+        try "dgrun-content-hashes 1\n".write(toFile: dir + "/cache", atomically: false, encoding: .utf8)
+        _ = FileManager.default.createFile(atPath: dir + "/cache.new", contents: Data(repeating: 7, count: 72 + 10))
+        #expect(ContentHashCache(path: dir + "/cache").count == 1)
+    }
+
+    /// Past the journal's capacity a save merges the journal into the sorted file, and every entry
+    /// is still found.
+    @Test func theJournalIsMergedIntoTheSortedFile() throws {
+        let dir = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cacheFile = dir + "/cache/content-hashes"
+        let later = Clock.now() + 2 * ContentHashCache.settleSeconds
+        var files: [String] = []
+        for i in 0..<3 {
+            let file = dir + "/f\(i)"
+            try "content \(i)\n".write(toFile: file, atomically: false, encoding: .utf8)
+            files.append(file)
+            let cache = ContentHashCache(path: cacheFile)
+            _ = cache.version(of: file, now: later)
+            cache.save()
+        }
+        #expect(FileManager.default.fileExists(atPath: cacheFile + ".new"), "small saves append to the journal")
+        #expect(ContentHashCache(path: cacheFile).count == 3)
+        // Fill the journal past its capacity with one run's worth of entries: a compaction.
+        let many = ContentHashCache(path: cacheFile)
+        for i in 0..<ContentHashCache.journalCapacity {
+            _ = FileManager.default.createFile(atPath: dir + "/m\(i)", contents: Data("m\(i)".utf8))
+        }
+        let settled = Clock.now() + 2 * ContentHashCache.settleSeconds
+        for i in 0..<ContentHashCache.journalCapacity { _ = many.version(of: dir + "/m\(i)", now: settled) }
+        many.save()
+        #expect(!FileManager.default.fileExists(atPath: cacheFile + ".new"), "merged")
+        let merged = ContentHashCache(path: cacheFile)
+        #expect(merged.count == 3 + ContentHashCache.journalCapacity)
+        var st = stat()
+        for file in files { #expect(stat(file, &st) == 0 && merged.find(st) != nil) }
     }
 }

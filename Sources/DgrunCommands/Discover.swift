@@ -102,6 +102,7 @@ struct Discover {
         let busy = trace.supervisorSeconds > 0
             ? "; the tracer was busy \(trace.supervisorSeconds.fixed(2)) s of the \(outcome.wallSeconds.fixed(2)) s run" : ""
         Terminal.line("dgrun: discovered \(graph.nodes.count) nodes (\(summary.joined(separator: ", "))), \(graph.edges.count) edges from \(trace.notifications) traced calls"
+                      + (trace.untrapped > 0 ? " (\(trace.untrapped) without a trap)" : "")
                       + (trace.lost > 0 ? " (\(trace.lost) lost: their process died first)" : "") + busy)
         if let task = discovery.task { CLI.write(2, Self.summary(DeclarationCheck(task: task, graph: graph))) }
         if !GraphBuilder.canHash {

@@ -44,7 +44,21 @@ public enum FastTrace {
         func covers(_ root: String) -> Bool { root == "/" || path == root || path.hasPrefix(root.hasSuffix("/") ? root : root + "/") }
         if spec.tmpfs.contains(where: covers) || spec.maskedPaths.contains(where: covers) { return nil }
         if spec.binds.contains(where: { covers($0.target) && $0.source != $0.target }) { return nil }
+        // --userns auto: the loader opens it as an id of the subordinate range, an "other" here.
+        if spec.subordinateIDs != nil && !readableByOthers(path) { return nil }
         return path
+    }
+
+    /// The file readable, and every directory above it searchable, by any user.
+    static func readableByOthers(_ path: String) -> Bool {
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_mode & S_IROTH != 0 else { return false }
+        var dir = path
+        while let slash = dir.lastIndex(of: "/"), slash != dir.startIndex {
+            dir = String(dir[..<slash])
+            guard stat(dir, &st) == 0, st.st_mode & S_IXOTH != 0 else { return false }
+        }
+        return true
     }
 
     /// The command's environment with the library preloaded (before any the task asked for) and

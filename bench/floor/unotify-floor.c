@@ -2,9 +2,15 @@
 // trapped, each answered "continue" at once, nothing read, resolved or logged. bench/discover.sh
 // runs it beside dgrun to show how much of discover's overhead is the kernel round trip itself.
 //   unotify-floor CMD [ARGS...]
+//   UNOTIFY_FLOOR_ADDFD=1 unotify-floor CMD...: a read-only openat of an absolute path is opened here
+//     and installed in the caller with SECCOMP_IOCTL_NOTIF_ADDFD (SECCOMP_ADDFD_FLAG_SEND) instead
+//     of continued: what answering opens that way would cost at the least.
 //   UNOTIFY_FLOOR_STUB=1 LD_PRELOAD=libdgrun-ceiling.so DGRUN_FASTTRACE=STUB:-1 unotify-floor CMD...
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/uio.h>
 #include <linux/filter.h>
 #include <sys/mman.h>
 #include <linux/seccomp.h>
@@ -102,6 +108,7 @@ int main(int argc, char **argv) {
     struct seccomp_notif_resp *resp = NULL;
     if (seccomp_notify_alloc(&req, &resp) != 0) return 1;
     unsigned long answered = 0, by_nr[512] = { 0 };
+    int addfd = getenv("UNOTIFY_FLOOR_ADDFD") != NULL;
     for (;;) {
         memset(req, 0, sizeof *req);
         if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, req) != 0) {
@@ -112,6 +119,29 @@ int main(int argc, char **argv) {
                 continue;
             }
             break;
+        }
+        if (addfd && req->data.nr == SYS_openat && !(req->data.args[2] & 0x400243)) {
+            char path[4096];
+            struct iovec local = { path, sizeof path - 1 }, remote = { (void *)(uintptr_t)req->data.args[1], 4096 - (req->data.args[1] & 4095) };
+            if (remote.iov_len > local.iov_len) remote.iov_len = local.iov_len;
+            ssize_t n = process_vm_readv(req->pid, &local, 1, &remote, 1, 0);
+            if (n > 0 && memchr(path, 0, (size_t)n) && path[0] == '/') {
+                int flags = (int)req->data.args[2];
+                int fd = open(path, flags | O_CLOEXEC, 0);
+                if (fd >= 0) {
+                    struct seccomp_notif_addfd add = { .id = req->id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = (__u32)fd,
+                                                       .newfd = 0, .newfd_flags = (__u32)(flags & O_CLOEXEC) };
+                    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add) >= 0) answered++;
+                    close(fd);
+                } else {
+                    memset(resp, 0, sizeof *resp);
+                    resp->id = req->id;
+                    resp->error = -errno;
+                    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp) == 0) answered++;
+                }
+                if (req->data.nr >= 0 && req->data.nr < 512) by_nr[req->data.nr]++;
+                continue;
+            }
         }
         memset(resp, 0, sizeof *resp);
         resp->id = req->id;

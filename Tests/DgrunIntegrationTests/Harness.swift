@@ -127,8 +127,12 @@ enum Harness {
         let dir = makeTemporaryDirectory()
         setenv("XDG_STATE_HOME", dir, 1)
         setenv("XDG_CACHE_HOME", dir, 1)
+        isolatedStateDirectory.withLock { $0 = dir }
+        // Removed when the tests end: one such directory was left behind per test run.
+        atexit { if let dir = isolatedStateDirectory.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: dir) } }
         return dir
     }()
+    private static let isolatedStateDirectory = Locked<String?>(nil)
 
     /// Runs `argv` with output captured in files (no pipe deadlock). `onStart` gets the pid.
     /// posix_spawn + waitpid rather than Foundation's Process, whose run loop needs a socket pair

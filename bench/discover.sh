@@ -76,38 +76,48 @@ for w in gcc py pipe make; do
     printf 'run = "%s"\n[sandbox]\nnetwork = "none"\n' "$(printf '%s' "$cmd" | sed 's/\\/\\\\/g; s/"/\\"/g')" > "$t/task.toml"
     "$dgrun" exec --cache off "$t" >/dev/null 2>&1 || { echo "bench: dgrun exec $t failed" >&2; exit 1; }
 done
+# Each way of running a workload, as a shell command line.
+ways="native dgrun-exec floor floor-addfd ceiling discover-trapping dgrun-discover exec-taskdir strace"
+way() {  # WORKLOAD WAY
+    eval "cmd=\$${1}_cmd"
+    case $2 in
+        native) echo "sh -c \"$cmd\"" ;;
+        dgrun-exec) echo "$dgrun exec --rw /tmp -- sh -c \"$cmd\"" ;;
+        floor) echo "$floor sh -c \"$cmd\"" ;;
+        floor-addfd) echo "env UNOTIFY_FLOOR_ADDFD=1 $floor sh -c \"$cmd\"" ;;
+        ceiling) echo "$ceiling sh -c \"$cmd\"" ;;
+        dgrun-discover) echo "$dgrun discover --rw /tmp -o /dev/null -- sh -c \"$cmd\"" ;;
+        discover-trapping) echo "env DGRUN_PRELOAD=off $dgrun discover --rw /tmp -o /dev/null -- sh -c \"$cmd\"" ;;
+        exec-taskdir) echo "$dgrun exec --force --cache off $work/task-$1" ;;
+        strace) echo "strace -f -qq -o /dev/null -e trace=%file,%process,%network sh -c \"$cmd\"" ;;
+    esac
+}
 set --
 for w in gcc py pipe make; do
-    eval "cmd=\$${w}_cmd"
-    set -- "$@" -n "$w native" "sh -c \"$cmd\"" \
-        -n "$w dgrun-exec" "$dgrun exec --rw /tmp -- sh -c \"$cmd\"" \
-        -n "$w floor" "$floor sh -c \"$cmd\"" \
-        -n "$w floor-addfd" "env UNOTIFY_FLOOR_ADDFD=1 $floor sh -c \"$cmd\"" \
-        -n "$w ceiling" "$ceiling sh -c \"$cmd\"" \
-        -n "$w dgrun-discover" "$dgrun discover --rw /tmp -o /dev/null -- sh -c \"$cmd\"" \
-        -n "$w discover-trapping" "env DGRUN_PRELOAD=off $dgrun discover --rw /tmp -o /dev/null -- sh -c \"$cmd\"" \
-        -n "$w exec-taskdir" "$dgrun exec --force --cache off $work/task-$w" \
-        -n "$w strace" "strace -f -qq -o /dev/null -e trace=%file,%process,%network sh -c \"$cmd\""
+    for x in $ways; do set -- "$@" -n "$w $x" "$(way $w $x)"; done
 done
 hyperfine --warmup 1 --runs "$runs" --export-json "$out/discover.json" "$@" >"$out/discover-hyperfine.log" 2>&1 \
     || { cat "$out/discover-hyperfine.log"; exit 1; }
 
-# The traced run alone, as discover reports it ("of the N s run": from the clone to the last
-# process's exit, before the graph is built), with and without the fast path, interleaved with
-# the native command so that both see the same load.
-: >"$out/discover-runs.txt"
+# Interleaved: hyperfine runs each command's runs back to back, and on a shared machine the load
+# drifts between commands (once a native gcc measured slower than the same gcc traced). Here each
+# round runs every way once, in turn, so that all see the same load; discover's own figure for
+# the traced run alone ("of the N s run": clone to the last exit, before the graph) is kept too.
+: >"$out/discover-rounds.txt"
 for i in $(seq "$runs"); do
     for w in gcc py pipe make; do
-        eval "cmd=\$${w}_cmd"
-        start=$(date +%s%N); sh -c "$cmd" >/dev/null 2>&1; end=$(date +%s%N)
-        echo "$w native $(( (end - start) / 1000 ))" >>"$out/discover-runs.txt"
-        for mode in fast trapping; do
-            preload=; [ $mode = trapping ] && preload=off
-            line=$(DGRUN_PRELOAD=$preload "$dgrun" discover --rw /tmp -o /dev/null -- sh -c "$cmd" 2>&1 >/dev/null | grep 'traced calls')
-            echo "$w $mode $(printf '%s' "$line" | sed -n 's/.*of the \([0-9.]*\) s run.*/\1/p') $(printf '%s' "$line" | sed -n 's/.*from \([0-9]*\) traced calls.*/\1/p') $(printf '%s' "$line" | sed -n 's/.*(\([0-9]*\) without a trap).*/\1/p')" >>"$out/discover-runs.txt"
+        for x in $ways; do
+            start=$(date +%s%N)
+            sh -c "$(way $w $x)" >/dev/null 2>"$out/discover-last.err" || { cat "$out/discover-last.err" >&2; exit 1; }
+            end=$(date +%s%N)
+            run=$(sed -n 's/.*of the \([0-9.]*\) s run.*/\1/p' "$out/discover-last.err")
+            fast=$(sed -n 's/.*(\([0-9]*\) without a trap).*/\1/p' "$out/discover-last.err")
+            calls=$(sed -n 's/.*from \([0-9]*\) traced calls.*/\1/p' "$out/discover-last.err")
+            echo "$w $x $(( (end - start) / 1000 )) ${run:--} ${calls:--} ${fast:--}" >>"$out/discover-rounds.txt"
         done
     done
 done
+rm -f "$out/discover-last.err"
 
 python3 - "$out/discover.json" <<'PY' | tee "$out/discover.md"
 import json, sys, os, platform
@@ -127,21 +137,28 @@ for w, label in names.items():
     print(f"| {label} | " + " | ".join(cells) + " |")
 PY
 
-python3 - "$out/discover-runs.txt" <<'PY' | tee -a "$out/discover.md"
+python3 - "$out/discover-rounds.txt" <<'PY' | tee -a "$out/discover.md"
 import sys, statistics
 rows = {}
 for line in open(sys.argv[1]):
     f = line.split()
-    if len(f) >= 3 and f[2]:
-        rows.setdefault((f[0], f[1]), []).append(f[2:])
-def median(w, mode, i=0, scale=1.0):
-    xs = [float(r[i]) * scale for r in rows.get((w, mode), []) if len(r) > i and r[i]]
+    rows.setdefault((f[0], f[1]), []).append(f[2:])
+def median(w, way, i):
+    xs = [float(r[i]) for r in rows.get((w, way), []) if r[i] != "-"]
     return statistics.median(xs) if xs else float("nan")
-print("\nThe traced run alone (discover's own figure: clone to the last exit, before the graph), medians in ms:\n")
+ways = ["native", "dgrun-exec", "floor", "floor-addfd", "ceiling", "discover-trapping", "dgrun-discover", "exec-taskdir", "strace"]
+print("\nInterleaved (each round runs every way once, in turn), medians in ms, ratios to native:\n")
+print("| workload | native | dgrun exec | unotify floor | floor, opens by ADDFD | fast-path ceiling | discover, every call trapped | dgrun discover | traced exec TASKDIR | strace -f |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for w in ["gcc", "py", "pipe", "make"]:
+    n = median(w, "native", 0) / 1000
+    cells = [f"{n:.1f}"] + [f"{median(w, x, 0) / 1000:.1f} ({median(w, x, 0) / 1000 / n:.2f}×)" for x in ways[1:]]
+    print(f"| {w} | " + " | ".join(cells) + " |")
+print("\nThe traced run alone (discover's own figure, same rounds), medians in ms:\n")
 print("| workload | native | run, every call trapped | run, fast path | traced calls | of them without a trap |")
 print("|---|---|---|---|---|---|")
 for w in ["gcc", "py", "pipe", "make"]:
-    n = median(w, "native", 0, 1e-3)
-    t, f = median(w, "trapping", 0, 1e3), median(w, "fast", 0, 1e3)
-    print(f"| {w} | {n:.1f} | {t:.1f} ({t / n:.2f}×) | {f:.1f} ({f / n:.2f}×) | {median(w, 'fast', 1):.0f} | {median(w, 'fast', 2):.0f} |")
+    n = median(w, "native", 0) / 1000
+    t, f = median(w, "discover-trapping", 1) * 1000, median(w, "dgrun-discover", 1) * 1000
+    print(f"| {w} | {n:.1f} | {t:.1f} ({t / n:.2f}×) | {f:.1f} ({f / n:.2f}×) | {median(w, 'dgrun-discover', 2):.0f} | {median(w, 'dgrun-discover', 3):.0f} |")
 PY

@@ -411,6 +411,9 @@ __attribute__((noreturn)) static void dg_command(const struct dgrun_plan *plan) 
     }
     // Mark every inherited fd above stdio close-on-exec; the error pipe must live until execve.
     dg_check(syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) == 0, DGRUN_STAGE_CLOSE_FDS, "close_range");
+    // The fast path's ring is the command's to map (its preloaded library finds it by number).
+    if (plan->trace_bpf && plan->trace_ring_fd > 2)
+        dg_check(fcntl(plan->trace_ring_fd, F_SETFD, 0) == 0, DGRUN_STAGE_TRACE, "the tracer's ring");
     dg_drop_caps(plan, 0);
     dg_check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, DGRUN_STAGE_NO_NEW_PRIVS, "prctl");
     dg_load_filter(plan->bpf, plan->bpf_len, "seccomp");
@@ -481,13 +484,13 @@ __attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd,
 }
 
 // Closes every fd above stdio except the three given (-1: none).
-static void dg_close_except(int a, int b, int c) {
-    int keep[3] = { a, b, c };
-    for (int i = 0; i < 3; i++)  // sort the three
-        for (int j = i + 1; j < 3; j++)
+static void dg_close_except(int a, int b, int c, int d) {
+    int keep[4] = { a, b, c, d };
+    for (int i = 0; i < 4; i++)  // sort the four
+        for (int j = i + 1; j < 4; j++)
             if (keep[j] < keep[i]) { int t = keep[i]; keep[i] = keep[j]; keep[j] = t; }
     unsigned from = 3;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         if (keep[i] < (int)from) continue;
         if ((unsigned)keep[i] > from) syscall(SYS_close_range, from, (unsigned)keep[i] - 1, 0);
         from = (unsigned)keep[i] + 1;
@@ -536,7 +539,7 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     // Everything else dgrun had open (other threads' files, other sandboxes' pipes, the trees the
     // mounts above used) is closed now, before the command exists: the init never execs, so
     // close-on-exec would never close it, and the command must not find it through /proc/1/fd.
-    dg_close_except(status_fd, dg_error_fd, plan->trace_socket);
+    dg_close_except(status_fd, dg_error_fd, plan->trace_socket, plan->trace_bpf && plan->trace_ring_fd > 2 ? plan->trace_ring_fd : -1);
 
     sigset_t all;
     sigfillset(&all);

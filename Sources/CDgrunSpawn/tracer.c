@@ -7,6 +7,10 @@
 #define _GNU_SOURCE
 #include "dgrun_trace.h"
 #include "dgrun_hash.h"
+#include "dgrun_fasttrace.h"
+
+#include <linux/futex.h>
+#include <sys/mman.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -163,6 +167,8 @@ struct dg_trace_state {
     size_t cache_capacity, cache_count;
     uint64_t cache_generation;    // bumped by every clear: a resolution that started before is not cached after
     struct path_set read_paths;
+    struct dgrun_ring *ring;      // the fast path's records (dgrun_fasttrace_ring), NULL: none
+    pthread_mutex_t drain_lock;   // one drainer at a time: records are logged in ring order
 };
 static __thread struct dg_trace_state *dg_st;
 
@@ -178,6 +184,7 @@ static struct dg_trace_state *dg_state_of(struct dgrun_trace_log *log) {
         if (state) {
             state->rootfd = -1;
             pthread_mutex_init(&state->lock, NULL);
+            pthread_mutex_init(&state->drain_lock, NULL);
             __atomic_store_n((struct dg_trace_state **)&log->state, state, __ATOMIC_RELEASE);
         }
     }
@@ -201,6 +208,7 @@ static struct dg_trace_state *dg_state_of(struct dgrun_trace_log *log) {
 static int sandbox_root(pid_t pid) {
     int root_fd = __atomic_load_n(&rootfd, __ATOMIC_ACQUIRE);
     if (root_fd >= 0) return root_fd;
+    if (pid <= 0) return -1;  // a fast-path record before any trap: no process of ours to ask
     char root[64];
     snprintf(root, sizeof root, "/proc/%d/root", pid);
     pthread_mutex_lock(&state_lock);
@@ -518,6 +526,138 @@ static int append(struct dgrun_trace_log *log, const struct dgrun_trace_event *e
     return rc;
 }
 
+// The last step of a file call, trapped or from the ring: the path resolved (cached; `exists` >= 0
+// when already known), the reads remembered, the event logged unless this call on this path
+// already was. `path` is scratch for the logged path.
+static void log_file_event(struct dgrun_trace_log *log, struct dgrun_trace_event *e, pid_t pid, const char *full,
+                           int follow, int exists, char *path, const char *path2, const void *addr, const void *data,
+                           char *canonical) {
+    int seen = 0;
+    if (exists >= 0) e->exists = exists;
+    else e->exists = resolve_cached(pid, full, follow, e->nr, canonical, 4096, &seen);
+    snprintf(path, 4096, "%s", e->exists ? canonical : full);
+    e->path_len = (int32_t)strlen(path);
+    if (e->exists && e->kind == DGRUN_TRACE_OPEN && !(e->flags & (O_WRONLY | O_RDWR | O_TRUNC | O_CREAT))) {
+        pthread_mutex_lock(&state_lock);
+        path_set_add(&read_paths, full);
+        if (strcmp(full, canonical) != 0) path_set_add(&read_paths, canonical);
+        pthread_mutex_unlock(&state_lock);
+    }
+    if (seen) return;  // the same call on the same path: nothing new for the graph
+    // Out of memory: the call is counted as lost, and the target was answered all the same.
+    if (e->kind && append(log, e, path, path2, addr, data) != 0) __atomic_fetch_add(&log->lost, 1, __ATOMIC_RELAXED);
+}
+
+// ---------------------------------------------------------------- the fast path's ring
+
+int dgrun_fasttrace_ring(struct dgrun_trace_log *log) {
+    dg_st = dg_state_of(log);
+    if (!dg_st) return -ENOMEM;
+    if (dg_st->ring) return -EEXIST;
+    int fd = (int)syscall(SYS_memfd_create, "dgrun-trace-ring", 1 /* MFD_CLOEXEC */);
+    if (fd < 0) return -errno;
+    if (ftruncate(fd, (off_t)DGRUN_RING_BYTES) != 0) { int e = errno; close(fd); return -e; }
+    void *map = mmap(NULL, DGRUN_RING_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) { int e = errno; close(fd); return -e; }
+    struct dgrun_ring *ring = map;
+    ring->slots = DGRUN_RING_SLOTS;
+    ring->slot_size = DGRUN_RING_SLOT_SIZE;
+    __atomic_store_n(&ring->magic, DGRUN_RING_MAGIC, __ATOMIC_RELEASE);
+    dg_st->ring = ring;
+    return fd;
+}
+
+// One record, checked (the task can write anything into the ring) and logged as a trapped call
+// would be. The call has run: its result says whether the path existed, the resolution gives the
+// canonical path (resolved now: every call that can change what exists traps, and drains the ring
+// before it is answered, so what the ring holds is resolved as it was).
+static void ring_log(struct dgrun_trace_log *log, const struct dgrun_ring_record *r) {
+    if ((r->kind != DGRUN_TRACE_OPEN && r->kind != DGRUN_TRACE_LOOKUP) || r->path_len == 0
+        || r->path_len >= sizeof r->path || r->path[0] != '/' || !dgrun_traced_syscall_name(r->nr)) return;
+    char full[4096], path[4096], canonical[4096];
+    memcpy(full, r->path, r->path_len);
+    full[r->path_len] = 0;
+    if (strlen(full) != r->path_len) return;
+    struct dgrun_trace_event e = { 0 };
+    e.kind = r->kind;
+    e.nr = r->nr;
+    e.pid = r->pid;
+    e.flags = r->flags;
+    e.seq = __atomic_fetch_add(&log->notifications, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&log->fast, 1, __ATOMIC_RELAXED);
+    int seen = 0;
+    int resolved = resolve_cached(0, full, r->follow != 0, r->nr, canonical, sizeof canonical, &seen);
+    // readlink of what is not a link still names a path that exists.
+    int absent = r->result == -ENOENT || r->result == -ENOTDIR;
+    int exists = r->result >= 0 || (r->result == -EINVAL && (r->nr == SYS_readlink || r->nr == SYS_readlinkat)) ? 1
+        : absent ? 0 : resolved;
+    if (exists && !resolved) snprintf(canonical, sizeof canonical, "%s", full);  // gone since: as it was named
+    if (seen) {
+        // Logged before; a read must still be remembered (hash before a later rewrite).
+        if (exists && e.kind == DGRUN_TRACE_OPEN && !(e.flags & (O_WRONLY | O_RDWR | O_TRUNC | O_CREAT))) {
+            pthread_mutex_lock(&state_lock);
+            path_set_add(&read_paths, full);
+            if (resolved && strcmp(full, canonical) != 0) path_set_add(&read_paths, canonical);
+            pthread_mutex_unlock(&state_lock);
+        }
+        return;
+    }
+    log_file_event(log, &e, 0, full, r->follow != 0, exists, path, "", NULL, NULL, canonical);
+}
+
+// Logs what the ring holds, in ring order. `final`: every writer is gone, so a slot reserved and
+// never committed (its process died in the call) is skipped instead of waited for.
+static void ring_drain(struct dgrun_trace_log *log, int final) {
+    struct dgrun_ring *ring = dg_st ? dg_st->ring : NULL;
+    if (!ring) return;
+    pthread_mutex_lock(&dg_st->drain_lock);
+    uint64_t tail = __atomic_load_n(&ring->tail, __ATOMIC_RELAXED);
+    uint64_t head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
+    if (head - tail > DGRUN_RING_SLOTS) head = tail + DGRUN_RING_SLOTS;  // a task that wrote nonsense
+    while (tail != head) {
+        const struct dgrun_ring_record *slot = (const struct dgrun_ring_record *)
+            ((const char *)ring + DGRUN_RING_HEADER + (tail & (DGRUN_RING_SLOTS - 1)) * DGRUN_RING_SLOT_SIZE);
+        if (__atomic_load_n(&slot->commit, __ATOMIC_ACQUIRE) != tail + 1) {
+            if (!final) break;  // a writer between its reservation and its commit
+            __atomic_fetch_add(&log->lost, 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&ring->tail, ++tail, __ATOMIC_RELEASE);
+            continue;
+        }
+        struct dgrun_ring_record copy;
+        memcpy(&copy, slot, sizeof copy);
+        __atomic_store_n(&ring->tail, ++tail, __ATOMIC_RELEASE);  // the slot is the writers' again
+        ring_log(log, &copy);
+        if (tail == head) head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
+        if (head - tail > DGRUN_RING_SLOTS) head = tail + DGRUN_RING_SLOTS;
+    }
+    pthread_mutex_unlock(&dg_st->drain_lock);
+}
+
+void dgrun_fasttrace_finish(struct dgrun_trace_log *log) {
+    dg_st = log->state;
+    if (dg_st) ring_drain(log, 1);
+}
+
+// Between trapped calls the ring is drained here, woken by the library every
+// DGRUN_RING_WAKE_EVERY records or after 5 ms, so that records are resolved close to their call.
+static void *drain_loop(void *arg) {
+    struct dgrun_tracer *t = arg;
+    dg_st = dg_state_of(t->log);
+    if (!dg_st || !dg_st->ring) return NULL;
+    struct dgrun_ring *ring = dg_st->ring;
+    while (!__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE)) {
+        uint32_t seen = __atomic_load_n(&ring->wake, __ATOMIC_ACQUIRE);
+        ring_drain(t->log, 0);
+        struct timespec wait = { 0, 5 * 1000 * 1000 };
+        syscall(SYS_futex, &ring->wake, FUTEX_WAIT, seen, &wait, NULL, 0);
+    }
+    struct rusage usage;  // the supervisor's CPU time includes the drainer's
+    if (getrusage(RUSAGE_THREAD, &usage) == 0)
+        __atomic_fetch_add(&t->log->busy_us, (uint64_t)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000000
+                           + (uint64_t)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec), __ATOMIC_RELAXED);
+    return NULL;
+}
+
 static struct seccomp_notif_sizes sizes;
 static int sizes_error;
 static void read_sizes(void) {
@@ -544,6 +684,9 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
         __atomic_fetch_add(&log->lost, 1, __ATOMIC_RELAXED);
         return 0;
     }
+    // What the fast path recorded before this call comes first (and must: a call that can
+    // rewrite or remove a file hashes what was read, and existence is resolved as of now).
+    ring_drain(log, 0);
     // The order calls were received in: one process's calls are sequential, and a call that
     // began after another ended is received after it, whichever thread logs it first.
     uint64_t seq = __atomic_fetch_add(&log->notifications, 1, __ATOMIC_RELAXED);
@@ -700,22 +843,8 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
         __atomic_fetch_add(&log->lost, 1, __ATOMIC_RELAXED);
         return 0;
     }
-    int seen = 0;
-    if (have_path) {
-        if (!creates) e.exists = resolve_cached(pid, full, follow, e.nr, canonical, sizeof canonical, &seen);
-        snprintf(path, sizeof path, "%s", e.exists ? canonical : full);
-        e.path_len = (int32_t)strlen(path);
-        if (e.exists && e.kind == DGRUN_TRACE_OPEN && !(e.flags & (O_WRONLY | O_RDWR | O_TRUNC | O_CREAT))) {
-            pthread_mutex_lock(&state_lock);
-            path_set_add(&read_paths, full);
-            if (strcmp(full, canonical) != 0) path_set_add(&read_paths, canonical);
-            pthread_mutex_unlock(&state_lock);
-        }
-    }
-    if (seen) return 0;  // the same call on the same path: nothing new for the graph
-    // Out of memory: the call is counted as lost, and the target was answered all the same.
-    if (e.kind && (have_path || e.addr_len) && append(log, &e, path, path2, addr, data) != 0)
-        __atomic_fetch_add(&log->lost, 1, __ATOMIC_RELAXED);
+    if (have_path) log_file_event(log, &e, pid, full, follow, creates ? e.exists : -1, path, path2, addr, data, canonical);
+    else if (e.kind && e.addr_len && append(log, &e, path, path2, addr, data) != 0) __atomic_fetch_add(&log->lost, 1, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -789,6 +918,9 @@ int dgrun_tracer_start(struct dgrun_tracer *t, int listener, struct dgrun_trace_
         if (err) { __atomic_sub_fetch(&t->running, 1, __ATOMIC_ACQ_REL); free(arg); rc = -err; break; }
         t->threads = i + 1;
     }
+    struct dg_trace_state *state = dg_state_of(log);
+    if (t->threads > 0 && state && state->ring)
+        t->draining = pthread_create(&t->drainer, NULL, drain_loop, t) == 0;
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     return t->threads > 0 ? 0 : rc;
 }
@@ -804,6 +936,13 @@ int dgrun_tracer_stop(struct dgrun_tracer *t) {
         }
         pthread_join(t->thread[i], NULL);
     }
+    if (t->draining) {
+        struct dg_trace_state *state = t->log->state;
+        __atomic_add_fetch(&state->ring->wake, 1, __ATOMIC_RELEASE);
+        syscall(SYS_futex, &state->ring->wake, FUTEX_WAKE, 1, NULL, NULL, 0);
+        pthread_join(t->drainer, NULL);
+        t->draining = 0;
+    }
     close_listener(t);
     return t->error;
 }
@@ -818,6 +957,8 @@ void dgrun_trace_log_free(struct dgrun_trace_log *log) {
             cache_clear();
             free(cache);
         }
+        if (dg_st->ring) munmap(dg_st->ring, DGRUN_RING_BYTES);
+        pthread_mutex_destroy(&dg_st->drain_lock);
         pthread_mutex_destroy(&dg_st->lock);
         free(dg_st);
         dg_st = NULL;

@@ -100,8 +100,9 @@ struct Discover {
         let summary = Graph.Node.Kind.allCases.compactMap { kind in counts[kind.rawValue].map { "\($0) \(kind.rawValue)" } }
         // The supervisor's CPU time against the run's wall time: near 1 would make it the bottleneck.
         let busy = trace.supervisorSeconds > 0
-            ? "; the tracer was busy \(trace.supervisorSeconds.fixed(2)) s of the \(outcome.wallSeconds.fixed(2)) s run" : ""
+            ? "; the tracer was busy \(trace.supervisorSeconds.fixed(3)) s of the \(outcome.wallSeconds.fixed(3)) s run" : ""
         Terminal.line("dgrun: discovered \(graph.nodes.count) nodes (\(summary.joined(separator: ", "))), \(graph.edges.count) edges from \(trace.notifications) traced calls"
+                      + (trace.untrapped > 0 ? " (\(trace.untrapped) without a trap)" : "")
                       + (trace.lost > 0 ? " (\(trace.lost) lost: their process died first)" : "") + busy)
         if let task = discovery.task { CLI.write(2, Self.summary(DeclarationCheck(task: task, graph: graph))) }
         if !GraphBuilder.canHash {

@@ -87,7 +87,23 @@ public struct Launcher: Sendable {
         plan.rlimits = arena.buffer(rlimits)
         plan.n_rlimits = Int32(rlimits.count)
         plan.trace_socket = -1
+        plan.trace_ring_fd = -1
         plan.linger_ms = Int32(min(spec.lingerSeconds, 3600) * 1000)
+        // The log (and the fast path's ring in it) exists before the command: the ring is mapped by it.
+        var log = dgrun_trace_log()
+        defer { dgrun_trace_log_free(&log) }
+        var ringFD: Int32 = -1
+        var preloaded: String?
+        if spec.trace, let library = FastTrace.library(for: spec) {
+            let fd = dgrun_fasttrace_ring(&log)
+            if fd >= 0 {  // else no fast path: every call traps, as without the library
+                ringFD = fd
+                preloaded = library
+                plan.envp = arena.array(FastTrace.environment(spec.environment, library: library, ring: fd))
+                plan.trace_ring_fd = fd
+            }
+        }
+        defer { if ringFD >= 0 { close(ringFD) } }
         // discover: the command sends the tracer's listener over this pair before it execs.
         var traceSockets: [Int32] = [-1, -1]
         if spec.trace {
@@ -95,7 +111,7 @@ public struct Launcher: Sendable {
                 throw DgrunError.launch("cannot create the tracer's socket pair: \(String(cString: strerror(errno)))")
             }
             do {
-                let program = try TraceFilter.program(socket: traceSockets[1])
+                let program = try TraceFilter.program(socket: traceSockets[1], fastPath: preloaded != nil)
                 plan.trace_bpf = arena.buffer(program).map { UnsafeRawPointer($0) }
                 plan.trace_bpf_len = UInt16(program.count / 8)
             } catch {
@@ -124,6 +140,10 @@ public struct Launcher: Sendable {
             close(traceSockets[1])
             traceSockets[1] = -1
         }
+        if ringFD >= 0 {  // the mapping stays in the log; the command has its own copy of the fd
+            close(ringFD)
+            ringFD = -1
+        }
         defer { dgrun_close(&child) }
         do {
             try writeIDMaps(pid: child.pid, mapping: spec.userMapping, range: spec.subordinateIDs)
@@ -139,8 +159,6 @@ public struct Launcher: Sendable {
         // 3. Wait, forwarding signals; the timeout ends everything in the sandbox.
         var result = dgrun_outcome()
         let timeoutMs = spec.timeoutSeconds.map { Int64($0 * 1000) } ?? -1
-        var log = dgrun_trace_log()
-        defer { dgrun_trace_log_free(&log) }
         let waitRC = dgrun_wait(&child, timeoutMs, Int64(spec.killGraceSeconds * 1000), cgroup?.killFD ?? -1,
                                 traceSockets[0], control, &log, &result)
         if waitRC != 0 {
@@ -169,8 +187,12 @@ public struct Launcher: Sendable {
         // Asked to stop (a signal to dgrun, not the command's own USR1): the run is interrupted.
         outcome.interruptedBy = dgrun_is_stop_signal(result.last_signal) != 0 ? result.last_signal : nil
         if spec.trace {
-            outcome.trace = TraceResult(events: TraceEvent.parse(log), notifications: log.notifications, lost: log.lost,
-                                        supervisorSeconds: Double(log.busy_us) / 1e6)
+            dgrun_fasttrace_finish(&log)  // what the ring still holds, now that every writer is gone
+            var events = TraceEvent.parse(log)
+            // The loader opening the preloaded library is dgrun's doing, not the task's.
+            if let preloaded { events.removeAll { $0.path == preloaded } }
+            outcome.trace = TraceResult(events: events, notifications: log.notifications, lost: log.lost,
+                                        supervisorSeconds: Double(log.busy_us) / 1e6, untrapped: log.fast)
         }
         if failed {
             let detail = withUnsafeBytes(of: failure.detail) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }

@@ -11,7 +11,10 @@ import Glibc
 public enum TraceFilter {
     /// `socket`: the fd number (in the command) over which the listener is sent; that one
     /// sendmsg must not wait for a tracer that does not have the listener yet.
-    public static func program(socket: Int32) throws(DgrunError) -> [UInt8] {
+    /// `fastPath`: the calls the preloaded library makes from its stub page pass (its prefix,
+    /// dgrun_fasttrace_prefix, comes first: libseccomp cannot compare the instruction pointer, and
+    /// it must be this filter that allows them, since a USER_NOTIF here outranks any later ALLOW).
+    public static func program(socket: Int32, fastPath: Bool = false) throws(DgrunError) -> [UInt8] {
         guard let ctx = seccomp_init(dgrun_act_allow()) else { throw DgrunError("libseccomp could not start the tracer's filter") }
         defer { seccomp_release(ctx) }
         _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
@@ -34,6 +37,12 @@ public enum TraceFilter {
             let rc = args.withUnsafeBufferPointer { seccomp_rule_add_array(ctx, notify, nr, UInt32($0.count), $0.baseAddress) }
             guard rc == 0 else { throw DgrunError("libseccomp rejected the tracer rule for syscall \(nr): \(String(cString: strerror(-rc)))") }
         }
-        return try SeccompCompiler.export(ctx, what: "the tracer's filter")
+        let program = try SeccompCompiler.export(ctx, what: "the tracer's filter")
+        guard fastPath else { return program }
+        var prefix = [dgrun_bpf_insn](repeating: dgrun_bpf_insn(), count: Int(DGRUN_FASTTRACE_PREFIX_LEN))
+        let n = prefix.withUnsafeMutableBufferPointer { dgrun_fasttrace_prefix($0.baseAddress, DGRUN_FASTTRACE_STUB) }
+        let bytes = prefix.prefix(Int(n)).withUnsafeBytes { Array($0) }
+        guard (bytes.count + program.count) / 8 <= 4096 else { throw DgrunError("the tracer's filter is too long with the fast path's prefix") }
+        return bytes + program
     }
 }

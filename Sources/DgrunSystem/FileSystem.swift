@@ -120,11 +120,39 @@ public struct PinnedOutput: Sendable, Equatable {
     }
 
     public func write(_ text: String) throws(SystemError) {
+        // A device or a FIFO (`-o /dev/null`, `--report /dev/stdout`) is written to, not replaced:
+        // a rename over /dev/null would leave a regular file holding the graph in its place.
+        if let stream = streamPath {
+            let fd = try valueOrErrno("open", path: path) { open(stream, O_WRONLY | O_CLOEXEC | O_NOCTTY) }
+            defer { close(fd) }
+            let bytes = Array(text.utf8)
+            var offset = 0
+            while offset < bytes.count {
+                let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { throw SystemError("write", path: path, errno: n < 0 ? errno : EIO) }
+                offset += n
+            }
+            return
+        }
         guard let directory, !name.isEmpty, FileIO.realPath(parent) == directory else {
             throw SystemError("write", path: path, errno: directory == nil ? ENOENT : ELOOP,
                               hint: directory == nil ? "its directory does not exist"
                                   : "its directory was replaced (by a symbolic link?) during the run; nothing was written")
         }
         try FileSystem.writeAtomically(directory + "/" + name, text)
+    }
+
+    /// The path to open in place: a character device or a FIFO named directly, or dgrun's own
+    /// standard streams and fds by their names (links into /proc, which no task can plant on the
+    /// host); nil for anything else, which is replaced atomically.
+    var streamPath: String? {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        let type = st.st_mode & S_IFMT
+        if type == S_IFCHR || type == S_IFIFO { return path }
+        let streams = ["/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/"]
+        if type == S_IFLNK, streams.contains(where: { $0.hasSuffix("/") ? path.hasPrefix($0) : path == $0 }) { return path }
+        return nil
     }
 }

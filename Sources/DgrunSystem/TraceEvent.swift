@@ -69,14 +69,17 @@ public struct TraceEvent: Sendable, Equatable {
 
 /// What the tracer recorded over a run.
 public struct TraceResult: Sendable {
-    public init(events: [TraceEvent], notifications: UInt64, lost: UInt64, supervisorSeconds: Double = 0) {
+    public init(events: [TraceEvent], notifications: UInt64, lost: UInt64, supervisorSeconds: Double = 0, untrapped: UInt64 = 0) {
         self.events = events
         self.notifications = notifications
+        self.untrapped = untrapped
         self.lost = lost
         self.supervisorSeconds = supervisorSeconds
     }
     public var events: [TraceEvent]
     public var notifications: UInt64
+    /// Of those, the calls the preloaded fast path recorded without a trap.
+    public var untrapped: UInt64 = 0
     /// Calls whose process died before they could be read.
     public var lost: UInt64
     /// CPU time the supervisor spent on the run: next to the run's wall time, how close it came

@@ -21,8 +21,28 @@ enum Harness {
     static let binary: String = {
         if let path = Foundation.ProcessInfo.processInfo.environment["DGRUN_BIN"] { return path }
         let exe = FileIO.realPath("/proc/self/exe") ?? CommandLine.arguments[0]
-        return (exe as NSString).deletingLastPathComponent + "/dgrun"
+        let dir = (exe as NSString).deletingLastPathComponent
+        _ = preloadLibrary(beside: dir)
+        return dir + "/dgrun"
     }()
+
+    /// The tracer's fast-path library where dgrun finds it, beside the binary (SwiftPM cannot
+    /// build it: see scripts/build-preload.sh), built from the current source once per test run,
+    /// so that every traced run here goes through it as a user's would. nil without a C compiler.
+    static var preloadLibrary: String? { preloadLibrary(beside: (binary as NSString).deletingLastPathComponent) }
+    private static let builtPreload = Locked<[String: String?]>([:])
+    static func preloadLibrary(beside dir: String) -> String? {
+        builtPreload.withLock { built in
+            if let done = built[dir] { return done }
+            var path: String?
+            if hasCommand("cc") {
+                let r = run(["/bin/sh", repositoryRoot + "/scripts/build-preload.sh", dir])
+                if r.status == 0 { path = dir + "/libdgrun-preload.so" } else { print("cannot build the fast-path library: \(r.stderr)") }
+            }
+            built[dir] = path
+            return path
+        }
+    }
 
     static let repositoryRoot: String = {
         var parts = #filePath.split(separator: "/").map(String.init)
@@ -46,7 +66,7 @@ enum Harness {
         let prefix = String(cString: made)
         copiedPrefix.withLock { $0 = prefix }
         atexit { if let prefix = copiedPrefix.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: prefix) } }
-        let copy = run(["/bin/sh", "-c", "mkdir -p \(prefix)/bin \(prefix)/share/dgrun && cp \(binary) \(prefix)/bin/dgrun && cp -r \(repositoryRoot)/profiles \(prefix)/share/dgrun/profiles && chmod -R a+rX \(prefix)"])
+        let copy = run(["/bin/sh", "-c", "mkdir -p \(prefix)/bin \(prefix)/share/dgrun && cp \(binary) \(prefix)/bin/dgrun && mkdir -p \(prefix)/lib/dgrun && { ! [ -f \((binary as NSString).deletingLastPathComponent)/libdgrun-preload.so ] || cp \((binary as NSString).deletingLastPathComponent)/libdgrun-preload.so \(prefix)/lib/dgrun/; } && cp -r \(repositoryRoot)/profiles \(prefix)/share/dgrun/profiles && chmod -R a+rX \(prefix)"])
         return copy.status == 0 && reachable(prefix + "/bin/dgrun") ? prefix + "/bin/dgrun" : nil
     }()
     private static let copiedPrefix = Locked<String?>(nil)
@@ -107,8 +127,12 @@ enum Harness {
         let dir = makeTemporaryDirectory()
         setenv("XDG_STATE_HOME", dir, 1)
         setenv("XDG_CACHE_HOME", dir, 1)
+        isolatedStateDirectory.withLock { $0 = dir }
+        // Removed when the tests end: one such directory was left behind per test run.
+        atexit { if let dir = isolatedStateDirectory.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: dir) } }
         return dir
     }()
+    private static let isolatedStateDirectory = Locked<String?>(nil)
 
     /// Runs `argv` with output captured in files (no pipe deadlock). `onStart` gets the pid.
     /// posix_spawn + waitpid rather than Foundation's Process, whose run loop needs a socket pair

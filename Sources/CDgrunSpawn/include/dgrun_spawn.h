@@ -81,6 +81,8 @@ struct dgrun_plan {
     const void *trace_bpf;
     uint16_t trace_bpf_len;
     int32_t trace_socket;      // the child's end of a socketpair, -1: no tracing
+    int32_t trace_ring_fd;     // the tracer's fast-path ring (dgrun_fasttrace_ring), inherited by
+                               // the command (it is named in its environment); -1: none
     int32_t linger_ms;         // after the command exits, let what it left behind run this long
                                // (discover traces daemons); 0: the sandbox ends with the command
 };

@@ -38,6 +38,7 @@ struct dgrun_trace_log {
     uint64_t notifications;
     uint64_t lost;       // targets that died before they could be read
     uint64_t busy_us;    // CPU time the serving threads used (answering, resolving, logging)
+    uint64_t fast;       // of the notifications, the calls the fast path recorded without a trap
     void *state;         // the run's resolution caches (tracer.c), freed with the log
 };
 
@@ -65,6 +66,8 @@ struct dgrun_tracer {
     int error;               // the first -errno a thread stopped on, or 0
     int finished[DGRUN_TRACER_MAX_THREADS];
     pthread_t thread[DGRUN_TRACER_MAX_THREADS];
+    int draining;            // the fast path's ring has a drainer thread
+    pthread_t drainer;
 };
 // 0 once at least one thread serves; -errno when none could start (the caller still owns the
 // listener then).
@@ -72,5 +75,11 @@ int dgrun_tracer_start(struct dgrun_tracer *t, int listener, struct dgrun_trace_
 // Stops and joins the threads, closes the listener; the first error a thread stopped on, or 0.
 int dgrun_tracer_stop(struct dgrun_tracer *t);
 void dgrun_trace_log_free(struct dgrun_trace_log *log);
+
+// The fast path (dgrun_fasttrace.h): a shared ring for this run's log, made before the spawn.
+// Returns its memfd (close-on-exec; the child clears that for the command) or -errno; the log
+// keeps the mapping. After the run, _finish logs what is left in it.
+int dgrun_fasttrace_ring(struct dgrun_trace_log *log);
+void dgrun_fasttrace_finish(struct dgrun_trace_log *log);
 
 #endif

@@ -1,0 +1,96 @@
+import DgrunSystem
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The tracer's fast path (preload/dgrun_preload.c): the calls the preloaded library records
+/// without a trap must give the graph the trapped calls give, and what bypasses the library (a
+/// task that drops LD_PRELOAD, a static binary, a write made from the stub itself) must still trap.
+@Suite(.enabled(if: Harness.preloadLibrary != nil, "needs cc to build the fast-path library"))
+struct FastPathDiscoverTests {
+    /// N of discover's "(N without a trap)", 0 when it did not say.
+    static func untrapped(_ stderr: String) -> Int {
+        guard let end = stderr.range(of: " without a trap)") else { return 0 }
+        let digits = stderr[..<end.lowerBound].reversed().prefix(while: \.isNumber)
+        return Int(String(digits.reversed())) ?? 0
+    }
+
+    /// "relation ref" of every edge, with the sandbox's own /tmp and /proc left out (but not `work`).
+    static func edges(_ f: DiscoverTests.Found, work: String) -> Set<String> {
+        f.edges.filter { $0.contains(" " + work + "/") || (!$0.contains(" /tmp/") && !$0.contains(" /proc/")) }
+    }
+
+    @Test func theSameGraphAsWhenEveryCallTraps() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        for d in 0..<5 {
+            try FileManager.default.createDirectory(atPath: work + "/tree/d\(d)", withIntermediateDirectories: true)
+            for i in 0..<40 { try "x\(i)\n".write(toFile: work + "/tree/d\(d)/f\(i).h", atomically: true, encoding: .utf8) }
+        }
+        try FileManager.default.createSymbolicLink(atPath: work + "/link", withDestinationPath: work + "/tree/d1")
+        let script = "find tree -name '*.h' | xargs grep -l x1 | wc -l > count.txt; cat link/f3.h missing.txt 2>/dev/null; "
+            + "test -e absent; ls -d link/ > /dev/null; python3 -c 'import json, os.path; os.path.realpath(\"link/f2.h\")'; true"
+        let fast = DiscoverTests.discover(["sh", "-c", script], cwd: work)
+        let trapped = DiscoverTests.discover(["sh", "-c", script], cwd: work, environment: ["DGRUN_PRELOAD=off"])
+        #expect(fast.status == 0 && trapped.status == 0, "\(fast.stderr)\n\(trapped.stderr)")
+        #expect(Self.untrapped(fast.stderr) > 200, "most calls went through the fast path: \(fast.stderr)")
+        #expect(Self.untrapped(trapped.stderr) == 0, "DGRUN_PRELOAD=off traps every call: \(trapped.stderr)")
+        let a = Self.edges(fast, work: work), b = Self.edges(trapped, work: work)
+        #expect(a.contains("reads " + work + "/tree/d0/f0.h"))
+        #expect(a.subtracting(b).isEmpty && b.subtracting(a).isEmpty,
+                "only with the fast path: \(a.subtracting(b).sorted().prefix(20)); only trapped: \(b.subtracting(a).sorted().prefix(20))")
+        #expect(fast.has("reads", work + "/tree/d4/f39.h") && fast.has("probes", work + "/absent") && fast.has("probes", work + "/missing.txt"))
+        #expect(!fast.nodes.keys.contains { $0.hasSuffix("/libdgrun-preload.so") }, "dgrun's own library is not the task's dependency")
+    }
+
+    /// More records than the ring holds between two trapped calls: the library falls back to
+    /// trapping when it is full, and nothing is dropped.
+    @Test func aFullRingLosesNothing() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        try FileManager.default.createDirectory(atPath: work + "/many", withIntermediateDirectories: true)
+        for i in 0..<6000 { try "".write(toFile: work + "/many/\(i)", atomically: false, encoding: .utf8) }
+        let f = DiscoverTests.discover(["python3", "-c", "import os\nfor i in range(6000): os.stat('many/%d' % i); os.path.exists('none/%d' % i)"], cwd: work)
+        #expect(f.status == 0, "\(f.stderr)")
+        let read = (0..<6000).filter { f.nodes[work + "/many/\($0)"] != nil }.count
+        #expect(read == 6000, "every stat'ed file is a node: \(read) of 6000; \(f.stderr)")
+        #expect(Self.untrapped(f.stderr) > 6000, "\(f.stderr)")
+    }
+
+    /// What does not go through the library traps as before.
+    @Test func whatBypassesTheLibraryStillTraps() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        try "a\n".write(toFile: work + "/plain.txt", atomically: true, encoding: .utf8)
+        // A write made from the stub page itself (what a task could do on purpose): the filter lets
+        // only read-only calls through there, so this one traps, and is a write in the graph.
+        let source = """
+        #include <fcntl.h>
+        #include <stdint.h>
+        #include <unistd.h>
+        #include <sys/syscall.h>
+        typedef long (*stub_fn)(long, long, long, long, long, long);
+        int main(int argc, char **argv) {
+            stub_fn stub = (stub_fn)(uintptr_t)strtoull(argv[1], 0, 16);
+            long fd = stub(SYS_openat, AT_FDCWD, (long)"from-stub.txt", O_WRONLY | O_CREAT | O_TRUNC, 0644, 0);
+            if (fd < 0) return 3;
+            long made = write((int)fd, "w\\n", 2);
+            return made == 2 ? 0 : 4;
+        }
+        """
+        try ("#include <stdlib.h>\n" + source).write(toFile: work + "/stub.c", atomically: true, encoding: .utf8)
+        let cc = Harness.run(["cc", "-O1", "-o", work + "/stub", work + "/stub.c"])
+        try #require(cc.status == 0, "\(cc.stderr)")
+        let script = "env -u LD_PRELOAD cat plain.txt > /dev/null; ./stub 1dc000000000"
+        let f = DiscoverTests.discover(["sh", "-c", script], cwd: work)
+        #expect(f.status == 0, "the stub is mapped in a preloaded process: \(f.stderr)")
+        #expect(f.has("reads", work + "/plain.txt"), "a process without the library traps its calls")
+        #expect(f.has("writes", work + "/from-stub.txt"), "a write from the stub traps: \(f.edges.filter { $0.contains(work) })")
+        if let busybox = FileIO.realPath("/bin/busybox") ?? FileIO.realPath("/usr/bin/busybox") {
+            let s = DiscoverTests.discover([busybox, "cat", work + "/plain.txt"], cwd: work)
+            #expect(s.has("reads", work + "/plain.txt"), "a static binary's calls trap: \(s.stderr)")
+        }
+    }
+}

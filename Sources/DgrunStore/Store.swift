@@ -267,12 +267,9 @@ public final class Store: Sendable {
                 try db.execute("INSERT INTO graph_version(task_id, created_at, json) VALUES (?, ?, ?)",
                                [enc(record.taskID), record.finishedAt ?? record.startedAt, graphJSON])
                 graphVersion = db.lastInsertedRowID
-                // Only the newest graph is read (and the one before it is kept): a 5,000-file task's
-                // graph is ~2.7 MB, and every run kept one before.
-                try db.execute("""
-                    DELETE FROM graph_version WHERE task_id = ?1
-                    AND id NOT IN (SELECT id FROM graph_version WHERE task_id = ?1 ORDER BY id DESC LIMIT 2)
-                    """, [enc(record.taskID)])
+                // Only the newest graph is read (`dgrun graph`, a cache restore), and every run
+                // kept one: a 100,000-file task's graph is 64 MB of JSON.
+                try db.execute("DELETE FROM graph_version WHERE task_id = ? AND id <> ?", [enc(record.taskID), graphVersion])
             }
             try db.execute("""
                 UPDATE run SET status = ?, finished_at = ?, exit_code = ?, signal = ?, oom_killed = ?, timed_out = ?,

@@ -36,13 +36,28 @@ enum Harness {
             if let done = built[dir] { return done }
             var path: String?
             if hasCommand("cc") {
-                let r = run(["/bin/sh", repositoryRoot + "/scripts/build-preload.sh", dir])
-                if r.status == 0 { path = dir + "/libdgrun-preload.so" } else { print("cannot build the fast-path library: \(r.stderr)") }
+                // A checkout under /tmp (a CI runner's clone, say) is hidden in the sandbox by its
+                // private /tmp, so dgrun would not preload the library from there: it is built
+                // under /var/tmp instead and named by DGRUN_PRELOAD, and removed at exit.
+                var target = dir
+                if dir == "/tmp" || dir.hasPrefix("/tmp/") {
+                    var template = Array("/var/tmp/dgrun-test-preload-XXXXXX".utf8CString)
+                    if let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) {
+                        target = String(cString: made)
+                        chmod(target, 0o755)
+                        preloadDirectory.withLock { $0 = target }
+                        atexit { if let dir = Harness.preloadDirectory.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: dir) } }
+                    }
+                }
+                let r = run(["/bin/sh", repositoryRoot + "/scripts/build-preload.sh", target])
+                if r.status == 0 { path = target + "/libdgrun-preload.so" } else { print("cannot build the fast-path library: \(r.stderr)") }
+                if let path, target != dir { setenv("DGRUN_PRELOAD", path, 1) }
             }
             built[dir] = path
             return path
         }
     }
+    private static let preloadDirectory = Locked<String?>(nil)
 
     static let repositoryRoot: String = {
         var parts = #filePath.split(separator: "/").map(String.init)

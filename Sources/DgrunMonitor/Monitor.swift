@@ -17,8 +17,7 @@ public final class Monitor: @unchecked Sendable {
     private var limits: TunedLimits
     private var bounds: TunerBounds
     private let tune: Bool
-    private let schedule: [UInt64]
-    private let scheduleStep: Double
+    private var follower: UsageSchedule.Follower?
     private let started: Double
     private var effectiveLimit: UInt64?
     private var samples: [UsageSample] = []
@@ -31,12 +30,11 @@ public final class Monitor: @unchecked Sendable {
     private var thread: pthread_t?
 
     /// `effectiveLimit`: the memory limit in force at the start (the tuned soft limit, else the hard one).
-    /// `schedule`: what past runs used every `scheduleStep` seconds (empty: no such history).
+    /// `schedule`: what past runs used over time (empty: no such history).
     public init(cgroup: any LiveCgroup, limits: TunedLimits, bounds: TunerBounds, tune: Bool, effectiveLimit: UInt64?,
-                schedule: [UInt64] = [], scheduleStep: Double = 0.1) {
+                schedule: UsageSchedule = UsageSchedule()) {
         self.cgroup = cgroup
-        self.schedule = schedule
-        self.scheduleStep = scheduleStep
+        follower = schedule.isEmpty ? nil : UsageSchedule.Follower(schedule)
         self.limits = limits
         self.bounds = bounds
         self.tune = tune
@@ -180,7 +178,7 @@ public final class Monitor: @unchecked Sendable {
         observation.limitHits = delta(current.memoryMaxEvents, before.memoryMaxEvents)
         observation.memoryStall = share(current.memoryStallMicros, before.memoryStallMicros) ?? 0
         observation.cpuThrottled = share(current.cpuThrottledMicros, before.cpuThrottledMicros) ?? 0
-        observation.scheduled = scheduled(at: now - started)
+        observation.scheduled = follower?.next(usage: observation.memoryCurrent)
         if tune {
             bounds.memoryAvailable = HostMemory.available()
             bounds.idleCPUs = idleCPUs()
@@ -201,19 +199,11 @@ public final class Monitor: @unchecked Sendable {
     private func quickMemoryCheck() {
         guard limits.memory != nil else { return }
         var o = Observation(seconds: Clock.monotonic() - started, memoryCurrent: cgroup.memoryUsage() ?? 0)
-        o.scheduled = scheduled(at: o.seconds)
+        o.scheduled = follower?.next(usage: o.memoryCurrent)
         bounds.memoryAvailable = HostMemory.available()
         for decision in LimitTuner.decide(o, limits: TunedLimits(memory: limits.memory), bounds: bounds) {
             apply(decision, at: o.seconds)
         }
-    }
-
-    /// The schedule's value now; past its end, the highest of its last second.
-    private func scheduled(at seconds: Double) -> UInt64? {
-        guard !schedule.isEmpty else { return nil }
-        let index = Int(seconds / scheduleStep)
-        if index < schedule.count { return schedule[index] }
-        return schedule.suffix(Int(1 / scheduleStep)).max()
     }
 
     private func apply(_ decision: TunerDecision, at seconds: Double) {

@@ -25,23 +25,6 @@ public enum Recommender {
         return min(ceilingQuota, quota)
     }
 
-    /// What past runs used over time: for each `step` from the start, the most any of them used
-    /// from one step before to `lookahead` after (their clocks differ a little), plus 5% and
-    /// 2 MiB. Empty without usable series.
-    public static func schedule(from runs: [[(t: Double, bytes: UInt64)]], step: Double, lookahead: Double = 0.1) -> [UInt64] {
-        let end = runs.compactMap { $0.last?.t }.max() ?? 0
-        guard end > 0, step > 0 else { return [] }
-        var result: [UInt64] = []
-        var carried: UInt64 = 0
-        for i in 0...Int(end / step) {
-            let from = Double(i) * step - step, to = Double(i) * step + lookahead
-            let seen = runs.flatMap { $0.filter { $0.t >= from && $0.t <= to } }.map(\.bytes).max()
-            if let seen { carried = seen }
-            result.append(carried + carried / 20 + (2 << 20))
-        }
-        return result
-    }
-
     /// The weighted percentile of `values` (newest first), weight 2^(-age/halfLife).
     public static func weightedPercentile(_ values: [Double], percentile: Double = Recommender.percentile) -> Double? {
         guard !values.isEmpty else { return nil }
@@ -57,4 +40,74 @@ public enum Recommender {
     }
 
     static func pow2(_ x: Double) -> Double { exp2(x) }
+}
+
+/// What past runs used over time, for the tuner to follow. Their clocks are not the current run's
+/// (a loaded machine stretches one run and not another, a step comes earlier or later), so each
+/// past run is followed by usage, not by the clock: a cursor per run moves forward to where that
+/// run used what the task uses now, and the limit is what it used from there to `lookahead`
+/// later, plus 5% and 2 MiB. Levels come from history; timing from the task.
+public struct UsageSchedule: Sendable, Equatable {
+    public struct Point: Sendable, Equatable {
+        public var t: Double
+        public var bytes: UInt64
+        public init(t: Double, bytes: UInt64) { self.t = t; self.bytes = bytes }
+    }
+
+    public static let lookahead = 0.1
+    /// Usage within 5% of a past run's counts as the same point of it.
+    public static let tolerance = 0.05
+    public let runs: [[Point]]
+
+    public init(runs: [[(t: Double, bytes: UInt64)]] = []) {
+        self.runs = runs.map { $0.map { Point(t: $0.t, bytes: $0.bytes) } }.filter { !$0.isEmpty }
+    }
+
+    public var isEmpty: Bool { runs.isEmpty }
+
+    /// Where the limit starts: the most any past run used in its first `lookahead`, with the margin.
+    public var start: UInt64? {
+        let first = runs.compactMap { run in run.prefix { $0.t <= run[0].t + Self.lookahead }.map(\.bytes).max() }
+        return first.max().map(Self.withMargin)
+    }
+
+    static func withMargin(_ bytes: UInt64) -> UInt64 { bytes + bytes / 20 + (2 << 20) }
+
+    /// Follows one run of the task through the schedule (the monitor's thread owns it).
+    public struct Follower: Sendable {
+        let runs: [[Point]]
+        var cursors: [Int]
+        /// The most the current run has used: only a task that has itself fallen from a peak moves
+        /// a cursor forward to a past run's fall (noise at the start must not skip a past peak).
+        var peak: UInt64 = 0
+
+        public init(_ schedule: UsageSchedule) {
+            runs = schedule.runs
+            cursors = Array(repeating: 0, count: schedule.runs.count)
+        }
+
+        /// What past runs used from the point that matches `usage` to `lookahead` after it, with
+        /// the margin; nil without history.
+        public mutating func next(usage: UInt64) -> UInt64? {
+            guard !runs.isEmpty else { return nil }
+            let tol = UsageSchedule.tolerance, u = Double(usage)
+            var most: UInt64 = 0
+            for (i, run) in runs.enumerated() {
+                var k = cursors[i]
+                let here = Double(run[k].bytes)
+                if u > here * (1 + tol) {
+                    // Rising: to where this run first reached today's usage.
+                    k = run[k...].firstIndex { Double($0.bytes) >= u * (1 - tol) } ?? k
+                } else if u < here * (1 - tol) - Double(1 << 20), u < Double(peak) * (1 - tol) {
+                    // Fallen from a peak: to where this run fell as low.
+                    k = run[k...].firstIndex { Double($0.bytes) <= u * (1 + tol) + Double(1 << 20) } ?? k
+                }
+                cursors[i] = k
+                let until = run[k].t + UsageSchedule.lookahead
+                most = max(most, run[k...].prefix { $0.t <= until }.map(\.bytes).max() ?? run[k].bytes)
+            }
+            peak = max(peak, usage)
+            return UsageSchedule.withMargin(most)
+        }
+    }
 }

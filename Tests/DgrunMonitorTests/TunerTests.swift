@@ -35,17 +35,40 @@ import DgrunSpec
 @Suite struct ScheduleTests {
     let mib: UInt64 = 1 << 20
 
-    @Test func scheduleFollowsPastUsageWithLookahead() {
-        // Two past runs of a phase change: 60 MiB, then 180 MiB from about 1.2 s.
-        let run1 = stride(from: 0.0, through: 2.4, by: 0.05).map { (t: $0, bytes: ($0 < 1.2 ? 60 : 180) * mib) }
-        let run2 = stride(from: 0.0, through: 2.5, by: 0.05).map { (t: $0, bytes: ($0 < 1.25 ? 60 : 180) * mib) }
-        let s = Recommender.schedule(from: [run1, run2], step: 0.1)
-        #expect(s.count == 26)
-        #expect(s[2] == 60 * mib + 3 * mib + 2 * mib, "5% and 2 MiB above what they used")
-        #expect(s[12] == 180 * mib + 9 * mib + 2 * mib, "raised by the phase change")
-        #expect(s[11] == 191 * mib, "0.1 s ahead of it")
-        #expect(s[5] == 65 * mib)
-        #expect(Recommender.schedule(from: [], step: 0.1).isEmpty)
+    /// Two past runs of a phase change: 60 MiB, then 180 MiB from about 1.2 s.
+    var phaseRuns: [[(t: Double, bytes: UInt64)]] {
+        [stride(from: 0.1, through: 2.4, by: 0.05).map { (t: $0, bytes: ($0 < 1.2 ? 60 : 180) * mib) },
+         stride(from: 0.1, through: 2.5, by: 0.05).map { (t: $0, bytes: ($0 < 1.25 ? 60 : 180) * mib) }]
+    }
+
+    @Test func scheduleStartsFromWhatPastRunsUsedFirst() {
+        #expect(UsageSchedule(runs: phaseRuns).start == 60 * mib + 3 * mib + 2 * mib, "5% and 2 MiB above")
+        #expect(UsageSchedule().start == nil)
+        var none = UsageSchedule.Follower(UsageSchedule())
+        #expect(none.next(usage: 10 * mib) == nil)
+    }
+
+    @Test func aSlowerRunIsFollowedByItsUsageNotByTheClock() {
+        var f = UsageSchedule.Follower(UsageSchedule(runs: phaseRuns))
+        // Today the phase change comes at 1.6 s, not 1.2 s: the limit waits for it...
+        for _ in stride(from: 0.1, to: 1.6, by: 0.05) { #expect(f.next(usage: 60 * mib) == 65 * mib) }
+        // ...and goes to the next level as soon as usage starts to rise.
+        #expect(f.next(usage: 100 * mib) == 180 * mib + 9 * mib + 2 * mib)
+        #expect(f.next(usage: 180 * mib) == 191 * mib)
+    }
+
+    @Test func aFallFromAPeakIsFollowedAtOnce() {
+        // A spike: 50 MiB, 300 MiB from 0.8 to 1.1 s, 50 MiB again.
+        let spike = stride(from: 0.1, through: 2.0, by: 0.05).map { (t: $0, bytes: ($0 >= 0.8 && $0 < 1.1 ? 300 : 50) * mib) }
+        var f = UsageSchedule.Follower(UsageSchedule(runs: [spike]))
+        #expect(f.next(usage: 50 * mib) == 54 * mib + 512 * 1024)
+        #expect(f.next(usage: 120 * mib) == 317 * mib, "rising: to the past peak")
+        #expect(f.next(usage: 300 * mib) == 317 * mib)
+        #expect(f.next(usage: 50 * mib) == 54 * mib + 512 * 1024, "past the peak, not held at it until the clock says so")
+        // A run that starts below history does not skip the peak ahead of it.
+        var low = UsageSchedule.Follower(UsageSchedule(runs: [spike]))
+        #expect(low.next(usage: 20 * mib) == 54 * mib + 512 * 1024)
+        #expect(low.next(usage: 120 * mib) == 317 * mib)
     }
 
     @Test func followingTheScheduleLowersButNeverBelowUsage() {

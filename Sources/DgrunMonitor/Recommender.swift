@@ -18,10 +18,16 @@ public enum Recommender {
         return min(ceiling, max(memoryFloor, recommended))
     }
 
+    /// A quota below one CPU throttles every burst of a single thread, and a run's average (its CPU
+    /// time ÷ wall time) hides its bursts: a task that sleeps most of the time and then touches
+    /// 250 MiB averages 0.05 CPUs but needs a whole one while it runs (at 0.2 it ran 5× slower,
+    /// and no idle CPU on a busy host meant no raise).
+    public static let cpuFloor = 1.0
+
     /// `rates`: CPUs used on average by each past run (CPU time ÷ wall time), newest first.
     public static func cpuQuota(rates: [Double], ceilingQuota: UInt64) -> UInt64? {
         guard let p = weightedPercentile(rates) else { return nil }
-        let quota = UInt64(max(0.2, p * (1 + cpuMargin)) * 100_000)
+        let quota = UInt64(max(cpuFloor, p * (1 + cpuMargin)) * 100_000)
         return min(ceilingQuota, quota)
     }
 

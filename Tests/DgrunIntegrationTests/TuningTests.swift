@@ -50,19 +50,23 @@ struct TuningTests {
     func aThrottledTaskGetsMoreCPUWhenTheHostHasIdleCPUs() throws {
         let dir = Harness.makeTemporaryDirectory()
         defer { Harness.removeTree(dir) }
-        // Spin for a time set by a file (the history key stays the same), then sleep half a second.
-        let spin = ["python3", "-c", "import time\nend = time.time() + float(open('spin').read())\nwhile time.time() < end: pass\ntime.sleep(0.5)"]
+        // Two processes spin for a time set by a file (the history key stays the same), then sleep
+        // half a second. History starts the quota at one CPU (never less: a single thread's burst).
+        try "import time\nend = time.time() + float(open('spin').read())\nwhile time.time() < end: pass\n"
+            .write(toFile: dir + "/spin.py", atomically: false, encoding: .utf8)
+        let spin = ["sh", "-c", "python3 spin.py & python3 spin.py; wait; sleep 0.5"]
         try "0.2".write(toFile: dir + "/spin", atomically: false, encoding: .utf8)
-        for _ in 0..<3 { #expect(Harness.dgrun(["exec", "--cpus", "1", "--timeout", "60s", "--"] + spin, cwd: dir).status == 0) }
-        // Now it needs a whole CPU for two seconds; history says much less.
+        for _ in 0..<3 { #expect(Harness.dgrun(["exec", "--cpus", "2", "--timeout", "60s", "--"] + spin, cwd: dir).status == 0) }
+        // Now it needs two whole CPUs for two seconds; history says much less.
         try "2".write(toFile: dir + "/spin", atomically: false, encoding: .utf8)
-        let r = Harness.dgrun(["exec", "--cpus", "1", "--timeout", "60s", "--"] + spin, cwd: dir)
+        let r = Harness.dgrun(["exec", "--cpus", "2", "--timeout", "60s", "--"] + spin, cwd: dir)
         #expect(r.status == 0, "\(r.stderr)")
         let raises = (r.report["adjustments"] as? [[String: Any]] ?? []).filter { $0["knob"] as? String == "cpu.max" }
         #expect(!raises.isEmpty, "the quota started from history and was raised: \(r.report["adjustments"] ?? [])")
         #expect(raises.allSatisfy { ($0["reason"] as? String)?.hasPrefix("throttled") == true })
+        #expect(raises.first?["from"] as? String == "1.00 CPUs", "started at one CPU: \(raises)")
         let last = raises.last?["to"] as? String ?? ""
-        #expect(Double(last.split(separator: " ").first ?? "") ?? 9 <= 1.0, "never past the ceiling: \(last)")
+        #expect(Double(last.split(separator: " ").first ?? "") ?? 9 <= 2.0, "never past the ceiling: \(last)")
     }
 
     @Test func withoutHistoryTheLimitStartsAtTheCeilingAndOOMIsReported() throws {

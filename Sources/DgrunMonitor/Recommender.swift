@@ -92,9 +92,9 @@ public struct UsageSchedule: Sendable, Equatable {
             cursors = Array(repeating: 0, count: schedule.runs.count)
         }
 
-        /// What past runs used from the point that matches `usage` to `lookahead` after it, with
+        /// What past runs used from the point that matches `usage` to `lookahead` seconds after it, with
         /// the margin; nil without history.
-        public mutating func next(usage: UInt64) -> UInt64? {
+        public mutating func next(usage: UInt64, lookahead: Double = UsageSchedule.lookahead) -> UInt64? {
             guard !runs.isEmpty else { return nil }
             let tol = UsageSchedule.tolerance, u = Double(usage)
             var most: UInt64 = 0
@@ -109,7 +109,7 @@ public struct UsageSchedule: Sendable, Equatable {
                     k = run[k...].firstIndex { Double($0.bytes) <= u * (1 + tol) + Double(1 << 20) } ?? k
                 }
                 cursors[i] = k
-                let until = run[k].t + UsageSchedule.lookahead
+                let until = run[k].t + lookahead
                 most = max(most, run[k...].prefix { $0.t <= until }.map(\.bytes).max() ?? run[k].bytes)
             }
             peak = max(peak, usage)

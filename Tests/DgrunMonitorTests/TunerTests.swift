@@ -184,6 +184,22 @@ import DgrunSpec
 }
 
 @Suite struct MonitorSeriesTests {
+    @Test func shortTasksAreSampledDenselyAndTheScheduleCoversTwoSamples() {
+        #expect([0.2, 0.7, 1.5, 3].map(Monitor.interval(at:)) == [10, 25, 50, 250])
+        #expect(Monitor.lookahead(at: 0.2) == 0.02)
+        #expect(Monitor.lookahead(at: 0.7) == 0.05)
+        #expect(Monitor.lookahead(at: 3) == UsageSchedule.lookahead, "beyond 0.1 s memory events wake the monitor first")
+        // A past run growing 500 MiB/s, sampled every 10 ms: looking two samples ahead, the limit is
+        // 10 MiB (and the margin) above today's 100 MiB, not the 50 MiB of a 0.1 s look-ahead.
+        let mib: UInt64 = 1 << 20
+        let ramp = stride(from: 0.0, through: 0.6, by: 0.01).map { (t: $0, bytes: UInt64($0 * 500) * mib) }
+        var f = UsageSchedule.Follower(UsageSchedule(runs: [ramp]))
+        let near = f.next(usage: 100 * mib, lookahead: 0.02) ?? 0
+        #expect(near >= UsageSchedule.withMargin(100 * mib) && near <= UsageSchedule.withMargin(112 * mib), "\(near >> 20) MiB")
+        var slow = UsageSchedule.Follower(UsageSchedule(runs: [ramp]))
+        #expect((slow.next(usage: 100 * mib) ?? 0) >= UsageSchedule.withMargin(140 * mib))
+    }
+
     @Test func downsamplingKeepsEachBucketsPeak() {
         let samples = (0..<1000).map { UsageSample(seconds: Double($0), memoryBytes: UInt64($0 % 7 == 0 ? 1000 : $0)) }
         let reduced = Monitor.downsample(samples, to: 100)

@@ -179,7 +179,7 @@ public final class Monitor: @unchecked Sendable {
         observation.limitHits = delta(current.memoryMaxEvents, before.memoryMaxEvents)
         observation.memoryStall = share(current.memoryStallMicros, before.memoryStallMicros) ?? 0
         observation.cpuThrottled = share(current.cpuThrottledMicros, before.cpuThrottledMicros) ?? 0
-        observation.scheduled = follower?.next(usage: observation.memoryCurrent, lookahead: Self.lookahead(at: now - started))
+        observation.scheduled = follower?.next(usage: observation.memoryCurrent, seconds: now - started, lookahead: Self.lookahead(at: now - started))
         if tune {
             bounds.memoryAvailable = HostMemory.available()
             bounds.idleCPUs = idleCPUs()
@@ -200,7 +200,7 @@ public final class Monitor: @unchecked Sendable {
     private func quickMemoryCheck() {
         guard limits.memory != nil else { return }
         var o = Observation(seconds: Clock.monotonic() - started, memoryCurrent: cgroup.memoryUsage() ?? 0)
-        o.scheduled = follower?.next(usage: o.memoryCurrent, lookahead: Self.lookahead(at: o.seconds))
+        o.scheduled = follower?.next(usage: o.memoryCurrent, seconds: o.seconds, lookahead: Self.lookahead(at: o.seconds))
         bounds.memoryAvailable = HostMemory.available()
         for decision in LimitTuner.decide(o, limits: TunedLimits(memory: limits.memory), bounds: bounds) {
             apply(decision, at: o.seconds)

@@ -86,19 +86,25 @@ public struct UsageSchedule: Sendable, Equatable {
         /// The most the current run has used: only a task that has itself fallen from a peak moves
         /// a cursor forward to a past run's fall (noise at the start must not skip a past peak).
         var peak: UInt64 = 0
+        /// Past runs the task has outlived: by the clock it is at their end, and it fell below
+        /// anything they used from their matching point on (their series stop before their
+        /// processes have all exited). They say nothing more; without any left, the limit
+        /// follows usage. (A dip earlier in a run is not its end: history still says what comes.)
+        var ended: [Bool]
 
         public init(_ schedule: UsageSchedule) {
             runs = schedule.runs
             cursors = Array(repeating: 0, count: schedule.runs.count)
+            ended = Array(repeating: false, count: schedule.runs.count)
         }
 
         /// What past runs used from the point that matches `usage` to `lookahead` seconds after it, with
-        /// the margin; nil without history.
-        public mutating func next(usage: UInt64, lookahead: Double = UsageSchedule.lookahead) -> UInt64? {
+        /// the margin; nil without history. `seconds`: since the task started.
+        public mutating func next(usage: UInt64, seconds: Double, lookahead: Double = UsageSchedule.lookahead) -> UInt64? {
             guard !runs.isEmpty else { return nil }
             let tol = UsageSchedule.tolerance, u = Double(usage)
             var most: UInt64 = 0
-            for (i, run) in runs.enumerated() {
+            for (i, run) in runs.enumerated() where !ended[i] {
                 var k = cursors[i]
                 let here = Double(run[k].bytes)
                 if u > here * (1 + tol) {
@@ -106,14 +112,19 @@ public struct UsageSchedule: Sendable, Equatable {
                     k = run[k...].firstIndex { Double($0.bytes) >= u * (1 - tol) } ?? k
                 } else if u < here * (1 - tol) - Double(1 << 20), u < Double(peak) * (1 - tol) {
                     // Fallen from a peak: to where this run fell as low.
-                    k = run[k...].firstIndex { Double($0.bytes) <= u * (1 + tol) + Double(1 << 20) } ?? k
+                    if let fell = run[k...].firstIndex(where: { Double($0.bytes) <= u * (1 + tol) + Double(1 << 20) }) {
+                        k = fell
+                    } else if seconds >= run[run.count - 1].t - UsageSchedule.lookahead {
+                        ended[i] = true
+                        continue
+                    }
                 }
                 cursors[i] = k
                 let until = run[k].t + lookahead
                 most = max(most, run[k...].prefix { $0.t <= until }.map(\.bytes).max() ?? run[k].bytes)
             }
             peak = max(peak, usage)
-            return UsageSchedule.withMargin(most)
+            return UsageSchedule.withMargin(ended.allSatisfy { $0 } ? usage : most)
         }
     }
 }

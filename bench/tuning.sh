@@ -15,12 +15,15 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 reps=${1:-3}
-out=$here/results
+out=${TUNING_OUT:-$here/results}
 work=$out/tuning
 [ "$(id -u)" = 0 ] || { echo "bench/tuning.sh: run as root (cgroup limits)" >&2; exit 1; }
 for tool in cc python3; do command -v $tool >/dev/null || { echo "bench: missing $tool" >&2; exit 1; }; done
-(cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
-dgrun=$repo/.build/release/dgrun
+# DGRUN=PATH measures another build (an A/B of two policies); TUNING_OUT=DIR keeps its results apart.
+if [ -n "${DGRUN:-}" ]; then dgrun=$DGRUN; else
+    (cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
+    dgrun=$repo/.build/release/dgrun
+fi
 rm -rf "$work" && mkdir -p "$work/reports"
 cc -O2 -pthread -o "$work/workload" "$here/tuning/workload.c"
 python3 - "$work" <<'PY'

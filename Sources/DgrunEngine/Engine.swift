@@ -1,4 +1,5 @@
 import DgrunGraph
+import DgrunMonitor
 import DgrunPlanner
 import DgrunProvision
 import DgrunRecord
@@ -72,7 +73,7 @@ public struct Engine: Sendable {
                                                    to: ByteSize.describe(next), reason: "retry \(adjustments.count + 1) after an OOM kill"))
                 spec.limits.memoryBytes = next
                 spec.tuning?.memoryStart = nil  // the new ceiling is the start: the last one was too small
-                spec.tuning?.memorySchedule = []
+                spec.tuning?.memorySchedule = UsageSchedule()
                 continue
             }
             outcome.adjustments = adjustments + outcome.adjustments

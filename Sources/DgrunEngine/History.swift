@@ -24,7 +24,7 @@ public enum TuningFromHistory {
         if let ceiling = limits.memoryBytes {
             plan.memoryStart = Recommender.memory(peaks: usable.compactMap { $0.memoryPeakBytes.map { UInt64($0) } }, ceiling: ceiling)
             let runs = usable.prefix(3).map { series($0.id) }.filter { $0.count >= 3 }
-            plan.memorySchedule = Recommender.schedule(from: runs, step: SandboxSpec.TuningPlan.scheduleStep).map { min($0, ceiling) }
+            plan.memorySchedule = UsageSchedule(runs: runs)
         }
         if let cpus = limits.cpus {
             let rates = usable.compactMap { run -> Double? in

@@ -49,8 +49,8 @@ public struct Observation: Sendable, Equatable {
     public var memoryStall: Double = 0
     /// Share of the interval the cgroup was CPU-throttled (throttled time / wall time).
     public var cpuThrottled: Double = 0
-    /// What past runs used around this moment (their usage schedule, with its margin); nil
-    /// without such history or past its end.
+    /// What past runs used from the point of them that matches today's usage to a moment later
+    /// (UsageSchedule, with its margin); nil without such history.
     public var scheduled: UInt64?
 
     public init(seconds: Double, memoryCurrent: UInt64) {

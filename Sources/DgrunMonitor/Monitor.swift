@@ -9,7 +9,8 @@ import Glibc
 /// One point of a run's series, as kept in the report and the execution record.
 /// Watches a running sandbox's cgroup from a thread of its own while the launcher waits: wakes on
 /// memory events (inotify on v2 memory.events), on PSI triggers, on v1 OOM and usage-threshold
-/// notifications (eventfd), and otherwise samples every 100 ms (250 ms after the first two seconds). With tuning on, it
+/// notifications (eventfd), and otherwise samples every 25 ms in the first second, 50 ms in the next
+/// and 250 ms after. With tuning on, it
 /// applies the LimitTuner's decisions at once and records each one.
 public final class Monitor: @unchecked Sendable {
     // Touched by the monitor thread only between start() and stop(); stop() joins it first.
@@ -17,8 +18,7 @@ public final class Monitor: @unchecked Sendable {
     private var limits: TunedLimits
     private var bounds: TunerBounds
     private let tune: Bool
-    private let schedule: [UInt64]
-    private let scheduleStep: Double
+    private var follower: UsageSchedule.Follower?
     private let started: Double
     private var effectiveLimit: UInt64?
     private var samples: [UsageSample] = []
@@ -31,12 +31,11 @@ public final class Monitor: @unchecked Sendable {
     private var thread: pthread_t?
 
     /// `effectiveLimit`: the memory limit in force at the start (the tuned soft limit, else the hard one).
-    /// `schedule`: what past runs used every `scheduleStep` seconds (empty: no such history).
+    /// `schedule`: what past runs used over time (empty: no such history).
     public init(cgroup: any LiveCgroup, limits: TunedLimits, bounds: TunerBounds, tune: Bool, effectiveLimit: UInt64?,
-                schedule: [UInt64] = [], scheduleStep: Double = 0.1) {
+                schedule: UsageSchedule = UsageSchedule()) {
         self.cgroup = cgroup
-        self.schedule = schedule
-        self.scheduleStep = scheduleStep
+        follower = schedule.isEmpty ? nil : UsageSchedule.Follower(schedule)
         self.limits = limits
         self.bounds = bounds
         self.tune = tune
@@ -148,7 +147,7 @@ public final class Monitor: @unchecked Sendable {
             let elapsed = Clock.monotonic() - started
             if !pressureArmed && elapsed >= 1 { armPressureTriggers() }
             // Short tasks are most tasks: sample them densely; long ones cheaply.
-            let timeout: Int32 = elapsed < 2 ? 50 : 250
+            let timeout = Self.interval(at: elapsed)
             for i in pollSet.indices { pollSet[i].revents = 0 }
             let ready = poll(&pollSet, nfds_t(pollSet.count), timeout)
             var stopping = false
@@ -180,7 +179,7 @@ public final class Monitor: @unchecked Sendable {
         observation.limitHits = delta(current.memoryMaxEvents, before.memoryMaxEvents)
         observation.memoryStall = share(current.memoryStallMicros, before.memoryStallMicros) ?? 0
         observation.cpuThrottled = share(current.cpuThrottledMicros, before.cpuThrottledMicros) ?? 0
-        observation.scheduled = scheduled(at: now - started)
+        observation.scheduled = follower?.next(usage: observation.memoryCurrent, seconds: now - started, lookahead: Self.lookahead(at: now - started))
         if tune {
             bounds.memoryAvailable = HostMemory.available()
             bounds.idleCPUs = idleCPUs()
@@ -201,20 +200,21 @@ public final class Monitor: @unchecked Sendable {
     private func quickMemoryCheck() {
         guard limits.memory != nil else { return }
         var o = Observation(seconds: Clock.monotonic() - started, memoryCurrent: cgroup.memoryUsage() ?? 0)
-        o.scheduled = scheduled(at: o.seconds)
+        o.scheduled = follower?.next(usage: o.memoryCurrent, seconds: o.seconds, lookahead: Self.lookahead(at: o.seconds))
         bounds.memoryAvailable = HostMemory.available()
         for decision in LimitTuner.decide(o, limits: TunedLimits(memory: limits.memory), bounds: bounds) {
             apply(decision, at: o.seconds)
         }
     }
 
-    /// The schedule's value now; past its end, the highest of its last second.
-    private func scheduled(at seconds: Double) -> UInt64? {
-        guard !schedule.isEmpty else { return nil }
-        let index = Int(seconds / scheduleStep)
-        if index < schedule.count { return schedule[index] }
-        return schedule.suffix(Int(1 / scheduleStep)).max()
-    }
+    /// Milliseconds to the next sample. A sample costs ~0.1 ms (ten small cgroup and proc reads);
+    /// at 50 ms a task growing 500 MiB/s (the python job) moved 25 MiB between two, and the
+    /// limit had to be that far ahead of it.
+    static func interval(at elapsed: Double) -> Int32 { elapsed < 0.5 ? 10 : elapsed < 1 ? 25 : elapsed < 2 ? 50 : 250 }
+
+    /// How far ahead of today's point in a past run the limit must cover: to the sample after
+    /// next. Beyond 0.1 s, memory events (v2 memory.high, v1 usage thresholds) wake the monitor first.
+    static func lookahead(at elapsed: Double) -> Double { min(UsageSchedule.lookahead, 2 * Double(interval(at: elapsed)) / 1000) }
 
     private func apply(_ decision: TunerDecision, at seconds: Double) {
         do throws(SystemError) {

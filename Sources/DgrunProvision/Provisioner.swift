@@ -273,7 +273,7 @@ public struct Provisioner: Sendable {
         if let ceiling = limits.memoryBytes, knobs.contains(memoryKnob) {
             // The soft limit (memory.high on v2, the soft limit on v1) starts from history; the
             // hard limit stays at the ceiling, where the kernel OOM-kills.
-            let start = min(tuning.memorySchedule.first ?? tuning.memoryStart ?? ceiling, ceiling)
+            let start = min(tuning.memorySchedule.start ?? tuning.memoryStart ?? ceiling, ceiling)
             if start < ceiling {
                 try cgroup.set(memoryKnob, to: start)
                 if memoryKnob == .memoryHigh { applied.memoryHighBytes = start } else { applied.memorySoftBytes = start }
@@ -292,8 +292,7 @@ public struct Provisioner: Sendable {
         let bounds = TunerBounds(memoryCeiling: limits.memoryBytes, cpuCeilingQuota: cpuCeiling, memoryAvailable: nil,
                                  idleCPUs: nil, memoryKnob: memoryKnob)
         let monitor = Monitor(cgroup: cgroup, limits: tuned, bounds: bounds, tune: tuning.tune, effectiveLimit: effective,
-                              schedule: tuned.memory == nil ? [] : tuning.memorySchedule.map { min($0, limits.memoryBytes ?? $0) },
-                              scheduleStep: SandboxSpec.TuningPlan.scheduleStep)
+                              schedule: tuned.memory == nil ? UsageSchedule() : tuning.memorySchedule)
         try monitor.start()
         return monitor
     }

@@ -1,3 +1,4 @@
+import DgrunMonitor
 import DgrunSpec
 
 /// Everything the launcher needs for one run, resolved by the provisioner from the request, the
@@ -59,9 +60,8 @@ public struct SandboxSpec: Sendable {
         public var memoryStart: UInt64?
         /// CPU quota in µs per 100 ms.
         public var cpuQuotaStart: UInt64?
-        /// What past runs used, every `scheduleStep` seconds from the start, margin included.
-        public var memorySchedule: [UInt64] = []
-        public static let scheduleStep = 0.1
+        /// What past runs used over time, for the tuned memory limit to follow.
+        public var memorySchedule = UsageSchedule()
         /// false: samples only, limits stay where they start.
         public var tune: Bool
         public init(memoryStart: UInt64? = nil, cpuQuotaStart: UInt64? = nil, tune: Bool = true) {

@@ -26,26 +26,62 @@ import DgrunSpec
     }
 
     @Test func cpuStartsFromPastUse() {
-        #expect(Recommender.cpuQuota(rates: [1.0, 1.0], ceilingQuota: 200_000) == 120_000)
+        #expect(Recommender.cpuQuota(rates: [1.0, 1.0], ceilingQuota: 300_000) == 120_000)
         #expect(Recommender.cpuQuota(rates: [3.0], ceilingQuota: 200_000) == 200_000)
-        #expect(Recommender.cpuQuota(rates: [0.01], ceilingQuota: 200_000) == 20_000)
+        #expect(Recommender.cpuQuota(rates: [0.01], ceilingQuota: 200_000) == 100_000, "one thread's burst is never throttled")
+        #expect(Recommender.cpuQuota(rates: [0.01], ceilingQuota: 50_000) == 50_000, "nor above the ceiling")
     }
 }
 
 @Suite struct ScheduleTests {
     let mib: UInt64 = 1 << 20
 
-    @Test func scheduleFollowsPastUsageWithLookahead() {
-        // Two past runs of a phase change: 60 MiB, then 180 MiB from about 1.2 s.
-        let run1 = stride(from: 0.0, through: 2.4, by: 0.05).map { (t: $0, bytes: ($0 < 1.2 ? 60 : 180) * mib) }
-        let run2 = stride(from: 0.0, through: 2.5, by: 0.05).map { (t: $0, bytes: ($0 < 1.25 ? 60 : 180) * mib) }
-        let s = Recommender.schedule(from: [run1, run2], step: 0.1)
-        #expect(s.count == 26)
-        #expect(s[2] == 60 * mib + 3 * mib + 2 * mib, "5% and 2 MiB above what they used")
-        #expect(s[12] == 180 * mib + 9 * mib + 2 * mib, "raised by the phase change")
-        #expect(s[11] == 191 * mib, "0.1 s ahead of it")
-        #expect(s[5] == 65 * mib)
-        #expect(Recommender.schedule(from: [], step: 0.1).isEmpty)
+    /// Two past runs of a phase change: 60 MiB, then 180 MiB from about 1.2 s.
+    var phaseRuns: [[(t: Double, bytes: UInt64)]] {
+        [stride(from: 0.1, through: 2.4, by: 0.05).map { (t: $0, bytes: ($0 < 1.2 ? 60 : 180) * mib) },
+         stride(from: 0.1, through: 2.5, by: 0.05).map { (t: $0, bytes: ($0 < 1.25 ? 60 : 180) * mib) }]
+    }
+
+    @Test func scheduleStartsFromWhatPastRunsUsedFirst() {
+        #expect(UsageSchedule(runs: phaseRuns).start == 60 * mib + 3 * mib + 2 * mib, "5% and 2 MiB above")
+        #expect(UsageSchedule().start == nil)
+        var none = UsageSchedule.Follower(UsageSchedule())
+        #expect(none.next(usage: 10 * mib, seconds: 0.1) == nil)
+    }
+
+    @Test func aSlowerRunIsFollowedByItsUsageNotByTheClock() {
+        var f = UsageSchedule.Follower(UsageSchedule(runs: phaseRuns))
+        // Today the phase change comes at 1.6 s, not 1.2 s: the limit waits for it...
+        for t in stride(from: 0.1, to: 1.6, by: 0.05) { #expect(f.next(usage: 60 * mib, seconds: t) == 65 * mib) }
+        // ...and goes to the next level as soon as usage starts to rise.
+        #expect(f.next(usage: 100 * mib, seconds: 1.6) == 180 * mib + 9 * mib + 2 * mib)
+        #expect(f.next(usage: 180 * mib, seconds: 1.65) == 191 * mib)
+    }
+
+    @Test func aDipInTheMiddleOfAPastRunIsNotItsEnd() {
+        // 100 MiB for two seconds; today it dips to 50 MiB at 0.5 s: history still says 100 ahead.
+        let flat = stride(from: 0.1, through: 2.0, by: 0.05).map { (t: $0, bytes: 100 * mib) }
+        var f = UsageSchedule.Follower(UsageSchedule(runs: [flat]))
+        #expect(f.next(usage: 100 * mib, seconds: 0.1) == UsageSchedule.withMargin(100 * mib))
+        #expect(f.next(usage: 50 * mib, seconds: 0.5) == UsageSchedule.withMargin(100 * mib))
+    }
+
+    @Test func aFallFromAPeakIsFollowedAtOnce() {
+        // A spike: 50 MiB, 300 MiB from 0.8 to 1.1 s, 50 MiB again.
+        let spike = stride(from: 0.1, through: 2.0, by: 0.05).map { (t: $0, bytes: ($0 >= 0.8 && $0 < 1.1 ? 300 : 50) * mib) }
+        var f = UsageSchedule.Follower(UsageSchedule(runs: [spike]))
+        #expect(f.next(usage: 50 * mib, seconds: 0.1) == 54 * mib + 512 * 1024)
+        #expect(f.next(usage: 120 * mib, seconds: 0.85) == 317 * mib, "rising: to the past peak")
+        #expect(f.next(usage: 300 * mib, seconds: 0.9) == 317 * mib)
+        #expect(f.next(usage: 50 * mib, seconds: 1.15) == 54 * mib + 512 * 1024, "past the peak, not held at it until the clock says so")
+        // A fall mid-run that history never saw is not the end: it still says 50 MiB ahead...
+        #expect(f.next(usage: 2 * mib, seconds: 1.5) == 54 * mib + 512 * 1024)
+        // ...but past the end of what history recorded (the processes exiting), the limit follows usage.
+        #expect(f.next(usage: 2 * mib, seconds: 2.0) == UsageSchedule.withMargin(2 * mib))
+        // A run that starts below history does not skip the peak ahead of it.
+        var low = UsageSchedule.Follower(UsageSchedule(runs: [spike]))
+        #expect(low.next(usage: 20 * mib, seconds: 0.1) == 54 * mib + 512 * 1024)
+        #expect(low.next(usage: 120 * mib, seconds: 0.85) == 317 * mib)
     }
 
     @Test func followingTheScheduleLowersButNeverBelowUsage() {
@@ -160,6 +196,22 @@ import DgrunSpec
 }
 
 @Suite struct MonitorSeriesTests {
+    @Test func shortTasksAreSampledDenselyAndTheScheduleCoversTwoSamples() {
+        #expect([0.2, 0.7, 1.5, 3].map(Monitor.interval(at:)) == [10, 25, 50, 250])
+        #expect(Monitor.lookahead(at: 0.2) == 0.02)
+        #expect(Monitor.lookahead(at: 0.7) == 0.05)
+        #expect(Monitor.lookahead(at: 3) == UsageSchedule.lookahead, "beyond 0.1 s memory events wake the monitor first")
+        // A past run growing 500 MiB/s, sampled every 10 ms: looking two samples ahead, the limit is
+        // 10 MiB (and the margin) above today's 100 MiB, not the 50 MiB of a 0.1 s look-ahead.
+        let mib: UInt64 = 1 << 20
+        let ramp = stride(from: 0.0, through: 0.6, by: 0.01).map { (t: $0, bytes: UInt64($0 * 500) * mib) }
+        var f = UsageSchedule.Follower(UsageSchedule(runs: [ramp]))
+        let near = f.next(usage: 100 * mib, seconds: 0.2, lookahead: 0.02) ?? 0
+        #expect(near >= UsageSchedule.withMargin(100 * mib) && near <= UsageSchedule.withMargin(112 * mib), "\(near >> 20) MiB")
+        var slow = UsageSchedule.Follower(UsageSchedule(runs: [ramp]))
+        #expect((slow.next(usage: 100 * mib, seconds: 0.2) ?? 0) >= UsageSchedule.withMargin(140 * mib))
+    }
+
     @Test func downsamplingKeepsEachBucketsPeak() {
         let samples = (0..<1000).map { UsageSample(seconds: Double($0), memoryBytes: UInt64($0 % 7 == 0 ? 1000 : $0)) }
         let reduced = Monitor.downsample(samples, to: 100)

@@ -75,8 +75,7 @@ import Glibc
     }
 
     static func temporaryDirectory() -> String {
-        var template = Array("/tmp/dgrun-py-XXXXXX".utf8CString)
-        return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        TemporaryRoot.directory("py")
     }
 }
 

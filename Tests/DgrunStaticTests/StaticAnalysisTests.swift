@@ -136,8 +136,7 @@ func shell(_ script: String, in dir: String) -> Int32 {
 @Suite struct DebianPackagesTests {
     /// A dpkg database of two packages, one listed but no longer installed.
     func database() throws -> String {
-        var template = Array("/tmp/dgrun-dpkg-XXXXXX".utf8CString)
-        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        let dir = TemporaryRoot.directory("dpkg")
         mkdir(dir + "/info", 0o755)
         try FileIO.write(dir + "/info/libfoo1:amd64.list", "/.\n/usr\n/usr/lib/x86_64-linux-gnu/libfoo.so.1\n", create: true)
         try FileIO.write(dir + "/info/tool.list", "/bin/tool\n/usr/share/doc/tool/README\n", create: true)

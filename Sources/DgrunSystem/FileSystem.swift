@@ -42,26 +42,20 @@ public enum FileSystem {
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
         // A device or a pipe (-o /dev/null, --junit /dev/stdout, a FIFO) is written to, never
         // replaced: a rename over /dev/null as root made it a regular file for the whole host.
-        var st = stat()
-        if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFCHR || (st.st_mode & S_IFMT) == S_IFIFO {
-            try FileIO.write(path, String(decoding: bytes, as: UTF8.self))
+        if isStream(path) {
+            let fd = try valueOrErrno("open", path: path) { open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY) }
+            defer { close(fd) }
+            try writeAll(fd, bytes, path: path)
             return
         }
         let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = try valueOrErrno("create", path: temporary) {
             open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         }
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 {
-                let err = errno
-                close(fd)
-                unlink(temporary)
-                throw SystemError("write", path: temporary, errno: n < 0 ? err : EIO)
-            }
-            offset += n
+        do throws(SystemError) { try writeAll(fd, bytes, path: temporary) } catch {
+            close(fd)
+            unlink(temporary)
+            throw error
         }
         close(fd)
         do throws(SystemError) {
@@ -69,6 +63,30 @@ public enum FileSystem {
         } catch {
             unlink(temporary)
             throw error
+        }
+    }
+
+    /// A path written to in place rather than replaced: a character device or a FIFO named
+    /// directly, or dgrun's own standard streams and fds by their names (links into /proc, which
+    /// no task can plant on the host). Any other link is replaced, never written through: one to a
+    /// disk's device would otherwise be written by root.
+    public static func isStream(_ path: String) -> Bool {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return false }
+        let type = st.st_mode & S_IFMT
+        if type == S_IFCHR || type == S_IFIFO { return true }
+        let streams = ["/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/"]
+        return type == S_IFLNK && streams.contains(where: { $0.hasSuffix("/") ? path.hasPrefix($0) : path == $0 })
+    }
+
+    /// All of `bytes` to `fd`, through short writes and EINTR.
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(SystemError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { throw SystemError("write", path: path, errno: n < 0 ? errno : EIO) }
+            offset += n
         }
     }
 
@@ -120,39 +138,15 @@ public struct PinnedOutput: Sendable, Equatable {
     }
 
     public func write(_ text: String) throws(SystemError) {
-        // A device or a FIFO (`-o /dev/null`, `--report /dev/stdout`) is written to, not replaced:
-        // a rename over /dev/null would leave a regular file holding the graph in its place.
-        if let stream = streamPath {
-            let fd = try valueOrErrno("open", path: path) { open(stream, O_WRONLY | O_CLOEXEC | O_NOCTTY) }
-            defer { close(fd) }
-            let bytes = Array(text.utf8)
-            var offset = 0
-            while offset < bytes.count {
-                let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { throw SystemError("write", path: path, errno: n < 0 ? errno : EIO) }
-                offset += n
-            }
-            return
-        }
+        // A device, a FIFO or dgrun's own stream (`-o /dev/null`, `--report /dev/stdout`) is
+        // written in place by writeAtomically; by the name given, since /dev/stdout's target is
+        // this process's and its directory is no task's to swap.
+        if FileSystem.isStream(path) { return try FileSystem.writeAtomically(path, text) }
         guard let directory, !name.isEmpty, FileIO.realPath(parent) == directory else {
             throw SystemError("write", path: path, errno: directory == nil ? ENOENT : ELOOP,
                               hint: directory == nil ? "its directory does not exist"
                                   : "its directory was replaced (by a symbolic link?) during the run; nothing was written")
         }
         try FileSystem.writeAtomically(directory + "/" + name, text)
-    }
-
-    /// The path to open in place: a character device or a FIFO named directly, or dgrun's own
-    /// standard streams and fds by their names (links into /proc, which no task can plant on the
-    /// host); nil for anything else, which is replaced atomically.
-    var streamPath: String? {
-        var st = stat()
-        guard lstat(path, &st) == 0 else { return nil }
-        let type = st.st_mode & S_IFMT
-        if type == S_IFCHR || type == S_IFIFO { return path }
-        let streams = ["/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/"]
-        if type == S_IFLNK, streams.contains(where: { $0.hasSuffix("/") ? path.hasPrefix($0) : path == $0 }) { return path }
-        return nil
     }
 }

@@ -54,4 +54,17 @@ import Glibc
         #expect(try String(contentsOfFile: dir + "/out.json", encoding: .utf8) == "new")
         #expect(Self.type(dir + "/out.json") == S_IFREG)
     }
+
+    /// A link planted at an output path is replaced, never written through, even when it points
+    /// at a device (as root, a link to a disk's device would otherwise be written); only dgrun's
+    /// own stream names (/dev/stdout, /proc/self/fd/N) are followed.
+    @Test func aLinkToADeviceIsReplacedNotWrittenThrough() throws {
+        let dir = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try #require(symlink("/dev/null", dir + "/out.json") == 0)
+        try FileSystem.writeAtomically(dir + "/out.json", "new")
+        #expect(Self.type(dir + "/out.json") == S_IFREG)
+        #expect(try String(contentsOfFile: dir + "/out.json", encoding: .utf8) == "new")
+        #expect(Self.type("/dev/null") == S_IFCHR)
+    }
 }

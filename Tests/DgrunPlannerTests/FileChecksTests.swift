@@ -11,10 +11,8 @@ import Glibc
 /// the full check (`Planner.plan`): on random dependency lists and hosts, the fast path says
 /// "unchanged" only where the full check finds no change, blocker, refresh or hash, with the same
 /// count; and it says so wherever the full check finds nothing to do.
-@Suite final class FileChecksTests {
-    /// Each test's directories, removed when it ends (a class suite's deinit is its teardown).
-    var made: [String] = []
-    deinit { for dir in made { try? FileManager.default.removeItem(atPath: dir) } }
+@Suite struct FileChecksTests {
+    let scratch = Scratch()
 
     struct Random {
         var state: UInt64
@@ -25,23 +23,11 @@ import Glibc
     }
 
     func store(relocated: Bool) throws -> (Store, String) {
-        var template = Array("/tmp/dgrun-filechecks-XXXXXX".utf8CString)
-        let root = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
-        made.append(root)
+        let root = scratch.directory("dgrun-filechecks")
         let task = root + "/task"
         mkdir(task, 0o755)
         let relocation = relocated ? PathRelocation(taskDirectory: task, workspaceRoot: root) : nil
         return (try Store(directory: task + "/.dgrun", relocation: relocation), task)
-    }
-
-    func record(_ deps: [Dependency], in store: Store, task: String) throws {
-        try store.registerTask(id: task, directory: task)
-        var run = RunRecord(taskID: task, status: .running, startedAt: 1, pid: getpid(), argv: ["x"], environmentDigest: "e", reasons: [])
-        let id = try store.beginRun(run, pidStartTime: nil)
-        run.status = .finished
-        run.finishedAt = 2
-        run.exitCode = 0
-        try store.finishRun(run, id: id, graphJSON: "{}", dependencies: deps)
     }
 
     func fingerprint(_ n: Int) -> FileFingerprint {
@@ -85,7 +71,7 @@ import Glibc
             // One row per (ref, relation, node): the store keeps the last of duplicates.
             var seen = Set<String>()
             deps = deps.reversed().filter { seen.insert($0.ref + "|" + $0.relation.rawValue).inserted }.reversed()
-            try record(deps, in: store, task: task)
+            try recordFinishedRun(store, task: task, dependencies: deps)
 
             let planner = Planner(environment: host)
             let fast = try store.withFileChecks(task: task) { checks in checks.flatMap(planner.filesUnchanged) }
@@ -112,8 +98,8 @@ import Glibc
 
     @Test func aMalformedBlobFallsBackToTheFullCheck() throws {
         let (store, task) = try store(relocated: true)
-        try record([Dependency(nodeID: "file:/usr/lib/x", kind: "file", ref: "/usr/lib/x", relation: .reads,
-                               fingerprint: fingerprint(1))], in: store, task: task)
+        try recordFinishedRun(store, task: task, dependencies: [Dependency(nodeID: "file:/usr/lib/x", kind: "file", ref: "/usr/lib/x", relation: .reads,
+                               fingerprint: fingerprint(1))])
         try SQLiteConnection(path: task + "/.dgrun/state.db").execute("UPDATE task SET file_checks = X'00FFFFFFFF2F'")
         let planner = Planner(environment: FakeHost(files: ["/usr/lib/x": fingerprint(1)]))
         #expect(try store.withFileChecks(task: task) { checks in checks.flatMap(planner.filesUnchanged) } == nil)

@@ -8,16 +8,12 @@ import Glibc
 
 /// A task can write its own .dgrun/state.db: a value of the wrong type or range in any column is
 /// a store error from every reader, never a trap (found by FuzzStoreRows).
-@Suite final class StoreCorruptRowTests {
-    /// Each test's directories, removed when it ends (a class suite's deinit is its teardown).
-    var made: [String] = []
-    deinit { for dir in made { try? FileManager.default.removeItem(atPath: dir) } }
+@Suite struct StoreCorruptRowTests {
+    let scratch = Scratch()
 
     /// A store with one task and one run, and a second connection to corrupt it with.
     func corruptedStore(_ sql: String) throws -> Store {
-        var template = Array("/tmp/dgrun-store-corrupt-XXXXXX".utf8CString)
-        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
-        made.append(dir)
+        let dir = scratch.directory("dgrun-store-corrupt")
         let store = try Store(directory: dir)
         try store.registerTask(id: "/w/t", directory: "/w/t")
         let run = RunRecord(taskID: "/w/t", status: .running, startedAt: 10, pid: 1, argv: ["make"],

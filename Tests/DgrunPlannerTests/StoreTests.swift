@@ -7,17 +7,10 @@ import Glibc
 #endif
 
 /// The store on a real SQLite file in a temporary directory.
-@Suite final class StoreTests {
-    /// Each test's directories, removed when it ends (a class suite's deinit is its teardown).
-    var made: [String] = []
-    deinit { for dir in made { try? FileManager.default.removeItem(atPath: dir) } }
+@Suite struct StoreTests {
+    let scratch = Scratch()
 
-    func temporaryDirectory() -> String {
-        var template = Array("/tmp/dgrun-store-XXXXXX".utf8CString)
-        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
-        made.append(dir)
-        return dir
-    }
+    func temporaryDirectory() -> String { scratch.directory("dgrun-store") }
 
     @Test func recordsRunsAndReplacesDependenciesAtomically() throws {
         let dir = temporaryDirectory()
@@ -94,14 +87,7 @@ import Glibc
         let state = task + "/.dgrun"
         do {
             let v1 = try Store(directory: state)
-            try v1.registerTask(id: task, directory: task)
-            var run = RunRecord(taskID: task, status: .running, startedAt: 1, pid: getpid(), argv: ["x"], environmentDigest: "e", reasons: [])
-            let id = try v1.beginRun(run, pidStartTime: nil)
-            run.status = .finished
-            run.finishedAt = 2
-            run.exitCode = 0
-            run.outputs = [task + "/out/s.txt": "sha256:1"]
-            try v1.finishRun(run, id: id, graphJSON: "{}", dependencies: [
+            try recordFinishedRun(v1, task: task, outputs: [task + "/out/s.txt": "sha256:1"], dependencies: [
                 Dependency(nodeID: "file:\(ws)/gen/out/data.txt", kind: "file", ref: ws + "/gen/out/data.txt", relation: .reads, version: "sha256:2"),
                 Dependency(nodeID: "file:/usr/lib/libc.so.6", kind: "library", ref: "/usr/lib/libc.so.6", relation: .loads, version: "sha256:3"),
                 Dependency(nodeID: "file:\(task)/out/s.txt", kind: "file", ref: task + "/out/s.txt", relation: .writes, version: "sha256:1"),

@@ -14,6 +14,20 @@ public struct HostEnvironment: PlanEnvironment {
     public func fingerprint(_ path: String) -> FileFingerprint? { Fingerprints.of(path) }
     public func fingerprint(cPath: UnsafePointer<CChar>) -> FileFingerprint? { Fingerprints.of(cPath: cPath) }
 
+    public func openDirectory(cPath: UnsafePointer<CChar>) -> Int32? {
+        let fd = open(cPath, Self.openPath | O_DIRECTORY | O_CLOEXEC)
+        return fd >= 0 ? fd : nil
+    }
+
+    public func fingerprint(directory: Int32, name: UnsafePointer<CChar>) -> FileFingerprint? {
+        Fingerprints.of(directory: directory, name: name)
+    }
+
+    public func closeDirectory(_ fd: Int32) { close(fd) }
+
+    /// O_PATH (Linux's, not exported by Glibc's module): a handle for lookups, nothing read.
+    static let openPath: Int32 = 0o10000000
+
     public func contentVersion(_ path: String) -> String? { ContentHash.version(of: path) }
 
     public func outputVersion(_ path: String) -> String? { ContentHash.outputVersion(of: path) }
@@ -38,8 +52,13 @@ public enum Fingerprints {
     }
 
     public static func of(cPath path: UnsafePointer<CChar>) -> FileFingerprint? {
+        of(directory: AT_FDCWD, name: path)
+    }
+
+    /// `name` looked up from an open directory, as stat(2) would (the final link followed).
+    public static func of(directory: Int32, name: UnsafePointer<CChar>) -> FileFingerprint? {
         var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
+        guard fstatat(directory, name, &st, 0) == 0 else { return nil }
         let isDirectory = (st.st_mode & S_IFMT) == S_IFDIR
         return FileFingerprint(size: isDirectory ? -1 : Int64(st.st_size),
                                mtimeNs: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),

@@ -34,10 +34,10 @@ import Glibc
         FileFingerprint(size: Int64(n), mtimeNs: Int64(n) * 7, ctimeNs: Int64(n) * 11, inode: UInt64(n), device: 3)
     }
 
-    @Test(arguments: [false, true])
-    func theFastPathNeverSaysUnchangedWhereTheFullCheckFindsAChange(relocated: Bool) throws {
-        var random = Random(state: relocated ? 7 : 11)
-        var fastPaths = 0, unchangedCases = 0
+    @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])
+    func theFastPathNeverSaysUnchangedWhereTheFullCheckFindsAChange(relocated: Bool, directories: Bool) throws {
+        var random = Random(state: (relocated ? 7 : 11) &+ (directories ? 100 : 0))
+        var fastPaths = 0, unchangedCases = 0, handles = 0
         for round in 0..<300 {
             let (store, task) = try store(relocated: relocated)
             let root = String(task.dropLast(5))
@@ -45,7 +45,10 @@ import Glibc
             let relations: [Dependency.Relation] = [.reads, .reads, .loads, .executes, .requires, .writes, .probes, .uses, .connects]
             var deps: [Dependency] = []
             var host = FakeHost()
-            let count = 1 + random.next(12)
+            let table = DirectoryTable()
+            if directories { host.directories = table }
+            // With directory handles, enough entries that directories hold the few a handle needs.
+            let count = 1 + random.next(directories ? 40 : 12)
             let moving = round % 3 != 0   // a third of the rounds: nothing moves at all
             var recordedOf: [String: FileFingerprint] = [:]   // one file, one stat, whatever the relation
             for i in 0..<count {
@@ -92,7 +95,10 @@ import Glibc
                 unchangedCases += moving ? 0 : 1
                 #expect(fast != nil, "round \(round): the full check found nothing, yet the fast path fell back")
             }
+            #expect(table.openCount == 0, "round \(round): directories left open")
+            handles += table.everOpened
         }
+        #expect(directories == (handles > 0), "directory handles used: \(handles)")
         #expect(fastPaths > 30 && unchangedCases > 10, "fast \(fastPaths), unchanged \(unchangedCases)")
     }
 
@@ -105,5 +111,51 @@ import Glibc
         #expect(try store.withFileChecks(task: task) { checks in checks.flatMap(planner.filesUnchanged) } == nil)
         try store.rebuildFileChecks(task: task)
         #expect(try store.withFileChecks(task: task) { checks in checks.flatMap(planner.filesUnchanged) } == 1)
+    }
+
+    /// The host's directory handles: a task's files stat'ed by name from their directory find
+    /// the same as by full path, whatever happens to a file or to the directory itself.
+    @Test func directoryHandlesSeeWhatFullPathsSee() throws {
+        let (store, task) = try store(relocated: true)
+        let src = task + "/src", other = task + "/other"
+        mkdir(src, 0o755)
+        mkdir(other, 0o755)
+        var deps: [Dependency] = []
+        for i in 0..<8 {
+            let path = src + "/f\(i)"
+            _ = FileManager.default.createFile(atPath: path, contents: Data("\(i)".utf8))
+            _ = FileManager.default.createFile(atPath: other + "/f\(i)", contents: Data("\(i)".utf8))
+            deps.append(Dependency(nodeID: "file:" + path, kind: "file", ref: path, relation: .reads,
+                                   version: "sha256:v", fingerprint: Fingerprints.of(path), traced: true))
+        }
+        deps.append(Dependency(nodeID: "file:" + src + "/gone", kind: "file", ref: src + "/gone", relation: .probes, traced: true))
+        try recordFinishedRun(store, task: task, dependencies: deps)
+        let planner = Planner(environment: HostEnvironment())
+        func fast() throws -> Int? { try store.withFileChecks(task: task) { checks in checks.flatMap(planner.filesUnchanged) } }
+        #expect(try fast() == 9)
+        // A probed name appears.
+        _ = FileManager.default.createFile(atPath: src + "/gone", contents: Data())
+        #expect(try fast() == nil)
+        unlink(src + "/gone")
+        #expect(try fast() == 9)
+        // One file rewritten (another inode, the same content).
+        unlink(src + "/f3")
+        _ = FileManager.default.createFile(atPath: src + "/f3", contents: Data("3".utf8))
+        #expect(try fast() == nil)
+        try recordFinishedRun(store, task: task, dependencies: deps.map {
+            var d = $0
+            if d.relation != .probes { d.fingerprint = Fingerprints.of(d.ref) }
+            return d
+        })
+        #expect(try fast() == 9)
+        // The directory swapped for a link to a copy: other inodes, so changed.
+        rename(src, task + "/src.old")
+        symlink(other, src)
+        #expect(try fast() == nil)
+        // The directory gone: the inputs are missing.
+        unlink(src)
+        #expect(try fast() == nil)
+        rename(task + "/src.old", src)
+        #expect(try fast() == 9)
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import DgrunPlanner
 import DgrunStore
@@ -10,11 +11,32 @@ struct FakeHost: PlanEnvironment {
     var memory: Int64? = 8 << 30
     var cpus = 4
 
+    /// When set, directories are "opened" (an index in it) and names looked up from them, as
+    /// the host does for directories with several checked files in them.
+    var directories: DirectoryTable? = nil
+
     func fingerprint(_ path: String) -> FileFingerprint? { files[path] }
+    func openDirectory(cPath: UnsafePointer<CChar>) -> Int32? { directories?.open(String(cString: cPath)) }
+    func fingerprint(directory: Int32, name: UnsafePointer<CChar>) -> FileFingerprint? {
+        guard let dir = directories?.path(directory) else { return nil }
+        return files[(dir == "/" ? "" : dir) + "/" + String(cString: name)]
+    }
+    func closeDirectory(_ fd: Int32) { directories?.close(fd) }
     func contentVersion(_ path: String) -> String? { contents[path] }
     func unreachable(_ uri: String) -> String? { down[uri] }
     func memoryAvailableBytes() -> Int64? { memory }
     func cpuCount() -> Int { cpus }
+}
+
+/// The fake host's open directories: paths by handle, and how many are still open.
+final class DirectoryTable: @unchecked Sendable {
+    private let lock = NSLock()
+    private var paths: [String] = []
+    private(set) var openCount = 0
+    var everOpened: Int { lock.withLock { paths.count } }
+    func open(_ path: String) -> Int32 { lock.withLock { paths.append(path); openCount += 1; return Int32(paths.count - 1) } }
+    func path(_ fd: Int32) -> String? { lock.withLock { paths.indices.contains(Int(fd)) ? paths[Int(fd)] : nil } }
+    func close(_ fd: Int32) { lock.withLock { openCount -= 1 } }
 }
 
 func fp(_ size: Int64, _ mtime: Int64, inode: UInt64 = 1) -> FileFingerprint {

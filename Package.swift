@@ -1,6 +1,9 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
+/// This manifest's directory: the linker's search path below must not depend on where swift runs.
+let packageDirectory = String(#filePath.dropLast("/Package.swift".count))
+
 let package = Package(
     name: "dgrun",
     platforms: [.macOS(.v14)],
@@ -47,7 +50,12 @@ let package = Package(
                                                    "DgrunStore", "DgrunGraph", "DgrunCgroups", "DgrunSpec", "DgrunSystem"]),
         .target(name: "DgrunCommands", dependencies: ["DgrunCache", "DgrunEngine", "DgrunRecord", "DgrunRuntime", "DgrunProvision", "DgrunSpec",
                                                       "DgrunGraph", "DgrunStore", "DgrunPlanner", "DgrunSystem"]),
-        .executableTarget(name: "dgrun", dependencies: ["DgrunCommands", "CDgrunSpawn"]),
+        // libstdc++ (which the Swift runtime uses) linked in statically: binding its symbols cost
+        // each start 0.6 ms (`dgrun --version` 2.7 -> 2.1 ms). The directory holds a linker script
+        // named libstdc++.so that ld finds first; it names libstdc++.a, found in the usual places.
+        .executableTarget(name: "dgrun", dependencies: ["DgrunCommands", "CDgrunSpawn"],
+                          exclude: ["static-libstdc++"],
+                          linkerSettings: [.unsafeFlags(["-L", packageDirectory + "/Sources/dgrun/static-libstdc++"], .when(platforms: [.linux]))]),
 
         .testTarget(name: "DgrunSpecTests", dependencies: ["DgrunSpec", "DgrunSeccomp"]),
         .testTarget(name: "DgrunCgroupsTests", dependencies: ["DgrunCgroups", "DgrunSystem"]),

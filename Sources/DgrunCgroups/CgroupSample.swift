@@ -45,7 +45,9 @@ public protocol LiveCgroup: AnyObject {
     /// Usage only (one small read): what the monitor decides on when a memory event wakes it.
     func memoryUsage() -> UInt64?
     /// Knobs this layout can move live: memory.high on v2, the soft limit on v1 (see HybridRun).
-    var liveKnobs: Set<CgroupKnob> { get }
+    /// (An array, not a Set: a Set of it makes the runtime search every conformance record for
+    /// CgroupKnob's Hashable on each start, ~0.2 M instructions.)
+    var liveKnobs: [CgroupKnob] { get }
     func set(_ knob: CgroupKnob, to value: UInt64) throws(SystemError)
     /// Files whose change (inotify IN_MODIFY) means memory events happened (v2 memory.events).
     var eventFiles: [String] { get }
@@ -78,10 +80,10 @@ extension V2Run {
         return s
     }
 
-    var liveKnobs: Set<CgroupKnob> {
-        var knobs: Set<CgroupKnob> = []
-        if FileIO.exists(directory + "/memory.high") { knobs.insert(.memoryHigh) }
-        if FileIO.exists(directory + "/cpu.max") { knobs.insert(.cpuQuota) }
+    var liveKnobs: [CgroupKnob] {
+        var knobs: [CgroupKnob] = []
+        if FileIO.exists(directory + "/memory.high") { knobs.append(.memoryHigh) }
+        if FileIO.exists(directory + "/cpu.max") { knobs.append(.cpuQuota) }
         return knobs
     }
 
@@ -127,10 +129,10 @@ extension HybridRun {
     /// outgrows the monitor waits at the limit (OOM killer off) and meanwhile every syscall that
     /// allocates (pipe and socket buffers) fails with ENOMEM; 1 run in 12 of a fast-growing
     /// pipeline failed so. So the hard limit stays at the ceiling and the soft limit is tuned.
-    var liveKnobs: Set<CgroupKnob> {
-        var knobs: Set<CgroupKnob> = []
-        if byController["memory"] != nil { knobs.insert(.memorySoft) }
-        if byController["cpu"] != nil { knobs.insert(.cpuQuota) }
+    var liveKnobs: [CgroupKnob] {
+        var knobs: [CgroupKnob] = []
+        if byController["memory"] != nil { knobs.append(.memorySoft) }
+        if byController["cpu"] != nil { knobs.append(.cpuQuota) }
         return knobs
     }
 

@@ -95,8 +95,9 @@ public struct SandboxProfile: Sendable, Equatable {
         }
         do {
             var profile = try SandboxProfile(json)
-            profile.directory = path.split(separator: "/", omittingEmptySubsequences: false)
-                .dropLast().joined(separator: "/")
+            // The path up to its last slash (split and joined the same, without the generic
+            // joined(separator:) the runtime instantiates by name on first use).
+            profile.directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ""
             if profile.directory.isEmpty { profile.directory = "." }
             for name in profile.capabilities {
                 _ = try Capabilities.number(of: name)
@@ -115,13 +116,19 @@ public enum ProfileLocator {
         var dirs: [String] = []
         if let env = getenv("DGRUN_PROFILE_DIR") { dirs.append(String(cString: env)) }
         dirs.append("/etc/dgrun/profiles")
-        var parts = executable.split(separator: "/").map(String.init)
-        // <prefix>/bin/dgrun → <prefix>/share/dgrun/profiles; <repo>/.build/.../dgrun → <repo>/profiles
-        while !parts.isEmpty {
-            parts.removeLast()
-            let base = "/" + parts.joined(separator: "/")
-            dirs.append((base == "/" ? "" : base) + "/share/dgrun/profiles")
-            dirs.append((base == "/" ? "" : base) + "/profiles")
+        // <prefix>/bin/dgrun → <prefix>/share/dgrun/profiles; <repo>/.build/.../dgrun → <repo>/profiles:
+        // each directory above the executable, the nearest first, then the root. (Built by
+        // appending: joined(separator:) is generic code instantiated by name, ~0.17 M instructions.)
+        var bases: [String] = []
+        var base = ""
+        for part in executable.split(separator: "/").dropLast() {
+            base += "/"
+            base += String(part)
+            bases.append(base)
+        }
+        for base in bases.reversed() + [""] {
+            dirs.append(base + "/share/dgrun/profiles")
+            dirs.append(base + "/profiles")
         }
         return dirs
     }

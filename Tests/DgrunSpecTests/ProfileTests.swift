@@ -11,6 +11,21 @@ let repositoryRoot: String = {
 }()
 
 @Suite struct ProfileTests {
+    @Test func profilesAreLookedForAboveTheExecutableNearestFirst() {
+        // (After $DGRUN_PROFILE_DIR, when it is set.)
+        func search(_ executable: String) -> [String] {
+            Array(ProfileLocator.searchDirectories(executable: executable).drop { $0 != "/etc/dgrun/profiles" })
+        }
+        #expect(search("/opt//dgrun/bin/dgrun") == [
+            "/etc/dgrun/profiles",
+            "/opt/dgrun/bin/share/dgrun/profiles", "/opt/dgrun/bin/profiles",
+            "/opt/dgrun/share/dgrun/profiles", "/opt/dgrun/profiles",
+            "/opt/share/dgrun/profiles", "/opt/profiles",
+            "/share/dgrun/profiles", "/profiles",
+        ])
+        #expect(search("dgrun") == ["/etc/dgrun/profiles", "/share/dgrun/profiles", "/profiles"])
+    }
+
     @Test func kernelPathsAndUserNamespacesAreSafeUnlessTurnedOff() throws {
         let absent = try SandboxProfile.decode(Array(#"{"name": "x"}"#.utf8), path: "p.json")
         #expect(absent.readonlyPaths.contains("/proc/sys") && absent.maskedPaths.contains("/proc/kcore"))

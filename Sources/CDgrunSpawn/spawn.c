@@ -21,6 +21,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -498,6 +499,15 @@ static void dg_close_except(int a, int b, int c, int d) {
     syscall(SYS_close_range, from, ~0U, 0);
 }
 
+struct dg_command_start { const struct dgrun_plan *plan; int status_fd; };
+
+// The command's side of the init's clone: the status pipe is the init's alone.
+static int dg_command_entry(void *arg) {
+    const struct dg_command_start *start = arg;
+    close(start->status_fd);
+    dg_command(start->plan);
+}
+
 __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *plan, int go_fd, int status_fd) {
     // Die with dgrun; the go byte read below also ends at EOF if dgrun died before this.
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
@@ -544,12 +554,19 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
-    long pid = dg_clone3(0, NULL, -1);
+    // The command shares the init's memory until its exec (CLONE_VM | CLONE_VFORK, as
+    // posix_spawn does): the init is a copy of dgrun's whole address space, and a fork copied its
+    // page tables, made every page copy-on-write for both, and the exec then tore the copy down.
+    // The init waits meanwhile; the command runs on a stack of its own, touches nothing of the
+    // init's but its own frames, and leaves by execve or _exit. Every signal stays blocked until
+    // dg_command has reset the handlers (its own: no CLONE_SIGHAND).
+    size_t stack_size = 256 * 1024;
+    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) dg_fail(DGRUN_STAGE_FORK, errno, "the command's stack");
+    struct dg_command_start start = { plan, status_fd };
+    long pid = clone(dg_command_entry, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
     if (pid < 0) dg_fail(DGRUN_STAGE_FORK, errno, "fork");
-    if (pid == 0) {
-        close(status_fd);
-        dg_command(plan);
-    }
+    munmap(stack, stack_size);
     // The error pipe now belongs to the command: EOF on it tells the parent that exec succeeded.
     close(dg_error_fd);
     dg_error_fd = -1;

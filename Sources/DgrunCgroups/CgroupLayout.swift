@@ -31,11 +31,12 @@ public struct CgroupMembership: Sendable, Equatable {
     public var path: String
 
     public static func parse(_ text: String) -> [CgroupMembership] {
-        text.split(separator: "\n").compactMap { line in
-            let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard parts.count == 3, let id = Int(parts[0]) else { return nil }
-            let controllers = parts[1].split(separator: ",").map(String.init)
-            return CgroupMembership(hierarchy: id, controllers: controllers, path: String(parts[2]))
+        // Bytes, not Characters (split on Characters cost ~0.18 M instructions at every start).
+        Array(text.utf8).split(separator: UInt8(ascii: "\n")).compactMap { line in
+            let parts = line.split(separator: UInt8(ascii: ":"), maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3, let id = Int(String(decoding: parts[0], as: UTF8.self)) else { return nil }
+            let controllers = parts[1].split(separator: UInt8(ascii: ",")).map { String(decoding: $0, as: UTF8.self) }
+            return CgroupMembership(hierarchy: id, controllers: controllers, path: String(decoding: parts[2], as: UTF8.self))
         }
     }
 }
@@ -55,7 +56,12 @@ public struct CgroupMount: Sendable, Equatable {
     public static func parse(mountinfo: String) -> [CgroupMount] {
         // Bytes, not Characters: this runs on every start, and a host can have hundreds of mounts.
         var mounts: [CgroupMount] = []
+        let cgroup = Array("cgroup".utf8)
         for line in Array(mountinfo.utf8).split(separator: UInt8(ascii: "\n")) {
+            // Most mounts are not cgroups: skip a line without the word before splitting it.
+            guard line.withUnsafeBufferPointer({ b in
+                b.count >= 6 && (0...(b.count - 6)).contains { i in b[i] == cgroup[0] && b[i + 1] == cgroup[1] && memcmp(b.baseAddress! + i, cgroup, 6) == 0 }
+            }) else { continue }
             let fields = line.split(separator: UInt8(ascii: " "))
             guard let dash = fields.firstIndex(where: { $0.count == 1 && $0.first == UInt8(ascii: "-") }),
                   dash >= 5, fields.count > dash + 3 else { continue }

@@ -6,13 +6,32 @@ import Glibc
 public enum ProcessInfo {
     /// Field 22 of /proc/PID/stat: start time in clock ticks since boot, nil when the process is gone.
     public static func startTime(of pid: Int32) -> UInt64? {
-        guard let stat = try? FileIO.read("/proc/\(pid)/stat") else { return nil }
-        // comm may contain spaces and parentheses: split after the last ')'.
-        guard let close = stat.lastIndex(of: ")") else { return nil }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        // fields[0] is state (field 3), so field 22 is fields[19].
-        guard fields.count > 19 else { return nil }
-        return UInt64(fields[19])
+        // Bytes, not a String split into Substrings (~0.2 M instructions at every start).
+        guard let stat = try? FileIO.readBytes("/proc/\(pid)/stat"),
+              let close = stat.lastIndex(of: UInt8(ascii: ")")) else { return nil }
+        // comm may contain spaces and parentheses: count fields after the last ')'. The state
+        // (field 3) is the first after it, so the start time (field 22) is the 20th.
+        var field = 0, at = close + 1
+        let space = UInt8(ascii: " ")
+        while at < stat.count {
+            while at < stat.count && stat[at] == space { at += 1 }
+            guard at < stat.count else { break }
+            if field == 19 {
+                var value: UInt64 = 0, digits = 0
+                while at < stat.count, stat[at] >= UInt8(ascii: "0"), stat[at] <= UInt8(ascii: "9") {
+                    let (times, o1) = value.multipliedReportingOverflow(by: 10)
+                    let (sum, o2) = times.addingReportingOverflow(UInt64(stat[at] - UInt8(ascii: "0")))
+                    guard !o1, !o2 else { return nil }
+                    value = sum
+                    at += 1
+                    digits += 1
+                }
+                return digits > 0 && (at == stat.count || stat[at] == space || stat[at] == UInt8(ascii: "\n")) ? value : nil
+            }
+            while at < stat.count && stat[at] != space { at += 1 }
+            field += 1
+        }
+        return nil
     }
 
     public static var cpuCount: Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }

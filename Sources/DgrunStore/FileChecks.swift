@@ -49,32 +49,65 @@ public struct FileChecks {
         parentBytes = Array(taskBytes[..<(taskBytes.lastIndex(of: UInt8(ascii: "/")) ?? 0)])
     }
 
-    /// Every entry in order; stops (returning false) at the first the body rejects, or at a
-    /// malformed entry (a task can write its own store: a short or odd blob is never trusted).
-    public func allSatisfy(_ body: (Entry) -> Bool) -> Bool {
+    /// The entries in order, for a plain loop (a closure that mutates what it captures pays an
+    /// exclusivity check per entry). `malformed` is set where it stopped at a malformed entry (a
+    /// task can write its own store: a short or odd blob is never trusted).
+    public struct Iterator: IteratorProtocol {
+        let bytes: UnsafeRawBufferPointer
         var at = 0
-        let relations = Dependency.Relation.allCases
-        while at < bytes.count {
-            guard bytes.count - at >= 6 else { return false }
+        public private(set) var malformed = false
+
+        public mutating func next() -> Entry? {
+            guard at < bytes.count, !malformed else { return nil }
+            guard bytes.count - at >= 6 else { malformed = true; return nil }
             let code = Int(bytes[at])
             let flags = Flags(rawValue: bytes[at + 1])
             let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 2, as: UInt32.self)))
             at += 6
-            guard code < relations.count, length <= bytes.count - at else { return false }
+            guard code < Dependency.Relation.allCases.count, length <= bytes.count - at else { malformed = true; return nil }
             let path = UnsafeRawBufferPointer(rebasing: bytes[at..<at + length])
             at += length
             var fingerprint: FileFingerprint? = nil
             if flags.contains(.fingerprinted) {
-                guard bytes.count - at >= 40 else { return false }
-                func field(_ i: Int) -> Int64 { Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 8 * i, as: Int64.self)) }
+                guard bytes.count - at >= 40 else { malformed = true; return nil }
+                let base = at
+                func field(_ i: Int) -> Int64 { Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: base + 8 * i, as: Int64.self)) }
                 fingerprint = FileFingerprint(size: field(0), mtimeNs: field(1), ctimeNs: field(2),
                                               inode: UInt64(bitPattern: field(3)), device: UInt64(bitPattern: field(4)))
                 at += 40
             }
-            guard body(Entry(relation: relations[code], flags: flags, storedPath: path, fingerprint: fingerprint)) else { return false }
+            return Entry(relation: Dependency.Relation.allCases[code], flags: flags, storedPath: path, fingerprint: fingerprint)
         }
-        return true
     }
+
+    public func makeIterator() -> Iterator { Iterator(bytes: bytes) }
+
+    /// The blob's size: what a caller sizes its buffers by (an entry takes at least 6 bytes).
+    public var byteCount: Int { bytes.count }
+
+    /// Every entry in order; stops (returning false) at the first the body rejects, or at a
+    /// malformed entry.
+    public func allSatisfy(_ body: (Entry) -> Bool) -> Bool {
+        var entries = makeIterator()
+        while let entry = entries.next() { guard body(entry) else { return false } }
+        return !entries.malformed
+    }
+
+    /// Where a relocated entry's path is: under the task directory or the workspace (its parent),
+    /// and the rest of it after that directory and a slash, so that it can be looked up from the
+    /// directory held open. nil for an absolute path, a store that is not relocated, or the
+    /// directory itself.
+    public enum Base: Int { case task = 0, workspace = 1 }
+    public func relative(_ stored: UnsafeRawBufferPointer) -> (base: Base, rest: UnsafeRawBufferPointer)? {
+        guard relocation != nil, stored.count >= 3, stored[0] == UInt8(ascii: ".") else { return nil }
+        let slash = UInt8(ascii: "/")
+        if stored[1] == slash { return stored[2] == slash ? nil : (.task, UnsafeRawBufferPointer(rebasing: stored[2...])) }
+        guard stored[1] == UInt8(ascii: "."), stored.count >= 4, stored[2] == slash, stored[3] != slash else { return nil }
+        return (.workspace, UnsafeRawBufferPointer(rebasing: stored[3...]))
+    }
+
+    /// The directory a `Base` means here (the workspace's may be "" for the root).
+    public func directoryBytes(_ base: Base) -> [UInt8] { base == .task ? taskBytes : parentBytes }
 
     /// The absolute path an entry means here, NUL-terminated in `buffer` (reused between calls:
     /// the check allocates nothing per path). False when it does not fit.

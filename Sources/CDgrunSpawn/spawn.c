@@ -21,7 +21,6 @@
 #include <string.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -560,13 +559,12 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     // The init waits meanwhile; the command runs on a stack of its own, touches nothing of the
     // init's but its own frames, and leaves by execve or _exit. Every signal stays blocked until
     // dg_command has reset the handlers (its own: no CLONE_SIGHAND).
-    size_t stack_size = 256 * 1024;
-    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) dg_fail(DGRUN_STAGE_FORK, errno, "the command's stack");
+    // The stack is static: the init is a process of its own (its copy of this array is its own),
+    // and nothing is allocated between clone and exec.
+    static char command_stack[256 * 1024] __attribute__((aligned(16)));
     struct dg_command_start start = { plan, status_fd };
-    long pid = clone(dg_command_entry, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
+    long pid = clone(dg_command_entry, command_stack + sizeof command_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
     if (pid < 0) dg_fail(DGRUN_STAGE_FORK, errno, "fork");
-    munmap(stack, stack_size);
     // The error pipe now belongs to the command: EOF on it tells the parent that exec succeeded.
     close(dg_error_fd);
     dg_error_fd = -1;

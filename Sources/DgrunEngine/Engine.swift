@@ -215,9 +215,20 @@ public struct Engine: Sendable {
         for t in targets { needs[t] = Self.need(of: workspace.tasks[t], stateOption: request.stateDirectory) }
         let scheduler = Scheduler(workspace: workspace, targets: targets, needs: needs, pool: ResourcePool(request.pool), sink: sink)
         let engine = self
-        let results = scheduler.run { index, control in
-            engine.runTask(workspace.tasks[index], request: request, workspace: workspace,
-                           producers: workspace.producerNames(of: index), control: control)
+        // --force reruns every target: nothing to find up to date ahead.
+        let check: @Sendable (Int) -> Speculation? = { index in
+            let task = workspace.tasks[index]
+            let speculation = engine.speculate(task, request: request, workspace: workspace,
+                                               producers: workspace.producerNames(of: index))
+            // Up to date: nothing of this command reads its store again. Otherwise it runs, with the store open.
+            if speculation != nil { StateLocation.release(for: task, stateOption: request.stateDirectory) }
+            return speculation
+        }
+        let results = scheduler.run(speculate: request.force ? nil : check) { index, control in
+            let task = workspace.tasks[index]
+            defer { StateLocation.release(for: task, stateOption: request.stateDirectory) }
+            return engine.runTask(task, request: request, workspace: workspace,
+                                  producers: workspace.producerNames(of: index), control: control)
         }
         var producers: [String: [String]] = [:]
         for t in targets { producers[workspace.tasks[t].name] = workspace.producers(of: t).filter(targets.contains).map { workspace.tasks[$0].name } }

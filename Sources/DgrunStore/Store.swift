@@ -408,6 +408,14 @@ public final class Store: Sendable {
         return dead.count
     }
 
+    /// Whether runs are left `running` (`settleAbandonedRuns` has something to look at).
+    public func hasRunningRuns(task taskID: String) throws(DgrunError) -> Bool {
+        let taskID = enc(taskID)
+        return try read { db throws(DgrunError) in
+            try db.first("SELECT 1 FROM run WHERE task_id = ? AND status = 'running' LIMIT 1", [taskID]) { _ throws(DgrunError) in true } ?? false
+        }
+    }
+
     public func addSamples(_ samples: [UsageSample], run runID: Int64) throws(DgrunError) {
         guard !samples.isEmpty else { return }
         try write { db throws(DgrunError) in try Self.insert(samples, run: runID, in: db) }

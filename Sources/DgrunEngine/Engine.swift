@@ -240,7 +240,7 @@ public struct Engine: Sendable {
     static func need(of task: TaskFile, stateOption: String?) -> TaskNeed {
         var need = TaskNeed(memory: Int64(task.memoryBytes ?? 0), cpus: task.cpus ?? 1, seconds: 1)
         if let store = try? StateLocation.existing(for: task, stateOption: stateOption),
-           let last = try? store.lastFinishedRun(task: task.directory) {
+           let last = try? store.lastFinishedRunSummary(task: task.directory) {
             if let peak = last.memoryPeakBytes { need.memory = peak }
             if let wall = last.wallSeconds, wall > 0 {
                 need.seconds = wall

@@ -20,6 +20,8 @@ extension Engine {
         public var graphVersion: Int64?
         /// Whether the store holds packed file checks (a store from before them gets them at the next no-op).
         public var hasFileChecks: Bool
+        /// Whether `input.lastRun` is the whole record, not the check's summary (`withAllDependencies` reads it).
+        public var hasWholeLastRun = false
     }
 
     /// task.toml under the request, the network the last run needed when nothing chose one, the
@@ -54,7 +56,7 @@ extension Engine {
         let spec = try provisioner.sandboxSpec(for: merged)
         let state = try store.task(id: task.directory)
         var input = PlanInput(taskID: task.directory, dependencies: dependencies,
-                              lastRun: try store.lastFinishedRun(task: task.directory), staleReason: state?.staleReason,
+                              lastRun: try store.lastFinishedRunSummary(task: task.directory), staleReason: state?.staleReason,
                               argv: task.argv,
                               environmentDigest: StateCapture.environmentDigest(task: task, requestKeys: request.environmentKeys,
                                                                                  environment: spec.environment),
@@ -65,11 +67,16 @@ extension Engine {
         return Prepared(input: input, spec: spec, request: merged, graphVersion: state?.graphVersion, hasFileChecks: packed)
     }
 
-    /// The whole recorded dependency list, for what follows a decision to run (the cache key, the
-    /// capture): the fast path read only the dependencies that are not files.
+    /// The whole recorded dependency list and last run, for what follows a decision to run (the
+    /// cache key, the capture): the check read only the dependencies that are not files and the
+    /// last run's summary.
     func withAllDependencies(_ prepared: Prepared, store: Store, task: TaskFile) throws(DgrunError) -> Prepared {
-        guard prepared.input.verifiedFiles != nil else { return prepared }
         var prepared = prepared
+        if !prepared.hasWholeLastRun {
+            prepared.input.lastRun = try store.lastFinishedRun(task: task.directory)
+            prepared.hasWholeLastRun = true
+        }
+        guard prepared.input.verifiedFiles != nil else { return prepared }
         prepared.input.dependencies = try store.dependencies(task: task.directory)
         prepared.input.verifiedFiles = nil
         return prepared

@@ -58,18 +58,16 @@ public enum StateLocation {
         _ = stores.withLock { $0.removeValue(forKey: dir) }
     }
 
+    /// Opened outside the lock, so that stores open on all CPUs at once (a workspace's load);
+    /// when two threads open one store together, the first kept is everyone's.
     private static func opened(_ directory: String, relocation: PathRelocation?) throws(DgrunError) -> Store {
-        let result: Result<Store, DgrunError> = stores.withLock { stores in
-            if let store = stores[directory] { return .success(store) }
-            do throws(DgrunError) {
-                let store = try Store(directory: directory, relocation: relocation)
-                stores[directory] = store
-                return .success(store)
-            } catch {
-                return .failure(error)
-            }
+        if let store = stores.withLock({ $0[directory] }) { return store }
+        let store = try Store(directory: directory, relocation: relocation)
+        return stores.withLock { stores in
+            if let kept = stores[directory] { return kept }
+            stores[directory] = store
+            return store
         }
-        return try result.get()
     }
 }
 

@@ -194,6 +194,25 @@ import Glibc
         #expect(summary.exitStatus == DgrunExit.blocked)
     }
 
+    /// Independent up-to-date tasks are all found so by the checkers: no task thread at all.
+    @Test func independentUpToDateTasksStartNoTaskThread() {
+        let ws = SchedulerTests.workspace((0..<40).map { "i\($0)" }, [])
+        let (results, ran, accepted) = schedule(ws, stale: [])
+        #expect(results.count == 40 && ran.isEmpty, "\(ran)")
+        #expect(accepted.count == 40)
+    }
+
+    /// Nothing up to date (a first run): every check ahead says nil and every task runs, within the pool.
+    @Test func aFirstRunRunsEverythingTheUsualWay() {
+        let names = (0..<12).map { "f\($0)" }
+        let ws = SchedulerTests.workspace(names, [("f0", "f1"), ("f1", "f2")])
+        let (results, ran, accepted) = schedule(ws, stale: Set(names))
+        #expect(Set(ran) == Set(names) && ran.count == names.count)
+        #expect(accepted.isEmpty)
+        #expect(results.values.allSatisfy { $0.completed })
+        #expect(ran.firstIndex(of: "f0")! < ran.firstIndex(of: "f1")! && ran.firstIndex(of: "f1")! < ran.firstIndex(of: "f2")!)
+    }
+
     /// Before: a failed task with two or more tasks after it left the loop waiting for nothing.
     @Test func aFailedTaskWithALongTailEnds() {
         let ws = Self.chain(5)

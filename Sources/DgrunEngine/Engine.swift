@@ -1,3 +1,4 @@
+import Dispatch
 import DgrunGraph
 import DgrunMonitor
 import DgrunPlanner
@@ -211,13 +212,23 @@ public struct Engine: Sendable {
 
     /// Runs `targets` of a loaded workspace through the scheduler, each task with `request`.
     func schedule(_ workspace: Workspace, targets: Set<Int>, request: RunRequest) -> WorkspaceResult {
-        var needs: [Int: TaskNeed] = [:]
-        for t in targets { needs[t] = Self.need(of: workspace.tasks[t], stateOption: request.stateDirectory) }
+        let needs = Self.needs(of: workspace, targets: targets, stateOption: request.stateDirectory)
         let scheduler = Scheduler(workspace: workspace, targets: targets, needs: needs, pool: ResourcePool(request.pool), sink: sink)
         let engine = self
-        let results = scheduler.run { index, control in
-            engine.runTask(workspace.tasks[index], request: request, workspace: workspace,
-                           producers: workspace.producerNames(of: index), control: control)
+        let check: @Sendable (Int) -> Speculation? = { index in
+            let task = workspace.tasks[index]
+            let speculation = engine.speculate(task, request: request, workspace: workspace,
+                                               producers: workspace.producerNames(of: index))
+            // Up to date: nothing of this command reads its store again. Otherwise it runs, with the store open.
+            if speculation != nil { StateLocation.release(for: task, stateOption: request.stateDirectory) }
+            return speculation
+        }
+        // --force reruns every target: nothing to find up to date ahead.
+        let results = scheduler.run(speculate: request.force ? nil : check) { index, control in
+            let task = workspace.tasks[index]
+            defer { StateLocation.release(for: task, stateOption: request.stateDirectory) }
+            return engine.runTask(task, request: request, workspace: workspace,
+                                  producers: workspace.producerNames(of: index), control: control)
         }
         var producers: [String: [String]] = [:]
         for t in targets { producers[workspace.tasks[t].name] = workspace.producers(of: t).filter(targets.contains).map { workspace.tasks[$0].name } }
@@ -225,11 +236,26 @@ public struct Engine: Sendable {
                                producers: producers)
     }
 
+    /// Every target's need, read from the stores on all CPUs (each a statement prepared in its own store).
+    static func needs(of workspace: Workspace, targets: Set<Int>, stateOption: String?) -> [Int: TaskNeed] {
+        let order = targets.sorted()
+        let found = Locked([Int: TaskNeed]())
+        let workers = order.count < 16 ? 1 : max(1, DgrunSystem.ProcessInfo.cpuCount)
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            var mine: [Int: TaskNeed] = [:]
+            for i in stride(from: worker, to: order.count, by: workers) {
+                mine[order[i]] = need(of: workspace.tasks[order[i]], stateOption: stateOption)
+            }
+            found.withLock { $0.merge(mine) { a, _ in a } }
+        }
+        return found.withLock { $0 }
+    }
+
     /// What a task's last run used: its peak memory, CPUs and seconds (for the pool and the order).
     static func need(of task: TaskFile, stateOption: String?) -> TaskNeed {
         var need = TaskNeed(memory: Int64(task.memoryBytes ?? 0), cpus: task.cpus ?? 1, seconds: 1)
         if let store = try? StateLocation.existing(for: task, stateOption: stateOption),
-           let last = try? store.lastFinishedRun(task: task.directory) {
+           let last = try? store.lastFinishedRunSummary(task: task.directory) {
             if let peak = last.memoryPeakBytes { need.memory = peak }
             if let wall = last.wallSeconds, wall > 0 {
                 need.seconds = wall

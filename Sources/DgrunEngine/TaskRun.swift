@@ -20,6 +20,8 @@ extension Engine {
         public var graphVersion: Int64?
         /// Whether the store holds packed file checks (a store from before them gets them at the next no-op).
         public var hasFileChecks: Bool
+        /// Whether `input.lastRun` is the whole record, not the check's summary (`withAllDependencies` reads it).
+        public var hasWholeLastRun = false
     }
 
     /// task.toml under the request, the network the last run needed when nothing chose one, the
@@ -54,7 +56,7 @@ extension Engine {
         let spec = try provisioner.sandboxSpec(for: merged)
         let state = try store.task(id: task.directory)
         var input = PlanInput(taskID: task.directory, dependencies: dependencies,
-                              lastRun: try store.lastFinishedRun(task: task.directory), staleReason: state?.staleReason,
+                              lastRun: try store.lastFinishedRunSummary(task: task.directory), staleReason: state?.staleReason,
                               argv: task.argv,
                               environmentDigest: StateCapture.environmentDigest(task: task, requestKeys: request.environmentKeys,
                                                                                  environment: spec.environment),
@@ -65,11 +67,16 @@ extension Engine {
         return Prepared(input: input, spec: spec, request: merged, graphVersion: state?.graphVersion, hasFileChecks: packed)
     }
 
-    /// The whole recorded dependency list, for what follows a decision to run (the cache key, the
-    /// capture): the fast path read only the dependencies that are not files.
+    /// The whole recorded dependency list and last run, for what follows a decision to run (the
+    /// cache key, the capture): the check read only the dependencies that are not files and the
+    /// last run's summary.
     func withAllDependencies(_ prepared: Prepared, store: Store, task: TaskFile) throws(DgrunError) -> Prepared {
-        guard prepared.input.verifiedFiles != nil else { return prepared }
         var prepared = prepared
+        if !prepared.hasWholeLastRun {
+            prepared.input.lastRun = try store.lastFinishedRun(task: task.directory)
+            prepared.hasWholeLastRun = true
+        }
+        guard prepared.input.verifiedFiles != nil else { return prepared }
         prepared.input.dependencies = try store.dependencies(task: task.directory)
         prepared.input.verifiedFiles = nil
         return prepared
@@ -122,14 +129,8 @@ extension Engine {
         plan = waitForServices(plan, task: task, input: prepared.input)
         switch plan.decision {
         case .upToDate:
-            try? store.refreshFingerprints(task: task.directory, plan.refreshed)
-            if !prepared.hasFileChecks && plan.refreshed.isEmpty && prepared.input.hasRecordedGraph {
-                try? store.rebuildFileChecks(task: task.directory)
-            }
-            if request.reportRecords {
-                sink(.recorded(task: name, TaskRecordSummary(graphVersion: prepared.graphVersion, actionKey: prepared.input.lastRun?.actionKey)))
-            }
-            sink(.upToDate(task: name, checked: plan.checked, hashed: plan.hashed))
+            let events = recordUpToDate(plan, prepared: prepared, store: store, task: task, request: request)
+            for event in events { sink(event) }
             return .upToDate(checked: plan.checked, hashed: plan.hashed)
         case .blocked:
             if request.reportRecords { sink(.recorded(task: name, TaskRecordSummary(graphVersion: prepared.graphVersion))) }
@@ -182,6 +183,50 @@ extension Engine {
         }
         sink(.finished(task: name, outcome: outcome))
         return .ran(outcome, runID: runID)
+    }
+
+    /// The up-to-date branch's writes (the new stats of files whose content hashed the same, the
+    /// packed checks of a store from before them) and the events that report it.
+    func recordUpToDate(_ plan: Plan, prepared: Prepared, store: Store, task: TaskFile, request: RunRequest) -> [EngineEvent] {
+        try? store.refreshFingerprints(task: task.directory, plan.refreshed)
+        if !prepared.hasFileChecks && plan.refreshed.isEmpty && prepared.input.hasRecordedGraph {
+            try? store.rebuildFileChecks(task: task.directory)
+        }
+        var events: [EngineEvent] = []
+        if request.reportRecords {
+            events.append(.recorded(task: task.name, TaskRecordSummary(graphVersion: prepared.graphVersion,
+                                                                       actionKey: prepared.input.lastRun?.actionKey)))
+        }
+        events.append(.upToDate(task: task.name, checked: plan.checked, hashed: plan.hashed))
+        return events
+    }
+
+    /// A workspace task's no-op check made before its producers' results are in (the scheduler's
+    /// speculation): `runTask`'s lock, reads, plan and up-to-date writes, which hold whatever the
+    /// producers then do (a new stat of a file that hashed the same is true either way), with its
+    /// events kept for when the scheduler accepts the result. nil, and the task goes the usual way
+    /// after its producers, whenever that way could do more than find it up to date: no store yet,
+    /// its lock held by another dgrun (the usual way waits and says so), a first registration,
+    /// runs to settle, fetches, a service to wait for, or any decision but up to date.
+    func speculate(_ task: TaskFile, request: RunRequest, workspace: Workspace, producers: [String: String]) -> Speculation? {
+        guard task.fetches.isEmpty,
+              let store = try? StateLocation.existing(for: task, stateOption: request.stateDirectory),
+              let lock = FileLock.attemptTask(task.directory, in: store) else { return nil }
+        defer { lock.release() }
+        do throws(DgrunError) {
+            guard try store.task(id: task.directory)?.directory == task.directory,
+                  try !store.hasRunningRuns(task: task.directory) else { return nil }
+            let prepared = try prepare(task, request: request, store: store, workspace: workspace, producers: producers)
+            let plan = Planner(environment: HostEnvironment()).plan(prepared.input)
+            guard plan.decision == .upToDate else { return nil }
+            let events = recordUpToDate(plan, prepared: prepared, store: store, task: task, request: request)
+            let sink = self.sink
+            return Speculation(result: .upToDate(checked: plan.checked, hashed: plan.hashed)) {
+                for event in events { sink(event) }
+            }
+        } catch {
+            return nil
+        }
     }
 
     /// The file name of a task's log in RunRequest.logDirectory: its name, made safe for a path.

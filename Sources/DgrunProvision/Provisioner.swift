@@ -184,9 +184,9 @@ public struct Provisioner: Sendable {
             + profile.writable.map { RunRequest.Bind(source: $0, readonly: false) }
         for bind in profileBinds + request.binds { spec.binds.append(try Self.resolve(bind)) }
         // Parents before children: a read-only workspace must not cover the writable task inside it.
-        spec.binds = spec.binds.enumerated().sorted {
-            ($0.element.target.split(separator: "/").count, $0.offset) < ($1.element.target.split(separator: "/").count, $1.offset)
-        }.map(\.element)
+        // Each depth counted once, not in every comparison (a workspace sorts a spec's binds per task).
+        spec.binds = spec.binds.enumerated().map { (depth: $0.element.target.split(separator: "/").count, offset: $0.offset, bind: $0.element) }
+            .sorted { ($0.depth, $0.offset) < ($1.depth, $1.offset) }.map(\.bind)
         spec.tmpfs = ["/tmp"] + (profile.tmpfs + request.tmpfs).map { FileSystem.absolute($0) }
         spec.readonlyPaths = profile.readonlyPaths
         spec.maskedPaths = profile.maskedPaths

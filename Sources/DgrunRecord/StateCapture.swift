@@ -156,8 +156,16 @@ public struct StateCapture: Sendable {
     /// The environment the task is defined by: what task.toml and the request set, and PATH/locale.
     /// The rest of the caller's environment (SHLVL, OLDPWD...) would make every shell look new.
     public static func environmentDigest(task: TaskFile, requestKeys: [String], environment: [String]) -> String {
-        let keys = Set(task.env.map(\.key) + requestKeys + ["PATH", "LANG", "LC_ALL"])
-        let relevant = environment.filter { keys.contains(String($0.prefix { $0 != "=" })) }.sorted()
+        // Compared as bytes, "KEY=" against the entry's start: the Character-wise prefix and a Set
+        // of Strings were 0.28 M instructions a task, 11% of a 1,000-task workspace's no-op.
+        let keys = (task.env.map(\.key) + requestKeys + ["PATH", "LANG", "LC_ALL"])
+            .filter { !$0.utf8.contains(UInt8(ascii: "=")) }.map { Array($0.utf8) }
+        let relevant = environment.filter { entry in
+            let bytes = entry.utf8
+            return keys.contains { key in
+                bytes.starts(with: key) && (bytes.count == key.count || bytes[bytes.index(bytes.startIndex, offsetBy: key.count)] == UInt8(ascii: "="))
+            }
+        }.sorted()
         return ContentHash.version(ofBytes: Array(relevant.joined(separator: "\0").utf8)) ?? relevant.joined(separator: "\0")
     }
 

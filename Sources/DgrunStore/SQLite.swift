@@ -48,7 +48,11 @@ public final class SQLiteConnection {
     /// Prepared statements by their SQL: a command prepares each once, however many times it runs it.
     private var statements: [String: OpaquePointer] = [:]
 
+    /// Process-wide settings, made before the first open (SQLite refuses them after).
+    private static let configured: Void = { _ = dgrun_sqlite3_no_initial_page_cache() }()
+
     public init(path: String, busyTimeoutSeconds: Int32 = 30) throws(DgrunError) {
+        _ = Self.configured
         self.path = path
         self.busyTimeoutSeconds = busyTimeoutSeconds
         var db: OpaquePointer?
@@ -61,6 +65,7 @@ public final class SQLiteConnection {
         }
         handle = db
         sqlite3_extended_result_codes(db, 1)
+        _ = dgrun_sqlite3_no_checkpoint_on_close(db)
         // Another dgrun may be writing (a workspace runs tasks in parallel): wait, do not fail.
         sqlite3_busy_timeout(db, busyTimeoutSeconds * 1000)
     }

@@ -115,6 +115,115 @@ import Glibc
     }
 }
 
+/// Checks ahead (`run(speculate:)`): a chain's no-op checks run at once, and a result stands only
+/// when every producer ended up to date.
+@Suite struct SpeculationTests {
+    static let upToDate = TaskResult.upToDate(checked: 1, hashed: 0)
+
+    /// `stale` tasks are not up to date (the check ahead says nil, the run says ran); the others
+    /// are, except that a task run the usual way after a producer that ran runs too when `rippling`
+    /// (the producer rewrote what it reads).
+    func schedule(_ ws: Workspace, stale: Set<String>, blocked: Set<String> = [], rippling: Bool = false)
+        -> (results: [String: TaskResult], ran: [String], accepted: [String]) {
+        let ran = Locked([String]()), accepted = Locked([String]())
+        let scheduler = Scheduler(workspace: ws, targets: Set(ws.tasks.indices), needs: [:],
+                                  pool: ResourcePool(memoryBytes: 1 << 40, cpus: 64), sink: { _ in })
+        let results = scheduler.run(speculate: { index in
+            let name = ws.tasks[index].name
+            guard !stale.contains(name), !blocked.contains(name) else { return nil }
+            return Speculation(result: Self.upToDate) { accepted.withLock { $0.append(name) } }
+        }) { index, _ in
+            let name = ws.tasks[index].name
+            ran.withLock { $0.append(name) }
+            if blocked.contains(name) { return .blocked([Blocker(ref: "/in", why: "missing", remedy: "restore it")]) }
+            let producerRan = ws.producers(of: index).contains { p in ran.withLock { $0.contains(ws.tasks[p].name) } }
+            return stale.contains(name) || (rippling && producerRan) ? SchedulerTests.ran(0) : Self.upToDate
+        }
+        return (Dictionary(uniqueKeysWithValues: results.map { (ws.tasks[$0.key].name, $0.value) }),
+                ran.withLock { $0 }, accepted.withLock { $0 })
+    }
+
+    static func chain(_ n: Int) -> Workspace {
+        let names = (0..<n).map { "t\($0)" }
+        return SchedulerTests.workspace(names, (1..<n).map { (names[$0 - 1], names[$0]) })
+    }
+
+    @Test func aChainOfUpToDateTasksIsAcceptedInOrder() {
+        let (results, ran, accepted) = schedule(Self.chain(50), stale: [])
+        #expect(results.count == 50)
+        #expect(results.values.allSatisfy { if case .upToDate = $0 { true } else { false } })
+        // Each task is either checked ahead (and accepted in dependency order) or run the usual way, once.
+        #expect(Set(ran).isDisjoint(with: accepted))
+        #expect(ran.count + accepted.count == 50)
+        let order = accepted.map { Int($0.dropFirst())! }
+        #expect(order == order.sorted(), "accepted out of dependency order: \(order)")
+    }
+
+    @Test func everythingAfterAStaleTaskRunsTheUsualWayAfterIt() {
+        let (results, ran, accepted) = schedule(Self.chain(20), stale: ["t7"], rippling: true)
+        #expect(ran.contains("t7"))
+        // Downstream of t7 no check ahead stands: each goes the usual way after its producer.
+        let downstream = (8..<20).map { "t\($0)" }
+        #expect(Set(downstream).isSubset(of: Set(ran)), "\(ran)")
+        #expect(Set(downstream).isDisjoint(with: accepted))
+        let ranOrder = ran.filter { Int($0.dropFirst())! >= 7 }
+        #expect(ranOrder == ["t7"] + downstream)
+        #expect(results.values.allSatisfy { $0.completed })
+        guard case .ran = results["t19"]! else { Issue.record("t19: \(results["t19"]!)"); return }
+    }
+
+    /// A producer that ran is followed by its consumer's check the usual way; when that consumer
+    /// is still up to date, nothing changed for the tasks after it and their checks ahead stand.
+    @Test func aConsumerFoundUpToDateAfterItsProducerRanLetsTheChecksAfterItStand() {
+        let (results, ran, accepted) = schedule(Self.chain(12), stale: ["t4"])
+        #expect(ran.contains("t4") && ran.contains("t5"), "t5 is checked again after t4 ran: \(ran)")
+        #expect(!accepted.contains("t5"))
+        #expect(Set((6..<12).map { "t\($0)" }).isSubset(of: Set(accepted + ran)))
+        guard case .upToDate = results["t11"]! else { Issue.record("t11: \(results["t11"]!)"); return }
+    }
+
+    @Test func aBlockedTaskInAChainStopsWhatFollowsAs122() {
+        let ws = Self.chain(6)
+        let (results, _, accepted) = schedule(ws, stale: [], blocked: ["t2"])
+        guard case .blocked = results["t2"]! else { Issue.record("t2: \(results["t2"]!)"); return }
+        for name in ["t3", "t4", "t5"] {
+            guard case .notStarted = results[name]! else { Issue.record("\(name) started after a blocked producer: \(results[name]!)"); return }
+            #expect(!accepted.contains(name))
+        }
+        let summary = WorkspaceResult(root: "/ws", results: ws.tasks.map { ($0, results[$0.name]!) })
+        #expect(summary.exitStatus == DgrunExit.blocked)
+    }
+
+    /// Independent up-to-date tasks are all found so by the checkers: no task thread at all.
+    @Test func independentUpToDateTasksStartNoTaskThread() {
+        let ws = SchedulerTests.workspace((0..<40).map { "i\($0)" }, [])
+        let (results, ran, accepted) = schedule(ws, stale: [])
+        #expect(results.count == 40 && ran.isEmpty, "\(ran)")
+        #expect(accepted.count == 40)
+    }
+
+    /// Nothing up to date (a first run): every check ahead says nil and every task runs, within the pool.
+    @Test func aFirstRunRunsEverythingTheUsualWay() {
+        let names = (0..<12).map { "f\($0)" }
+        let ws = SchedulerTests.workspace(names, [("f0", "f1"), ("f1", "f2")])
+        let (results, ran, accepted) = schedule(ws, stale: Set(names))
+        #expect(Set(ran) == Set(names) && ran.count == names.count)
+        #expect(accepted.isEmpty)
+        #expect(results.values.allSatisfy { $0.completed })
+        #expect(ran.firstIndex(of: "f0")! < ran.firstIndex(of: "f1")! && ran.firstIndex(of: "f1")! < ran.firstIndex(of: "f2")!)
+    }
+
+    /// Before: a failed task with two or more tasks after it left the loop waiting for nothing.
+    @Test func aFailedTaskWithALongTailEnds() {
+        let ws = Self.chain(5)
+        let scheduler = Scheduler(workspace: ws, targets: Set(ws.tasks.indices), needs: [:],
+                                  pool: ResourcePool(memoryBytes: 1 << 40, cpus: 64), sink: { _ in })
+        let results = scheduler.run { index, _ in index == 0 ? SchedulerTests.ran(1) : SchedulerTests.ran(0) }
+        #expect(results.count == 5)
+        #expect((1..<5).allSatisfy { if case .notStarted = results[$0]! { true } else { false } })
+    }
+}
+
 /// --retry-oom with a fake launcher: each OOM kill runs again with twice the memory.
 @Suite struct RetryTests {
     final class FakeLauncher: SandboxLauncher, @unchecked Sendable {

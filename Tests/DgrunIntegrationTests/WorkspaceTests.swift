@@ -179,6 +179,78 @@ import Glibc
         #expect(history.stdout.contains("blocked"))
     }
 
+    /// A chain of `n` tasks, each appending its number to its producer's out.txt (bench/scale.sh's shape).
+    static func chain(_ n: Int) throws -> String {
+        let ws = Harness.makeTemporaryDirectory()
+        for i in 0..<n {
+            let dir = ws + "/t\(i)"
+            mkdir(dir, 0o755)
+            let toml = i == 0 ? "run = \"echo 0 > out.txt\"\noutputs = [\"out.txt\"]\n"
+                : "run = \"cat ../t\(i - 1)/out.txt > out.txt; echo \(i) >> out.txt\"\ninputs = [\"../t\(i - 1)/out.txt\"]\noutputs = [\"out.txt\"]\n"
+            try toml.write(toFile: dir + "/task.toml", atomically: false, encoding: .utf8)
+        }
+        return ws
+    }
+
+    /// dgrun's lines about tasks, in order (the closing summary line aside).
+    static func taskLines(_ stderr: String) -> [String] {
+        stderr.split(separator: "\n").map(String.init).filter { $0.hasPrefix("dgrun: t") }
+    }
+
+    /// The chain's no-op checks every task ahead, at once: the same events in the same (dependency)
+    /// order as one after another, exit 0. A stale task in the middle runs, then everything after
+    /// it, in order, with the same outputs as a first run.
+    @Test func aChainNoOpAndAStaleTaskInTheMiddle() throws {
+        let n = 12
+        let ws = try Self.chain(n)
+        defer { Harness.removeTree(ws) }
+        var r = exec(ws, ["--cache", "off"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let expected = (0..<n).map(String.init).joined(separator: "\n") + "\n"
+        #expect(try String(contentsOfFile: ws + "/t\(n - 1)/out.txt", encoding: .utf8) == expected)
+
+        for _ in 0..<3 {
+            r = exec(ws)
+            #expect(r.status == 0, "\(r.stderr)")
+            let lines = Self.taskLines(r.stderr)
+            #expect(lines.count == n, "\(r.stderr)")
+            for (i, line) in lines.enumerated() { #expect(line.hasPrefix("dgrun: t\(i): up to date ("), "\(r.stderr)") }
+        }
+
+        // t5's command changes: it and everything after it run, each after its producer.
+        try "run = \"cat ../t4/out.txt > out.txt; echo five >> out.txt\"\ninputs = [\"../t4/out.txt\"]\noutputs = [\"out.txt\"]\n"
+            .write(toFile: ws + "/t5/task.toml", atomically: false, encoding: .utf8)
+        r = exec(ws, ["--cache", "off"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let outcome = Self.outcome(r.stderr)
+        #expect(outcome.upToDate == Set((0..<5).map { "t\($0)" }), "\(r.stderr)")
+        #expect(outcome.ran == Set((5..<n).map { "t\($0)" }), "\(r.stderr)")
+        let running = Self.taskLines(r.stderr).filter { $0.contains(": running") }.map { $0.dropFirst(8).prefix { $0 != ":" } }
+        #expect(running == (5..<n).map { Substring("\($0)") }, "in dependency order: \(r.stderr)")
+        let changed = (0..<n).map { $0 == 5 ? "five" : String($0) }.joined(separator: "\n") + "\n"
+        #expect(try String(contentsOfFile: ws + "/t\(n - 1)/out.txt", encoding: .utf8) == changed)
+        r = exec(ws)
+        #expect(r.status == 0 && Self.outcome(r.stderr).upToDate.count == n, "\(r.stderr)")
+    }
+
+    /// A task in the middle of a chain that is blocked (an input nobody produces is gone): 122,
+    /// the tasks before it up to date, the tasks after it not started, as without checks ahead.
+    @Test func aBlockedTaskInAChain() throws {
+        let ws = try Self.chain(6)
+        defer { Harness.removeTree(ws) }
+        try "seed\n".write(toFile: ws + "/t3/seed.txt", atomically: false, encoding: .utf8)
+        try "run = \"cat ../t2/out.txt seed.txt > out.txt\"\ninputs = [\"../t2/out.txt\", \"seed.txt\"]\noutputs = [\"out.txt\"]\n"
+            .write(toFile: ws + "/t3/task.toml", atomically: false, encoding: .utf8)
+        var r = exec(ws)
+        #expect(r.status == 0, "\(r.stderr)")
+        unlink(ws + "/t3/seed.txt")
+        r = exec(ws)
+        #expect(r.status == 122, "\(r.stderr)")
+        #expect(Self.outcome(r.stderr).upToDate == ["t0", "t1", "t2"], "\(r.stderr)")
+        #expect(r.stderr.contains("dgrun: t3: blocked"), "\(r.stderr)")
+        for i in 4..<6 { #expect(r.stderr.contains("dgrun: t\(i): not started"), "\(r.stderr)") }
+    }
+
     @Test func concurrentExecsKeepTheStoreConsistent() throws {
         let task = Harness.makeTemporaryDirectory()
         defer { Harness.removeTree(task) }

@@ -101,7 +101,13 @@ public enum FileSystem {
     }
 
     public static func writeAtomically(_ path: String, _ text: String, mode: mode_t = 0o644) throws(SystemError) {
-        try writeAtomically(path, Array(text.utf8), mode: mode)
+        // From the string's own bytes: a recorded graph is megabytes, and was copied once more here.
+        var text = text
+        let failure = text.withUTF8 { utf8 -> SystemError? in
+            do throws(SystemError) { try writeAtomically(path, UnsafeRawBufferPointer(utf8), mode: mode) } catch { return error }
+            return nil
+        }
+        if let failure { throw failure }
     }
 
     /// A path made absolute against the current directory (lexically; nothing is resolved).

@@ -10,98 +10,98 @@ enum GraphJSON {
     static func write(_ graph: Graph) -> JSONWriter {
         // ~600 bytes a node and ~150 an edge, as written: one allocation, no regrowth.
         var out = JSONWriter(capacity: 4096 + graph.nodes.count * 640 + graph.edges.count * 160)
-        out.raw("{\n  \"edges\" : ")
+        out.literal("{\n  \"edges\" : ")
         if graph.edges.isEmpty {
-            out.raw("[]")
+            out.literal("[]")
         } else {
-            out.raw("[\n")
+            out.literal("[\n")
             for (i, edge) in graph.edges.enumerated() {
-                out.raw("    {\n      \"from\" : ")
+                out.literal("    {\n      \"from\" : ")
                 out.string(edge.from)
-                out.raw(",\n      \"relation\" : ")
+                out.literal(",\n      \"relation\" : ")
                 out.string(edge.relation)
-                out.raw(",\n      \"to\" : ")
+                out.literal(",\n      \"to\" : ")
                 out.string(edge.to)
-                out.raw(i == graph.edges.count - 1 ? "\n    }\n" : "\n    },\n")
+                out.literal(i == graph.edges.count - 1 ? "\n    }\n" : "\n    },\n")
             }
-            out.raw("  ]")
+            out.literal("  ]")
         }
-        out.raw(",\n  \"nodes\" : ")
+        out.literal(",\n  \"nodes\" : ")
         if graph.nodes.isEmpty {
-            out.raw("[]")
+            out.literal("[]")
         } else {
-            out.raw("[\n")
+            out.literal("[\n")
             for (i, node) in graph.nodes.enumerated() {
-                out.raw("    {\n")
+                out.literal("    {\n")
                 if let change = node.change {
-                    out.raw("      \"change\" : ")
+                    out.literal("      \"change\" : ")
                     out.string(change)
-                    out.raw(",\n")
+                    out.literal(",\n")
                 }
-                out.raw("      \"cost\" : ")
+                out.literal("      \"cost\" : ")
                 if node.cost.isEmpty {
-                    out.raw("{}")
+                    out.literal("{}")
                 } else {
                     let costs = node.cost.sorted { $0.key < $1.key }
-                    out.raw("{\n")
+                    out.literal("{\n")
                     for (j, (name, value)) in costs.enumerated() {
-                        out.raw("        ")
+                        out.literal("        ")
                         out.string(name)
-                        out.raw(" : ")
+                        out.literal(" : ")
                         out.number(value)
-                        out.raw(j == costs.count - 1 ? "\n" : ",\n")
+                        out.literal(j == costs.count - 1 ? "\n" : ",\n")
                     }
-                    out.raw("      }")
+                    out.literal("      }")
                 }
-                out.raw(",\n      \"evidence\" : ")
+                out.literal(",\n      \"evidence\" : ")
                 if node.evidence.isEmpty {
-                    out.raw("[]")
+                    out.literal("[]")
                 } else {
-                    out.raw("[\n")
+                    out.literal("[\n")
                     for (j, text) in node.evidence.enumerated() {
-                        out.raw("        ")
+                        out.literal("        ")
                         out.string(text)
-                        out.raw(j == node.evidence.count - 1 ? "\n" : ",\n")
+                        out.literal(j == node.evidence.count - 1 ? "\n" : ",\n")
                     }
-                    out.raw("      ]")
+                    out.literal("      ]")
                 }
-                out.raw(",\n      \"id\" : ")
+                out.literal(",\n      \"id\" : ")
                 out.string(node.id)
-                out.raw(",\n      \"kind\" : ")
+                out.literal(",\n      \"kind\" : ")
                 out.string(node.kind.rawValue)
-                out.raw(",\n      \"ownership\" : ")
+                out.literal(",\n      \"ownership\" : ")
                 out.string(node.ownership)
-                out.raw(",\n      \"priority\" : ")
+                out.literal(",\n      \"priority\" : ")
                 out.raw(String(node.priority))
-                out.raw(",\n      \"ref\" : ")
+                out.literal(",\n      \"ref\" : ")
                 out.string(node.ref)
-                out.raw(",\n      \"state\" : ")
+                out.literal(",\n      \"state\" : ")
                 out.string(node.state)
-                out.raw(",\n      \"version\" : ")
-                if let version = node.version { out.string(version) } else { out.raw("null") }
-                out.raw(i == graph.nodes.count - 1 ? "\n    }\n" : "\n    },\n")
+                out.literal(",\n      \"version\" : ")
+                if let version = node.version { out.string(version) } else { out.literal("null") }
+                out.literal(i == graph.nodes.count - 1 ? "\n    }\n" : "\n    },\n")
             }
-            out.raw("  ]")
+            out.literal("  ]")
         }
-        out.raw(",\n  \"schema\" : ")
+        out.literal(",\n  \"schema\" : ")
         out.string(graph.schema)
-        out.raw(",\n  \"task\" : {\n    \"argv\" : ")
+        out.literal(",\n  \"task\" : {\n    \"argv\" : ")
         if graph.task.argv.isEmpty {
-            out.raw("[]")
+            out.literal("[]")
         } else {
-            out.raw("[\n")
+            out.literal("[\n")
             for (j, text) in graph.task.argv.enumerated() {
-                out.raw("      ")
+                out.literal("      ")
                 out.string(text)
-                out.raw(j == graph.task.argv.count - 1 ? "\n" : ",\n")
+                out.literal(j == graph.task.argv.count - 1 ? "\n" : ",\n")
             }
-            out.raw("    ]")
+            out.literal("    ]")
         }
-        out.raw(",\n    \"dir\" : ")
+        out.literal(",\n    \"dir\" : ")
         out.string(graph.task.dir)
-        out.raw(",\n    \"id\" : ")
+        out.literal(",\n    \"id\" : ")
         out.string(graph.task.id)
-        out.raw("\n  }\n}\n")
+        out.literal("\n  }\n}\n")
         return out
     }
 }

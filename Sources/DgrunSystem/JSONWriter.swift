@@ -63,6 +63,11 @@ public struct JSONWriter {
         count += 1
     }
 
+    /// A literal, copied from the binary's constant bytes (no String made of it).
+    @inlinable public mutating func literal(_ text: StaticString) {
+        text.withUTF8Buffer { append($0) }
+    }
+
     @inlinable public mutating func raw(_ text: String) {
         var text = text
         text.withUTF8 { append($0) }
@@ -103,22 +108,34 @@ public struct JSONWriter {
     /// A JSON string: quotes, backslashes and control characters escaped; everything else,
     /// slashes and non-ASCII included, as it is, copied in runs between the escapes.
     @inlinable public mutating func string(_ text: String) {
+        // Native strings are contiguous: read in place, no copy of the string to make it so.
+        if let done: Void = text.utf8.withContiguousStorageIfAvailable({ string(utf8: $0) }) { return done }
         var text = text
-        text.withUTF8 { utf8 in
-            reserve(utf8.count + 2)
+        text.withUTF8 { string(utf8: $0) }
+    }
+
+    @inlinable mutating func string(utf8: UnsafeBufferPointer<UInt8>) {
+        reserve(utf8.count + 2)
+        base[count] = UInt8(ascii: "\"")
+        count += 1
+        var i = Self.firstEscape(utf8, from: 0)
+        if i == utf8.count, let source = utf8.baseAddress {
+            // Nothing to escape (nearly every string): one copy into the room just reserved.
+            (base + count).update(from: source, count: utf8.count)
+            count += utf8.count
             base[count] = UInt8(ascii: "\"")
             count += 1
-            var start = 0
-            var i = Self.firstEscape(utf8, from: 0)
-            while i < utf8.count {
-                append(UnsafeBufferPointer(rebasing: utf8[start..<i]))
-                escape(utf8[i])
-                start = i + 1
-                i = Self.firstEscape(utf8, from: start)
-            }
-            append(UnsafeBufferPointer(rebasing: utf8[start...]))
-            append(UInt8(ascii: "\""))
+            return
         }
+        var start = 0
+        while i < utf8.count {
+            append(UnsafeBufferPointer(rebasing: utf8[start..<i]))
+            escape(utf8[i])
+            start = i + 1
+            i = Self.firstEscape(utf8, from: start)
+        }
+        append(UnsafeBufferPointer(rebasing: utf8[start...]))
+        append(UInt8(ascii: "\""))
     }
 
     /// The index of the first byte from `start` that needs an escape (a control character, a

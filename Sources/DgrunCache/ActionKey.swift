@@ -20,14 +20,28 @@ public enum ActionKey {
 
     /// Each field length-prefixed, so that no two field lists encode alike.
     public static func digest(_ fields: [String]) -> String {
+        // The same bytes as "\(count):" + field + "\n" each, appended in place: a task with
+        // 8,000 inputs has 16,000 fields, and two arrays a field were most of a recording's key.
         var bytes: [UInt8] = []
+        bytes.reserveCapacity(fields.reduce(0) { $0 + $1.utf8.count + 8 })
         for field in fields {
-            bytes += Array("\(field.utf8.count):".utf8)
-            bytes += Array(field.utf8)
+            var field = field
+            field.withUTF8 { utf8 in
+                appendDecimal(utf8.count, to: &bytes)
+                bytes.append(UInt8(ascii: ":"))
+                bytes.append(contentsOf: utf8)
+            }
             bytes.append(0x0a)
         }
         let version = ContentHash.version(ofBytes: bytes) ?? ""
         return String(version.dropFirst("sha256:".count))
+    }
+
+    static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
+        var digits: [UInt8] = []
+        var v = value
+        repeat { digits.append(UInt8(ascii: "0") + UInt8(v % 10)); v /= 10 } while v > 0
+        bytes.append(contentsOf: digits.reversed())
     }
 
     public static func taskKey(argv: [String], environmentDigest: String, sandbox: [String], taskPath: String) -> String {
@@ -111,7 +125,8 @@ public enum ActionKey {
         var pairs: [(ref: String, version: String)] = []
         for d in inputs(of: dependencies) {
             guard let v = version(d) else { return .missing(d.ref) }
-            pairs.append((relocation.encode(d.ref), String(v.prefix { $0 != " " })))
+            // The first word: the version itself when it has no space (a recorded one has none).
+            pairs.append((relocation.encode(d.ref), v.utf8.contains(UInt8(ascii: " ")) ? String(v.prefix { $0 != " " }) : v))
         }
         pairs.sort { $0.ref < $1.ref }
         return .key(digest([schemaVersion, "action", taskKey] + pairs.flatMap { [$0.ref, $0.version] }), inputs: pairs)

@@ -68,13 +68,15 @@ public enum CLI {
 
     static func write(_ fd: Int32, _ text: String) {
         var text = text
-        text.withUTF8 { buf in
-            var offset = 0
-            while offset < buf.count {
-                let n = Glibc.write(fd, buf.baseAddress! + offset, buf.count - offset)
-                if n <= 0 { if errno == EINTR { continue } else { return } }
-                offset += n
-            }
+        text.withUTF8 { write(fd, $0) }
+    }
+
+    static func write(_ fd: Int32, _ bytes: UnsafeBufferPointer<UInt8>) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n <= 0 { if errno == EINTR { continue } else { return } }
+            offset += n
         }
     }
 }

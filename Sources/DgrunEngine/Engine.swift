@@ -157,11 +157,8 @@ public struct Engine: Sendable {
             wallSeconds: outcome.wallSeconds, cpuUserSeconds: outcome.cpuUserSeconds, cpuSystemSeconds: outcome.cpuSystemSeconds,
             memoryPeakBytes: outcome.memoryPeakBytes, pidsPeak: outcome.pidsPeak, cgroupDriver: outcome.cgroupDriver))
         if let task {
-            graph.nodes = graph.nodes.map { node in
-                var node = node
-                if node.kind == .task { node.priority = task.priority }
-                return node
-            }
+            // In place: a copy of every node for the one task node cost ~1 ms on a large graph.
+            for i in graph.nodes.indices where graph.nodes[i].kind == .task { graph.nodes[i].priority = task.priority }
         }
         return graph
     }

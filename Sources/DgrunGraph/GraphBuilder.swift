@@ -12,19 +12,75 @@ public struct GraphBuilder {
     public var taskDirectory: String
     public var argv: [String]
     public var environment: [String]
-    private var nodes: [String: Graph.Node] = [:]
-    private var order: [String] = []
+    /// The nodes in the order first seen (the graph's order). A pipeline over /usr/include has
+    /// thousands: nodes live in an array, named by their index, and every id is hashed once per
+    /// event, not once per question asked about it (that was ~24 µs a node).
+    private var nodes: [Graph.Node] = []
+    /// Every id a node or an edge named → its slot; a slot's node, or -1 for an id only an edge
+    /// names (a library's `neededBy` that is no node): edges are keyed by slots, so that an id
+    /// that becomes a node later is still the same end of the same edge.
+    private var slots: [String: Int32] = [:]
+    private var slotNode: [Int32] = []
+    private var slotID: [String] = []
+    private var nodeSlot: [Int32] = []
     private var edges: [Graph.Edge] = []
-    private var edgeSet: Set<Graph.Edge> = []
+    private var edgeKeys: [EdgeKey] = []
+    private var edgeSet: Set<EdgeKey> = []
     private var written: Set<String> = []
     /// Files the task read before writing them: the write is a second version, so that the graph
     /// stays acyclic when tasks are chained (what a task reads is never what it produced).
-    private var rewritten: [String: String] = [:]
+    private var rewritten: [String: Int] = [:]
     /// Nodes whose content hash is computed at the end, on every CPU at once.
-    private var toHash: [String] = []
+    private var toHash: [Int] = []
+    /// The stat of a file node, taken once (after the run): its size, whether a lookup found a
+    /// regular file, and its identity for the content-hash memo. Taken in the loop only for a
+    /// lookup (which needs it to go on); else with the hashes, on every CPU.
+    private var nodeStat: [FileStat] = []
+    /// File nodes made for a file that existed: their size goes into their cost.
+    private var sized: [Int] = []
     let taskID: String
+    private var taskSlot: Int32 = 0
     /// taskDirectory + "/": what is inside the task directory, tested on every path.
     let taskPrefix: String
+
+    /// One stat of a path: not taken, failed, or its result.
+    enum FileStat {
+        case unknown, failed
+        case known(stat)
+        var isRegular: Bool? {
+            switch self {
+            case .unknown: return nil
+            case .failed: return false
+            case .known(let st): return (st.st_mode & S_IFMT) == S_IFREG
+            }
+        }
+        static func of(_ path: String) -> FileStat {
+            var st = stat()
+            return stat(path, &st) == 0 ? .known(st) : .failed
+        }
+    }
+
+    /// An edge by the slots of its ends: hashing three strings per link was most of `link`.
+    struct EdgeKey: Hashable {
+        var from: Int32, to: Int32, relation: Relation
+    }
+
+    enum Relation: UInt8 {
+        case reads, writes, executes, loads, requires, probes, connects, resolves, uses
+        var name: String {
+            switch self {
+            case .reads: return "reads"
+            case .writes: return "writes"
+            case .executes: return "executes"
+            case .loads: return "loads"
+            case .requires: return "requires"
+            case .probes: return "probes"
+            case .connects: return "connects"
+            case .resolves: return "resolves"
+            case .uses: return "uses"
+            }
+        }
+    }
 
     /// `name`: the task's name (its directory's); for a command, the program's.
     public init(taskDirectory: String, argv: [String], environment: [String], name: String? = nil) {
@@ -36,8 +92,11 @@ public struct GraphBuilder {
     }
 
     public mutating func build(trace: TraceResult, usage: ResourceUsage) -> Graph {
-        add(Graph.Node(id: taskID, kind: .task, ref: taskDirectory, version: nil, state: "available",
-                       ownership: "internal", cost: [:], priority: 0, evidence: ["task"]))
+        nodes.reserveCapacity(trace.events.count + 16)
+        slots.reserveCapacity(trace.events.count + 16)
+        let task = add(Graph.Node(id: taskID, kind: .task, ref: taskDirectory, version: nil, state: "available",
+                                  ownership: "internal", cost: [:], priority: 0, evidence: ["task"]))
+        taskSlot = nodeSlot[task]
         var executed: [String] = []
         var network = "none"
         var evidenceBySyscall: [Int32: String] = [:]  // one string per syscall, not per event
@@ -50,50 +109,60 @@ public struct GraphBuilder {
             }()
             switch event.kind {
             case .open, .lookup:
-                if event.kind == .lookup && event.existed && !isRegularFile(event.path) { continue }
+                var looked = FileStat.unknown
+                if event.kind == .lookup && event.existed {
+                    // The node's own stat when there is one; else one stat, kept for the node.
+                    if let n = node("file:" + event.path) {
+                        if nodeStat[n].isRegular == nil { nodeStat[n] = .of(event.path) }
+                        looked = nodeStat[n]
+                    } else {
+                        looked = .of(event.path)
+                    }
+                    if looked.isRegular != true { continue }
+                }
                 if !event.existed && !event.writes {
-                    link(file(event.path, existed: false, evidence: evidence), "probes")
+                    link(file(event.path, existed: false, evidence: evidence), .probes)
                 } else if event.writes {
                     written.insert(event.path)
-                    link(output(event.path, existed: event.existed, evidence: evidence, replaced: event.replacedVersion), "writes")
+                    link(output(event.path, existed: event.existed, evidence: evidence, replaced: event.replacedVersion), .writes)
                 } else {
-                    let id = file(event.path, existed: true, evidence: evidence)
-                    link(id, nodes[id]?.kind == .library ? "loads" : "reads")
+                    let n = file(event.path, existed: true, evidence: evidence, stat: looked)
+                    link(n, nodes[n].kind == .library ? .loads : .reads)
                 }
             case .exec:
                 if event.existed {
-                    let id = file(event.path, existed: true, evidence: evidence, kind: .code)
-                    link(id, "executes")
+                    let n = file(event.path, existed: true, evidence: evidence, kind: .code)
+                    link(n, .executes)
                     if !executed.contains(event.path) { executed.append(event.path) }
                 } else {
-                    link(file(event.path, existed: false, evidence: evidence), "probes")
+                    link(file(event.path, existed: false, evidence: evidence), .probes)
                 }
             case .modify:
                 let replacedPath = event.path2.isEmpty ? event.path : event.path2
                 for path in [event.path, event.path2] where !path.isEmpty {
                     written.insert(path)
                     link(output(path, existed: event.existed, evidence: evidence,
-                                replaced: path == replacedPath ? event.replacedVersion : nil), "writes")
+                                replaced: path == replacedPath ? event.replacedVersion : nil), .writes)
                 }
             case .connect:
                 guard let endpoint = Endpoint(event: event) else { continue }
                 // A unix socket that was not there: the program looked for a service and went on
                 // without it (glibc and nscd's socket), so it is a probe, not something to block on.
                 if endpoint.uri.hasPrefix("unix:/") && !event.existed {
-                    link(file(event.path, existed: false, evidence: evidence), "probes")
+                    link(file(event.path, existed: false, evidence: evidence), .probes)
                     continue
                 }
                 let id = "service:" + endpoint.uri
                 // The task's own server (it bound the address): part of the task, never checked before a run.
                 let own = served.contains { endpoint.isServed(by: $0) }
-                add(Graph.Node(id: id, kind: .service, ref: endpoint.uri, version: nil, state: "available",
-                               ownership: own ? "internal" : "external", cost: [:], priority: 0, evidence: [evidence]))
-                link(id, endpoint.isDNS ? "resolves" : "connects")
+                let n = add(Graph.Node(id: id, kind: .service, ref: endpoint.uri, version: nil, state: "available",
+                                       ownership: own ? "internal" : "external", cost: [:], priority: 0, evidence: [evidence]))
+                link(n, endpoint.isDNS ? .resolves : .connects)
                 if let name = endpoint.dnsName {
                     let nameID = "service:dns:" + name
-                    add(Graph.Node(id: nameID, kind: .service, ref: "dns:" + name, version: nil, state: "available",
-                                   ownership: "external", cost: [:], priority: 0, evidence: ["traced:dns-query"]))
-                    link(nameID, "resolves")
+                    let m = add(Graph.Node(id: nameID, kind: .service, ref: "dns:" + name, version: nil, state: "available",
+                                           ownership: "external", cost: [:], priority: 0, evidence: ["traced:dns-query"]))
+                    link(m, .resolves)
                 }
                 // none < loopback < outside: the widest reach the task needed.
                 let reach = endpoint.uri.hasPrefix("unix:") ? "none" : (endpoint.isLoopback ? "loopback" : "outside")
@@ -108,103 +177,168 @@ public struct GraphBuilder {
         addInfrastructure(outcome: usage, network: network, trace: trace)
         hashVersions()
         addPackageVersions()
-        return Graph(task: .init(id: taskID, dir: taskDirectory, argv: argv),
-                     nodes: order.compactMap { nodes[$0] }, edges: edges)
+        return Graph(task: .init(id: taskID, dir: taskDirectory, argv: argv), nodes: nodes, edges: edges)
     }
 
     // MARK: - nodes
 
-    mutating func add(_ node: Graph.Node) {
-        if var existing = nodes[node.id] {
-            for e in node.evidence where !existing.evidence.contains(e) { existing.evidence.append(e) }
-            nodes[node.id] = existing
-        } else {
-            nodes[node.id] = node
-            order.append(node.id)
-        }
+    /// The slot of an id, made when it is new.
+    mutating func slot(_ id: String) -> Int32 {
+        if let known = slots[id] { return known }
+        let new = Int32(slotNode.count)
+        slots[id] = new
+        slotNode.append(-1)
+        slotID.append(id)
+        return new
     }
 
-    mutating func link(_ to: String, _ relation: String, from: String? = nil) {
-        let edge = Graph.Edge(from: from ?? taskID, to: to, relation: relation)
-        if edgeSet.insert(edge).inserted { edges.append(edge) }
+    /// The node with this id, if there is one.
+    func node(_ id: String) -> Int? {
+        guard let s = slots[id], slotNode[Int(s)] >= 0 else { return nil }
+        return Int(slotNode[Int(s)])
     }
+
+    /// Adds a node, or the new evidence of one with the same id; returns its index.
+    @discardableResult
+    mutating func add(_ node: Graph.Node, stat: FileStat = .unknown) -> Int {
+        let s = slot(node.id)
+        if slotNode[Int(s)] >= 0 {
+            let n = Int(slotNode[Int(s)])
+            for e in node.evidence where !nodes[n].evidence.contains(e) { nodes[n].evidence.append(e) }
+            return n
+        }
+        slotNode[Int(s)] = Int32(nodes.count)
+        nodeSlot.append(s)
+        nodeStat.append(stat)
+        nodes.append(node)
+        return nodes.count - 1
+    }
+
+    /// Adds `evidence` to an existing node (what `add` does for a node already there, without
+    /// building one).
+    mutating func addEvidence(_ evidence: String, to n: Int) {
+        if !nodes[n].evidence.contains(evidence) { nodes[n].evidence.append(evidence) }
+    }
+
+    mutating func link(_ to: Int, _ relation: Relation, from: Int32? = nil) {
+        let key = EdgeKey(from: from ?? taskSlot, to: nodeSlot[to], relation: relation)
+        guard edgeSet.insert(key).inserted else { return }
+        edgeKeys.append(key)
+        edges.append(Graph.Edge(from: from.map { id(ofSlot: $0) } ?? taskID, to: nodes[to].id, relation: relation.name))
+    }
+
+    /// An edge from an id given as text (a program, a script, the object that needed a library).
+    mutating func link(_ to: Int, _ relation: Relation, from: String) {
+        link(to, relation, from: slot(from))
+    }
+
+    private func id(ofSlot s: Int32) -> String { slotID[Int(s)] }
 
     /// A file node: kind from where it lives and what it is; state and ownership from the run.
+    /// `stat`: the path's stat when the caller already took it.
     mutating func file(_ path: String, existed: Bool, evidence: String, produced: Bool = false,
-                       kind forced: Graph.Node.Kind? = nil) -> String {
+                       kind forced: Graph.Node.Kind? = nil, stat known: FileStat = .unknown) -> Int {
         let id = "file:" + path
-        if nodes[id] == nil {
-            var kind = forced ?? Self.kind(of: path)
-            if forced == nil, kind == .data, existed, looksLikeLibrary(path) { kind = .library }
-            var cost: [String: Double] = [:]
-            var st = stat()
-            if existed, stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { cost["bytes"] = Double(st.st_size) }
-            let inside = path == taskDirectory || path.hasPrefix(taskPrefix)
-            // Outputs are hashed too (after the run): their versions are what dependants consume.
-            if existed || produced { toHash.append(id) }
-            add(Graph.Node(id: id, kind: kind, ref: path, version: nil,
-                           state: existed || produced ? "available" : "unavailable",
-                           ownership: inside || produced ? "internal" : "external",
-                           cost: cost, priority: 0, evidence: [evidence]))
-        } else {
-            add(Graph.Node(id: id, kind: nodes[id]!.kind, ref: path, version: nil, state: "", ownership: "", cost: [:],
-                           priority: 0, evidence: [evidence]))
-            if forced == .code, nodes[id]?.kind != .code { nodes[id]?.kind = .code }
+        if let n = node(id) {
+            addEvidence(evidence, to: n)
+            if forced == .code, nodes[n].kind != .code { nodes[n].kind = .code }
             if produced {
-                if nodes[id]?.state == "unavailable" { toHash.append(id) }
-                nodes[id]?.ownership = "internal"
-                nodes[id]?.state = "available"
+                if nodes[n].state == "unavailable" { toHash.append(n) }
+                nodes[n].ownership = "internal"
+                nodes[n].state = "available"
             }
+            return n
         }
-        return id
+        var kind = forced ?? Self.kind(of: path)
+        if forced == nil, kind == .data, existed, looksLikeLibrary(path) { kind = .library }
+        let inside = path == taskDirectory || Self.hasPrefix(path, taskPrefix)
+        let n = add(Graph.Node(id: id, kind: kind, ref: path, version: nil,
+                               state: existed || produced ? "available" : "unavailable",
+                               ownership: inside || produced ? "internal" : "external",
+                               cost: [:], priority: 0, evidence: [evidence]), stat: existed ? known : .unknown)
+        if existed { sized.append(n) }  // its size: in the cost, from the stat taken with the hashes
+        // Outputs are hashed too (after the run): their versions are what dependants consume.
+        if existed || produced { toHash.append(n) }
+        return n
     }
 
     /// The node a write goes to: the file's own, or, when the task read it first, a second version.
     /// `replaced`: the version the call is about to replace, as the tracer hashed it just before.
-    mutating func output(_ path: String, existed: Bool, evidence: String, replaced: String? = nil) -> String {
-        let original = "file:" + path
+    mutating func output(_ path: String, existed: Bool, evidence: String, replaced: String? = nil) -> Int {
         if let second = rewritten[path] {
-            add(Graph.Node(id: second, kind: nodes[second]!.kind, ref: path, version: nil, state: "", ownership: "",
-                           cost: [:], priority: 0, evidence: [evidence]))
+            addEvidence(evidence, to: second)
             return second
         }
-        let readFirst = edgeSet.contains(Graph.Edge(from: taskID, to: original, relation: "reads"))
-            && !edgeSet.contains(Graph.Edge(from: taskID, to: original, relation: "writes"))
-        guard readFirst, let first = nodes[original] else {
+        let original = "file:" + path
+        guard let first = node(original),
+              edgeSet.contains(EdgeKey(from: taskSlot, to: nodeSlot[first], relation: .reads)),
+              !edgeSet.contains(EdgeKey(from: taskSlot, to: nodeSlot[first], relation: .writes)) else {
             return file(path, existed: existed, evidence: evidence, produced: true)
         }
-        let second = original + "#2"
-        rewritten[path] = second
         // Hashes are taken after the run, when the content read is gone: the tracer hashed it
         // before the write (when it could open it), else the version read stays unknown rather
         // than wrong. The version written gets the final content's hash.
-        toHash.removeAll { $0 == original }
-        if let replaced { nodes[original]?.version = replaced }
+        toHash.removeAll { $0 == first }
+        if let replaced { nodes[first].version = replaced }
+        let second = add(Graph.Node(id: original + "#2", kind: nodes[first].kind, ref: path, version: nil, state: "available",
+                                    ownership: "internal", cost: [:], priority: 0, evidence: [evidence]))
+        rewritten[path] = second
         toHash.append(second)
-        add(Graph.Node(id: second, kind: first.kind, ref: path, version: nil, state: "available", ownership: "internal",
-                       cost: [:], priority: 0, evidence: [evidence]))
         return second
     }
 
+    /// `text.hasPrefix(prefix)` (by Characters, as String compares) without its cost on the common
+    /// case: equal bytes followed by an ASCII byte (or the end) are a prefix by Characters too.
+    static func hasPrefix(_ text: String, _ prefix: String) -> Bool {
+        var text = text, prefix = prefix
+        let bytes = text.withUTF8 { t in
+            prefix.withUTF8 { p -> Bool? in
+                guard t.count >= p.count, memcmp(t.baseAddress!, p.baseAddress!, p.count) == 0 else {
+                    // Unequal bytes can still be canonically equivalent (é as one scalar or two),
+                    // but not to an ASCII prefix: a Character equal to an ASCII one is that byte.
+                    return p.allSatisfy { $0 < 0x80 } ? false : nil
+                }
+                // A combining mark after the prefix would join its last Character.
+                return t.count == p.count || t[p.count] < 0x80 ? true : nil
+            }
+        }
+        return bytes ?? text.hasPrefix(prefix)
+    }
+
     static func kind(of path: String) -> Graph.Node.Kind {
+        var path = path
+        // "/dev/…", "/proc/…", "/sys/…" or the directories themselves, by bytes (ASCII prefixes,
+        // so as String compares unless a combining mark follows).
+        let infrastructure = path.withUTF8 { b -> Bool? in
+            for prefix in [Self.dev, Self.proc, Self.sys] where b.count >= prefix.count - 1
+                && memcmp(b.baseAddress!, prefix, prefix.count - 1) == 0 {
+                if b.count == prefix.count - 1 { return true }
+                guard b[prefix.count - 1] == UInt8(ascii: "/") else { continue }
+                return b.count == prefix.count || b[prefix.count] < 0x80 ? true : nil
+            }
+            return false
+        }
+        if let infrastructure { return infrastructure ? .infrastructure : .data }
         for prefix in ["/dev/", "/proc/", "/sys/"] where path.hasPrefix(prefix) || path == prefix.dropLast() { return .infrastructure }
         return .data
     }
 
+    static let dev = Array("/dev/".utf8), proc = Array("/proc/".utf8), sys = Array("/sys/".utf8)
+
     /// libfoo.so, libfoo.so.6: by the name alone (thousands of paths, so no splitting).
     func looksLikeLibrary(_ path: String) -> Bool {
-        let name = path.utf8.lastIndex(of: UInt8(ascii: "/")).map { path.utf8[path.utf8.index(after: $0)...] } ?? path.utf8[...]
-        let so = Array(".so".utf8)
-        var i = name.startIndex
-        while let dot = name[i...].firstIndex(of: UInt8(ascii: ".")) {
-            let rest = name[dot...]
-            if rest.starts(with: so) {
-                let after = name.index(dot, offsetBy: 3)
-                if after == name.endIndex || name[after] == UInt8(ascii: ".") { return true }
+        var path = path
+        return path.withUTF8 { b in
+            var start = b.count
+            while start > 0, b[start - 1] != UInt8(ascii: "/") { start -= 1 }
+            var i = start
+            while i + 3 <= b.count {
+                if b[i] == UInt8(ascii: "."), b[i + 1] == UInt8(ascii: "s"), b[i + 2] == UInt8(ascii: "o"),
+                   i + 3 == b.count || b[i + 3] == UInt8(ascii: ".") { return true }
+                i += 1
             }
-            i = name.index(after: dot)
+            return false
         }
-        return false
     }
 
     func isRegularFile(_ path: String) -> Bool {
@@ -214,38 +348,72 @@ public struct GraphBuilder {
 
     /// Content hashes of the files the run found, in parallel: hashing is most of what discover
     /// adds after the run on a task that reads many files. A build-id already set is kept after it.
+    /// The stat a node was made with is the one the memo is asked with: one stat a file, not two.
     mutating func hashVersions() {
+        // The stats not taken yet (one a file that existed), on every CPU; then the sizes.
+        let unstated = sized.filter { nodeStat[$0].isRegular == nil }
+        let unstatedPaths = unstated.map { nodes[$0].ref }
+        let taken = Stats(count: unstated.count)
+        DispatchQueue.concurrentPerform(iterations: unstated.count) { i in taken.set(i, .of(unstatedPaths[i])) }
+        for (i, n) in unstated.enumerated() { nodeStat[n] = taken.get(i) }
+        for n in sized {
+            if case .known(let st) = nodeStat[n], (st.st_mode & S_IFMT) == S_IFREG { nodes[n].cost["bytes"] = Double(st.st_size) }
+        }
         let ids = toHash
-        let paths = ids.map { nodes[$0]?.ref ?? "" }
+        let paths = ids.map { nodes[$0].ref }
+        let stats = ids.map { nodeStat[$0] }
         let results = Slots(count: paths.count)
         let cache = ContentHashCache(path: ContentHashCache.defaultPath())
         let now = Clock.now()
         let wrote = paths.map { written.contains($0) && FileIO.isSymbolicLink($0) }
         DispatchQueue.concurrentPerform(iterations: paths.count) { i in
             // An output the task left as a link is the link, never what it points to.
-            results.set(i, wrote[i] ? ContentHash.outputVersion(of: paths[i]) : cache.version(of: paths[i], now: now))
+            if wrote[i] { return results.set(i, ContentHash.outputVersion(of: paths[i])) }
+            switch stats[i] {
+            case .known(let st): results.set(i, cache.version(of: paths[i], stat: st, now: now))
+            case .unknown, .failed: results.set(i, cache.version(of: paths[i], now: now))
+            }
         }
         cache.save()
-        for (i, id) in ids.enumerated() {
-            // A temporary the task made and removed again: gone when the run ended.
-            if results.get(i) == nil, !FileIO.existsNoFollow(paths[i]) { nodes[id]?.state = "unavailable" }
-            guard let digest = results.get(i), var node = nodes[id] else { continue }
-            node.version = digest + (node.version.map { " " + $0 } ?? "")
-            nodes[id] = node
+        for (i, n) in ids.enumerated() {
+            guard let digest = results.get(i) else {
+                // A temporary the task made and removed again: gone when the run ended. (A
+                // successful stat of the canonical path says it is there: no second look.)
+                if case .known = stats[i] { continue }
+                if !FileIO.existsNoFollow(paths[i]) { nodes[n].state = "unavailable" }
+                continue
+            }
+            nodes[n].version = nodes[n].version.map { Self.joined(digest, $0) } ?? digest
         }
     }
-
 
     /// The Debian package that installed each external file, appended to its version
     /// ("sha256:… deb:libc6=2.36-9+deb12u10"): what to reinstall, or pin, to get it back.
     mutating func addPackageVersions() {
-        let external = Set(nodes.values.filter { $0.ownership == "external" && $0.state == "available" && $0.ref.hasPrefix("/")
-            && $0.kind != .infrastructure }.map(\.ref))
-        let owners = DebianPackages.owners(of: external)
-        guard !owners.isEmpty else { return }
-        for (id, node) in nodes {
-            guard let owner = owners[node.ref], node.ownership == "external" else { continue }
-            nodes[id]?.version = (node.version.map { $0 + " " } ?? "") + owner
+        // File nodes are one per path ("file:" + ref), so each candidate is asked about once.
+        let external = nodes.indices.filter {
+            nodes[$0].ownership == "external" && nodes[$0].state == "available" && Self.hasPrefix(nodes[$0].ref, "/")
+                && nodes[$0].kind != .infrastructure
+        }
+        let owners = DebianPackages.owners(ofPaths: external.map { nodes[$0].ref })
+        for (n, owner) in zip(external, owners) {
+            guard let owner else { continue }
+            nodes[n].version = nodes[n].version.map { Self.joined($0, owner) } ?? owner
+        }
+    }
+
+    /// "a b" in one allocation (a version and a package, thousands of times).
+    static func joined(_ a: String, _ b: String) -> String {
+        var a = a, b = b
+        return a.withUTF8 { x in
+            b.withUTF8 { y in
+                String(unsafeUninitializedCapacity: x.count + 1 + y.count) { out in
+                    _ = out.initialize(fromContentsOf: x)
+                    out[x.count] = UInt8(ascii: " ")
+                    _ = UnsafeMutableBufferPointer(rebasing: out[(x.count + 1)...]).initialize(fromContentsOf: y)
+                    return x.count + 1 + y.count
+                }
+            }
         }
     }
 
@@ -263,24 +431,23 @@ public struct GraphBuilder {
                 var interpreter = FileIO.realPath(shebang.interpreter)
                 if let env = shebang.envProgram { interpreter = Shebang.resolve(program: env, searchPath: searchPath) ?? interpreter }
                 if let interpreter {
-                    let id = file(interpreter, existed: true, evidence: "static:shebang", kind: .code)
-                    link(id, "requires", from: programID)
+                    let n = file(interpreter, existed: true, evidence: "static:shebang", kind: .code)
+                    link(n, .requires, from: programID)
                 }
                 addScriptCandidates(of: program, interpreter: shebang.envProgram ?? shebang.interpreter, searchPath: searchPath)
                 continue
             }
             guard let elf = try? ElfFile.read(path: program) else { continue }
-            if let buildID = elf.buildID, var node = nodes[programID] {
-                node.version = "build-id:" + buildID  // the content hash is prepended by hashVersions
-                nodes[programID] = node
+            if let buildID = elf.buildID, let n = node(programID) {
+                nodes[n].version = "build-id:" + buildID  // the content hash is prepended by hashVersions
             }
             if let interp = elf.interpreter, let real = FileIO.realPath(interp) {
-                link(file(real, existed: true, evidence: "static:elf-interp", kind: .library), "requires", from: programID)
+                link(file(real, existed: true, evidence: "static:elf-interp", kind: .library), .requires, from: programID)
             }
             for library in resolver.resolve(program: program) {
                 let target = library.path ?? library.name
-                let id = file(target, existed: library.path != nil, evidence: "static:elf-needed", kind: .library)
-                link(id, "requires", from: "file:" + library.neededBy)
+                let n = file(target, existed: library.path != nil, evidence: "static:elf-needed", kind: .library)
+                link(n, .requires, from: "file:" + library.neededBy)
             }
         }
     }
@@ -296,13 +463,14 @@ public struct GraphBuilder {
         let pythons = executed.filter { ($0.split(separator: "/").last ?? "").hasPrefix("python") }
         let python = pythons.last { Shebang.read(path: $0) == nil } ?? pythons.last
         let shell = executed.first { Self.shells.contains(String($0.split(separator: "/").last ?? "")) }
-        let read = edges.filter { $0.from == taskID && $0.relation == "reads" }.compactMap { nodes[$0.to]?.ref }
-        for path in read where path.hasPrefix(taskPrefix) && !executed.contains(path) {
+        let read = edgeKeys.filter { $0.from == taskSlot && $0.relation == .reads }
+            .compactMap { slotNode[Int($0.to)] >= 0 ? nodes[Int(slotNode[Int($0.to)])].ref : nil }
+        for path in read where Self.hasPrefix(path, taskPrefix) && !executed.contains(path) {
             if path.hasSuffix(".py"), let python {
-                nodes["file:" + path]?.kind = .code
+                if let n = node("file:" + path) { nodes[n].kind = .code }
                 addScriptCandidates(of: path, interpreter: python, searchPath: searchPath)
             } else if path.hasSuffix(".sh"), let shell {
-                nodes["file:" + path]?.kind = .code
+                if let n = node("file:" + path) { nodes[n].kind = .code }
                 addScriptCandidates(of: path, interpreter: shell, searchPath: searchPath)
             }
         }
@@ -321,7 +489,7 @@ public struct GraphBuilder {
                     ? FileIO.realPath(command.hasPrefix("/") ? command : directory + "/" + command)
                     : Shebang.resolve(program: command, searchPath: searchPath)
                 guard let resolved else { continue }
-                link(file(resolved, existed: true, evidence: "static:shell-command", kind: .code), "requires", from: scriptID)
+                link(file(resolved, existed: true, evidence: "static:shell-command", kind: .code), .requires, from: scriptID)
             }
         }
         if String(interpreter.split(separator: "/").last ?? "").hasPrefix("python") {
@@ -329,20 +497,20 @@ public struct GraphBuilder {
             let dirs = PythonImports.searchPath(interpreter: real ?? interpreter, scriptDirectory: directory)
             for module in PythonImports.modules(in: text) {
                 guard let found = PythonImports.resolve(module, relativeTo: directory, searchPath: dirs), found != script else { continue }
-                link(file(found, existed: true, evidence: "static:python-import", kind: .code), "requires", from: scriptID)
+                link(file(found, existed: true, evidence: "static:python-import", kind: .code), .requires, from: scriptID)
             }
         }
         let literals = ScriptScanner.literals(in: text)
         for path in literals.paths {
             guard let real = FileIO.realPath(path), real != script else { continue }
-            link(file(real, existed: true, evidence: "static:script-literal"), "requires", from: scriptID)
+            link(file(real, existed: true, evidence: "static:script-literal"), .requires, from: scriptID)
         }
         let endpoints = literals.urls.compactMap(Self.endpoint(ofURL:)) + literals.endpoints.map { "tcp://" + $0 }
         for uri in endpoints {
             let id = "service:" + uri
-            add(Graph.Node(id: id, kind: .service, ref: uri, version: nil, state: "available", ownership: "external",
-                           cost: [:], priority: 0, evidence: ["static:script-literal"]))
-            link(id, "connects", from: scriptID)
+            let n = add(Graph.Node(id: id, kind: .service, ref: uri, version: nil, state: "available", ownership: "external",
+                                   cost: [:], priority: 0, evidence: ["static:script-literal"]))
+            link(n, .connects, from: scriptID)
         }
     }
 
@@ -362,13 +530,11 @@ public struct GraphBuilder {
         var cost: [String: Double] = ["wall_s": outcome.wallSeconds, "cpu_s": outcome.cpuUserSeconds + outcome.cpuSystemSeconds]
         if let peak = outcome.memoryPeakBytes { cost["memory_peak_bytes"] = Double(peak) }
         if let pids = outcome.pidsPeak { cost["pids_peak"] = Double(pids) }
-        add(Graph.Node(id: "infrastructure:resources", kind: .infrastructure, ref: "cgroup:" + outcome.cgroupDriver,
-                       version: nil, state: "available", ownership: "external", cost: cost, priority: 0,
-                       evidence: ["measured:cgroup"]))
-        link("infrastructure:resources", "uses")
-        add(Graph.Node(id: "infrastructure:network", kind: .infrastructure, ref: "network:" + network, version: nil,
-                       state: "available", ownership: "external", cost: [:], priority: 0, evidence: ["traced:network"]))
-        link("infrastructure:network", "uses")
+        link(add(Graph.Node(id: "infrastructure:resources", kind: .infrastructure, ref: "cgroup:" + outcome.cgroupDriver,
+                            version: nil, state: "available", ownership: "external", cost: cost, priority: 0,
+                            evidence: ["measured:cgroup"])), .uses)
+        link(add(Graph.Node(id: "infrastructure:network", kind: .infrastructure, ref: "network:" + network, version: nil,
+                            state: "available", ownership: "external", cost: [:], priority: 0, evidence: ["traced:network"])), .uses)
     }
 }
 
@@ -476,6 +642,21 @@ struct Endpoint {
     }
 }
 
+
+/// One stat per parallel iteration, on the same terms as `Slots`.
+final class Stats: @unchecked Sendable {
+    private let buffer: UnsafeMutableBufferPointer<GraphBuilder.FileStat>
+    init(count: Int) {
+        buffer = .allocate(capacity: count)
+        buffer.initialize(repeating: .unknown)
+    }
+    func set(_ i: Int, _ value: GraphBuilder.FileStat) { buffer[i] = value }
+    func get(_ i: Int) -> GraphBuilder.FileStat { buffer[i] }
+    deinit {
+        buffer.deinitialize()
+        buffer.deallocate()
+    }
+}
 
 /// One result slot per parallel iteration. Each index is written by exactly one iteration and read
 /// only after concurrentPerform returns, which is why unchecked Sendable is sound here.

@@ -4,6 +4,14 @@ import FoundationEssentials
 public enum GraphFormat: String, Sendable, CaseIterable { case json, dot, mermaid, text }
 
 public enum GraphRenderer {
+    /// The rendering as bytes, to write: for JSON (thousands of nodes, megabytes) straight from
+    /// the buffer it was written into, without a String or an array in between.
+    public static func withBytes<R>(_ graph: Graph, as format: GraphFormat,
+                                    _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        if format == .json { return try GraphJSON.write(graph).withBytes { try body(UnsafeRawBufferPointer($0)) } }
+        return try Array(try render(graph, as: format).utf8).withUnsafeBytes(body)
+    }
+
     public static func render(_ graph: Graph, as format: GraphFormat) throws -> String {
         switch format {
         case .json:

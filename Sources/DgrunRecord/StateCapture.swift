@@ -1,3 +1,4 @@
+import Dispatch
 import DgrunCache
 import DgrunGraph
 import DgrunPlanner
@@ -218,10 +219,17 @@ public struct GraphRecording {
     public var outputs: [String: String] = [:]
 
     public init(graph: Graph, now: Double, isPrivate: (String) -> Bool) {
-        let nodes = Dictionary(graph.nodes.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        // Nodes by index and the files' fingerprints taken on every CPU: a pipeline over
+        // /usr/include records 8,000 dependencies, and a dictionary of copied nodes, a stat each
+        // in turn and a version split by Characters were most of what recording it cost.
+        var index: [String: Int] = [:]
+        index.reserveCapacity(graph.nodes.count)
+        for (i, node) in graph.nodes.enumerated() where index[node.id] == nil { index[node.id] = i }
         let codeNodes = Set(graph.edges.filter { $0.from == graph.task.id && $0.relation == "executes" }.map(\.to))
+        var kept: [(node: Int, relation: Dependency.Relation)] = []
         for edge in graph.edges {
-            guard let node = nodes[edge.to], let relation = Dependency.Relation(rawValue: edge.relation) else { continue }
+            guard let n = index[edge.to], let relation = Dependency.Relation(rawValue: edge.relation) else { continue }
+            let node = graph.nodes[n]
             // What the task does, and what the programs it ran require (their libraries, interpreters).
             guard edge.from == graph.task.id || (relation == .requires && codeNodes.contains(edge.from)) else { continue }
             if node.ref.hasPrefix("/") && isPrivate(node.ref) { continue }
@@ -229,10 +237,20 @@ public struct GraphRecording {
             if node.kind == .service && node.ownership == "internal" { continue }
             // A temporary the task removed itself: there is nothing of it to check next time.
             if relation == .writes && node.state == "unavailable" { continue }
+            kept.append((n, relation))
+        }
+        let fingerprinted = kept.map { graph.nodes[$0.node].ref.hasPrefix("/") && $0.relation != .probes }
+        let paths = kept.map { graph.nodes[$0.node].ref }
+        let fingerprints = FingerprintSlots(count: kept.count)
+        DispatchQueue.concurrentPerform(iterations: kept.count) { i in
+            if fingerprinted[i] { fingerprints.set(i, Fingerprints.settled(paths[i], now: now)) }
+        }
+        dependencies.reserveCapacity(kept.count + 1)
+        for (i, (n, relation)) in kept.enumerated() {
+            let node = graph.nodes[n]
             let traced = node.evidence.contains { $0.hasPrefix("traced:") }
-            let isFile = node.ref.hasPrefix("/")
-            let version = node.version.map { String($0.prefix { $0 != " " }) }
-            let fingerprint = isFile && relation != .probes ? Fingerprints.settled(node.ref, now: now) : nil
+            let version = node.version.map(Self.firstWord)
+            let fingerprint = fingerprints.get(i)
             dependencies.append(Dependency(nodeID: node.id, kind: node.kind.rawValue, ref: node.ref, relation: relation,
                                            version: version, fingerprint: fingerprint, priority: node.priority,
                                            costBytes: Int64(node.cost["bytes"] ?? 0), traced: traced))
@@ -243,6 +261,31 @@ public struct GraphRecording {
         for node in graph.nodes where node.kind == .infrastructure && node.ref.hasPrefix("network:") {
             dependencies.append(Dependency(nodeID: node.id, kind: node.kind.rawValue, ref: node.ref, relation: .uses))
         }
+    }
+
+    /// A version's first word (the content hash of "sha256:… deb:…"), split by bytes when the
+    /// space is followed by ASCII (as a split by Characters would be), else by Characters.
+    static func firstWord(_ version: String) -> String {
+        let utf8 = version.utf8
+        guard let space = utf8.firstIndex(of: UInt8(ascii: " ")) else { return version }
+        let next = utf8.index(after: space)
+        guard next == utf8.endIndex || utf8[next] < 0x80 else { return String(version.prefix { $0 != " " }) }
+        return String(version[..<space])
+    }
+}
+
+/// One fingerprint per parallel iteration, each written by one iteration and read after.
+final class FingerprintSlots: @unchecked Sendable {
+    private let buffer: UnsafeMutableBufferPointer<FileFingerprint?>
+    init(count: Int) {
+        buffer = .allocate(capacity: count)
+        buffer.initialize(repeating: nil)
+    }
+    func set(_ i: Int, _ value: FileFingerprint?) { buffer[i] = value }
+    func get(_ i: Int) -> FileFingerprint? { buffer[i] }
+    deinit {
+        buffer.deinitialize()
+        buffer.deallocate()
     }
 }
 

@@ -14,20 +14,30 @@ public enum DebianPackages {
     /// system (/usr/lib/…) are also looked up under the names packages ship them by (/lib/…).
     public static func owners(of paths: Set<String>, database: String = "/var/lib/dpkg",
                               cacheDirectory: String = defaultCacheDirectory()) -> [String: String] {
-        guard !paths.isEmpty, let stamp = Stamp(database: database) else { return [:] }
+        let list = Array(paths)
+        var result: [String: String] = [:]
+        for (path, owner) in zip(list, owners(ofPaths: list, database: database, cacheDirectory: cacheDirectory)) {
+            if let owner { result[path] = owner }
+        }
+        return result
+    }
+
+    /// The same for a list: "deb:PACKAGE=VERSION" or nil for each path, in order (a discover asks
+    /// about thousands: no set or dictionary of them is built).
+    public static func owners(ofPaths paths: [String], database: String = "/var/lib/dpkg",
+                              cacheDirectory: String = defaultCacheDirectory()) -> [String?] {
+        guard !paths.isEmpty, let stamp = Stamp(database: database) else { return paths.map { _ in nil } }
         let index = Index.load(cacheDirectory + "/dpkg-index", stamp: stamp) ?? {
             let built = Index.build(database: database, stamp: stamp)
             built.save(cacheDirectory + "/dpkg-index")
             return built
         }()
-        var result: [String: String] = [:]
-        for path in paths {
+        // "deb:" + name made once a package, not once a path.
+        let labels = index.names.map { "deb:" + $0 }
+        return paths.map { path in
             // The aliases (merged /usr) only when the path itself is not listed: most are.
-            if let owner = index.owner(of: path) ?? aliases(of: path).lazy.compactMap(index.owner(of:)).first {
-                result[path] = "deb:" + owner
-            }
+            (index.ownerIndex(of: path) ?? aliases(of: path).lazy.compactMap(index.ownerIndex(of:)).first).map { labels[$0] }
         }
-        return result
     }
 
     public static func defaultCacheDirectory() -> String {
@@ -52,22 +62,47 @@ public enum DebianPackages {
         }
     }
 
-    /// Sorted (hash of a listed path, owner) pairs; owners are "package=version".
+    /// Sorted (hash of a listed path, owner) pairs; owners are "package=version". The pairs are
+    /// the file's own bytes, searched in place: converting 130,000 of them into arrays was most
+    /// of what a discover of a small task spent on packages.
     struct Index {
         var stamp: Stamp
-        var hashes: [UInt64]
-        var owners: [UInt32]
+        /// `count` records of 12 bytes from `tableOffset`: the hash (UInt64) and the owner's
+        /// index in `names` (UInt32), little-endian, sorted by hash.
+        var table: [UInt8]
+        var tableOffset: Int
+        var count: Int
         var names: [String]
 
-        func owner(of path: String) -> String? {
+        static let recordSize = 12
+
+        var hashes: [UInt64] { (0..<count).map(hash(at:)) }
+
+        func hash(at i: Int) -> UInt64 {
+            table.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: tableOffset + i * Self.recordSize, as: UInt64.self)) }
+        }
+
+        func owner(at i: Int) -> UInt32 {
+            table.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: tableOffset + i * Self.recordSize + 8, as: UInt32.self)) }
+        }
+
+        func owner(of path: String) -> String? { ownerIndex(of: path).map { names[$0] } }
+
+        /// The index in `names` of the package that lists `path`.
+        func ownerIndex(of path: String) -> Int? {
             var h = ShortHash.seed
-            for byte in path.utf8 { h = ShortHash.step(h, byte) }
-            var low = 0, high = hashes.count
-            while low < high {
-                let mid = (low + high) / 2
-                if hashes[mid] < h { low = mid + 1 } else { high = mid }
+            var path = path
+            path.withUTF8 { for byte in $0 { h = ShortHash.step(h, byte) } }
+            return table.withUnsafeBytes { raw -> Int? in
+                func hash(_ i: Int) -> UInt64 { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: tableOffset + i * Self.recordSize, as: UInt64.self)) }
+                var low = 0, high = count
+                while low < high {
+                    let mid = (low + high) / 2
+                    if hash(mid) < h { low = mid + 1 } else { high = mid }
+                }
+                guard low < count, hash(low) == h else { return nil }
+                return Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: tableOffset + low * Self.recordSize + 8, as: UInt32.self)))
             }
-            return low < hashes.count && hashes[low] == h ? names[Int(owners[low])] : nil
         }
 
         static func build(database: String, stamp: Stamp) -> Index {
@@ -97,19 +132,21 @@ public enum DebianPackages {
                 for h in found.get(i) { pairs.append((h, UInt32(names.count - 1))) }
             }
             pairs.sort { $0.0 < $1.0 }
-            return Index(stamp: stamp, hashes: pairs.map(\.0), owners: pairs.map(\.1), names: names)
+            var table: [UInt8] = []
+            table.reserveCapacity(pairs.count * recordSize)
+            for (h, o) in pairs {
+                withUnsafeBytes(of: h.littleEndian) { table.append(contentsOf: $0) }
+                withUnsafeBytes(of: o.littleEndian) { table.append(contentsOf: $0) }
+            }
+            return Index(stamp: stamp, table: table, tableOffset: 0, count: pairs.count, names: names)
         }
 
         // File: "dgrun-dpkg-index 1\n", the stamp, the count, the names, then the pairs.
         func save(_ path: String) {
-            var text = "dgrun-dpkg-index 1\n\(stamp.status) \(stamp.info) \(hashes.count) \(names.count)\n"
+            var text = "dgrun-dpkg-index 1\n\(stamp.status) \(stamp.info) \(count) \(names.count)\n"
             text += names.joined(separator: "\n") + "\n"
             var bytes = Array(text.utf8)
-            bytes.reserveCapacity(bytes.count + hashes.count * 12)
-            for (h, o) in zip(hashes, owners) {
-                withUnsafeBytes(of: h.littleEndian) { bytes.append(contentsOf: $0) }
-                withUnsafeBytes(of: o.littleEndian) { bytes.append(contentsOf: $0) }
-            }
+            bytes.append(contentsOf: table[tableOffset..<(tableOffset + count * Self.recordSize)])
             FileSystem.replaceCache(path, with: bytes)
         }
 
@@ -133,21 +170,20 @@ public enum DebianPackages {
             guard lines.count == 4, let status = Int64(lines[0]), let info = Int64(lines[1]),
                   let count = Int(lines[2]), let nameCount = Int(lines[3]),
                   // Counts the file cannot hold: a negative range or count * 12 overflowing trapped.
-                  count >= 0, nameCount >= 0, count <= bytes.count / 12 else { return nil }
+                  count >= 0, nameCount >= 0, count <= bytes.count / recordSize else { return nil }
             let found = Stamp(status: status, info: info)
             if let stamp, stamp != found { return nil }
             var names: [String] = []
             for _ in 0..<nameCount { guard let name = line() else { return nil }; names.append(name) }
-            guard bytes.count - offset == count * 12 else { return nil }
-            var hashes = [UInt64](repeating: 0, count: count), owners = [UInt32](repeating: 0, count: count)
-            bytes.withUnsafeBytes { raw in
-                for i in 0..<count {
-                    hashes[i] = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: offset + i * 12, as: UInt64.self))
-                    owners[i] = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset + i * 12 + 8, as: UInt32.self))
+            guard bytes.count - offset == count * recordSize else { return nil }
+            let index = Index(stamp: found, table: bytes, tableOffset: offset, count: count, names: names)
+            // Every owner names a package: a lookup never indexes past `names`.
+            let valid = bytes.withUnsafeBytes { raw in
+                (0..<count).allSatisfy { i in
+                    Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset + i * recordSize + 8, as: UInt32.self))) < names.count
                 }
             }
-            guard owners.allSatisfy({ Int($0) < names.count }) else { return nil }
-            return Index(stamp: found, hashes: hashes, owners: owners, names: names)
+            return valid ? index : nil
         }
     }
 

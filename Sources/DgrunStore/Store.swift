@@ -309,19 +309,28 @@ public final class Store: Sendable {
             INSERT OR REPLACE INTO dependency(task_id, node_id, kind, ref, relation, version, size, mtime_ns, ctime_ns,
                 inode, device, priority, cost_bytes, traced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """
-        for d in dependencies {
+        // Each ref encoded once, for its row and for the packed checks.
+        let refs = dependencies.map { enc($0.ref) }
+        for (d, ref) in zip(dependencies, refs) {
             let f = d.fingerprint
             // The usual id, "file:" + ref, is implied (empty): a fifth less to read on every check.
-            let nodeID: String = d.nodeID == "file:" + d.ref ? "" : relocation?.encodeNodeID(d.nodeID) ?? d.nodeID
-            try db.execute(sql, [taskID, nodeID, d.kind, enc(d.ref), d.relation.rawValue, d.version,
+            let nodeID: String = Self.isFileID(d.nodeID, of: d.ref) ? "" : relocation?.encodeNodeID(d.nodeID) ?? d.nodeID
+            try db.execute(sql, [taskID, nodeID, d.kind, ref, d.relation.rawValue, d.version,
                                  f?.size, f?.mtimeNs, f?.ctimeNs, f.map { Int64(bitPattern: $0.inode) },
                                  f.map { Int64(bitPattern: $0.device) }, d.priority, d.costBytes, d.traced])
         }
-        try packFileChecks(dependencies, storedID: taskID, in: db)
+        try packFileChecks(dependencies, refs: refs, storedID: taskID, in: db)
     }
 
-    func packFileChecks(_ dependencies: [Dependency], storedID: String, in db: SQLiteConnection) throws(DgrunError) {
-        let packed = FileChecks.pack(dependencies.map { ($0, enc($0.ref)) })
+    /// `id == "file:" + ref`, without building the string for the usual case (equal bytes).
+    static func isFileID(_ id: String, of ref: String) -> Bool {
+        let i = id.utf8, r = ref.utf8
+        if i.count == r.count + 5, i.starts(with: "file:".utf8), i.dropFirst(5).elementsEqual(r) { return true }
+        return id == "file:" + ref  // unequal bytes can still be equal Strings (é as one scalar or two)
+    }
+
+    func packFileChecks(_ dependencies: [Dependency], refs: [String]? = nil, storedID: String, in db: SQLiteConnection) throws(DgrunError) {
+        let packed = FileChecks.pack(zip(dependencies, refs ?? dependencies.map { enc($0.ref) }).map { (dependency: $0, storedRef: $1) })
         try db.execute("UPDATE task SET file_checks = ? WHERE id = ?", [SQLValue.blob(packed), storedID])
     }
 

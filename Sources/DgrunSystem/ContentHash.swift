@@ -11,10 +11,24 @@ public enum ContentHash {
         var digest = [UInt8](repeating: 0, count: 32)
         let rc = dgrun_sha256_file(path, &digest)
         if rc == -EINVAL, FileIO.isDirectory(path) {
-            return version(ofBytes: Array(FileIO.listDirectory(path).sorted().joined(separator: "\0").utf8))
+            return version(ofBytes: listingBytes(FileIO.listDirectory(path)))
         }
         guard rc == 0 else { return nil }
         return version(digest: digest)
+    }
+
+    /// The digest `version(of:)` gives a directory (the sha256 of its sorted names), nil when it
+    /// cannot be listed (where `version(of:)` could not open it) or hashing is unavailable.
+    public static func directoryDigest(of path: String) -> [UInt8]? {
+        guard let names = FileIO.listDirectoryOrNil(path) else { return nil }
+        let bytes = listingBytes(names)
+        var digest = [UInt8](repeating: 0, count: 32)
+        guard dgrun_sha256_bytes(bytes, bytes.count, &digest) == 0 else { return nil }
+        return digest
+    }
+
+    static func listingBytes(_ names: [String]) -> [UInt8] {
+        Array(names.sorted().joined(separator: "\0").utf8)
     }
 
     /// The version of a file a task wrote: a symbolic link is its own target text ("link:<hex>"),
@@ -40,15 +54,37 @@ public enum ContentHash {
     public static var isAvailable: Bool { dgrun_sha256_available() != 0 }
 
     /// A 32-byte sha256 digest in the version format, `sha256:<hex>`.
-    public static func version(digest: [UInt8]) -> String { "sha256:" + hex(digest) }
+    public static func version(digest: [UInt8]) -> String {
+        digest.withUnsafeBytes { version(digest: $0) }
+    }
+
+    static func version(digest: UnsafeRawBufferPointer) -> String {
+        let prefix: StaticString = "sha256:"
+        return String(unsafeUninitializedCapacity: prefix.utf8CodeUnitCount + digest.count * 2) { out in
+            prefix.withUTF8Buffer { for (i, c) in $0.enumerated() { out[i] = c } }
+            var at = prefix.utf8CodeUnitCount
+            for b in digest {
+                out[at] = hexDigit(b >> 4)
+                out[at + 1] = hexDigit(b & 15)
+                at += 2
+            }
+            return at
+        }
+    }
 
     static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
-        return String(decoding: out, as: UTF8.self)
+        // Written in place: thousands of versions a discover; an array and a copy each was ~2 k
+        // instructions a version.
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            for (i, b) in bytes.enumerated() {
+                out[2 * i] = hexDigit(b >> 4)
+                out[2 * i + 1] = hexDigit(b & 15)
+            }
+            return bytes.count * 2
+        }
     }
+
+    @inline(__always) static func hexDigit(_ v: UInt8) -> UInt8 { v < 10 ? 0x30 + v : 0x57 + v }
 }
 
 /// FNV-1a, 64 bits, as hex: short stable names for cache files, locks and history keys. Not a

@@ -18,8 +18,28 @@ public final class ContentHashCache: Sendable {
         var key: (UInt64, UInt64) { (device, inode) }
 
         func matches(_ st: stat) -> Bool {
-            device == UInt64(st.st_dev) && inode == UInt64(st.st_ino) && size == Int64(st.st_size)
+            device == UInt64(st.st_dev) && inode == UInt64(st.st_ino) && size == Self.size(st)
                 && mtimeNs == Self.nanoseconds(st.st_mtim) && ctimeNs == Self.nanoseconds(st.st_ctim)
+        }
+
+        init(_ st: stat, digest: (UInt64, UInt64, UInt64, UInt64)) {
+            self.init(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Self.size(st),
+                      mtimeNs: Self.nanoseconds(st.st_mtim), ctimeNs: Self.nanoseconds(st.st_ctim), digest: digest)
+        }
+
+        init(device: UInt64, inode: UInt64, size: Int64, mtimeNs: Int64, ctimeNs: Int64, digest: (UInt64, UInt64, UInt64, UInt64)) {
+            self.device = device
+            self.inode = inode
+            self.size = size
+            self.mtimeNs = mtimeNs
+            self.ctimeNs = ctimeNs
+            self.digest = digest
+        }
+
+        /// A directory's entry keeps -1 - its size: it can never match a file's stat (nor, in
+        /// an older dgrun sharing the file, be taken for one), and the format stays the same.
+        static func size(_ st: stat) -> Int64 {
+            (st.st_mode & S_IFMT) == S_IFDIR ? -1 - Int64(st.st_size) : Int64(st.st_size)
         }
 
         static func nanoseconds(_ t: timespec) -> Int64 { Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec) }
@@ -95,22 +115,57 @@ public final class ContentHashCache: Sendable {
     /// Safe to call from several threads.
     public func version(of path: String, now: Double) -> String? {
         var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return ContentHash.version(of: path) }
+        guard stat(path, &st) == 0 else { return ContentHash.version(of: path) }
+        return version(of: path, stat: st, now: now)
+    }
+
+    /// The same for a path the caller has just stat'ed (`st`, following links): a discover
+    /// stats each file once, for its size, and asks with that stat.
+    public func version(of path: String, stat st: stat, now: Double) -> String? {
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFDIR: return directoryVersion(of: path, stat: st, now: now)
+        default: return ContentHash.version(of: path)
+        }
         if let hit = find(st) { return Self.version(hit.digest) }
         var digest = [UInt8](repeating: 0, count: 32)
         var before = stat(), after = stat()
         guard dgrun_sha256_file_stat(path, &digest, &before, &after) == 0 else { return ContentHash.version(of: path) }
-        let words = digest.withUnsafeBytes { raw in
-            (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-             raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+        remember(Entry(before, digest: Self.words(digest)), unchangedAt: after, now: now)
+        return ContentHash.version(digest: digest)
+    }
+
+    /// A directory's version (its sorted names, what a task that lists it sees), remembered like
+    /// a file's: creating, removing or renaming an entry changes the directory's mtime and ctime.
+    /// Not on pseudo file systems (/proc, /sys, cgroups), whose listings change without them.
+    func directoryVersion(of path: String, stat st: stat, now: Double) -> String? {
+        if let hit = find(st) { return Self.version(hit.digest) }
+        guard let digest = ContentHash.directoryDigest(of: path) else { return nil }
+        var after = stat()
+        if stat(path, &after) == 0, let magic = FileSystem.magic(path), Self.directoryMtimeFileSystems.contains(magic) {
+            remember(Entry(st, digest: Self.words(digest)), unchangedAt: after, now: now)
         }
-        let entry = Entry(device: UInt64(before.st_dev), inode: UInt64(before.st_ino), size: Int64(before.st_size),
-                          mtimeNs: Entry.nanoseconds(before.st_mtim), ctimeNs: Entry.nanoseconds(before.st_ctim), digest: words)
+        return ContentHash.version(digest: digest)
+    }
+
+    /// statfs magics of the file systems that keep a directory's mtime: ext2/3/4, xfs, btrfs,
+    /// tmpfs, overlayfs, f2fs.
+    static let directoryMtimeFileSystems: Set<UInt> = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x794C_7630, 0xF2F5_2010]
+
+    /// Keeps `entry` for later runs when the file did not change while it was read (`after`) and
+    /// its last change is old enough that a change within the timestamps' granularity would show.
+    private func remember(_ entry: Entry, unchangedAt after: stat, now: Double) {
         let changed = Double(max(entry.mtimeNs, entry.ctimeNs)) / 1e9
         if entry.matches(after), now - changed >= Self.settleSeconds {
             fresh.withLock { $0.append(entry) }
         }
-        return ContentHash.version(digest: digest)
+    }
+
+    static func words(_ digest: [UInt8]) -> (UInt64, UInt64, UInt64, UInt64) {
+        digest.withUnsafeBytes { raw in
+            (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+             raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+        }
     }
 
     func find(_ st: stat) -> Entry? {
@@ -127,14 +182,7 @@ public final class ContentHashCache: Sendable {
     }
 
     static func version(_ d: (UInt64, UInt64, UInt64, UInt64)) -> String {
-        var bytes = [UInt8](repeating: 0, count: 32)
-        bytes.withUnsafeMutableBytes { raw in
-            raw.storeBytes(of: d.0, toByteOffset: 0, as: UInt64.self)
-            raw.storeBytes(of: d.1, toByteOffset: 8, as: UInt64.self)
-            raw.storeBytes(of: d.2, toByteOffset: 16, as: UInt64.self)
-            raw.storeBytes(of: d.3, toByteOffset: 24, as: UInt64.self)
-        }
-        return ContentHash.version(digest: bytes)
+        withUnsafeBytes(of: d) { ContentHash.version(digest: $0) }
     }
 
     /// Appends what this run hashed to the journal; past `journalCapacity` entries the journal

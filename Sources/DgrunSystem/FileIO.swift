@@ -97,7 +97,12 @@ public enum FileIO {
     public static func isExecutable(_ path: String) -> Bool { access(path, X_OK) == 0 && !isDirectory(path) }
 
     public static func listDirectory(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
+        listDirectoryOrNil(path) ?? []
+    }
+
+    /// The names in a directory, nil when it cannot be opened.
+    public static func listDirectoryOrNil(_ path: String) -> [String]? {
+        guard let dir = opendir(path) else { return nil }
         defer { closedir(dir) }
         var names: [String] = []
         let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!

@@ -40,6 +40,16 @@ public enum FileSystem {
     /// O_NOFOLLOW: never through a link someone planted there), then replace it in one rename, so
     /// a reader sees the old file or the new one, never half of one.
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
+        // withUnsafeBytes rethrows untyped: the error is carried out of the closure.
+        let failure = bytes.withUnsafeBytes { raw -> SystemError? in
+            do throws(SystemError) { try writeAtomically(path, raw, mode: mode) } catch { return error }
+            return nil
+        }
+        if let failure { throw failure }
+    }
+
+    /// The same from a buffer (a megabyte graph written without copying it into an array).
+    public static func writeAtomically(_ path: String, _ bytes: UnsafeRawBufferPointer, mode: mode_t = 0o644) throws(SystemError) {
         // A device or a pipe (-o /dev/null, --junit /dev/stdout, a FIFO) is written to, never
         // replaced: a rename over /dev/null as root made it a regular file for the whole host.
         if isStream(path) {
@@ -80,10 +90,10 @@ public enum FileSystem {
     }
 
     /// All of `bytes` to `fd`, through short writes and EINTR.
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(SystemError) {
+    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(SystemError) {
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { throw SystemError("write", path: path, errno: n < 0 ? errno : EIO) }
             offset += n
@@ -91,7 +101,13 @@ public enum FileSystem {
     }
 
     public static func writeAtomically(_ path: String, _ text: String, mode: mode_t = 0o644) throws(SystemError) {
-        try writeAtomically(path, Array(text.utf8), mode: mode)
+        // From the string's own bytes: a recorded graph is megabytes, and was copied once more here.
+        var text = text
+        let failure = text.withUTF8 { utf8 -> SystemError? in
+            do throws(SystemError) { try writeAtomically(path, UnsafeRawBufferPointer(utf8), mode: mode) } catch { return error }
+            return nil
+        }
+        if let failure { throw failure }
     }
 
     /// A path made absolute against the current directory (lexically; nothing is resolved).
@@ -138,15 +154,27 @@ public struct PinnedOutput: Sendable, Equatable {
     }
 
     public func write(_ text: String) throws(SystemError) {
+        try write(Array(text.utf8))
+    }
+
+    public func write(_ bytes: [UInt8]) throws(SystemError) {
+        let failure = bytes.withUnsafeBytes { raw -> SystemError? in
+            do throws(SystemError) { try write(raw) } catch { return error }
+            return nil
+        }
+        if let failure { throw failure }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(SystemError) {
         // A device, a FIFO or dgrun's own stream (`-o /dev/null`, `--report /dev/stdout`) is
         // written in place by writeAtomically; by the name given, since /dev/stdout's target is
         // this process's and its directory is no task's to swap.
-        if FileSystem.isStream(path) { return try FileSystem.writeAtomically(path, text) }
+        if FileSystem.isStream(path) { return try FileSystem.writeAtomically(path, bytes) }
         guard let directory, !name.isEmpty, FileIO.realPath(parent) == directory else {
             throw SystemError("write", path: path, errno: directory == nil ? ENOENT : ELOOP,
                               hint: directory == nil ? "its directory does not exist"
                                   : "its directory was replaced (by a symbolic link?) during the run; nothing was written")
         }
-        try FileSystem.writeAtomically(directory + "/" + name, text)
+        try FileSystem.writeAtomically(directory + "/" + name, bytes)
     }
 }

@@ -42,28 +42,36 @@ public struct TraceEvent: Sendable, Equatable {
     public static func parse(_ log: dgrun_trace_log) -> [TraceEvent] {
         guard let base = log.bytes, log.length > 0 else { return [] }
         let header = MemoryLayout<dgrun_trace_event>.size
-        var events: [(seq: UInt64, event: TraceEvent)] = []
+        var events: [TraceEvent] = []
+        var order: [(seq: UInt64, index: Int32)] = []
         var at = 0
         while at + header <= log.length {
             let e = UnsafeRawPointer(base + at).loadUnaligned(as: dgrun_trace_event.self)
             var p = at + header
             // A length past the end takes what is left: p never passes the end (fuzzing found that a
             // later part's count went negative once an earlier one had).
-            func take(_ n: Int32) -> [UInt8] {
+            func take(_ n: Int32) -> UnsafeBufferPointer<UInt8> {
                 let n = min(Int(max(0, n)), log.length - p)
                 defer { p += n }
-                return Array(UnsafeBufferPointer(start: base + p, count: n))
+                return UnsafeBufferPointer(start: base + p, count: n)
             }
+            // Strings decoded from the log in place, and the (empty, for most calls) byte parts
+            // only copied when there are bytes: two copies a path cost more than the rest.
             let path = take(e.path_len), path2 = take(e.path2_len), address = take(e.addr_len), data = take(e.data_len)
             at = p
             guard let kind = Kind(rawValue: e.kind) else { continue }
-            events.append((e.seq, TraceEvent(kind: kind, syscall: e.nr, pid: e.pid, existed: e.exists != 0, flags: e.flags,
-                                             path: String(decoding: path, as: UTF8.self),
-                                             path2: String(decoding: path2, as: UTF8.self), address: address, data: data)))
+            order.append((e.seq, Int32(events.count)))
+            events.append(TraceEvent(kind: kind, syscall: e.nr, pid: e.pid, existed: e.exists != 0, flags: e.flags,
+                                     path: String(decoding: path, as: UTF8.self),
+                                     path2: path2.isEmpty ? "" : String(decoding: path2, as: UTF8.self),
+                                     address: address.isEmpty ? [] : Array(address), data: data.isEmpty ? [] : Array(data)))
         }
         // Serving threads log as they finish; the graph wants the order the calls were made in.
-        events.sort { $0.seq < $1.seq }
-        return events.map(\.event)
+        // Stable, as the sort of the events was: equal seqs keep the log's order. The small
+        // (seq, index) pairs are sorted, not the events.
+        order.sort { $0.seq < $1.seq || ($0.seq == $1.seq && $0.index < $1.index) }
+        if order.indices.allSatisfy({ order[$0].index == Int32($0) }) { return events }
+        return order.map { events[Int($0.index)] }
     }
 }
 

@@ -36,6 +36,10 @@ import Glibc
         #expect(ActionKey.digest(["ab", "c"]) != ActionKey.digest(["a", "bc"]))
         #expect(ActionKey.digest(["a"]).count == 64)
         #expect(ActionKey.digest(["x", "y"]) == ActionKey.digest(["x", "y"]))
+        // The encoding itself, pinned: keys are shared between machines and dgrun versions.
+        let fields = ["ab", "", "0123456789é", String(repeating: "x", count: 100)]
+        let encoded = fields.map { "\($0.utf8.count):\($0)\n" }.joined()
+        #expect(ActionKey.digest(fields) == ContentHash.version(ofBytes: Array(encoded.utf8)).map { String($0.dropFirst(7)) })
         let t = ActionKey.taskKey(argv: ["/bin/sh", "-c", "true"], environmentDigest: "sha256:0", sandbox: ["network=auto"], taskPath: "../gen")
         #expect(t != ActionKey.taskKey(argv: ["/bin/sh", "-c", "true"], environmentDigest: "sha256:1", sandbox: ["network=auto"], taskPath: "../gen"))
     }

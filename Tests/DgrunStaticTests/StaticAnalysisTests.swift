@@ -169,6 +169,10 @@ func shell(_ script: String, in dir: String) -> Int32 {
         // The index answers the next time; a change to the database rebuilds it.
         let again = DebianPackages.owners(of: ["/usr/bin/tool"], database: db, cacheDirectory: cache)
         #expect(again == ["/usr/bin/tool": "deb:tool=4:0.9"])
+        // The list form: one answer a path, in order, from the index read in place.
+        #expect(DebianPackages.owners(ofPaths: ["/etc/none", "/usr/bin/tool", "/usr/lib/x86_64-linux-gnu/libfoo.so.1", "/usr/bin/tool"],
+                                      database: db, cacheDirectory: cache)
+                == [nil, "deb:tool=4:0.9", "deb:libfoo1=1.2-3", "deb:tool=4:0.9"])
         usleep(10_000)
         try FileIO.write(db + "/status", (try FileIO.read(db + "/status")).replacing("4:0.9", with: "4:1.0"))
         #expect(DebianPackages.owners(of: ["/usr/bin/tool"], database: db, cacheDirectory: cache) == ["/usr/bin/tool": "deb:tool=4:1.0"])

@@ -52,6 +52,42 @@ import Testing
         #expect(cache.version(of: dir, now: Clock.now()) == ContentHash.version(of: dir))
     }
 
+    /// A directory's version (its sorted names) is remembered like a file's, on a file system
+    /// that keeps directory times; an entry added moves its identity, and it is listed again.
+    @Test func directoriesAreRememberedUntilAnEntryChanges() throws {
+        let dir = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let listed = dir + "/listed", cacheFile = dir + "/cache/content-hashes"
+        mkdir(listed, 0o755)
+        for name in ["b", "a"] { _ = FileManager.default.createFile(atPath: listed + "/" + name, contents: Data()) }
+        let expected = try #require(ContentHash.version(of: listed))
+        let later = Clock.now() + 2 * ContentHashCache.settleSeconds
+        let first = ContentHashCache(path: cacheFile)
+        #expect(first.version(of: listed, now: later) == expected)
+        first.save()
+        let second = ContentHashCache(path: cacheFile)
+        var st = stat()
+        #expect(stat(listed, &st) == 0)
+        let keepsTimes = FileSystem.magic(listed).map(ContentHashCache.directoryMtimeFileSystems.contains) == true
+        #expect((second.find(st) != nil) == keepsTimes, "remembered where directory times are kept")
+        #expect(second.version(of: listed, stat: st, now: later) == expected)
+        _ = FileManager.default.createFile(atPath: listed + "/c", contents: Data())
+        #expect(stat(listed, &st) == 0)
+        #expect(second.find(st) == nil)
+        #expect(second.version(of: listed, now: Clock.now() + 10) == ContentHash.version(of: listed))
+        #expect(second.version(of: listed, now: Clock.now() + 10) != expected)
+    }
+
+    /// /proc's listings change without its directories' times: never remembered.
+    @Test func pseudoFileSystemDirectoriesAreNotRemembered() {
+        let dir = Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cache = ContentHashCache(path: dir + "/cache")
+        #expect(cache.version(of: "/proc", now: Clock.now() + 10) != nil)
+        cache.save()
+        #expect(ContentHashCache(path: dir + "/cache").count == 0)
+    }
+
     @Test func aDamagedCacheFileIsAnEmptyCache() throws {
         let dir = Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

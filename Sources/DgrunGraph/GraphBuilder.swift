@@ -353,7 +353,7 @@ public struct GraphBuilder {
         // The stats not taken yet (one a file that existed), on every CPU; then the sizes.
         let unstated = sized.filter { nodeStat[$0].isRegular == nil }
         let unstatedPaths = unstated.map { nodes[$0].ref }
-        let taken = Stats(count: unstated.count)
+        let taken = ParallelSlots<FileStat>(count: unstated.count, initial: .unknown)
         DispatchQueue.concurrentPerform(iterations: unstated.count) { i in taken.set(i, .of(unstatedPaths[i])) }
         for (i, n) in unstated.enumerated() { nodeStat[n] = taken.get(i) }
         for n in sized {
@@ -362,7 +362,7 @@ public struct GraphBuilder {
         let ids = toHash
         let paths = ids.map { nodes[$0].ref }
         let stats = ids.map { nodeStat[$0] }
-        let results = Slots(count: paths.count)
+        let results = ParallelSlots<String?>(count: paths.count, initial: nil)
         let cache = ContentHashCache(path: ContentHashCache.defaultPath())
         let now = Clock.now()
         let wrote = paths.map { written.contains($0) && FileIO.isSymbolicLink($0) }
@@ -643,33 +643,3 @@ struct Endpoint {
 }
 
 
-/// One stat per parallel iteration, on the same terms as `Slots`.
-final class Stats: @unchecked Sendable {
-    private let buffer: UnsafeMutableBufferPointer<GraphBuilder.FileStat>
-    init(count: Int) {
-        buffer = .allocate(capacity: count)
-        buffer.initialize(repeating: .unknown)
-    }
-    func set(_ i: Int, _ value: GraphBuilder.FileStat) { buffer[i] = value }
-    func get(_ i: Int) -> GraphBuilder.FileStat { buffer[i] }
-    deinit {
-        buffer.deinitialize()
-        buffer.deallocate()
-    }
-}
-
-/// One result slot per parallel iteration. Each index is written by exactly one iteration and read
-/// only after concurrentPerform returns, which is why unchecked Sendable is sound here.
-final class Slots: @unchecked Sendable {
-    private let buffer: UnsafeMutableBufferPointer<String?>
-    init(count: Int) {
-        buffer = .allocate(capacity: count)
-        buffer.initialize(repeating: nil)
-    }
-    func set(_ i: Int, _ value: String?) { buffer[i] = value }
-    func get(_ i: Int) -> String? { buffer[i] }
-    deinit {
-        buffer.deinitialize()
-        buffer.deallocate()
-    }
-}

@@ -241,7 +241,7 @@ public struct GraphRecording {
         }
         let fingerprinted = kept.map { graph.nodes[$0.node].ref.hasPrefix("/") && $0.relation != .probes }
         let paths = kept.map { graph.nodes[$0.node].ref }
-        let fingerprints = FingerprintSlots(count: kept.count)
+        let fingerprints = ParallelSlots<FileFingerprint?>(count: kept.count, initial: nil)
         DispatchQueue.concurrentPerform(iterations: kept.count) { i in
             if fingerprinted[i] { fingerprints.set(i, Fingerprints.settled(paths[i], now: now)) }
         }
@@ -274,20 +274,6 @@ public struct GraphRecording {
     }
 }
 
-/// One fingerprint per parallel iteration, each written by one iteration and read after.
-final class FingerprintSlots: @unchecked Sendable {
-    private let buffer: UnsafeMutableBufferPointer<FileFingerprint?>
-    init(count: Int) {
-        buffer = .allocate(capacity: count)
-        buffer.initialize(repeating: nil)
-    }
-    func set(_ i: Int, _ value: FileFingerprint?) { buffer[i] = value }
-    func get(_ i: Int) -> FileFingerprint? { buffer[i] }
-    deinit {
-        buffer.deinitialize()
-        buffer.deallocate()
-    }
-}
 
 /// Declared inputs and outputs (task.toml globs) against what the run used inside the task directory.
 public struct DeclarationCheck: Sendable {

@@ -57,3 +57,19 @@ extension Locked {
         return made
     }
 }
+
+/// One result slot per iteration of a `concurrentPerform`: each index is written by one iteration
+/// only and read after it returns, which is why unchecked Sendable is sound here.
+public final class ParallelSlots<Value>: @unchecked Sendable {
+    @usableFromInline let buffer: UnsafeMutableBufferPointer<Value>
+    public init(count: Int, initial: Value) {
+        buffer = .allocate(capacity: count)
+        buffer.initialize(repeating: initial)
+    }
+    @inlinable public func set(_ i: Int, _ value: Value) { buffer[i] = value }
+    @inlinable public func get(_ i: Int) -> Value { buffer[i] }
+    deinit {
+        buffer.deinitialize()
+        buffer.deallocate()
+    }
+}

@@ -59,6 +59,7 @@ PY
 
 cd "$work"
 gcc_cmd="gcc -O2 -c big.c -o /tmp/dgrun-bench-big.o"
+trap 'rm -f /tmp/dgrun-bench-big.o' EXIT  # the gcc workload's object: nothing left behind
 # The distribution's python3 when there is one: a version manager's shim (pyenv) would add a
 # shell script and its processes to what is measured.
 py=python3

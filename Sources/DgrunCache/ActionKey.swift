@@ -125,8 +125,7 @@ public enum ActionKey {
         var pairs: [(ref: String, version: String)] = []
         for d in inputs(of: dependencies) {
             guard let v = version(d) else { return .missing(d.ref) }
-            // The first word: the version itself when it has no space (a recorded one has none).
-            pairs.append((relocation.encode(d.ref), v.utf8.contains(UInt8(ascii: " ")) ? String(v.prefix { $0 != " " }) : v))
+            pairs.append((relocation.encode(d.ref), Dependency.firstWord(v)))
         }
         pairs.sort { $0.ref < $1.ref }
         return .key(digest([schemaVersion, "action", taskKey] + pairs.flatMap { [$0.ref, $0.version] }), inputs: pairs)

@@ -249,7 +249,7 @@ public struct GraphRecording {
         for (i, (n, relation)) in kept.enumerated() {
             let node = graph.nodes[n]
             let traced = node.evidence.contains { $0.hasPrefix("traced:") }
-            let version = node.version.map(Self.firstWord)
+            let version = node.version.map(Dependency.firstWord)
             let fingerprint = fingerprints.get(i)
             dependencies.append(Dependency(nodeID: node.id, kind: node.kind.rawValue, ref: node.ref, relation: relation,
                                            version: version, fingerprint: fingerprint, priority: node.priority,
@@ -261,16 +261,6 @@ public struct GraphRecording {
         for node in graph.nodes where node.kind == .infrastructure && node.ref.hasPrefix("network:") {
             dependencies.append(Dependency(nodeID: node.id, kind: node.kind.rawValue, ref: node.ref, relation: .uses))
         }
-    }
-
-    /// A version's first word (the content hash of "sha256:… deb:…"), split by bytes when the
-    /// space is followed by ASCII (as a split by Characters would be), else by Characters.
-    static func firstWord(_ version: String) -> String {
-        let utf8 = version.utf8
-        guard let space = utf8.firstIndex(of: UInt8(ascii: " ")) else { return version }
-        let next = utf8.index(after: space)
-        guard next == utf8.endIndex || utf8[next] < 0x80 else { return String(version.prefix { $0 != " " }) }
-        return String(version[..<space])
     }
 }
 

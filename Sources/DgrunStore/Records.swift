@@ -148,3 +148,15 @@ public struct RunUsage: Sendable, Equatable {
         self.cpuSeconds = cpuSeconds
     }
 }
+
+extension Dependency {
+    /// A version's first word (the content hash of "sha256:… deb:…"), split by bytes when the
+    /// space is followed by ASCII (as a split by Characters would be), else by Characters.
+    public static func firstWord(_ version: String) -> String {
+        let utf8 = version.utf8
+        guard let space = utf8.firstIndex(of: UInt8(ascii: " ")) else { return version }
+        let next = utf8.index(after: space)
+        guard next == utf8.endIndex || utf8[next] < 0x80 else { return String(version.prefix { $0 != " " }) }
+        return String(version[..<space])
+    }
+}

@@ -98,11 +98,7 @@ public enum ShortHash {
     public static func value<S: Sequence>(_ bytes: S) -> UInt64 where S.Element == UInt8 {
         // Contiguous bytes in a plain loop: the generic reduce, not specialised across modules,
         // cost 1.3 M instructions for a 4 KB seccomp profile, once per task of a workspace.
-        if let hash = bytes.withContiguousStorageIfAvailable({ buffer -> UInt64 in
-            var h = seed
-            for byte in buffer { h = step(h, byte) }
-            return h
-        }) { return hash }
+        if let hash = bytes.withContiguousStorageIfAvailable(value(buffer:)) { return hash }
         var h = seed
         for byte in bytes { h = step(h, byte) }
         return h
@@ -112,23 +108,21 @@ public enum ShortHash {
         String(value(bytes), radix: 16)
     }
 
+    static func value(buffer: UnsafeBufferPointer<UInt8>) -> UInt64 {
+        var h = seed
+        for byte in buffer { h = step(h, byte) }
+        return h
+    }
+
     public static func hex(_ bytes: [UInt8]) -> String {
-        String(bytes.withUnsafeBufferPointer { buffer in
-            var h = seed
-            for byte in buffer { h = step(h, byte) }
-            return h
-        }, radix: 16)
+        String(bytes.withUnsafeBufferPointer(value(buffer:)), radix: 16)
     }
 
     /// A String's UTF-8 without the generic path: across modules that is unspecialised, and its
     /// first call made the runtime look up String.UTF8View's witnesses (~0.17 M instructions).
     public static func hex(_ text: String) -> String {
         var text = text
-        return String(text.withUTF8 { buffer in
-            var h = seed
-            for byte in buffer { h = step(h, byte) }
-            return h
-        }, radix: 16)
+        return String(text.withUTF8(value(buffer:)), radix: 16)
     }
 }
 

@@ -71,12 +71,8 @@ public enum CLI {
         text.withUTF8 { write(fd, $0) }
     }
 
+    /// Best effort: a closed stdout or stderr ends what is written, not dgrun.
     static func write(_ fd: Int32, _ bytes: UnsafeBufferPointer<UInt8>) {
-        var offset = 0
-        while offset < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-            if n <= 0 { if errno == EINTR { continue } else { return } }
-            offset += n
-        }
+        try? FileSystem.writeAll(fd, UnsafeRawBufferPointer(bytes), path: "standard output or error")
     }
 }

@@ -40,9 +40,23 @@ public enum FileSystem {
     /// O_NOFOLLOW: never through a link someone planted there), then replace it in one rename, so
     /// a reader sees the old file or the new one, never half of one.
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
-        // withUnsafeBytes rethrows untyped: the error is carried out of the closure.
+        try withRawBytes(bytes) { raw throws(SystemError) in try writeAtomically(path, raw, mode: mode) }
+    }
+
+    /// `body` over the array's storage; withUnsafeBytes rethrows untyped, so the error is carried out.
+    static func withRawBytes(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws(SystemError) -> Void) throws(SystemError) {
         let failure = bytes.withUnsafeBytes { raw -> SystemError? in
-            do throws(SystemError) { try writeAtomically(path, raw, mode: mode) } catch { return error }
+            do throws(SystemError) { try body(raw) } catch { return error }
+            return nil
+        }
+        if let failure { throw failure }
+    }
+
+    /// The same over a string's own UTF-8 (a recorded graph is megabytes: no copy into an array).
+    static func withRawBytes(_ text: String, _ body: (UnsafeRawBufferPointer) throws(SystemError) -> Void) throws(SystemError) {
+        var text = text
+        let failure = text.withUTF8 { utf8 -> SystemError? in
+            do throws(SystemError) { try body(UnsafeRawBufferPointer(utf8)) } catch { return error }
             return nil
         }
         if let failure { throw failure }
@@ -90,7 +104,7 @@ public enum FileSystem {
     }
 
     /// All of `bytes` to `fd`, through short writes and EINTR.
-    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(SystemError) {
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(SystemError) {
         var offset = 0
         while offset < bytes.count {
             let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
@@ -101,13 +115,7 @@ public enum FileSystem {
     }
 
     public static func writeAtomically(_ path: String, _ text: String, mode: mode_t = 0o644) throws(SystemError) {
-        // From the string's own bytes: a recorded graph is megabytes, and was copied once more here.
-        var text = text
-        let failure = text.withUTF8 { utf8 -> SystemError? in
-            do throws(SystemError) { try writeAtomically(path, UnsafeRawBufferPointer(utf8), mode: mode) } catch { return error }
-            return nil
-        }
-        if let failure { throw failure }
+        try withRawBytes(text) { raw throws(SystemError) in try writeAtomically(path, raw, mode: mode) }
     }
 
     /// A path made absolute against the current directory (lexically; nothing is resolved).
@@ -154,15 +162,11 @@ public struct PinnedOutput: Sendable, Equatable {
     }
 
     public func write(_ text: String) throws(SystemError) {
-        try write(Array(text.utf8))
+        try FileSystem.withRawBytes(text) { raw throws(SystemError) in try write(raw) }
     }
 
     public func write(_ bytes: [UInt8]) throws(SystemError) {
-        let failure = bytes.withUnsafeBytes { raw -> SystemError? in
-            do throws(SystemError) { try write(raw) } catch { return error }
-            return nil
-        }
-        if let failure { throw failure }
+        try FileSystem.withRawBytes(bytes) { raw throws(SystemError) in try write(raw) }
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws(SystemError) {

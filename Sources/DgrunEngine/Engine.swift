@@ -1,4 +1,3 @@
-import Dispatch
 import DgrunGraph
 import DgrunMonitor
 import DgrunPlanner
@@ -236,16 +235,10 @@ public struct Engine: Sendable {
     /// Every target's need, read from the stores on all CPUs (each a statement prepared in its own store).
     static func needs(of workspace: Workspace, targets: Set<Int>, stateOption: String?) -> [Int: TaskNeed] {
         let order = targets.sorted()
-        let found = Locked([Int: TaskNeed]())
-        let workers = order.count < 16 ? 1 : max(1, DgrunSystem.ProcessInfo.cpuCount)
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            var mine: [Int: TaskNeed] = [:]
-            for i in stride(from: worker, to: order.count, by: workers) {
-                mine[order[i]] = need(of: workspace.tasks[order[i]], stateOption: stateOption)
-            }
-            found.withLock { $0.merge(mine) { a, _ in a } }
+        let found = Parallel.map(order.count, workers: order.count < 16 ? 1 : DgrunSystem.ProcessInfo.cpuCount) {
+            need(of: workspace.tasks[order[$0]], stateOption: stateOption)
         }
-        return found.withLock { $0 }
+        return Dictionary(uniqueKeysWithValues: zip(order, found))
     }
 
     /// What a task's last run used: its peak memory, CPUs and seconds (for the pool and the order).

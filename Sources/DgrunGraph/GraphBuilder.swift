@@ -1,4 +1,3 @@
-import Dispatch
 import DgrunStatic
 import DgrunSystem
 import FoundationEssentials
@@ -353,30 +352,28 @@ public struct GraphBuilder {
         // The stats not taken yet (one a file that existed), on every CPU; then the sizes.
         let unstated = sized.filter { nodeStat[$0].isRegular == nil }
         let unstatedPaths = unstated.map { nodes[$0].ref }
-        let taken = ParallelSlots<FileStat>(count: unstated.count, initial: .unknown)
-        DispatchQueue.concurrentPerform(iterations: unstated.count) { i in taken.set(i, .of(unstatedPaths[i])) }
-        for (i, n) in unstated.enumerated() { nodeStat[n] = taken.get(i) }
+        let taken = Parallel.map(unstated.count) { FileStat.of(unstatedPaths[$0]) }
+        for (i, n) in unstated.enumerated() { nodeStat[n] = taken[i] }
         for n in sized {
             if case .known(let st) = nodeStat[n], (st.st_mode & S_IFMT) == S_IFREG { nodes[n].cost["bytes"] = Double(st.st_size) }
         }
         let ids = toHash
         let paths = ids.map { nodes[$0].ref }
         let stats = ids.map { nodeStat[$0] }
-        let results = ParallelSlots<String?>(count: paths.count, initial: nil)
         let cache = ContentHashCache(path: ContentHashCache.defaultPath())
         let now = Clock.now()
         let wrote = paths.map { written.contains($0) && FileIO.isSymbolicLink($0) }
-        DispatchQueue.concurrentPerform(iterations: paths.count) { i in
+        let results = Parallel.map(paths.count) { i -> String? in
             // An output the task left as a link is the link, never what it points to.
-            if wrote[i] { return results.set(i, ContentHash.outputVersion(of: paths[i])) }
+            if wrote[i] { return ContentHash.outputVersion(of: paths[i]) }
             switch stats[i] {
-            case .known(let st): results.set(i, cache.version(of: paths[i], stat: st, now: now))
-            case .unknown, .failed: results.set(i, cache.version(of: paths[i], now: now))
+            case .known(let st): return cache.version(of: paths[i], stat: st, now: now)
+            case .unknown, .failed: return cache.version(of: paths[i], now: now)
             }
         }
         cache.save()
         for (i, n) in ids.enumerated() {
-            guard let digest = results.get(i) else {
+            guard let digest = results[i] else {
                 // A temporary the task made and removed again: gone when the run ended. (A
                 // successful stat of the canonical path says it is there: no second look.)
                 if case .known = stats[i] { continue }

@@ -1,4 +1,3 @@
-import Dispatch
 import DgrunStore
 import DgrunSystem
 #if canImport(Glibc)
@@ -133,19 +132,9 @@ public struct Planner {
     func fingerprints(of deps: [Dependency], where wanted: [Bool]) -> [FileFingerprint?] {
         let environment = self.environment
         let paths = deps.map(\.ref)
-        let results = UnsafeMutableBufferPointer<FileFingerprint?>.allocate(capacity: deps.count)
-        results.initialize(repeating: nil)
-        defer { results.deallocate() }
-        let workers = deps.count < 1024 ? 1 : Swift.max(1, DgrunSystem.ProcessInfo.cpuCount)
-        let slots = SendableBuffer(results)
-        // Each index is written by one worker only (strided), and read after all return.
-        let work: @Sendable (Int) -> Void = { worker in
-            for i in stride(from: worker, to: paths.count, by: workers) where wanted[i] {
-                slots.buffer[i] = environment.fingerprint(paths[i])
-            }
+        return Parallel.map(deps.count, workers: deps.count < 1024 ? 1 : DgrunSystem.ProcessInfo.cpuCount) {
+            wanted[$0] ? environment.fingerprint(paths[$0]) : nil
         }
-        if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
-        return Array(results)
     }
 
     func isHostFile(_ d: Dependency) -> Bool {
@@ -249,28 +238,18 @@ public struct Planner {
         }
         guard !entries.malformed else { return nil }
         let offsets = starts, expectations = expected, bases = entryBase, fds = baseFDs
-        let matches = UnsafeMutableBufferPointer<Bool>.allocate(capacity: offsets.count)
-        matches.initialize(repeating: false)
-        defer { matches.deallocate() }
-        let slots = SendableBuffer(matches)
-        let workers = offsets.count < 1024 ? 1 : Swift.max(1, DgrunSystem.ProcessInfo.cpuCount)
-        arena.withUnsafeBufferPointer { bytes in
+        let matches = arena.withUnsafeBufferPointer { bytes in
             let base = SendablePointer(bytes.baseAddress!)
-            let work: @Sendable (Int) -> Void = { worker in
-                // Contiguous halves, not every other entry: the two threads then look up names
-                // in different parts of a directory, not neighbouring ones.
-                for i in (offsets.count * worker / workers)..<(offsets.count * (worker + 1) / workers) {
-                    let now = (base.pointer + offsets[i]).withMemoryRebound(to: CChar.self, capacity: 1) { name in
-                        bases[i] >= 0 ? environment.fingerprint(directory: fds[Int(bases[i])], name: name) : environment.fingerprint(cPath: name)
-                    }
-                    switch expectations[i] {
-                    case (.absent, _): slots.buffer[i] = now == nil
-                    case (.input, let before): slots.buffer[i] = now != nil && now == before
-                    case (.output, let before): slots.buffer[i] = now.map { $0 == before || $0.isDirectory } ?? false
-                    }
+            return Parallel.map(offsets.count, workers: offsets.count < 1024 ? 1 : DgrunSystem.ProcessInfo.cpuCount) { i -> Bool in
+                let now = (base.pointer + offsets[i]).withMemoryRebound(to: CChar.self, capacity: 1) { name in
+                    bases[i] >= 0 ? environment.fingerprint(directory: fds[Int(bases[i])], name: name) : environment.fingerprint(cPath: name)
+                }
+                switch expectations[i] {
+                case (.absent, _): return now == nil
+                case (.input, let before): return now != nil && now == before
+                case (.output, let before): return now.map { $0 == before || $0.isDirectory } ?? false
                 }
             }
-            if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
         }
         return matches.allSatisfy { $0 } ? offsets.count : nil
     }
@@ -424,8 +403,3 @@ struct SendablePointer: @unchecked Sendable {
     init(_ pointer: UnsafePointer<UInt8>) { self.pointer = pointer }
 }
 
-/// A buffer whose disjoint indices are written from concurrentPerform's threads.
-struct SendableBuffer<T>: @unchecked Sendable {
-    let buffer: UnsafeMutableBufferPointer<T>
-    init(_ buffer: UnsafeMutableBufferPointer<T>) { self.buffer = buffer }
-}

@@ -1,4 +1,3 @@
-import Dispatch
 import DgrunSpec
 import DgrunStore
 import DgrunSystem
@@ -93,19 +92,9 @@ public struct Workspace: Sendable {
     /// mostly SQLite parsing its schema (0.7 M instructions), and one after another it was half of a
     /// 1,000-task workspace's no-op, on one CPU.
     static func recordedPaths(of tasks: [TaskFile], stateOption: String?) -> [[RecordedPath]] {
-        let workers = tasks.count < 16 ? 1 : Swift.max(1, DgrunSystem.ProcessInfo.cpuCount)
-        guard workers > 1 else { return tasks.map { recorded($0, stateOption: stateOption) } }
-        let results = UnsafeMutableBufferPointer<[RecordedPath]>.allocate(capacity: tasks.count)
-        results.initialize(repeating: [])
-        defer { results.deinitialize(); results.deallocate() }
-        let slots = SendableBuffer(results)
-        // Each index is written by one worker only (strided), and read after all return.
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            for i in stride(from: worker, to: tasks.count, by: workers) {
-                slots.buffer[i] = recorded(tasks[i], stateOption: stateOption)
-            }
+        Parallel.map(tasks.count, workers: tasks.count < 16 ? 1 : DgrunSystem.ProcessInfo.cpuCount) {
+            recorded(tasks[$0], stateOption: stateOption)
         }
-        return Array(results)
     }
 
     static func produced(_ task: TaskFile, recorded: [RecordedPath]) -> [String] {

@@ -1,4 +1,3 @@
-import Dispatch
 import DgrunCache
 import DgrunGraph
 import DgrunPlanner
@@ -241,16 +240,13 @@ public struct GraphRecording {
         }
         let fingerprinted = kept.map { graph.nodes[$0.node].ref.hasPrefix("/") && $0.relation != .probes }
         let paths = kept.map { graph.nodes[$0.node].ref }
-        let fingerprints = ParallelSlots<FileFingerprint?>(count: kept.count, initial: nil)
-        DispatchQueue.concurrentPerform(iterations: kept.count) { i in
-            if fingerprinted[i] { fingerprints.set(i, Fingerprints.settled(paths[i], now: now)) }
-        }
+        let fingerprints = Parallel.map(kept.count) { fingerprinted[$0] ? Fingerprints.settled(paths[$0], now: now) : nil }
         dependencies.reserveCapacity(kept.count + 1)
         for (i, (n, relation)) in kept.enumerated() {
             let node = graph.nodes[n]
             let traced = node.evidence.contains { $0.hasPrefix("traced:") }
             let version = node.version.map(Dependency.firstWord)
-            let fingerprint = fingerprints.get(i)
+            let fingerprint = fingerprints[i]
             dependencies.append(Dependency(nodeID: node.id, kind: node.kind.rawValue, ref: node.ref, relation: relation,
                                            version: version, fingerprint: fingerprint, priority: node.priority,
                                            costBytes: Int64(node.cost["bytes"] ?? 0), traced: traced))

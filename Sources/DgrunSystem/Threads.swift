@@ -1,3 +1,4 @@
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -58,18 +59,36 @@ extension Locked {
     }
 }
 
-/// One result slot per iteration of a `concurrentPerform`: each index is written by one iteration
-/// only and read after it returns, which is why unchecked Sendable is sound here.
-public final class ParallelSlots<Value>: @unchecked Sendable {
-    @usableFromInline let buffer: UnsafeMutableBufferPointer<Value>
-    public init(count: Int, initial: Value) {
-        buffer = .allocate(capacity: count)
-        buffer.initialize(repeating: initial)
+/// Work spread over the CPUs, for the many small independent steps of a check or a recording
+/// (a stat, a hash, a store opened per item).
+public enum Parallel {
+    /// `body(i)` for every `i` in `0..<count`, on `workers` threads, each taking one contiguous
+    /// part (neighbouring items, such as names in one directory, stay on one thread); the results
+    /// in order. On the calling thread alone when there is one worker. Inlinable: unspecialised
+    /// across modules, it cost the 5,045-file no-op 9 M instructions more than the loop it replaced.
+    @inlinable public static func map<T>(_ count: Int, workers: Int = ProcessInfo.cpuCount, _ body: @Sendable (Int) -> T) -> [T] {
+        let workers = Swift.max(1, Swift.min(workers, count))
+        guard workers > 1 else { return (0..<count).map { body($0) } }
+        let slots = Slots<T?>(count: count, initial: nil)
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            for i in (count * worker / workers)..<(count * (worker + 1) / workers) { slots.set(i, body(i)) }
+        }
+        return (0..<count).map { slots.get($0)! }
     }
-    @inlinable public func set(_ i: Int, _ value: Value) { buffer[i] = value }
-    @inlinable public func get(_ i: Int) -> Value { buffer[i] }
-    deinit {
-        buffer.deinitialize()
-        buffer.deallocate()
+
+    /// One result slot per item: each index is written by one worker only and read after
+    /// `concurrentPerform` returns, which is why unchecked Sendable is sound here.
+    @usableFromInline final class Slots<Value>: @unchecked Sendable {
+        @usableFromInline let buffer: UnsafeMutableBufferPointer<Value>
+        @inlinable init(count: Int, initial: Value) {
+            buffer = .allocate(capacity: count)
+            buffer.initialize(repeating: initial)
+        }
+        @inlinable func set(_ i: Int, _ value: Value) { buffer[i] = value }
+        @inlinable func get(_ i: Int) -> Value { buffer[i] }
+        deinit {
+            buffer.deinitialize()
+            buffer.deallocate()
+        }
     }
 }

@@ -4,10 +4,13 @@ import PackageDescription
 /// This manifest's directory: the linker's search path below must not depend on where swift runs.
 let packageDirectory = String(#filePath.dropLast("/Package.swift".count))
 
-/// dgrun is linked as a position-dependent executable: a PIE's 40,497 relative relocations made
-/// every start write 124 pages and read 950 KB of relocation table (bench/startup.sh: 8.2 -> 7.5 ms,
-/// 531 -> 406 page faults). The libraries, heap and stacks stay randomised; only the executable's
-/// own image sits at a fixed address. `DGRUN_PIE=1 swift build` links a PIE instead.
+/// A release build of dgrun is linked as a position-dependent executable: a PIE's 40,497 relative
+/// relocations made every start write 124 pages and read 950 KB of relocation table
+/// (`exec -- /bin/true` 6.1 -> 5.6 ms, 531 -> 390 page faults). The libraries, heap and stacks stay
+/// randomised; only the executable's own image sits at a fixed address. It needs the Swift
+/// runtime linked in, as every release build here is (`--static-swift-stdlib`): against the shared
+/// libswiftCore the loader warns of references to its protected functions. `DGRUN_PIE=1 swift
+/// build -c release` links a PIE (with the shared runtime, say). Debug builds stay PIEs.
 let positionDependentExecutable: [String] =
     Context.environment["DGRUN_PIE"] == "1" ? [] : ["-Xclang-linker", "-no-pie"]
 
@@ -70,8 +73,8 @@ let package = Package(
         // named libstdc++.so that ld finds first; it names libstdc++.a, found in the usual places.
         .executableTarget(name: "dgrun", dependencies: ["DgrunCommands", "CDgrunSpawn"],
                           exclude: ["static-libstdc++"],
-                          linkerSettings: [.unsafeFlags(["-L", packageDirectory + "/Sources/dgrun/static-libstdc++"]
-                                                        + positionDependentExecutable, .when(platforms: [.linux]))]),
+                          linkerSettings: [.unsafeFlags(["-L", packageDirectory + "/Sources/dgrun/static-libstdc++"], .when(platforms: [.linux])),
+                                           .unsafeFlags(positionDependentExecutable, .when(platforms: [.linux], configuration: .release))]),
 
         .testTarget(name: "DgrunSpecTests", dependencies: ["DgrunSpec", "DgrunSeccomp"]),
         .testTarget(name: "DgrunCgroupsTests", dependencies: ["DgrunCgroups", "DgrunSystem"]),

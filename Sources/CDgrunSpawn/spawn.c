@@ -119,6 +119,47 @@ static long dg_clone3(uint64_t flags, int *pidfd, int cgroup_fd) {
     return syscall(SYS_clone3, &args, sizeof args);
 }
 
+// The command's clone: CLONE_VM | CLONE_VFORK on a stack of its own, and with CLONE_INTO_CGROUP
+// (which only clone3 has) straight into the run's cgroup. glibc has no clone3 wrapper that takes
+// a function, and a child that returned from syscall() onto a new stack would have no frame to
+// return to, so the child side is these few instructions: call fn(arg) on the new stack, then
+// exit with what it returns (it never returns: it execs or _exits).
+#if defined(__x86_64__)
+long dg_clone3_call(struct clone_args *args, size_t size, int (*fn)(void *), void *arg);
+__asm__(
+    ".text\n"
+    ".p2align 4\n"
+    ".type dg_clone3_call, @function\n"
+    "dg_clone3_call:\n"
+    "    mov %rdx, %r8\n"          // fn and arg survive the syscall (it clobbers rcx and r11)
+    "    mov %rcx, %r9\n"
+    "    mov $435, %eax\n"         // __NR_clone3
+    "    syscall\n"
+    "    test %rax, %rax\n"
+    "    jnz 1f\n"
+    "    xor %ebp, %ebp\n"         // the child: outermost frame, on the stack clone3 gave it
+    "    mov %r9, %rdi\n"
+    "    call *%r8\n"
+    "    mov %eax, %edi\n"
+    "    mov $60, %eax\n"          // __NR_exit
+    "    syscall\n"
+    "    hlt\n"
+    "1:  ret\n"
+    ".size dg_clone3_call, .-dg_clone3_call\n");
+#define DG_COMMAND_JOINS_CGROUPS 1
+#else
+#define DG_COMMAND_JOINS_CGROUPS 0
+#endif
+
+// Who joins the run's cgroups: the command (the init stays in dgrun's, so the run's cgroups are
+// empty the moment the sandbox's last process is reaped, and dgrun removes them while the init is
+// still tearing the namespaces down), or, where the command cannot be cloned into them, the init.
+// --userns auto is such a case: the init has become the id range's root by then, whose host uid
+// may not write the cgroup's cgroup.procs, which CLONE_INTO_CGROUP checks with the caller's ids.
+static int dg_command_joins(const struct dgrun_plan *plan) {
+    return DG_COMMAND_JOINS_CGROUPS && !plan->become_root;
+}
+
 static int dg_open_tree(const char *path, unsigned flags) {
     return (int)syscall(SYS_open_tree, AT_FDCWD, path, flags);
 }
@@ -422,9 +463,9 @@ __attribute__((noreturn)) static void dg_command(const struct dgrun_plan *plan) 
     dg_exec(plan);
 }
 
-// After the command: reap what it left behind until none is left or `linger_ms` passes, then
-// end the namespace. Signals reach every process that is left.
-__attribute__((noreturn)) static void dg_init_linger(int linger_ms, int code) {
+// After the command: reap what it left behind until none is left or `linger_ms` passes.
+// Signals reach every process that is left.
+static void dg_init_linger(int linger_ms) {
     sigset_t all;
     sigfillset(&all);
     struct timespec now, deadline;
@@ -436,24 +477,59 @@ __attribute__((noreturn)) static void dg_init_linger(int linger_ms, int code) {
         int status;
         pid_t p;
         while ((p = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {}
-        if (p < 0 && errno == ECHILD) _exit(code);
+        if (p < 0 && errno == ECHILD) return;
         clock_gettime(CLOCK_MONOTONIC, &now);
         long left_ns = (deadline.tv_sec - now.tv_sec) * 1000000000L + (deadline.tv_nsec - now.tv_nsec);
-        if (left_ns <= 0) break;
+        if (left_ns <= 0) return;
         struct timespec wait = { left_ns / 1000000000L, left_ns % 1000000000L };
         siginfo_t info;
         int sig = sigtimedwait(&all, &info, &wait);
         if (sig > 0 && sig != SIGCHLD) kill(-1, sig);
     }
+}
+
+// The init's last word, once every other process of the sandbox is dead and reaped.
+struct dg_report {
+    int32_t command_status;    // wait status of the command
+    int32_t init_code;         // what the init exits with
+    int32_t out_of_cgroups;    // 1: the init is in none of the run's cgroups (they are empty now)
+    int32_t pad;
+    int64_t user_usec, sys_usec, maxrss_kib;  // rusage of everything the init reaped
+};
+
+// End the sandbox: kill what the command left, reap it all, then tell dgrun, which can remove the
+// run's cgroups (when the init is not in them) and report the exit status while the init's exit
+// tears the namespaces down: 0.8 ms of `exec -- /bin/true`, as bubblewrap's monitor does not wait
+// for its pid 1 either. stdio is closed first, so that a caller reading dgrun's output through a
+// pipe sees its end with dgrun's exit.
+__attribute__((noreturn)) static void dg_init_end(int status_fd, int32_t command_status, int out_of_cgroups) {
     kill(-1, SIGKILL);
-    _exit(code);
+    int status;
+    while (waitpid(-1, &status, __WALL) > 0 || errno == EINTR) {}
+    struct dg_report report;
+    memset(&report, 0, sizeof report);
+    report.command_status = command_status;
+    report.init_code = WIFEXITED(command_status) ? WEXITSTATUS(command_status) : 128 + WTERMSIG(command_status);
+    report.out_of_cgroups = out_of_cgroups;
+    struct rusage ru;
+    if (getrusage(RUSAGE_CHILDREN, &ru) == 0) {
+        report.user_usec = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
+        report.sys_usec = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+        report.maxrss_kib = ru.ru_maxrss;
+    }
+    close(0);
+    close(1);
+    close(2);
+    ssize_t r;
+    do { r = write(status_fd, &report, sizeof report); } while (r < 0 && errno == EINTR);
+    _exit(report.init_code);
 }
 
 int dgrun_is_stop_signal(int sig) { return sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT; }
 
 // pid 1 of the sandbox: forward signals to the command, reap every orphan, report the command's
 // status to the parent, and end the namespace when the command ends (or lingers: see above).
-__attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd, int linger_ms) {
+__attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd, int linger_ms, int out_of_cgroups) {
     sigset_t all;
     sigfillset(&all);
     while (1) {
@@ -472,30 +548,38 @@ __attribute__((noreturn)) static void dg_init_loop(pid_t command, int status_fd,
         pid_t p;
         while ((p = waitpid(-1, &status, WNOHANG | __WALL)) > 0) {
             if (p != command) continue;
-            int32_t s = status;
-            ssize_t r;
-            do { r = write(status_fd, &s, sizeof s); } while (r < 0 && errno == EINTR);
-            int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            if (linger_ms > 0) dg_init_linger(linger_ms, code);
-            kill(-1, SIGKILL);  // whatever the command left behind dies with it
-            _exit(code);
+            if (linger_ms > 0) dg_init_linger(linger_ms);
+            dg_init_end(status_fd, status, out_of_cgroups);  // whatever the command left behind dies with it
         }
     }
 }
 
-// Closes every fd above stdio except the three given (-1: none).
-static void dg_close_except(int a, int b, int c, int d) {
-    int keep[4] = { a, b, c, d };
-    for (int i = 0; i < 4; i++)  // sort the four
-        for (int j = i + 1; j < 4; j++)
+// Closes every fd above stdio except the `n` given (-1 entries: none).
+static void dg_close_except(int *keep, int n) {
+    for (int i = 0; i < n; i++)  // sort them
+        for (int j = i + 1; j < n; j++)
             if (keep[j] < keep[i]) { int t = keep[i]; keep[i] = keep[j]; keep[j] = t; }
     unsigned from = 3;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < n; i++) {
         if (keep[i] < (int)from) continue;
         if ((unsigned)keep[i] > from) syscall(SYS_close_range, from, (unsigned)keep[i] - 1, 0);
         from = (unsigned)keep[i] + 1;
     }
     syscall(SYS_close_range, from, ~0U, 0);
+}
+
+// The run's cgroups: joined by whoever dg_command_joins names, before anything else runs there.
+// cgroup v1 `tasks` files get "0", the writer itself (see v1_task_fds); the cgroup namespace is
+// unshared after, so that it is rooted at the run's cgroup.
+static void dg_join_cgroups(const struct dgrun_plan *plan) {
+    for (int i = 0; i < plan->n_v1_task_fds; i++) {
+        ssize_t w;
+        do { w = write(plan->v1_task_fds[i], "0", 1); } while (w < 0 && errno == EINTR);
+        dg_check(w == 1, DGRUN_STAGE_CGROUP_JOIN, "cgroup v1 tasks");
+        close(plan->v1_task_fds[i]);
+    }
+    if (plan->clone_flags & CLONE_NEWCGROUP)
+        dg_check(unshare(CLONE_NEWCGROUP) == 0, DGRUN_STAGE_CGROUPNS, "cgroup namespace");
 }
 
 struct dg_command_start { const struct dgrun_plan *plan; int status_fd; };
@@ -504,6 +588,7 @@ struct dg_command_start { const struct dgrun_plan *plan; int status_fd; };
 static int dg_command_entry(void *arg) {
     const struct dg_command_start *start = arg;
     close(start->status_fd);
+    if (dg_command_joins(start->plan)) dg_join_cgroups(start->plan);
     dg_command(start->plan);
 }
 
@@ -532,14 +617,8 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
         dg_check(syscall(SYS_setresuid, 0, 0, 0) == 0, DGRUN_STAGE_SET_IDS, "setresuid");
     }
 
-    for (int i = 0; i < plan->n_v1_task_fds; i++) {
-        ssize_t w;
-        do { w = write(plan->v1_task_fds[i], "0", 1); } while (w < 0 && errno == EINTR);
-        dg_check(w == 1, DGRUN_STAGE_CGROUP_JOIN, "cgroup v1 tasks");
-        close(plan->v1_task_fds[i]);
-    }
-    if (plan->clone_flags & CLONE_NEWCGROUP)
-        dg_check(unshare(CLONE_NEWCGROUP) == 0, DGRUN_STAGE_CGROUPNS, "cgroup namespace");
+    int command_joins = dg_command_joins(plan);
+    if (!command_joins) dg_join_cgroups(plan);
     if (plan->hostname)
         dg_check(sethostname(plan->hostname, dg_strlen(plan->hostname)) == 0, DGRUN_STAGE_HOSTNAME, plan->hostname);
     if (plan->loopback_up) dg_loopback_up();
@@ -548,7 +627,18 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     // Everything else dgrun had open (other threads' files, other sandboxes' pipes, the trees the
     // mounts above used) is closed now, before the command exists: the init never execs, so
     // close-on-exec would never close it, and the command must not find it through /proc/1/fd.
-    dg_close_except(status_fd, dg_error_fd, plan->trace_socket, plan->trace_bpf && plan->trace_ring_fd > 2 ? plan->trace_ring_fd : -1);
+    // The command's cgroup files stay open for it, when it joins.
+    int keep[4 + 1 + 8];
+    int n_keep = 0;
+    keep[n_keep++] = status_fd;
+    keep[n_keep++] = dg_error_fd;
+    keep[n_keep++] = plan->trace_socket;
+    keep[n_keep++] = plan->trace_bpf && plan->trace_ring_fd > 2 ? plan->trace_ring_fd : -1;
+    if (command_joins) {
+        keep[n_keep++] = plan->cgroup_fd;
+        for (int i = 0; i < plan->n_v1_task_fds && i < 8; i++) keep[n_keep++] = plan->v1_task_fds[i];
+    }
+    dg_close_except(keep, n_keep);
 
     sigset_t all;
     sigfillset(&all);
@@ -563,7 +653,26 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     // and nothing is allocated between clone and exec.
     static char command_stack[256 * 1024] __attribute__((aligned(16)));
     struct dg_command_start start = { plan, status_fd };
-    long pid = clone(dg_command_entry, command_stack + sizeof command_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
+    long pid;
+#if DG_COMMAND_JOINS_CGROUPS
+    if (command_joins) {
+        struct clone_args args;
+        memset(&args, 0, sizeof args);
+        args.flags = CLONE_VM | CLONE_VFORK;
+        args.exit_signal = SIGCHLD;
+        args.stack = (uint64_t)(uintptr_t)command_stack;
+        args.stack_size = sizeof command_stack;
+        if (plan->cgroup_fd >= 0) {
+            args.flags |= CLONE_INTO_CGROUP;
+            args.cgroup = (uint64_t)plan->cgroup_fd;
+        }
+        pid = dg_clone3_call(&args, sizeof args, dg_command_entry, &start);
+        if (pid < 0) { errno = (int)-pid; pid = -1; }
+        if (plan->cgroup_fd >= 0) close(plan->cgroup_fd);
+        for (int i = 0; i < plan->n_v1_task_fds; i++) close(plan->v1_task_fds[i]);
+    } else
+#endif
+    pid = clone(dg_command_entry, command_stack + sizeof command_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
     if (pid < 0) dg_fail(DGRUN_STAGE_FORK, errno, "fork");
     // The error pipe now belongs to the command: EOF on it tells the parent that exec succeeded.
     close(dg_error_fd);
@@ -572,7 +681,7 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     init_plan.keep_caps = 0;
     dg_drop_caps(&init_plan, 1);
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    dg_init_loop((pid_t)pid, status_fd, plan->linger_ms);
+    dg_init_loop((pid_t)pid, status_fd, plan->linger_ms, command_joins || (plan->cgroup_fd < 0 && plan->n_v1_task_fds == 0));
 }
 
 // ---------------------------------------------------------------- parent side
@@ -666,9 +775,11 @@ int dgrun_idmapped_tree(const char *path, int userns_fd, int readonly, int *stag
 }
 
 static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *child);
+static void dg_reap_exiting(void);
 
 int dgrun_spawn(const struct dgrun_plan *plan, struct dgrun_child *child) {
     pthread_mutex_lock(&dg_spawn_lock);
+    dg_reap_exiting();
     int rc = dg_spawn_locked(plan, child);
     pthread_mutex_unlock(&dg_spawn_lock);
     return rc;
@@ -686,7 +797,7 @@ static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *ch
     }
     int pidfd = -1;
     uint64_t flags = plan->clone_flags & ~(uint64_t)CLONE_NEWCGROUP;
-    long pid = dg_clone3(flags | CLONE_PIDFD, &pidfd, plan->cgroup_fd);
+    long pid = dg_clone3(flags | CLONE_PIDFD, &pidfd, dg_command_joins(plan) ? -1 : plan->cgroup_fd);
     if (pid == 0) {
         close(go[1]);
         close(err[0]);
@@ -758,6 +869,13 @@ static int dg_tracer_threads(void) {
     return n < 1 ? 1 : (n > 4 ? 4 : n);
 }
 
+// 1: a whole report read; 0: none (the init died before it could write one).
+static int dg_read_report(int fd, struct dg_report *report) {
+    ssize_t got;
+    do { got = read(fd, report, sizeof *report); } while (got < 0 && errno == EINTR);
+    return got == (ssize_t)sizeof *report;
+}
+
 int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, int kill_fd,
                int trace_socket, int control_fd, struct dgrun_trace_log *log, struct dgrun_outcome *out) {
     memset(out, 0, sizeof *out);
@@ -767,6 +885,9 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
     if (sfd < 0) return sfd;
     int64_t deadline = timeout_ms >= 0 ? dg_now_ms() + timeout_ms : -1;
     int phase = 0;  // 0 running, 1 SIGTERM sent, 2 SIGKILL sent
+    int report_fd = child->status_fd;
+    struct dg_report report;
+    int have_report = 0;
     int listener = -1;  // served here only when no serving thread could start
     struct dgrun_tracer tracer;
     int serving = 0;
@@ -779,8 +900,9 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
         // The tracer's listener (or, until it arrives, the socket it comes over) is served first:
         // a traced process waits in the kernel until its notification is answered.
         int trace_fd = listener >= 0 ? listener : trace_socket;
-        struct pollfd fds[3] = { { child->pidfd, POLLIN, 0 }, { sfd, POLLIN, 0 }, { trace_fd, POLLIN, 0 } };
-        int n = poll(fds, trace_fd >= 0 ? 3 : 2, wait_ms);
+        // The init's report (a negative fd once it is read or gone: poll skips it).
+        struct pollfd fds[4] = { { child->pidfd, POLLIN, 0 }, { sfd, POLLIN, 0 }, { report_fd, POLLIN, 0 }, { trace_fd, POLLIN, 0 } };
+        int n = poll(fds, trace_fd >= 0 ? 4 : 3, wait_ms);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             int e = errno;
@@ -789,7 +911,7 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
             if (serving) dgrun_tracer_stop(&tracer);
             return -e;
         }
-        if (trace_fd >= 0 && fds[2].revents) {
+        if (trace_fd >= 0 && fds[3].revents) {
             if (listener < 0) {
                 listener = dgrun_trace_receive_listener(trace_socket);
                 if (listener < 0) {
@@ -799,7 +921,7 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
                     listener = -1;
                     trace_socket = -1;
                 }
-            } else if (fds[2].revents & POLLIN) {
+            } else if (fds[3].revents & POLLIN) {
                 if (dgrun_trace_handle(listener, log) != 0) { close(listener); listener = -1; trace_socket = -1; }
             } else {
                 close(listener);  // POLLHUP: every traced process is gone
@@ -809,6 +931,12 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
             continue;
         }
         if (fds[0].revents) break;
+        if (report_fd >= 0 && fds[2].revents) {
+            have_report = dg_read_report(report_fd, &report);
+            report_fd = -1;  // read, or the init died without one: its exit tells the rest
+            if (have_report && report.out_of_cgroups) break;
+            continue;
+        }
         if (fds[1].revents) {
             int sig = 0;
             if (own_signalfd) {
@@ -849,26 +977,66 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
     if (listener >= 0) close(listener);
     // The sandbox's init is gone, and with it every traced process: nothing is left to answer.
     if (serving) dgrun_tracer_stop(&tracer);
-    siginfo_t info;
-    struct rusage ru;
-    memset(&info, 0, sizeof info);
-    memset(&ru, 0, sizeof ru);
-    long r;
-    do { r = syscall(SYS_waitid, P_PIDFD, child->pidfd, &info, WEXITED | __WALL, &ru); } while (r < 0 && errno == EINTR);
-    if (r < 0) return -errno;
-    out->init_status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
-    out->user_usec = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
-    out->sys_usec = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
-    out->maxrss_kib = ru.ru_maxrss;
-    int32_t s;
-    ssize_t got;
-    do { got = read(child->status_fd, &s, sizeof s); } while (got < 0 && errno == EINTR);
-    if (got == (ssize_t)sizeof s) {
-        out->have_command_status = 1;
-        out->command_status = s;
+    if (have_report && report.out_of_cgroups) {
+        // Everything in the sandbox is dead and reaped; the init itself is still exiting (its
+        // namespaces' teardown). dgrun_close reaps it, or leaves it to be reaped later.
+        out->init_status = (report.init_code & 0xff) << 8;
+        out->init_exiting = 1;
+    } else {
+        siginfo_t info;
+        struct rusage ru;
+        memset(&info, 0, sizeof info);
+        memset(&ru, 0, sizeof ru);
+        long r;
+        do { r = syscall(SYS_waitid, P_PIDFD, child->pidfd, &info, WEXITED | __WALL, &ru); } while (r < 0 && errno == EINTR);
+        if (r < 0) return -errno;
+        out->init_status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
+        child->pid = -1;
+        if (!have_report && report_fd >= 0) have_report = dg_read_report(report_fd, &report);
+        if (!have_report) {  // killed before it could report: its own rusage covers what it reaped
+            out->user_usec = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
+            out->sys_usec = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+            out->maxrss_kib = ru.ru_maxrss;
+        }
     }
-    child->pid = -1;
+    if (have_report) {
+        out->have_command_status = 1;
+        out->command_status = report.command_status;
+        out->user_usec = report.user_usec;
+        out->sys_usec = report.sys_usec;
+        out->maxrss_kib = report.maxrss_kib;
+    }
     return 0;
+}
+
+// Inits that reported and were still exiting when their run was closed (pidfds), reaped as they
+// finish. Guarded by dg_spawn_lock.
+#define DG_MAX_EXITING 64
+static int dg_exiting[DG_MAX_EXITING];
+static int dg_n_exiting;
+
+// 1 once the process behind `pidfd` is reaped (or is not this process's child any more).
+static int dg_reap(int pidfd, int block) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    long r;
+    do { r = syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED | __WALL | (block ? 0 : WNOHANG), NULL); } while (r < 0 && errno == EINTR);
+    return r < 0 || info.si_pid != 0;
+}
+
+static void dg_reap_exiting(void) {
+    int kept = 0;
+    for (int i = 0; i < dg_n_exiting; i++) {
+        if (dg_reap(dg_exiting[i], 0)) close(dg_exiting[i]);
+        else dg_exiting[kept++] = dg_exiting[i];
+    }
+    dg_n_exiting = kept;
+}
+
+void dgrun_reap(struct dgrun_child *child) {
+    if (child->pidfd < 0 || child->pid < 0) return;
+    dg_reap(child->pidfd, 1);
+    child->pid = -1;
 }
 
 void dgrun_abort(struct dgrun_child *child) {
@@ -881,6 +1049,24 @@ void dgrun_abort(struct dgrun_child *child) {
 }
 
 void dgrun_close(struct dgrun_child *child) {
+    if (child->pidfd >= 0 && child->pid >= 0) {  // an init still exiting: reaped now or later
+        pthread_mutex_lock(&dg_spawn_lock);
+        dg_reap_exiting();
+        if (dg_reap(child->pidfd, 0)) {
+            close(child->pidfd);
+        } else {
+            if (dg_n_exiting == DG_MAX_EXITING) {  // full: wait for the oldest
+                dg_reap(dg_exiting[0], 1);
+                close(dg_exiting[0]);
+                memmove(dg_exiting, dg_exiting + 1, sizeof dg_exiting[0] * (DG_MAX_EXITING - 1));
+                dg_n_exiting--;
+            }
+            dg_exiting[dg_n_exiting++] = child->pidfd;
+        }
+        pthread_mutex_unlock(&dg_spawn_lock);
+        child->pidfd = -1;
+        child->pid = -1;
+    }
     int *fds[] = { &child->pidfd, &child->go_fd, &child->error_fd, &child->status_fd };
     for (size_t i = 0; i < 4; i++) {
         if (*fds[i] >= 0) close(*fds[i]);

@@ -38,6 +38,14 @@ public protocol CgroupRun: LiveCgroup {
     func stats() -> CgroupStats
     /// Removes the run's cgroups, killing whatever still keeps one busy.
     func remove() throws(SystemError)
+    /// The sandbox's init stays in dgrun's own cgroup and may still be exiting when the run's
+    /// cgroups are removed; true when `remove` changes dgrun's own cgroup too, so the init must be
+    /// gone first (a cgroup v2 that dgrun took over, whose leaf it removes).
+    var waitsForInitExit: Bool { get }
+}
+
+extension CgroupRun {
+    public var waitsForInitExit: Bool { false }
 }
 
 /// Naming that lets a later dgrun tell its own stale cgroups from everything else.

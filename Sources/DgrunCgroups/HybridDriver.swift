@@ -14,8 +14,8 @@ public struct HybridDriver: CgroupDriver {
     public let layout: CgroupLayout
     public var name: String { layout.rawValue }
 
-    /// cpuacct is not used: the rusage of the sandbox init, which reaps every process of the
-    /// sandbox, gives the same CPU totals without a hierarchy to create and remove per run.
+    /// cpuacct is not used: the sandbox init reaps every process of the sandbox and reports their
+    /// rusage, the same CPU totals without a hierarchy to create and remove per run.
     static let usedControllers = ["memory", "cpu", "pids"]
 
     public init(memberships: [CgroupMembership], mounts: [CgroupMount], layout: CgroupLayout) {

@@ -89,6 +89,8 @@ final class V2Run: CgroupRun {
 
     func openJoinFiles() throws(SystemError) -> [Int32] { [] }  // clone3(CLONE_INTO_CGROUP) places it
 
+    var waitsForInitExit: Bool { takeover != nil }
+
     func stats() -> CgroupStats {
         var stats = CgroupStats()
         stats.memoryPeakBytes = CgroupFS.readNumber(directory + "/memory.peak")

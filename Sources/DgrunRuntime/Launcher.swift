@@ -166,12 +166,16 @@ public struct Launcher: Sendable {
             throw DgrunError.launch("waiting for the sandbox failed: \(String(cString: strerror(-waitRC)))")
         }
         let wall = Clock.monotonic() - started
+        // The init reported the sandbox empty and is still exiting: the run's cgroups can go now,
+        // unless removing them changes the cgroup the init is in.
+        if result.init_exiting != 0 && cgroup?.waitsForInitExit == true { dgrun_reap(&child) }
         let monitored = sandbox.stopMonitor()
         var failure = dgrun_failure()
         let failed = dgrun_read_failure(&child, &failure) == 1
 
-        // 4. What it used, then the exit status of the contract. The pid namespace died with its
-        // init, so the cgroups are empty; their removal is the caller's (after the status is out).
+        // 4. What it used, then the exit status of the contract. Every process of the sandbox is
+        // dead and reaped, so the run's cgroups are empty; their removal is the caller's (after the
+        // status is out).
         let stats = cgroup?.stats() ?? CgroupStats()
         var outcome = RunOutcome(
             exitCode: 0, signal: nil, oomKilled: stats.oomKills > 0, timedOut: result.timed_out != 0,

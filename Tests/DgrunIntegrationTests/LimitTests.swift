@@ -32,6 +32,21 @@ struct LimitTests {
         #expect((r.report["limits"] as? [String: Any])?["pids"] as? Int == 16)
     }
 
+    /// The sandbox's init stays in dgrun's cgroup: --pids counts the task's processes alone, and
+    /// the run's cgroups are gone (every process of the task reaped) when dgrun has exited.
+    @Test func pidsCountTheTaskAloneAndTheCgroupsGoWithTheExit() {
+        let one = Harness.dgrun(["exec", "--pids", "1", "--", "true"])
+        #expect(one.status == 0, "one process for a command that does not fork: \(one.stderr)")
+        #expect(one.report["pids_peak"] as? Int == 1)
+        let two = Harness.dgrun(["exec", "--pids", "1", "--timeout", "20s", "--", "sh", "-c", "true & wait"])
+        #expect(two.stderr.contains("fork"), "its first fork fails: \(two.stderr)")
+        for _ in 0..<20 {
+            let r = Harness.dgrun(["exec", "--memory", "64m", "--pids", "8", "--", "sh", "-c", "sleep 30 & exit 3"])
+            #expect(r.status == 3)
+            #expect(Harness.cgroups(ofDgrun: r.pid).isEmpty, "removed before dgrun exited")
+        }
+    }
+
     @Test func cpuSpinnerGetsItsQuota() {
         let r = Harness.dgrun(["exec", "--cpus", "0.5", "--timeout", "3s", "--", "sh", "-c", "while :; do :; done"])
         #expect(r.status == 124)

@@ -52,8 +52,11 @@ struct dgrun_plan {
     const char *cwd;           // working directory inside the sandbox
     const char *hostname;      // NULL: keep
     uint64_t clone_flags;      // CLONE_NEW* namespaces (CLONE_NEWCGROUP is applied after placement)
+    // The run's cgroups, which the command joins as it is created (the init stays in dgrun's, so
+    // they are empty as soon as the sandbox's processes are reaped), or the init where the command
+    // cannot (--userns auto; not x86-64): see dg_command_joins in spawn.c.
     int32_t cgroup_fd;         // >= 0: clone3(CLONE_INTO_CGROUP) into this cgroup-v2 directory
-    // cgroup-v1 `tasks` files opened by the parent: the child writes "0" (itself) to each before
+    // cgroup-v1 `tasks` files opened by the parent: the joiner writes "0" (itself) to each before
     // anything else. A thread moving itself skips the global threadgroup lock and its RCU grace
     // period, which a parent writing the pid to cgroup.procs pays (about 10-15 ms).
     const int32_t *v1_task_fds;
@@ -92,7 +95,7 @@ struct dgrun_child {
     int32_t pidfd;
     int32_t go_fd;      // parent writes one byte: maps and cgroups are in place
     int32_t error_fd;   // parent reads a dgrun_failure, or EOF once the command has exec'd
-    int32_t status_fd;  // parent reads the command's wait status (int32) from init
+    int32_t status_fd;  // parent reads the init's report: the command's wait status and usage
 };
 
 // Stages the child reports on failure; dgrun_stage_name() gives the operation.
@@ -118,7 +121,9 @@ struct dgrun_outcome {
     int32_t command_status;    // wait status of the command, from init
     int32_t timed_out;
     int32_t last_signal;       // last signal forwarded into the sandbox, 0 if none
-    int64_t user_usec, sys_usec, maxrss_kib;  // rusage of init and everything it reaped
+    int64_t user_usec, sys_usec, maxrss_kib;  // rusage of everything the init reaped
+    int32_t init_exiting;      // 1: the init reported the sandbox empty (its processes reaped, the
+                               // run's cgroups without members) and is still exiting; see dgrun_reap
 };
 
 // Block the signals dgrun forwards, in the calling thread; call first thing in main, before any
@@ -162,6 +167,10 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
                int trace_socket, int control_fd, struct dgrun_trace_log *log, struct dgrun_outcome *out);
 // Kill the sandbox init (and so its pid namespace) and reap it. Used on parent-side errors.
 void dgrun_abort(struct dgrun_child *child);
+// Wait until an init that is still exiting (init_exiting) is gone: before its own cgroup is
+// changed (dgrun's leaf of a taken-over cgroup v2). dgrun_close does not wait: it reaps the init if
+// it is gone, else later (at a later spawn or close), else the process that inherits it does.
+void dgrun_reap(struct dgrun_child *child);
 void dgrun_close(struct dgrun_child *child);
 const char *dgrun_stage_name(int stage);
 

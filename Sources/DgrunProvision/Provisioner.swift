@@ -97,24 +97,28 @@ public final class ProvisionedSandbox: @unchecked Sendable {
 public struct Provisioner: Sendable {
     /// dgrun's own executable, to find the bundled profiles.
     public var executable: String
-    public var driver: (any CgroupDriver)?
+    /// The cgroup driver; nil when none is usable.
+    public var driver: (any CgroupDriver)? { cgroups.detected.driver }
     /// Why `driver` is nil, for the error when limits were asked for.
-    public var driverUnavailableReason: String
+    public var driverUnavailableReason: String { cgroups.detected.reason }
     public var warn: @Sendable (String) -> Void
+    private let cgroups: CgroupDetection
 
     public init(executable: String, driver: (any CgroupDriver)?, driverUnavailableReason: String = "",
                 warn: @escaping @Sendable (String) -> Void) {
+        self.init(executable: executable, cgroups: CgroupDetection(driver: driver, reason: driverUnavailableReason), warn: warn)
+    }
+
+    private init(executable: String, cgroups: CgroupDetection, warn: @escaping @Sendable (String) -> Void) {
         self.executable = executable
-        self.driver = driver
-        self.driverUnavailableReason = driverUnavailableReason
+        self.cgroups = cgroups
         self.warn = warn
     }
 
-    /// For this host: the cgroup driver detected by statfs.
+    /// For this host: the cgroup driver is detected (statfs, mountinfo, dgrun's own cgroups) the
+    /// first time it is asked for, so that a no-op check, which launches nothing, skips it.
     public static func forHost(warn: @escaping @Sendable (String) -> Void) -> Provisioner {
-        let detected = CgroupDrivers.detect()
-        return Provisioner(executable: FileIO.realPath("/proc/self/exe") ?? CommandLine.arguments[0], driver: detected.driver,
-                           driverUnavailableReason: detected.reason, warn: warn)
+        Provisioner(executable: FileIO.realPath("/proc/self/exe") ?? CommandLine.arguments[0], cgroups: CgroupDetection(), warn: warn)
     }
 
     // MARK: - the spec
@@ -316,5 +320,27 @@ public struct Provisioner: Sendable {
     static func applied(_ limits: ResourceLimits, enforcedBy: String) -> AppliedLimits {
         AppliedLimits(memoryBytes: limits.memoryBytes, memoryHighBytes: nil, cpus: limits.cpus, pids: limits.pids,
                       enforcedBy: enforcedBy)
+    }
+}
+
+/// The host's cgroup driver, given or detected once on first use (for every copy of the provisioner).
+final class CgroupDetection: Sendable {
+    struct Detected: Sendable {
+        var driver: (any CgroupDriver)?
+        var reason: String
+    }
+    private let state: Locked<Detected?>
+
+    init() { state = Locked(nil) }
+    init(driver: (any CgroupDriver)?, reason: String) { state = Locked(Detected(driver: driver, reason: reason)) }
+
+    var detected: Detected {
+        state.withLock { state in
+            if let state { return state }
+            let found = CgroupDrivers.detect()
+            let detected = Detected(driver: found.driver, reason: found.reason)
+            state = detected
+            return detected
+        }
     }
 }

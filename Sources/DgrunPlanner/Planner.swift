@@ -158,12 +158,7 @@ public struct Planner {
         enum Expect { case input, output, absent }
         // Inputs the task also wrote are not checked as inputs (checkAll's `written`). A task
         // writes few files: a list compared by length first, not a set that hashes every path.
-        var written: [UnsafeRawBufferPointer] = []
-        var entries = checks.makeIterator()
-        while let entry = entries.next() {
-            if entry.relation == .writes { written.append(entry.storedPath) }
-        }
-        guard !entries.malformed else { return nil }
+        guard let written = checks.paths(of: .writes) else { return nil }
         func isWritten(_ path: UnsafeRawBufferPointer) -> Bool {
             for w in written where w.count == path.count && (path.count == 0 || memcmp(w.baseAddress!, path.baseAddress!, path.count) == 0) {
                 return true
@@ -190,8 +185,8 @@ public struct Planner {
         }
         defer { for fd in baseFDs where fd >= 0 { environment.closeDirectory(fd) } }
 
-        var arena: [UInt8] = []          // the paths to stat, NUL-terminated, one after another
-        arena.reserveCapacity(checks.byteCount)
+        var arena = PathArena(capacity: checks.byteCount + 4096)  // the paths to stat, one after another
+        defer { arena.deallocate() }
         var starts: [Int] = [], entryBase: [Int8] = []   // -1: a full path
         var expected: [(Expect, FileFingerprint?)] = []
         let estimate = checks.byteCount / 48
@@ -200,7 +195,7 @@ public struct Planner {
         expected.reserveCapacity(estimate)
         var path: [UInt8] = []
         path.reserveCapacity(4096)
-        entries = checks.makeIterator()
+        var entries = checks.makeIterator()
         while let entry = entries.next() {
             guard entry.flags.contains(.traced) || entry.relation == .requires,
                   !entry.flags.contains(.infrastructure) else { continue }
@@ -221,24 +216,24 @@ public struct Planner {
                 starts.append(arena.count)
                 entryBase.append(baseFDs[base.rawValue] >= 0 ? Int8(base.rawValue) : -1)
                 if baseFDs[base.rawValue] < 0 {  // not open: the full path after all
-                    arena.append(contentsOf: checks.directoryBytes(base))
-                    arena.append(UInt8(ascii: "/"))
+                    checks.directoryBytes(base).withUnsafeBytes { arena.append($0) }
+                    arena.append(byte: UInt8(ascii: "/"))
                 }
-                arena.append(contentsOf: rest)
-                arena.append(0)
+                arena.append(rest)
+                arena.append(byte: 0)
             } else {
                 guard checks.absolutePath(entry.storedPath, into: &path) else { return nil }
                 guard path.withUnsafeBufferPointer({ Self.isHostPath(UnsafeBufferPointer(rebasing: $0.dropLast())) }) else { continue }
                 if expect != .absent && entry.fingerprint == nil { return nil }
                 starts.append(arena.count)
                 entryBase.append(-1)
-                arena.append(contentsOf: path)
+                path.withUnsafeBytes { arena.append($0) }
             }
             expected.append((expect, entry.fingerprint))
         }
         guard !entries.malformed else { return nil }
         let offsets = starts, expectations = expected, bases = entryBase, fds = baseFDs
-        let matches = arena.withUnsafeBufferPointer { bytes in
+        let matches = arena.withBytes { bytes in
             let base = SendablePointer(bytes.baseAddress!)
             return Parallel.map(offsets.count, workers: offsets.count < 1024 ? 1 : DgrunSystem.ProcessInfo.cpuCount) { i -> Bool in
                 let now = (base.pointer + offsets[i]).withMemoryRebound(to: CChar.self, capacity: 1) { name in
@@ -395,6 +390,41 @@ extension PlanEnvironment {
 extension FileFingerprint {
     /// Directories are recorded with size -1: their content is their entries, seen through mtime.
     public var isDirectory: Bool { size == -1 }
+}
+
+/// The no-op check's paths, NUL-terminated, one after another, copied in with memcpy: an array's
+/// append(contentsOf:) of raw bytes cost ~80 instructions a path (5,000 paths: 0.4 M).
+struct PathArena {
+    private var storage: UnsafeMutableRawBufferPointer
+    private(set) var count = 0
+
+    init(capacity: Int) { storage = .allocate(byteCount: max(capacity, 16), alignment: 1) }
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        reserve(bytes.count)
+        if let from = bytes.baseAddress { memcpy(storage.baseAddress! + count, from, bytes.count) }
+        count += bytes.count
+    }
+
+    mutating func append(byte: UInt8) {
+        reserve(1)
+        storage[count] = byte
+        count += 1
+    }
+
+    private mutating func reserve(_ more: Int) {
+        guard count + more > storage.count else { return }
+        let grown = UnsafeMutableRawBufferPointer.allocate(byteCount: max(storage.count * 2, count + more), alignment: 1)
+        memcpy(grown.baseAddress!, storage.baseAddress!, count)
+        storage.deallocate()
+        storage = grown
+    }
+
+    func withBytes<T>(_ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
+        body(UnsafeBufferPointer(start: storage.baseAddress!.assumingMemoryBound(to: UInt8.self), count: count))
+    }
+
+    func deallocate() { storage.deallocate() }
 }
 
 /// Read-only bytes shared with concurrentPerform's threads (alive for the whole call).

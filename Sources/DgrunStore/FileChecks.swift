@@ -38,6 +38,8 @@ public struct FileChecks {
 
     let bytes: UnsafeRawBufferPointer
     let relocation: PathRelocation?
+    /// `relocation != nil`, kept as a flag: testing the optional struct copied its strings per entry.
+    let relocated: Bool
     /// The task directory and its parent as bytes, made once: every entry's path starts with one.
     let taskBytes: [UInt8]
     let parentBytes: [UInt8]
@@ -45,6 +47,7 @@ public struct FileChecks {
     init(bytes: UnsafeRawBufferPointer, relocation: PathRelocation?) {
         self.bytes = bytes
         self.relocation = relocation
+        relocated = relocation != nil
         taskBytes = Array((relocation?.taskDirectory ?? "").utf8)
         parentBytes = Array(taskBytes[..<(taskBytes.lastIndex(of: UInt8(ascii: "/")) ?? 0)])
     }
@@ -54,6 +57,8 @@ public struct FileChecks {
     /// task can write its own store: a short or odd blob is never trusted).
     public struct Iterator: IteratorProtocol {
         let bytes: UnsafeRawBufferPointer
+        /// Held here: `allCases` of an enum builds a new array at every use (two per entry).
+        let relations = Dependency.Relation.allCases
         var at = 0
         public private(set) var malformed = false
 
@@ -64,7 +69,7 @@ public struct FileChecks {
             let flags = Flags(rawValue: bytes[at + 1])
             let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 2, as: UInt32.self)))
             at += 6
-            guard code < Dependency.Relation.allCases.count, length <= bytes.count - at else { malformed = true; return nil }
+            guard code < relations.count, length <= bytes.count - at else { malformed = true; return nil }
             let path = UnsafeRawBufferPointer(rebasing: bytes[at..<at + length])
             at += length
             var fingerprint: FileFingerprint? = nil
@@ -76,11 +81,35 @@ public struct FileChecks {
                                               inode: UInt64(bitPattern: field(3)), device: UInt64(bitPattern: field(4)))
                 at += 40
             }
-            return Entry(relation: Dependency.Relation.allCases[code], flags: flags, storedPath: path, fingerprint: fingerprint)
+            return Entry(relation: relations[code], flags: flags, storedPath: path, fingerprint: fingerprint)
         }
     }
 
     public func makeIterator() -> Iterator { Iterator(bytes: bytes) }
+
+    /// The stored paths of the entries with `relation`, in order; nil when the blob is malformed.
+    /// The headers alone are read (the no-op check's first pass, over every entry).
+    public func paths(of relation: Dependency.Relation) -> [UnsafeRawBufferPointer]? {
+        let relations = Dependency.Relation.allCases
+        guard let wanted = relations.firstIndex(of: relation) else { return [] }
+        var found: [UnsafeRawBufferPointer] = []
+        var at = 0
+        while at < bytes.count {
+            guard bytes.count - at >= 6 else { return nil }
+            let code = Int(bytes[at])
+            let fingerprinted = Flags(rawValue: bytes[at + 1]).contains(.fingerprinted)
+            let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 2, as: UInt32.self)))
+            at += 6
+            guard code < relations.count, length <= bytes.count - at else { return nil }
+            if code == wanted { found.append(UnsafeRawBufferPointer(rebasing: bytes[at..<at + length])) }
+            at += length
+            if fingerprinted {
+                guard bytes.count - at >= 40 else { return nil }
+                at += 40
+            }
+        }
+        return found
+    }
 
     /// The blob's size: what a caller sizes its buffers by (an entry takes at least 6 bytes).
     public var byteCount: Int { bytes.count }
@@ -99,7 +128,7 @@ public struct FileChecks {
     /// directory itself.
     public enum Base: Int { case task = 0, workspace = 1 }
     public func relative(_ stored: UnsafeRawBufferPointer) -> (base: Base, rest: UnsafeRawBufferPointer)? {
-        guard relocation != nil, stored.count >= 3, stored[0] == UInt8(ascii: ".") else { return nil }
+        guard relocated, stored.count >= 3, stored[0] == UInt8(ascii: ".") else { return nil }
         let slash = UInt8(ascii: "/")
         if stored[1] == slash { return stored[2] == slash ? nil : (.task, UnsafeRawBufferPointer(rebasing: stored[2...])) }
         guard stored[1] == UInt8(ascii: "."), stored.count >= 4, stored[2] == slash, stored[3] != slash else { return nil }
@@ -115,7 +144,7 @@ public struct FileChecks {
         buffer.removeAll(keepingCapacity: true)
         let dot = UInt8(ascii: "."), slash = UInt8(ascii: "/")
         var rest = stored
-        if relocation != nil, stored.first == dot {
+        if relocated, stored.first == dot {
             if stored.count == 1 {
                 buffer.append(contentsOf: taskBytes)
                 rest = UnsafeRawBufferPointer(rebasing: stored[1...])

@@ -62,7 +62,7 @@ struct Exec {
             target.request.limits.cpus = value
             _ = try option("cpus") { () throws(DgrunError) in try target.request.limits.validated(hostCPUs: DgrunSystem.ProcessInfo.cpuCount) }
         },
-        .value("pids", "n", "Maximum number of processes and threads.") {
+        .value("pids", "n", "Maximum number of the task's processes and threads.") {
             (target: inout Exec, text: String) throws(DgrunError) in
             guard let value = Int(text), value >= 1 else {
                 throw DgrunError.usage("--pids \"\(text)\" is not a whole number of at least 1", verb: "exec")

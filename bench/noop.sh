@@ -11,9 +11,11 @@ repo=$(cd "$here/.." && pwd)
 runs=${1:-200}
 files=${2:-5000}
 out=$here/results
-for tool in hyperfine make ninja python3; do
-    command -v $tool >/dev/null || { echo "bench: missing $tool (apt-get install hyperfine make ninja-build python3)" >&2; exit 1; }
+for tool in hyperfine make ninja python3 gcc; do
+    command -v $tool >/dev/null || { echo "bench: missing $tool (apt-get install hyperfine make ninja-build python3 gcc)" >&2; exit 1; }
 done
+interleave=$out/interleave   # each round runs every check once, in turn (see bench/floor/interleave.c)
+gcc -O2 -o "$interleave" "$here/floor/interleave.c" || { echo "bench: cannot build bench/floor/interleave.c" >&2; exit 1; }
 (cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
 dgrun=$repo/.build/release/dgrun
 
@@ -61,7 +63,12 @@ hyperfine -N --warmup 10 --runs "$runs" --export-json "$out/noop.json" \
     -n "dgrun status" "$dgrun status $task" \
     ${DGRUN_BEFORE:+-n "dgrun before (no-op)" "$DGRUN_BEFORE exec $limits $task"} >"$out/noop.log" 2>&1 || { cat "$out/noop.log"; exit 1; }
 
-python3 - "$out/noop.json" "$deps" "$files" <<'PY' | tee "$out/noop.md"
+# make -q takes a second a run: the interleaved rounds leave it out.
+"$interleave" "$runs" "dgrun exec (no-op)" "$dgrun exec $limits $task" "ninja -n" "ninja -C $task -n" \
+    "dgrun status" "$dgrun status $task" ${DGRUN_BEFORE:+"dgrun before (no-op)" "$DGRUN_BEFORE exec $limits $task"} \
+    > "$out/noop-interleaved.tsv"
+
+python3 - "$out/noop.json" "$deps" "$files" "$out/noop-interleaved.tsv" <<'PY' | tee "$out/noop.md"
 import json, sys, platform, os
 data = json.load(open(sys.argv[1]))
 deps, files = sys.argv[2], sys.argv[3]
@@ -75,4 +82,11 @@ print("|---|---|---|---|---|---|")
 for name, r in res.items():
     print(f"| {name} | {r['median']*1000:.2f} | {r['mean']*1000:.2f} ± {r['stddev']*1000:.2f} | "
           f"{r['user']*1000:.2f} | {r['system']*1000:.2f} | {base/r['median']:.2f} |")
+inter = {n: (float(m), float(lo), float(hi)) for n, m, lo, hi in
+         (l.rstrip("\n").split("\t") for l in open(sys.argv[4]) if l.strip())}
+print(f"\nInterleaved ({len(res['make -q']['times'])} rounds, each running every check once in turn), wall ms:\n")
+print("| no-op check | median | p25–p75 | dgrun ÷ it |")
+print("|---|---|---|---|")
+for name, (m, lo, hi) in inter.items():
+    print(f"| {name} | {m:.2f} | {lo:.2f}–{hi:.2f} | {inter['dgrun exec (no-op)'][0]/m:.2f} |")
 PY

@@ -13,9 +13,13 @@ runs=${1:-100}
 out=$here/results
 mkdir -p "$out"
 [ "$(id -u)" = 0 ] || { echo "bench/startup.sh: run as root (crun and runc need it)" >&2; exit 1; }
-for tool in hyperfine bwrap unshare python3; do
-    command -v $tool >/dev/null || { echo "bench: missing $tool (apt-get install hyperfine bubblewrap util-linux python3)" >&2; exit 1; }
+for tool in hyperfine bwrap unshare python3 gcc; do
+    command -v $tool >/dev/null || { echo "bench: missing $tool (apt-get install hyperfine bubblewrap util-linux python3 gcc)" >&2; exit 1; }
 done
+# The same commands, interleaved: each round runs every one once, in turn (a host whose speed
+# drifts moves hyperfine's blocks against each other; in turn the drift is shared).
+interleave=$out/interleave
+gcc -O2 -o "$interleave" "$here/floor/interleave.c" || { echo "bench: cannot build bench/floor/interleave.c" >&2; exit 1; }
 
 (cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
 dgrun=$repo/.build/release/dgrun
@@ -67,14 +71,21 @@ if [ -n "${DGRUN_BEFORE:-}" ]; then set -- "\$@" -n "dgrun before" "${DGRUN_BEFO
 for runtime in $oci; do
   set -- "\$@" -n \$runtime "\$runtime run --bundle $bundle bench-\$runtime"
 done
-exec hyperfine -N --warmup 10 --runs $runs --export-json "$out/startup.json" "\$@"
+hyperfine -N --warmup 10 --runs $runs --export-json "$out/startup.json" "\$@"
+# The interleaved rounds: the same (name, command) pairs, without hyperfine's -n.
+reset=1
+for word in "\$@"; do
+  if [ \$reset = 1 ]; then set --; reset=0; fi
+  [ "\$word" = "-n" ] || set -- "\$@" "\$word"
+done
+exec "$interleave" $runs "\$@" > "$out/startup-interleaved.tsv"
 SH
 chmod +x "$out/run-hyperfine.sh"
 unshare --mount --propagation private "$out/run-hyperfine.sh" >"$out/hyperfine.log" 2>&1 || { cat "$out/hyperfine.log"; exit 1; }
 
 rss_kib=$(/usr/bin/time -v "$dgrun" exec --memory 64m --net none -- /bin/true 2>&1 | sed -n 's/.*Maximum resident set size (kbytes): //p')
 
-python3 - "$out/startup.json" "$rss_kib" <<'PY' | tee "$out/startup.md"
+python3 - "$out/startup.json" "$rss_kib" "$out/startup-interleaved.tsv" <<'PY' | tee "$out/startup.md"
 import json, sys, platform, subprocess, os
 data = json.load(open(sys.argv[1]))
 rss = int(sys.argv[2] or 0)
@@ -88,5 +99,12 @@ print("|---|---|---|---|---|---|")
 for name, r in res.items():
     print(f"| {name} | {r['median']*1000:.2f} | {r['mean']*1000:.2f} ± {r['stddev']*1000:.2f} | "
           f"{r['user']*1000:.2f} | {r['system']*1000:.2f} | {med('dgrun')/med(name):.2f} |")
+rounds = [l.rstrip("\n").split("\t") for l in open(sys.argv[3]) if l.strip()]
+inter = {name: (float(m), float(lo), float(hi)) for name, m, lo, hi in rounds}
+print(f"\nInterleaved ({len(res['dgrun']['times'])} rounds, each running every sandbox once in turn), wall ms:\n")
+print("| sandbox | median | p25–p75 | dgrun ÷ it |")
+print("|---|---|---|---|")
+for name, (m, lo, hi) in inter.items():
+    print(f"| {name} | {m:.2f} | {lo:.2f}–{hi:.2f} | {inter['dgrun'][0]/m:.2f} |")
 print(f"\ndgrun peak RSS (/usr/bin/time -v): {rss/1024:.1f} MiB")
 PY

@@ -1010,10 +1010,14 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
 }
 
 // Inits that reported and were still exiting when their run was closed (pidfds), reaped as they
-// finish. Guarded by dg_spawn_lock.
+// finish, and at the latest when dgrun exits: an init that outlived dgrun would be left to the
+// process dgrun's parent is, and a container's pid 1 is often one that reaps nothing (`tail -f
+// /dev/null`, `sleep infinity`), where every run would leave a zombie. Guarded by dg_spawn_lock.
 #define DG_MAX_EXITING 64
 static int dg_exiting[DG_MAX_EXITING];
 static int dg_n_exiting;
+static int dg_reap_at_exit_registered;
+static void dg_reap_all_exiting(void);
 
 // 1 once the process behind `pidfd` is reaped (or is not this process's child any more).
 static int dg_reap(int pidfd, int block) {
@@ -1031,6 +1035,18 @@ static void dg_reap_exiting(void) {
         else dg_exiting[kept++] = dg_exiting[i];
     }
     dg_n_exiting = kept;
+}
+
+// atexit: what is left by now is in the last moments of its exit (its teardown ran while dgrun
+// removed the cgroups and wrote its report).
+static void dg_reap_all_exiting(void) {
+    pthread_mutex_lock(&dg_spawn_lock);
+    for (int i = 0; i < dg_n_exiting; i++) {
+        dg_reap(dg_exiting[i], 1);
+        close(dg_exiting[i]);
+    }
+    dg_n_exiting = 0;
+    pthread_mutex_unlock(&dg_spawn_lock);
 }
 
 void dgrun_reap(struct dgrun_child *child) {
@@ -1062,6 +1078,7 @@ void dgrun_close(struct dgrun_child *child) {
                 dg_n_exiting--;
             }
             dg_exiting[dg_n_exiting++] = child->pidfd;
+            if (!dg_reap_at_exit_registered) dg_reap_at_exit_registered = atexit(dg_reap_all_exiting) == 0;
         }
         pthread_mutex_unlock(&dg_spawn_lock);
         child->pidfd = -1;

@@ -169,7 +169,7 @@ int dgrun_wait(struct dgrun_child *child, int64_t timeout_ms, int64_t grace_ms, 
 void dgrun_abort(struct dgrun_child *child);
 // Wait until an init that is still exiting (init_exiting) is gone: before its own cgroup is
 // changed (dgrun's leaf of a taken-over cgroup v2). dgrun_close does not wait: it reaps the init if
-// it is gone, else later (at a later spawn or close), else the process that inherits it does.
+// it is gone, else later (at a later spawn or close), and at the latest when dgrun exits (atexit).
 void dgrun_reap(struct dgrun_child *child);
 void dgrun_close(struct dgrun_child *child);
 const char *dgrun_stage_name(int stage);

@@ -14,7 +14,7 @@ out=$here/results
 for tool in hyperfine make ninja python3 gcc; do
     command -v $tool >/dev/null || { echo "bench: missing $tool (apt-get install hyperfine make ninja-build python3 gcc)" >&2; exit 1; }
 done
-interleave=$out/interleave   # each round runs every check once, in turn (see bench/floor/interleave.c)
+interleave=$out/interleave   # each round runs every check once, shuffled (see bench/floor/interleave.c)
 gcc -O2 -o "$interleave" "$here/floor/interleave.c" || { echo "bench: cannot build bench/floor/interleave.c" >&2; exit 1; }
 (cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
 dgrun=$repo/.build/release/dgrun
@@ -84,7 +84,7 @@ for name, r in res.items():
           f"{r['user']*1000:.2f} | {r['system']*1000:.2f} | {base/r['median']:.2f} |")
 inter = {n: (float(m), float(lo), float(hi)) for n, m, lo, hi in
          (l.rstrip("\n").split("\t") for l in open(sys.argv[4]) if l.strip())}
-print(f"\nInterleaved ({len(res['make -q']['times'])} rounds, each running every check once in turn), wall ms:\n")
+print(f"\nInterleaved ({len(res['make -q']['times'])} rounds, each running every check once, in a shuffled order), wall ms:\n")
 print("| no-op check | median | p25–p75 | dgrun ÷ it |")
 print("|---|---|---|---|")
 for name, (m, lo, hi) in inter.items():

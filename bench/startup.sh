@@ -16,7 +16,7 @@ mkdir -p "$out"
 for tool in hyperfine bwrap unshare python3 gcc; do
     command -v $tool >/dev/null || { echo "bench: missing $tool (apt-get install hyperfine bubblewrap util-linux python3 gcc)" >&2; exit 1; }
 done
-# The same commands, interleaved: each round runs every one once, in turn (a host whose speed
+# The same commands, interleaved: each round runs every one once, shuffled (a host whose speed
 # drifts moves hyperfine's blocks against each other; in turn the drift is shared).
 interleave=$out/interleave
 gcc -O2 -o "$interleave" "$here/floor/interleave.c" || { echo "bench: cannot build bench/floor/interleave.c" >&2; exit 1; }
@@ -101,7 +101,7 @@ for name, r in res.items():
           f"{r['user']*1000:.2f} | {r['system']*1000:.2f} | {med('dgrun')/med(name):.2f} |")
 rounds = [l.rstrip("\n").split("\t") for l in open(sys.argv[3]) if l.strip()]
 inter = {name: (float(m), float(lo), float(hi)) for name, m, lo, hi in rounds}
-print(f"\nInterleaved ({len(res['dgrun']['times'])} rounds, each running every sandbox once in turn), wall ms:\n")
+print(f"\nInterleaved ({len(res['dgrun']['times'])} rounds, each running every sandbox once, in a shuffled order), wall ms:\n")
 print("| sandbox | median | p25–p75 | dgrun ÷ it |")
 print("|---|---|---|---|")
 for name, (m, lo, hi) in inter.items():

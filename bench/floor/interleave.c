@@ -1,7 +1,10 @@
-// Interleaved timing: every round runs each command once, in turn, and the wall time of each
-// run is recorded. hyperfine runs one command's runs in a block, so a host whose speed drifts
-// (another guest on the same machine) moves one block against another; in turn, the drift is
-// shared. Commands are split on spaces (no shell), their output goes to /dev/null.
+// Interleaved timing: every round runs each command once, in an order shuffled per round, and
+// the wall time of each run is recorded. hyperfine runs one command's runs in a block, so a host
+// whose speed drifts (another guest on the same machine) moves one block against another; in
+// turn, the drift is shared. The order is shuffled because what a sandbox leaves to finish in the
+// background (its pid 1's teardown) slows whichever command comes next on two CPUs: in a fixed
+// order that is always the same one. Commands are split on spaces (no shell), their output goes
+// to /dev/null.
 //   interleave ROUNDS NAME CMD [NAME CMD]...    prints "NAME median p25 p75" in ms, one per line
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -50,8 +53,17 @@ int main(int argc, char **argv) {
     posix_spawn_file_actions_init(&quiet);
     posix_spawn_file_actions_addopen(&quiet, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addopen(&quiet, 2, "/dev/null", O_WRONLY, 0);
+    int *order = calloc(commands, sizeof *order);
+    srand(1);
     for (int r = -warmup; r < rounds; r++) {
-        for (int c = 0; c < commands; c++) {
+        for (int c = 0; c < commands; c++) order[c] = c;
+        for (int c = commands - 1; c > 0; c--) {  // Fisher-Yates
+            int k = rand() % (c + 1), t = order[c];
+            order[c] = order[k];
+            order[k] = t;
+        }
+        for (int i = 0; i < commands; i++) {
+            int c = order[i];
             pid_t pid;
             double start = now_ms();
             if (posix_spawnp(&pid, args[c][0], &quiet, NULL, args[c], environ) != 0) {

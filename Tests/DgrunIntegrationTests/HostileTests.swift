@@ -165,10 +165,12 @@ struct HostileTests {
         let dir = Harness.makeTemporaryDirectory(mode: 0o777)
         defer { Harness.removeTree(dir) }
         let server = """
-            import socket, select, sys
+            import os, socket, select, sys
             t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("127.0.0.1", 0)); t.listen(8)
             u = socket.socket(socket.AF_UNIX); u.bind("\\0dgrun-hostile-\(getpid())"); u.listen(8)
-            open("\(dir)/port", "w").write(str(t.getsockname()[1]))
+            # Written whole, then renamed: the test reads it as soon as the name exists.
+            with open("\(dir)/port.new", "w") as f: f.write(str(t.getsockname()[1]))
+            os.rename("\(dir)/port.new", "\(dir)/port")
             while True:
                 r, _, _ = select.select([t, u], [], [])
                 for s in r: s.accept(); open("\(dir)/reached", "a").write("x")

@@ -127,7 +127,7 @@ static long dg_clone3(uint64_t flags, int *pidfd, int cgroup_fd) {
 #if defined(__x86_64__)
 long dg_clone3_call(struct clone_args *args, size_t size, int (*fn)(void *), void *arg);
 __asm__(
-    ".text\n"
+    ".pushsection .text\n"
     ".p2align 4\n"
     ".type dg_clone3_call, @function\n"
     "dg_clone3_call:\n"
@@ -145,7 +145,8 @@ __asm__(
     "    syscall\n"
     "    hlt\n"
     "1:  ret\n"
-    ".size dg_clone3_call, .-dg_clone3_call\n");
+    ".size dg_clone3_call, .-dg_clone3_call\n"
+    ".popsection\n");
 #define DG_COMMAND_JOINS_CGROUPS 1
 #else
 #define DG_COMMAND_JOINS_CGROUPS 0
@@ -1038,10 +1039,15 @@ static void dg_reap_exiting(void) {
 }
 
 // atexit: what is left by now is in the last moments of its exit (its teardown ran while dgrun
-// removed the cgroups and wrote its report).
+// removed the cgroups and wrote its report). One that is not gone within 2 s (none should be:
+// everything it waited for is dead) is killed, so that dgrun's own exit cannot hang on it.
 static void dg_reap_all_exiting(void) {
     pthread_mutex_lock(&dg_spawn_lock);
     for (int i = 0; i < dg_n_exiting; i++) {
+        struct pollfd gone = { dg_exiting[i], POLLIN, 0 };
+        int ready;
+        do { ready = poll(&gone, 1, 2000); } while (ready < 0 && errno == EINTR);
+        if (ready == 0) syscall(SYS_pidfd_send_signal, dg_exiting[i], SIGKILL, NULL, 0);
         dg_reap(dg_exiting[i], 1);
         close(dg_exiting[i]);
     }

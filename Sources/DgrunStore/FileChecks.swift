@@ -64,25 +64,34 @@ public struct FileChecks {
 
         public mutating func next() -> Entry? {
             guard at < bytes.count, !malformed else { return nil }
-            guard bytes.count - at >= 6 else { malformed = true; return nil }
-            let code = Int(bytes[at])
-            let flags = Flags(rawValue: bytes[at + 1])
-            let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 2, as: UInt32.self)))
-            at += 6
-            guard code < relations.count, length <= bytes.count - at else { malformed = true; return nil }
-            let path = UnsafeRawBufferPointer(rebasing: bytes[at..<at + length])
-            at += length
+            guard let entry = FileChecks.entry(in: bytes, at: at, relations: relations.count) else { malformed = true; return nil }
             var fingerprint: FileFingerprint? = nil
-            if flags.contains(.fingerprinted) {
-                guard bytes.count - at >= 40 else { malformed = true; return nil }
-                let base = at
+            if entry.flags.contains(.fingerprinted) {
+                let base = entry.path.upperBound
                 func field(_ i: Int) -> Int64 { Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: base + 8 * i, as: Int64.self)) }
                 fingerprint = FileFingerprint(size: field(0), mtimeNs: field(1), ctimeNs: field(2),
                                               inode: UInt64(bitPattern: field(3)), device: UInt64(bitPattern: field(4)))
-                at += 40
             }
-            return Entry(relation: relations[code], flags: flags, storedPath: path, fingerprint: fingerprint)
+            at = entry.next
+            return Entry(relation: relations[entry.code], flags: entry.flags, storedPath: UnsafeRawBufferPointer(rebasing: bytes[entry.path]),
+                         fingerprint: fingerprint)
         }
+    }
+
+    /// The layout of the entry at `at`: its relation's code, its flags, where its path is and
+    /// where the next entry starts; nil when it is malformed (short, an unknown relation, a path
+    /// or a fingerprint past the end). The iterator and `paths(of:)` both read entries by it.
+    @inline(__always)
+    static func entry(in bytes: UnsafeRawBufferPointer, at: Int, relations: Int) -> (code: Int, flags: Flags, path: Range<Int>, next: Int)? {
+        guard bytes.count - at >= 6 else { return nil }
+        let code = Int(bytes[at])
+        let flags = Flags(rawValue: bytes[at + 1])
+        let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 2, as: UInt32.self)))
+        let path = at + 6
+        guard code < relations, length <= bytes.count - path else { return nil }
+        let next = path + length + (flags.contains(.fingerprinted) ? 40 : 0)
+        guard next <= bytes.count else { return nil }
+        return (code, flags, path..<path + length, next)
     }
 
     public func makeIterator() -> Iterator { Iterator(bytes: bytes) }
@@ -95,18 +104,9 @@ public struct FileChecks {
         var found: [UnsafeRawBufferPointer] = []
         var at = 0
         while at < bytes.count {
-            guard bytes.count - at >= 6 else { return nil }
-            let code = Int(bytes[at])
-            let fingerprinted = Flags(rawValue: bytes[at + 1]).contains(.fingerprinted)
-            let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 2, as: UInt32.self)))
-            at += 6
-            guard code < relations.count, length <= bytes.count - at else { return nil }
-            if code == wanted { found.append(UnsafeRawBufferPointer(rebasing: bytes[at..<at + length])) }
-            at += length
-            if fingerprinted {
-                guard bytes.count - at >= 40 else { return nil }
-                at += 40
-            }
+            guard let entry = Self.entry(in: bytes, at: at, relations: relations.count) else { return nil }
+            if entry.code == wanted { found.append(UnsafeRawBufferPointer(rebasing: bytes[entry.path])) }
+            at = entry.next
         }
         return found
     }

@@ -11,6 +11,17 @@ import Testing
         return dir
     }
 
+    /// After `path` changed: the cache no longer finds its identity, and hashes it again to a
+    /// version other than `old`.
+    static func expectHashedAgain(_ cache: ContentHashCache, _ path: String, old: String,
+                                  sourceLocation: SourceLocation = #_sourceLocation) {
+        var st = stat()
+        #expect(stat(path, &st) == 0, sourceLocation: sourceLocation)
+        #expect(cache.find(st) == nil, sourceLocation: sourceLocation)
+        #expect(cache.version(of: path, now: Clock.now() + 10) == ContentHash.version(of: path), sourceLocation: sourceLocation)
+        #expect(cache.version(of: path, now: Clock.now() + 10) != old, sourceLocation: sourceLocation)
+    }
+
     @Test func remembersSettledFilesAndHashesChangedOnesAgain() throws {
         let dir = Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -38,10 +49,7 @@ import Testing
 
         // Rewritten with content of the same size: the identity moved (ctime), so it is hashed again.
         try "other version\n".write(toFile: file, atomically: false, encoding: .utf8)
-        #expect(stat(file, &st) == 0)
-        #expect(second.find(st) == nil)
-        #expect(second.version(of: file, now: Clock.now() + 10) == ContentHash.version(of: file))
-        #expect(second.version(of: file, now: Clock.now() + 10) != expected)
+        Self.expectHashedAgain(second, file, old: expected)
     }
 
     @Test func directoriesAndMissingFilesGoTheUsualWay() {
@@ -72,10 +80,7 @@ import Testing
         #expect((second.find(st) != nil) == keepsTimes, "remembered where directory times are kept")
         #expect(second.version(of: listed, stat: st, now: later) == expected)
         _ = FileManager.default.createFile(atPath: listed + "/c", contents: Data())
-        #expect(stat(listed, &st) == 0)
-        #expect(second.find(st) == nil)
-        #expect(second.version(of: listed, now: Clock.now() + 10) == ContentHash.version(of: listed))
-        #expect(second.version(of: listed, now: Clock.now() + 10) != expected)
+        Self.expectHashedAgain(second, listed, old: expected)
     }
 
     /// /proc's listings change without its directories' times: never remembered.

@@ -52,7 +52,7 @@ public final class Store: Sendable {
     /// through GRDB (before this layer) recorded them in grdb_migrations instead: read once, then
     /// carried over.
     enum Schema {
-        static let current: Int64 = 3
+        static let current: Int64 = 4
 
         static func migrate(_ db: SQLiteConnection, relocation: PathRelocation?) throws(DgrunError) {
             var version = try schemaVersion(db)
@@ -89,9 +89,11 @@ public final class Store: Sendable {
                     case 2:
                         try db.execute(v2)
                         if let relocation { try relocate(db, to: relocation) }
-                    default:
+                    case 3:
                         // Filled by the next recorded run, or by the next no-op check that finds it empty.
                         try db.execute(v3)
+                    default:
+                        try db.execute(v4)
                     }
                 }
                 try db.execute("PRAGMA user_version = \(current)")
@@ -164,6 +166,16 @@ public final class Store: Sendable {
 
         // v3 (issue 13): the file dependencies packed in one blob for the no-op check (FileChecks).
         static let v3 = "ALTER TABLE task ADD COLUMN file_checks BLOB"
+
+        // v4 (issue 13): the digest of the task's dependency rows as last written (DependencyRows),
+        // so that a run that recorded the same rows writes none; NULL whenever rows change otherwise.
+        // The graph in a file of its own beside the store (`graphFile`), its row marked in_file: 5 MB of
+        // JSON written into the WAL, and out of it again by the checkpoint that follows, were ~50 ms
+        // of recording a pipeline's run (BENCHMARKS.md). Rows from before keep their JSON inline.
+        static let v4 = """
+            ALTER TABLE task ADD COLUMN dependencies_digest TEXT;
+            ALTER TABLE graph_version ADD COLUMN in_file INTEGER NOT NULL DEFAULT 0;
+            """
     }
 
     /// Rewrites a v1 store's absolute paths into the relative form. The old location is the row
@@ -261,32 +273,49 @@ public final class Store: Sendable {
     /// Completes a run and, in the same transaction, replaces the task's dependencies with what this
     /// run used (when it recorded a graph) and clears its stale mark: a reader sees all or nothing.
     public func finishRun(_ record: RunRecord, id: Int64, graphJSON: String?, dependencies: [Dependency]?) throws(DgrunError) {
-        try write { db throws(DgrunError) in
-            var graphVersion: Int64? = nil
-            if let graphJSON {
-                try db.execute("INSERT INTO graph_version(task_id, created_at, json) VALUES (?, ?, ?)",
-                               [enc(record.taskID), record.finishedAt ?? record.startedAt, graphJSON])
-                graphVersion = db.lastInsertedRowID
-                // Only the newest graph is read (`dgrun graph`, a cache restore), and every run
-                // kept one: a 100,000-file task's graph is 64 MB of JSON.
-                try db.execute("DELETE FROM graph_version WHERE task_id = ? AND id <> ?", [enc(record.taskID), graphVersion])
+        var written: String? = nil
+        var replaced: [Int64] = []
+        do throws(DgrunError) {
+            try write { db throws(DgrunError) in
+                var graphVersion: Int64? = nil
+                if let graphJSON {
+                    try db.execute("INSERT INTO graph_version(task_id, created_at, json, in_file) VALUES (?, ?, '', 1)",
+                                   [enc(record.taskID), record.finishedAt ?? record.startedAt])
+                    graphVersion = db.lastInsertedRowID
+                    // Written (and renamed into place) before the commit that names it: a reader
+                    // never finds a row without its file, only, after a crash, a file without a row.
+                    let file = graphFile(db.lastInsertedRowID)
+                    do throws(SystemError) { try FileSystem.writeAtomically(file, graphJSON) } catch {
+                        throw DgrunError.store("cannot write the run's graph \(file): \(error)")
+                    }
+                    written = file
+                    // Only the newest graph is read (`dgrun graph`, a cache restore), and every run
+                    // kept one: a 100,000-file task's graph is 64 MB of JSON.
+                    replaced = try db.rows("SELECT id FROM graph_version WHERE task_id = ? AND id <> ? AND in_file = 1",
+                                           [enc(record.taskID), graphVersion]) { row throws(DgrunError) in try row.int64(0) }
+                    try db.execute("DELETE FROM graph_version WHERE task_id = ? AND id <> ?", [enc(record.taskID), graphVersion])
+                }
+                try db.execute("""
+                    UPDATE run SET status = ?, finished_at = ?, exit_code = ?, signal = ?, oom_killed = ?, timed_out = ?,
+                        wall_s = ?, cpu_user_s = ?, cpu_sys_s = ?, memory_peak_bytes = ?, pids_peak = ?, outputs = ?,
+                        adjustments = ?, graph_version = ?, reasons = ?, limits = ?, action_key = ?, restored_from = ?
+                    WHERE id = ?
+                    """, [record.status.rawValue, record.finishedAt, record.exitCode, record.signal,
+                          record.oomKilled, record.timedOut, record.wallSeconds, record.cpuUserSeconds,
+                          record.cpuSystemSeconds, record.memoryPeakBytes, record.pidsPeak,
+                          encOutputs(record.outputs), record.adjustmentsJSON, graphVersion,
+                          JSONText.encode(record.reasons), record.limitsJSON, record.actionKey, record.restoredFrom, id])
+                if let dependencies {
+                    try replace(dependencies, of: record.taskID, in: db)
+                    try db.execute("UPDATE task SET stale_reason = NULL, graph_version = COALESCE(?, graph_version) WHERE id = ?",
+                                   [graphVersion, enc(record.taskID)])
+                }
             }
-            try db.execute("""
-                UPDATE run SET status = ?, finished_at = ?, exit_code = ?, signal = ?, oom_killed = ?, timed_out = ?,
-                    wall_s = ?, cpu_user_s = ?, cpu_sys_s = ?, memory_peak_bytes = ?, pids_peak = ?, outputs = ?,
-                    adjustments = ?, graph_version = ?, reasons = ?, limits = ?, action_key = ?, restored_from = ?
-                WHERE id = ?
-                """, [record.status.rawValue, record.finishedAt, record.exitCode, record.signal,
-                      record.oomKilled, record.timedOut, record.wallSeconds, record.cpuUserSeconds,
-                      record.cpuSystemSeconds, record.memoryPeakBytes, record.pidsPeak,
-                      encOutputs(record.outputs), record.adjustmentsJSON, graphVersion,
-                      JSONText.encode(record.reasons), record.limitsJSON, record.actionKey, record.restoredFrom, id])
-            if let dependencies {
-                try replace(dependencies, of: record.taskID, in: db)
-                try db.execute("UPDATE task SET stale_reason = NULL, graph_version = COALESCE(?, graph_version) WHERE id = ?",
-                               [graphVersion, enc(record.taskID)])
-            }
+        } catch {
+            if let written { unlink(written) }  // rolled back: the file of a row that is not there
+            throw error
         }
+        for old in replaced { unlink(graphFile(old)) }
         // A large recorded graph is read back from the WAL with a pread a page until the next
         // checkpoint; a small one costs less than the checkpoint's fsyncs.
         if dependencies != nil, Self.fileSize(directory + "/" + Self.fileName + "-wal") > 1 << 20 {
@@ -303,35 +332,61 @@ public final class Store: Sendable {
     }
 
     func replace(_ dependencies: [Dependency], of taskID: String, in db: SQLiteConnection) throws(DgrunError) {
-        let taskID = enc(taskID)
-        try db.execute("DELETE FROM dependency WHERE task_id = ?", [taskID])
-        let sql = """
+        let storedID = enc(taskID)
+        let relocation = self.relocation
+        // The usual id, "file:" + ref, is implied (empty): a fifth less to read on every check.
+        let rows = DependencyRows(dependencies, storedRef: { relocation?.encode($0) ?? $0 }, storedNodeID: { d in
+            Self.isFileID(d.nodeID, of: d.ref) ? "" : relocation?.encodeNodeID(d.nodeID) ?? d.nodeID
+        })
+        if let digest = rows.digest,
+           try db.first("SELECT dependencies_digest FROM task WHERE id = ?", [storedID], { row throws(DgrunError) in try row.optionalText(0) }) == digest {
+            return  // the rows and their packed checks are these already
+        }
+        try db.execute("DELETE FROM dependency WHERE task_id = ?", [storedID])
+        let insert = try db.prepare("""
             INSERT OR REPLACE INTO dependency(task_id, node_id, kind, ref, relation, version, size, mtime_ns, ctime_ns,
                 inode, device, priority, cost_bytes, traced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """
-        // Each ref encoded once, for its row and for the packed checks.
-        let refs = dependencies.map { enc($0.ref) }
-        for (d, ref) in zip(dependencies, refs) {
-            let f = d.fingerprint
-            // The usual id, "file:" + ref, is implied (empty): a fifth less to read on every check.
-            let nodeID: String = Self.isFileID(d.nodeID, of: d.ref) ? "" : relocation?.encodeNodeID(d.nodeID) ?? d.nodeID
-            try db.execute(sql, [taskID, nodeID, d.kind, ref, d.relation.rawValue, d.version,
-                                 f?.size, f?.mtimeNs, f?.ctimeNs, f.map { Int64(bitPattern: $0.inode) },
-                                 f.map { Int64(bitPattern: $0.device) }, d.priority, d.costBytes, d.traced])
+            """)
+        // In the key's order: each row goes at the end of the table's B-tree, not at a random page.
+        for row in rows.rows {
+            let d = dependencies[row.dependency], f = d.fingerprint
+            try insert.bind(1, storedID)
+            try insert.bind(2, row.storedNodeID)
+            try insert.bind(3, d.kind)
+            try insert.bind(4, row.storedRef)
+            try insert.bind(5, d.relation.rawValue)
+            try insert.bind(6, d.version)
+            try insert.bind(7, f?.size)
+            try insert.bind(8, f?.mtimeNs)
+            try insert.bind(9, f?.ctimeNs)
+            try insert.bind(10, f.map { Int64(bitPattern: $0.inode) })
+            try insert.bind(11, f.map { Int64(bitPattern: $0.device) })
+            try insert.bind(12, Int64(d.priority))
+            try insert.bind(13, d.costBytes)
+            try insert.bind(14, Int64(d.traced ? 1 : 0))
+            try insert.run()
         }
-        try packFileChecks(dependencies, refs: refs, storedID: taskID, in: db)
+        let packed = FileChecks.pack(rows.rows.map { (dependency: dependencies[$0.dependency], storedRef: $0.storedRef) })
+        try db.execute("UPDATE task SET file_checks = ?, dependencies_digest = ? WHERE id = ?", [SQLValue.blob(packed), rows.digest, storedID])
     }
 
     /// `id == "file:" + ref`, without building the string for the usual case (equal bytes).
     static func isFileID(_ id: String, of ref: String) -> Bool {
-        let i = id.utf8, r = ref.utf8
-        if i.count == r.count + 5, i.starts(with: "file:".utf8), i.dropFirst(5).elementsEqual(r) { return true }
+        var id = id, ref = ref
+        let sameBytes = id.withUTF8 { i in
+            ref.withUTF8 { r in
+                i.count == r.count + 5 && memcmp(i.baseAddress!, "file:", 5) == 0
+                    && (r.isEmpty || memcmp(i.baseAddress! + 5, r.baseAddress!, r.count) == 0)
+            }
+        }
+        if sameBytes { return true }
         return id == "file:" + ref  // unequal bytes can still be equal Strings (é as one scalar or two)
     }
 
     func packFileChecks(_ dependencies: [Dependency], refs: [String]? = nil, storedID: String, in db: SQLiteConnection) throws(DgrunError) {
         let packed = FileChecks.pack(zip(dependencies, refs ?? dependencies.map { enc($0.ref) }).map { (dependency: $0, storedRef: $1) })
-        try db.execute("UPDATE task SET file_checks = ? WHERE id = ?", [SQLValue.blob(packed), storedID])
+        // Rows changed by something else than `replace`: their digest is no longer known.
+        try db.execute("UPDATE task SET file_checks = ?, dependencies_digest = NULL WHERE id = ?", [SQLValue.blob(packed), storedID])
     }
 
     /// Packs the file checks again from the dependency rows (a store from before v3, or after a
@@ -598,10 +653,23 @@ public final class Store: Sendable {
     }
 
     public func graphJSON(version: Int64) throws(DgrunError) -> String? {
-        try read { db throws(DgrunError) in
-            try db.first("SELECT json FROM graph_version WHERE id = ?", [version]) { row throws(DgrunError) in try row.text(0) }
+        let found = try read { db throws(DgrunError) in
+            try db.first("SELECT json, in_file FROM graph_version WHERE id = ?", [version]) { row throws(DgrunError) in
+                (json: try row.text(0), inFile: try row.bool(1))
+            }
+        }
+        guard let found else { return nil }
+        guard found.inFile else { return found.json }
+        let file = graphFile(version)
+        guard FileIO.exists(file) else { return nil }  // replaced by a newer run since the row was read
+        do throws(SystemError) { return try FileIO.read(file, limit: Int.max) } catch {
+            throw DgrunError.store("cannot read the recorded graph \(file): \(error)")
         }
     }
+
+    /// The file of a recorded graph (a row marked in_file): named by its id alone, never by
+    /// anything read from the store, which the task may have written.
+    func graphFile(_ version: Int64) -> String { directory + "/graph-\(version).json" }
 
     /// `PRAGMA integrity_check` plus the invariants dgrun relies on; empty when all hold.
     public func consistencyProblems() throws(DgrunError) -> [String] {
@@ -614,6 +682,9 @@ public final class Store: Sendable {
             if orphans > 0 { problems.append("\(orphans) runs of unknown tasks") }
             let unfinished = try db.first("SELECT count(*) FROM run WHERE status = 'finished' AND finished_at IS NULL") { row throws(DgrunError) in try row.int64(0) } ?? 0
             if unfinished > 0 { problems.append("\(unfinished) finished runs without an end time") }
+            let graphs = try db.rows("SELECT id FROM graph_version WHERE in_file = 1") { row throws(DgrunError) in try row.int64(0) }
+            let missing = graphs.filter { !FileIO.exists(graphFile($0)) }
+            if !missing.isEmpty { problems.append("\(missing.count) recorded graphs without their file (\(missing.map { graphFile($0) }.joined(separator: ", ")))") }
             return problems
         }
     }

@@ -37,6 +37,58 @@ import Glibc
         #expect(try Store(directory: dir).runs(task: "/w/t").count == 1)
     }
 
+    /// Issue 13: a run that records the rows already there writes none of them; rows changed in
+    /// between (a refreshed fingerprint) are written again; the order of the trace does not matter.
+    @Test func unchangedDependencyRowsAreNotRewrittenAndChangedOnesAre() throws {
+        let dir = temporaryDirectory()
+        let store = try Store(directory: dir)
+        let a = Dependency(nodeID: "file:/w/a", kind: "data", ref: "/w/a", relation: .reads, version: "sha256:a",
+                           fingerprint: FileFingerprint(size: 1, mtimeNs: 2, ctimeNs: 3, inode: 4, device: 5))
+        let b = Dependency(nodeID: "file:/w/b", kind: "data", ref: "/w/b", relation: .probes)
+        let c = Dependency(nodeID: "service:tcp://127.0.0.1:5432", kind: "service", ref: "tcp://127.0.0.1:5432", relation: .connects)
+        try recordFinishedRun(store, task: "/w/t", dependencies: [a, b, c])
+        let digest = sqlite(dir + "/state.db", "SELECT dependencies_digest FROM task")
+        #expect(digest.hasPrefix("sha256:"))
+        let changes = sqlite(dir + "/state.db", "SELECT count(*) FROM dependency")
+        #expect(changes == "3\n")
+        // The same rows in another order: the same digest, nothing written.
+        try recordFinishedRun(store, task: "/w/t", dependencies: [c, a, b])
+        #expect(sqlite(dir + "/state.db", "SELECT dependencies_digest FROM task") == digest)
+        #expect(Set(try store.dependencies(task: "/w/t").map(\.ref)) == ["/w/a", "/w/b", "tcp://127.0.0.1:5432"])
+        // A fingerprint refreshed by a no-op check: the digest is forgotten, and the next run's rows
+        // (the old fingerprint again) are written, not skipped.
+        let moved = FileFingerprint(size: 1, mtimeNs: 20, ctimeNs: 30, inode: 4, device: 5)
+        try store.refreshFingerprints(task: "/w/t", [(nodeID: a.nodeID, ref: a.ref, relation: a.relation, fingerprint: moved)])
+        #expect(sqlite(dir + "/state.db", "SELECT dependencies_digest IS NULL FROM task") == "1\n")
+        #expect(try store.dependencies(task: "/w/t").first { $0.ref == "/w/a" }?.fingerprint == moved)
+        try recordFinishedRun(store, task: "/w/t", dependencies: [a, b])
+        #expect(try store.dependencies(task: "/w/t").sorted { $0.ref < $1.ref } == [a, b])
+        #expect(sqlite(dir + "/state.db", "SELECT dependencies_digest FROM task") != digest)
+        #expect(try store.consistencyProblems().isEmpty)
+    }
+
+    /// Issue 13: a recorded graph lives in a file beside the store, named by its row; the run
+    /// after replaces it and removes the old file; a file gone is a consistency problem.
+    @Test func theRecordedGraphIsAFileBesideTheStoreAndOnlyTheNewestIsKept() throws {
+        let dir = temporaryDirectory()
+        let store = try Store(directory: dir)
+        try recordFinishedRun(store, task: "/w/t", dependencies: [])
+        let first = try #require(try store.task(id: "/w/t")?.graphVersion)
+        #expect(FileIO.exists(dir + "/graph-\(first).json"))
+        #expect(try store.graphJSON(version: first) == "{}")
+        try recordFinishedRun(store, task: "/w/t", dependencies: [])
+        let second = try #require(try store.task(id: "/w/t")?.graphVersion)
+        #expect(second != first)
+        #expect(!FileIO.exists(dir + "/graph-\(first).json"))
+        #expect(try store.graphJSON(version: first) == nil)
+        #expect(try store.graphJSON(version: second) == "{}")
+        #expect(FileIO.listDirectory(dir).filter { $0.hasPrefix("graph-") } == ["graph-\(second).json"])
+        #expect(try store.consistencyProblems().isEmpty)
+        unlink(dir + "/graph-\(second).json")
+        #expect(try store.graphJSON(version: second) == nil)
+        #expect(try store.consistencyProblems().contains { $0.contains("without their file") })
+    }
+
     func sqlite(_ db: String, _ sql: String) -> String {
         let out = temporaryDirectory() + "/out"
         guard let pid = try? Subprocess.spawn(["/usr/bin/sqlite3", db, sql], stdin: "/dev/null", stdout: out, stderr: "/dev/null") else { return "" }
@@ -54,12 +106,13 @@ import Glibc
             try store.registerTask(id: "/w/t", directory: "/w/t")
         }
         _ = sqlite(state + "/state.db", """
-            ALTER TABLE task DROP COLUMN file_checks; PRAGMA user_version = 0;
+            ALTER TABLE task DROP COLUMN file_checks; ALTER TABLE task DROP COLUMN dependencies_digest;
+            ALTER TABLE graph_version DROP COLUMN in_file; PRAGMA user_version = 0;
             CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY); INSERT INTO grdb_migrations VALUES ('v1'), ('v2');
             """)
         let reopened = try Store(directory: state)
         #expect(try reopened.task(id: "/w/t")?.directory == "/w/t")
-        #expect(sqlite(state + "/state.db", "PRAGMA user_version") == "3\n")
+        #expect(sqlite(state + "/state.db", "PRAGMA user_version") == "4\n")
         #expect(try reopened.consistencyProblems().isEmpty)
     }
 
@@ -97,7 +150,7 @@ import Glibc
         // GRDB did (grdb_migrations, user_version 0) before the store used libsqlite3 directly.
         _ = sqlite(state + "/state.db", """
             ALTER TABLE run DROP COLUMN action_key; ALTER TABLE run DROP COLUMN restored_from; ALTER TABLE task DROP COLUMN file_checks;
-            PRAGMA user_version = 0;
+            ALTER TABLE task DROP COLUMN dependencies_digest; ALTER TABLE graph_version DROP COLUMN in_file; PRAGMA user_version = 0;
             CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY); INSERT INTO grdb_migrations VALUES ('v1');
             """)
         #expect(sqlite(state + "/state.db", "PRAGMA user_version") == "0\n")
@@ -109,7 +162,7 @@ import Glibc
         #expect(try migrated.lastFinishedRun(task: task)?.outputs == [task + "/out/s.txt": "sha256:1"])
         let problems = try migrated.consistencyProblems()
         #expect(problems.isEmpty, "\(problems)")
-        #expect(sqlite(state + "/state.db", "PRAGMA user_version") == "3\n")
+        #expect(sqlite(state + "/state.db", "PRAGMA user_version") == "4\n")
 
         // The same file at another path: the same state, there.
         let other = temporaryDirectory()

@@ -85,8 +85,6 @@ public enum ActionKey {
         return fields
     }
 
-    static let ephemeralPrefixes = ["/proc/", "/sys/", "/dev/"]
-
     /// The dependencies whose content the key covers: files the task read, loaded, executed or
     /// required (not the ones it wrote itself), as the planner checks them.
     public static func inputs(of dependencies: [Dependency]) -> [Dependency] {
@@ -95,9 +93,8 @@ public enum ActionKey {
         let relations: Set<Dependency.Relation> = [.reads, .loads, .executes, .requires]
         var result: [Dependency] = []
         for d in dependencies {
-            guard relations.contains(d.relation), d.traced || d.relation == .requires, d.ref.hasPrefix("/"),
-                  d.kind != "infrastructure", !written.contains(d.ref) else { continue }
-            guard !ephemeralPrefixes.contains(where: { d.ref.hasPrefix($0) }), seen.insert(d.ref).inserted else { continue }
+            guard relations.contains(d.relation), d.traced || d.relation == .requires, d.kind != "infrastructure",
+                  Planner.isHostPath(d.ref.utf8), !written.contains(d.ref), seen.insert(d.ref).inserted else { continue }
             result.append(d)
         }
         return result
@@ -127,7 +124,9 @@ public enum ActionKey {
             guard let v = version(d) else { return .missing(d.ref) }
             pairs.append((relocation.encode(d.ref), Dependency.firstWord(v)))
         }
-        pairs.sort { $0.ref < $1.ref }
+        // By bytes: the same order as Swift's `<` for paths in NFC (every ASCII path), at a
+        // fraction of its cost (8,000 inputs: ~3 ms of a recording).
+        pairs.sort { Bytewise.less($0.ref, $1.ref) }
         return .key(digest([schemaVersion, "action", taskKey] + pairs.flatMap { [$0.ref, $0.version] }), inputs: pairs)
     }
 

@@ -256,8 +256,9 @@ public struct GraphBuilder {
                                ownership: inside || produced ? "internal" : "external",
                                cost: [:], priority: 0, evidence: [evidence]), stat: existed ? known : .unknown)
         if existed { sized.append(n) }  // its size: in the cost, from the stat taken with the hashes
-        // Outputs are hashed too (after the run): their versions are what dependants consume.
-        if existed || produced { toHash.append(n) }
+        // Outputs are hashed too (after the run): their versions are what dependants consume. A
+        // process's own /proc files are not: read now, they would be dgrun's, different every run.
+        if existed || produced, !Self.isPerProcess(path) { toHash.append(n) }
         return n
     }
 
@@ -323,6 +324,18 @@ public struct GraphBuilder {
     }
 
     static let dev = Array("/dev/".utf8), proc = Array("/proc/".utf8), sys = Array("/sys/".utf8)
+
+    /// /proc/self, /proc/thread-self or /proc/PID, or a file under one: what the process that
+    /// reads it is, not a file with a content of its own.
+    static func isPerProcess(_ path: String) -> Bool {
+        let b = path.utf8
+        guard b.starts(with: proc) else { return false }
+        let rest = b.dropFirst(proc.count)
+        let name = rest.prefix { $0 != UInt8(ascii: "/") }
+        guard !name.isEmpty else { return false }
+        return name.elementsEqual("self".utf8) || name.elementsEqual("thread-self".utf8)
+            || name.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+    }
 
     /// libfoo.so, libfoo.so.6: by the name alone (thousands of paths, so no splitting).
     func looksLikeLibrary(_ path: String) -> Bool {

@@ -143,7 +143,7 @@ public struct Planner {
 
     /// Absolute and not a kernel interface; compared as bytes (String.hasPrefix compares
     /// characters, and this runs for every dependency).
-    static func isHostPath<Bytes: Collection<UInt8>>(_ path: Bytes) -> Bool {
+    public static func isHostPath<Bytes: Collection<UInt8>>(_ path: Bytes) -> Bool {
         guard path.first == UInt8(ascii: "/") else { return false }
         return !ephemeralPrefixBytes.contains { path.starts(with: $0) }
     }

@@ -80,14 +80,24 @@ public struct StateCapture: Sendable {
         var graphJSON: String? = nil
         var warning: String?
         if let graph, outcome.interruptedBy == nil {
-            let recorded = GraphRecording(graph: graph, now: finished, isPrivate: Self.privatePaths(of: spec))
-            dependencies = recorded.dependencies
-            record.outputs = recorded.outputs
-            graphJSON = try? GraphRenderer.render(graph, as: .json)
-            warning = Self.save(graph, in: task, json: graphJSON)
-            if let cache, let dependencies {
-                record.actionKey = cacheOutputs(cache, dependencies: dependencies, graphJSON: graphJSON, outcome: outcome,
-                                                written: Array(recorded.outputs.keys))
+            // The dependencies and the action key on one CPU, the JSON rendered and saved as
+            // graph.json on another: a pipeline's 8,000-node graph took ~35 and ~20 ms of them.
+            let task = self.task, isPrivate = Self.privatePaths(of: spec), taskKey = cache?.taskKey
+            let (recorded, rendered) = Parallel.both({ () -> (GraphRecording, ActionKey.Outcome?) in
+                let recorded = GraphRecording(graph: graph, now: finished, isPrivate: isPrivate)
+                return (recorded, taskKey.map { Self.actionKey($0, of: task, dependencies: recorded.dependencies) })
+            }, { () -> (json: String?, warning: String?) in
+                let json = try? GraphRenderer.render(graph, as: .json)
+                return (json, Self.save(graph, in: task, json: json))
+            })
+            dependencies = recorded.0.dependencies
+            record.outputs = recorded.0.outputs
+            graphJSON = rendered.json
+            warning = rendered.warning
+            if let cache, let dependencies, case .key(let key, _) = recorded.1 {
+                record.actionKey = key
+                storeOutputs(cache, key: key, dependencies: dependencies, graphJSON: graphJSON, outcome: outcome,
+                             written: Array(recorded.0.outputs.keys))
             }
         }
         do {
@@ -103,27 +113,30 @@ public struct StateCapture: Sendable {
         return (outcome.exitCode == 0 ? changed : [], warning, record.actionKey)
     }
 
-    /// The action key of a recorded run and, when it succeeded, its outputs stored in the cache
-    /// (the declared outputs and the files the trace saw written in the task directory).
-    func cacheOutputs(_ context: CacheContext, dependencies: [Dependency], graphJSON: String?, outcome: RunOutcome,
-                      written: [String]) -> String? {
-        let relocation = PathRelocation.of(task)
-        guard case .key(let key, _) = ActionKey.compute(taskKey: context.taskKey, dependencies: dependencies, relocation: relocation,
-                                                        version: { $0.version ?? ActionKey.currentVersion($0) }) else { return nil }
-        guard let cache = context.cache, outcome.exitCode == 0, outcome.signal == nil, outcome.interruptedBy == nil else { return key }
+    /// The action key of a run that recorded `dependencies` (their recorded versions).
+    static func actionKey(_ taskKey: String, of task: TaskFile, dependencies: [Dependency]) -> ActionKey.Outcome {
+        ActionKey.compute(taskKey: taskKey, dependencies: dependencies, relocation: PathRelocation.of(task),
+                          version: { $0.version ?? ActionKey.currentVersion($0) })
+    }
+
+    /// After a successful run, its outputs (the declared ones and the files the trace saw written
+    /// in the task directory) stored in the cache under its action key.
+    func storeOutputs(_ context: CacheContext, key: String, dependencies: [Dependency], graphJSON: String?, outcome: RunOutcome,
+                      written: [String]) {
+        guard let cache = context.cache, outcome.exitCode == 0, outcome.signal == nil, outcome.interruptedBy == nil else { return }
         // An output elsewhere in the workspace could not be restored (a manifest holds only paths
         // in the task directory): such a task is not cached, or a restore would leave it missing.
+        let relocation = PathRelocation.of(task)
         if let root = relocation.workspaceRoot,
            let outside = (written + task.outputs.map { TaskFile.absolute($0, in: task.directory) }).first(where: {
                $0.hasPrefix(root + "/") && !$0.hasPrefix(task.directory + "/") && $0 != task.directory
            }) {
             cache.warn("dgrun: \(task.name): outputs not cached: it writes \(outside), outside its directory (a restore could not bring that back)")
-            return key
+            return
         }
         let declared = task.outputs.flatMap { Glob.paths(TaskFile.absolute($0, in: task.directory)) }
         let inputs = InputsManifest(taskKey: context.taskKey, dependencies: dependencies, relocation: relocation, graph: graphJSON)
         _ = cache.store(taskKey: context.taskKey, key: key, inputs: inputs, outputs: written + declared, taskDirectory: task.directory)
-        return key
     }
 
     /// After a run rewrote outputs: the workspace tasks reading them are marked stale, so that
@@ -238,7 +251,11 @@ public struct GraphRecording {
             if relation == .writes && node.state == "unavailable" { continue }
             kept.append((n, relation))
         }
-        let fingerprinted = kept.map { graph.nodes[$0.node].ref.hasPrefix("/") && $0.relation != .probes }
+        // Kernel interfaces (/proc, /sys, /dev) are never compared by stat: their times move on
+        // their own, and a stat taken here would make every run's rows look new.
+        let fingerprinted = kept.map {
+            graph.nodes[$0.node].ref.hasPrefix("/") && $0.relation != .probes && graph.nodes[$0.node].kind != .infrastructure
+        }
         let paths = kept.map { graph.nodes[$0.node].ref }
         let fingerprints = Parallel.map(kept.count) { fingerprinted[$0] ? Fingerprints.settled(paths[$0], now: now) : nil }
         dependencies.reserveCapacity(kept.count + 1)

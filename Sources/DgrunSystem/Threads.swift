@@ -76,6 +76,16 @@ public enum Parallel {
         return (0..<count).map { slots.get($0)! }
     }
 
+    /// `a()` and `b()` at once, on two CPUs when there are two: two independent steps of one stage.
+    public static func both<A, B>(_ a: @Sendable () -> A, _ b: @Sendable () -> B) -> (A, B) {
+        guard ProcessInfo.cpuCount > 1 else { return (a(), b()) }
+        let first = Slots<A?>(count: 1, initial: nil), second = Slots<B?>(count: 1, initial: nil)
+        DispatchQueue.concurrentPerform(iterations: 2) { i in
+            if i == 0 { first.set(0, a()) } else { second.set(0, b()) }
+        }
+        return (first.get(0)!, second.get(0)!)
+    }
+
     /// One result slot per item: each index is written by one worker only and read after
     /// `concurrentPerform` returns, which is why unchecked Sendable is sound here.
     @usableFromInline final class Slots<Value>: @unchecked Sendable {

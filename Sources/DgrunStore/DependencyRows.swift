@@ -13,6 +13,7 @@ struct DependencyRows {
     struct Row {
         var dependency: Int
         var storedRef: String
+        var relation: String
         var storedNodeID: String
     }
     /// In the canonical order; the same key twice keeps both, the later last (INSERT OR REPLACE).
@@ -21,25 +22,43 @@ struct DependencyRows {
     let digest: String?
 
     init(_ dependencies: [Dependency], storedRef: (String) -> String, storedNodeID: (Dependency) -> String) {
-        var rows: [Row] = []
-        rows.reserveCapacity(dependencies.count)
+        var made: [Row] = []
+        made.reserveCapacity(dependencies.count)
+        // Each row's key (ref, relation, node id, NUL between: none of them holds a NUL) in one
+        // arena, sorted as indices by memcmp: sorting the rows themselves, three Strings each,
+        // was 18 ms of retains for 8,000 rows.
+        var keys: [UInt8] = [], starts: [Int] = []
+        keys.reserveCapacity(dependencies.count * 80)
+        starts.reserveCapacity(dependencies.count + 1)
         for (i, d) in dependencies.enumerated() {
-            rows.append(Row(dependency: i, storedRef: storedRef(d.ref), storedNodeID: storedNodeID(d)))
+            let row = Row(dependency: i, storedRef: storedRef(d.ref), relation: d.relation.rawValue, storedNodeID: storedNodeID(d))
+            starts.append(keys.count)
+            keys.append(contentsOf: row.storedRef.utf8)
+            keys.append(0)
+            keys.append(contentsOf: row.relation.utf8)
+            keys.append(0)
+            keys.append(contentsOf: row.storedNodeID.utf8)
+            made.append(row)
         }
-        // By bytes (memcmp), as SQLite's BINARY collation orders the key; stable, so that a key
-        // seen twice keeps the trace's order.
-        rows.sort { a, b in
-            var c = Bytewise.compare(a.storedRef, b.storedRef)
-            if c == 0 { c = Bytewise.compare(dependencies[a.dependency].relation.rawValue, dependencies[b.dependency].relation.rawValue) }
-            if c == 0 { c = Bytewise.compare(a.storedNodeID, b.storedNodeID) }
-            return c < 0
+        starts.append(keys.count)
+        var order = Array(0..<made.count)
+        keys.withUnsafeBufferPointer { k in
+            starts.withUnsafeBufferPointer { s in
+                order.sort { a, b in
+                    let la = s[a + 1] - s[a], lb = s[b + 1] - s[b], n = min(la, lb)
+                    let c = n == 0 ? 0 : memcmp(k.baseAddress! + s[a], k.baseAddress! + s[b], n)
+                    if c != 0 { return c < 0 }
+                    return la != lb ? la < lb : a < b  // the same key twice: the trace's order
+                }
+            }
         }
+        let rows = order.map { made[$0] }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(dependencies.count * 160)
         for row in rows {
             let d = dependencies[row.dependency]
             Self.append(row.storedRef, to: &bytes)
-            Self.append(d.relation.rawValue, to: &bytes)
+            Self.append(row.relation, to: &bytes)
             Self.append(row.storedNodeID, to: &bytes)
             Self.append(d.kind, to: &bytes)
             if let version = d.version { bytes.append(1); Self.append(version, to: &bytes) } else { bytes.append(0) }

@@ -129,23 +129,3 @@ public enum FileIO {
         return String(cString: cwd)
     }
 }
-
-/// Strings compared as their UTF-8 bytes (memcmp), as the kernel and SQLite's BINARY collation
-/// see paths: Swift's `<` compares by Character, with Unicode normalization, ~1 µs for two paths,
-/// and it calls two different files' names equal when they differ only in normalization.
-public enum Bytewise {
-    /// <0, 0 or >0; a common prefix puts the shorter first.
-    public static func compare(_ a: String, _ b: String) -> Int {
-        let fast = a.utf8.withContiguousStorageIfAvailable { x in
-            b.utf8.withContiguousStorageIfAvailable { y -> Int in
-                let n = min(x.count, y.count)
-                let c = n == 0 ? 0 : Int(memcmp(x.baseAddress!, y.baseAddress!, n))
-                return c != 0 ? c : x.count - y.count
-            }
-        } ?? nil
-        if let fast { return fast }
-        return a.utf8.elementsEqual(b.utf8) ? 0 : (a.utf8.lexicographicallyPrecedes(b.utf8) ? -1 : 1)
-    }
-
-    public static func less(_ a: String, _ b: String) -> Bool { compare(a, b) < 0 }
-}

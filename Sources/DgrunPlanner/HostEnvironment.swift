@@ -70,7 +70,11 @@ public enum Fingerprints {
     /// granularity of the last write, when a further write could leave every field the same
     /// (git's "racy clean" problem). Such a file is hashed at the next check instead.
     public static func settled(_ path: String, now: Double) -> FileFingerprint? {
-        guard let f = of(path) else { return nil }
+        of(path).flatMap { settled($0, now: now) }
+    }
+
+    /// The same test of a stat already taken.
+    public static func settled(_ f: FileFingerprint, now: Double) -> FileFingerprint? {
         let modified = Double(max(f.mtimeNs, f.ctimeNs)) / 1e9
         return now - modified < 0.05 ? nil : f
     }

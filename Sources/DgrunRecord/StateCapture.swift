@@ -257,7 +257,15 @@ public struct GraphRecording {
             graph.nodes[$0.node].ref.hasPrefix("/") && $0.relation != .probes && graph.nodes[$0.node].kind != .infrastructure
         }
         let paths = kept.map { graph.nodes[$0.node].ref }
-        let fingerprints = Parallel.map(kept.count) { fingerprinted[$0] ? Fingerprints.settled(paths[$0], now: now) : nil }
+        // The builder's stat where it took one (after the run, as this would be), else one now.
+        let aligned = graph.fileStats.count == graph.nodes.count
+        let known = kept.map { aligned ? graph.fileStats[$0.node] : nil }
+        let fingerprints = Parallel.map(kept.count) { i -> FileFingerprint? in
+            guard fingerprinted[i] else { return nil }
+            guard let st = known[i] else { return Fingerprints.settled(paths[i], now: now) }
+            return Fingerprints.settled(FileFingerprint(size: st.isDirectory ? -1 : st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs,
+                                                        inode: st.inode, device: st.device), now: now)
+        }
         dependencies.reserveCapacity(kept.count + 1)
         for (i, (n, relation)) in kept.enumerated() {
             let node = graph.nodes[n]

@@ -69,7 +69,7 @@ public enum DebianPackages {
         var stamp: Stamp
         /// `count` records of 12 bytes from `tableOffset`: the hash (UInt64) and the owner's
         /// index in `names` (UInt32), little-endian, sorted by hash.
-        var table: [UInt8]
+        var table: ReadOnlyBytes
         var tableOffset: Int
         var count: Int
         var names: [String]
@@ -101,7 +101,9 @@ public enum DebianPackages {
                     if hash(mid) < h { low = mid + 1 } else { high = mid }
                 }
                 guard low < count, hash(low) == h else { return nil }
-                return Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: tableOffset + low * Self.recordSize + 8, as: UInt32.self)))
+                // Checked here, not for all 130,000 records at load: a damaged file names no package.
+                let owner = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: tableOffset + low * Self.recordSize + 8, as: UInt32.self)))
+                return owner < names.count ? owner : nil
             }
         }
 
@@ -138,7 +140,7 @@ public enum DebianPackages {
                 withUnsafeBytes(of: h.littleEndian) { table.append(contentsOf: $0) }
                 withUnsafeBytes(of: o.littleEndian) { table.append(contentsOf: $0) }
             }
-            return Index(stamp: stamp, table: table, tableOffset: 0, count: pairs.count, names: names)
+            return Index(stamp: stamp, table: ReadOnlyBytes(table), tableOffset: 0, count: pairs.count, names: names)
         }
 
         // File: "dgrun-dpkg-index 1\n", the stamp, the count, the names, then the pairs.
@@ -146,44 +148,40 @@ public enum DebianPackages {
             var text = "dgrun-dpkg-index 1\n\(stamp.status) \(stamp.info) \(count) \(names.count)\n"
             text += names.joined(separator: "\n") + "\n"
             var bytes = Array(text.utf8)
-            bytes.append(contentsOf: table[tableOffset..<(tableOffset + count * Self.recordSize)])
+            table.withUnsafeBytes { bytes.append(contentsOf: $0[tableOffset..<(tableOffset + count * Self.recordSize)]) }
             FileSystem.replaceCache(path, with: bytes)
         }
 
         static func load(_ path: String, stamp: Stamp) -> Index? {
-            guard let bytes = try? FileIO.readBytes(path, limit: 256 << 20) else { return nil }
+            guard let bytes = ReadOnlyBytes(mapping: path) else { return nil }
             return parse(bytes, stamp: stamp)
         }
 
         /// The index in `bytes` when its stamp is `stamp` (nil: any stamp, for the fuzzer).
-        static func parse(_ bytes: [UInt8], stamp: Stamp?) -> Index? {
-            var lines: [Substring] = []
-            var offset = 0
+        static func parse(_ data: ReadOnlyBytes, stamp: Stamp?) -> Index? {
             // The two header lines, then `names` lines; the binary pairs follow.
-            func line() -> String? {
-                guard let end = bytes[offset...].firstIndex(of: 0x0a) else { return nil }
-                defer { offset = end + 1 }
-                return String(decoding: bytes[offset..<end], as: UTF8.self)
-            }
-            guard line() == "dgrun-dpkg-index 1", let header = line() else { return nil }
-            lines = header.split(separator: " ")
-            guard lines.count == 4, let status = Int64(lines[0]), let info = Int64(lines[1]),
-                  let count = Int(lines[2]), let nameCount = Int(lines[3]),
-                  // Counts the file cannot hold: a negative range or count * 12 overflowing trapped.
-                  count >= 0, nameCount >= 0, count <= bytes.count / recordSize else { return nil }
-            let found = Stamp(status: status, info: info)
-            if let stamp, stamp != found { return nil }
-            var names: [String] = []
-            for _ in 0..<nameCount { guard let name = line() else { return nil }; names.append(name) }
-            guard bytes.count - offset == count * recordSize else { return nil }
-            let index = Index(stamp: found, table: bytes, tableOffset: offset, count: count, names: names)
-            // Every owner names a package: a lookup never indexes past `names`.
-            let valid = bytes.withUnsafeBytes { raw in
-                (0..<count).allSatisfy { i in
-                    Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset + i * recordSize + 8, as: UInt32.self))) < names.count
+            let parsed = data.withUnsafeBytes { bytes -> (stamp: Stamp, count: Int, names: [String], offset: Int)? in
+                var offset = 0
+                func line() -> String? {
+                    guard let end = bytes[offset...].firstIndex(of: 0x0a) else { return nil }
+                    defer { offset = end + 1 }
+                    return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[offset..<end]), as: UTF8.self)
                 }
+                guard line() == "dgrun-dpkg-index 1", let header = line() else { return nil }
+                let fields = header.split(separator: " ")
+                guard fields.count == 4, let status = Int64(fields[0]), let info = Int64(fields[1]),
+                      let count = Int(fields[2]), let nameCount = Int(fields[3]),
+                      // Counts the file cannot hold: a negative range or count * 12 overflowing trapped.
+                      count >= 0, nameCount >= 0, count <= bytes.count / recordSize, nameCount <= bytes.count else { return nil }
+                let found = Stamp(status: status, info: info)
+                if let stamp, stamp != found { return nil }
+                var names: [String] = []
+                for _ in 0..<nameCount { guard let name = line() else { return nil }; names.append(name) }
+                guard bytes.count - offset == count * recordSize else { return nil }
+                return (found, count, names, offset)
             }
-            return valid ? index : nil
+            guard let parsed else { return nil }
+            return Index(stamp: parsed.stamp, table: data, tableOffset: parsed.offset, count: parsed.count, names: parsed.names)
         }
     }
 

@@ -129,3 +129,38 @@ public enum FileIO {
         return String(cString: cwd)
     }
 }
+
+/// A file's bytes, read-only: mapped (a cache searched in place, never copied: reading the 1.5
+/// MB dpkg index into an array was ~3 ms of every discover) or held (one built in memory).
+public final class ReadOnlyBytes: @unchecked Sendable {
+    private let base: UnsafeRawPointer?
+    public let count: Int
+    private let owned: [UInt8]?
+
+    public init(_ bytes: [UInt8]) {
+        owned = bytes
+        base = nil
+        count = bytes.count
+    }
+
+    /// nil when the file cannot be opened or mapped (an empty file is empty bytes).
+    public init?(mapping path: String) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        owned = nil
+        count = Int(st.st_size)
+        if count == 0 { base = nil; return }
+        guard let p = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else { return nil }
+        base = UnsafeRawPointer(p)
+    }
+
+    deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), count) } }
+
+    public func withUnsafeBytes<T>(_ body: (UnsafeRawBufferPointer) -> T) -> T {
+        if let owned { return owned.withUnsafeBytes(body) }
+        return body(UnsafeRawBufferPointer(start: base, count: count))
+    }
+}

@@ -195,14 +195,26 @@ func shell(_ script: String, in dir: String) -> Int32 {
 
     @Test(arguments: ["3 -1", "-1 0", "1537228672809129302 0", "\(Int.max) \(Int.max)"])
     func impossibleCountsAreAMiss(counts: String) {
-        #expect(DebianPackages.Index.parse(Self.index(counts), stamp: nil) == nil)
+        #expect(DebianPackages.Index.parse(ReadOnlyBytes(Self.index(counts)), stamp: nil) == nil)
     }
 
     @Test func aWellFormedIndexReadsBack() throws {
-        let bytes = Self.index("1 1", names: ["bash=5.2"], pairs: [(42, 0)])
+        let bytes = ReadOnlyBytes(Self.index("1 1", names: ["bash=5.2"], pairs: [(42, 0)]))
         let index = try #require(DebianPackages.Index.parse(bytes, stamp: nil))
         #expect(index.names == ["bash=5.2"] && index.hashes == [42])
         #expect(DebianPackages.Index.parse(bytes, stamp: .init(status: 1, info: 2)) != nil)
         #expect(DebianPackages.Index.parse(bytes, stamp: .init(status: 1, info: 3)) == nil, "another dpkg database")
+    }
+
+    /// A record naming a package the file does not list (a damaged cache) owns nothing: checked
+    /// at the lookup, not by reading every record at load.
+    @Test func anOwnerPastTheNamesIsNoOwner() throws {
+        let path = "/usr/bin/bash"
+        var h = ShortHash.seed
+        for byte in path.utf8 { h = ShortHash.step(h, byte) }
+        let index = try #require(DebianPackages.Index.parse(ReadOnlyBytes(Self.index("1 1", names: ["bash=5.2"], pairs: [(h, 7)])), stamp: nil))
+        #expect(index.owner(of: path) == nil)
+        let good = try #require(DebianPackages.Index.parse(ReadOnlyBytes(Self.index("1 1", names: ["bash=5.2"], pairs: [(h, 0)])), stamp: nil))
+        #expect(good.owner(of: path) == "bash=5.2")
     }
 }

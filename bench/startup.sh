@@ -23,6 +23,10 @@ gcc -O2 -o "$interleave" "$here/floor/interleave.c" || { echo "bench: cannot bui
 
 (cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
 dgrun=$repo/.build/release/dgrun
+# An ad-hoc history of its own, empty: a /bin/true that once took 0.1 s (under valgrind, say) has
+# history in ~/.local/state/dgrun, and every start would then open the store to read it.
+export XDG_STATE_HOME="$out/state"
+rm -rf "$XDG_STATE_HOME"
 
 # An OCI bundle with the busybox rootfs for crun and runc.
 bundle=$out/bundle

@@ -621,6 +621,9 @@ public final class Store: Sendable {
                       record.actionKey, record.restoredFrom])
             try Self.insert(samples, run: db.lastInsertedRowID, in: db)
         }
+        // The ad-hoc history: opened by every start of a command that has some, never by a run
+        // shorter than 0.1 s, so its WAL would otherwise grow until SQLite's own 4 MB checkpoint.
+        checkpointIfLarge()
     }
 
     /// The last run that finished (any exit status), the source of history-based decisions.

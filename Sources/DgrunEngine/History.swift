@@ -56,8 +56,8 @@ public enum TuningFromHistory {
 }
 
 /// The history of ad-hoc runs (`exec -- CMD`), in $XDG_STATE_HOME/dgrun (default
-/// ~/.local/state/dgrun), keyed by the command line and the working directory. Runs shorter than
-/// 0.1 s are not recorded (nothing to tune in them), and a marker file per key tells
+/// ~/.local/state/dgrun), keyed by the command line and the working directory. Runs with nothing to
+/// tune in them are not recorded (`worthRecording`), and a marker file per key tells
 /// whether there is anything to read, so that a short command never opens the store.
 public struct AdHocHistory: Sendable {
     public let id: String
@@ -81,8 +81,14 @@ public struct AdHocHistory: Sendable {
         return try? Store(directory: directory)
     }
 
+    /// A run with something to tune from: 0.1 s or more that also worked (50 ms of CPU) or held
+    /// memory (16 MiB), or one that was OOM-killed or tuned. Wall time alone is not enough: on a
+    /// loaded host /bin/true can take 0.1 s, and every start of it after would open the store.
     func worthRecording(_ outcome: RunOutcome) -> Bool {
-        outcome.error == nil && (outcome.wallSeconds >= 0.1 || outcome.oomKilled || !outcome.adjustments.isEmpty)
+        guard outcome.error == nil else { return false }
+        if outcome.oomKilled || !outcome.adjustments.isEmpty { return true }
+        let cpu = outcome.cpuUserSeconds + outcome.cpuSystemSeconds
+        return outcome.wallSeconds >= 0.1 && (cpu >= 0.05 || (outcome.memoryPeakBytes ?? 0) >= 16 << 20)
     }
 
     func record(_ outcome: RunOutcome, argv: [String], in store: Store) {

@@ -10,7 +10,8 @@ struct TuningTests {
     /// A command whose memory use is set by a file, so that the command line (the history key)
     /// stays the same while its need grows. tail holds a newline-free line in memory.
     static func command(_ sizeFile: String) -> [String] {
-        // The sleep makes each run long enough to be remembered (dgrun skips runs under 0.1 s).
+        // The sleep makes each run long enough to be remembered (dgrun skips runs under 0.1 s, and
+        // those with neither 50 ms of CPU nor 16 MiB of memory: tail holds the 24 MiB and more).
         ["sh", "-c", "head -c $(cat \(sizeFile)) /dev/zero | tail > /dev/null; sleep 0.2"]
     }
 

@@ -56,6 +56,9 @@ limits=""
 deps=$("$dgrun" exec $limits "$task" 2>&1 | sed -n 's/.*up to date (\([0-9]*\) dependencies.*/\1/p')
 [ -n "$deps" ] || { echo "bench: dgrun did not find the task up to date" >&2; cat "$root/first-run.log" >&2; exit 1; }
 
+# The 5,000 files just written are still dirty: their writeback landed on whichever block ran
+# first (dgrun's, at twice its time, in one run). Flushed before anything is timed.
+sync
 hyperfine -N --warmup 10 --runs "$runs" --export-json "$out/noop.json" \
     -n "dgrun exec (no-op)" "$dgrun exec $limits $task" \
     -n "make -q" "make -q -C $task" \

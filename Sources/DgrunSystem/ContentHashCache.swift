@@ -70,26 +70,20 @@ public final class ContentHashCache: Sendable {
 
     /// A read-only mapping of the sorted file, unmapped with the cache.
     final class Mapping: @unchecked Sendable {
+        /// Held for `base`, which points into it: a lookup loads a record without a closure.
+        private let file: ReadOnlyBytes?
         let base: UnsafeRawPointer?
-        let length: Int
         let count: Int
 
         init(_ path: String) {
-            let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-            var st = stat()
-            let size = fd >= 0 && fstat(fd, &st) == 0 ? Int(st.st_size) : 0
-            let body = size - ContentHashCache.magic.count
-            var mapped: UnsafeRawPointer? = nil
-            if body > 0, body % ContentHashCache.recordSize == 0, let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED {
-                if memcmp(p, ContentHashCache.magic, ContentHashCache.magic.count) == 0 { mapped = UnsafeRawPointer(p) } else { munmap(p, size) }
-            }
-            if fd >= 0 { close(fd) }
-            base = mapped
-            length = mapped == nil ? 0 : size
-            count = mapped == nil ? 0 : body / ContentHashCache.recordSize
+            let mapped = ReadOnlyBytes(mapping: path)
+            let body = (mapped?.count ?? 0) - ContentHashCache.magic.count
+            let valid = body > 0 && body % ContentHashCache.recordSize == 0
+                && mapped!.withUnsafeBytes { memcmp($0.baseAddress!, ContentHashCache.magic, ContentHashCache.magic.count) == 0 }
+            file = valid ? mapped : nil
+            base = valid ? mapped!.withUnsafeBytes { $0.baseAddress } : nil
+            count = valid ? body / ContentHashCache.recordSize : 0
         }
-
-        deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), length) } }
 
         subscript(_ i: Int) -> Entry {
             base!.loadUnaligned(fromByteOffset: ContentHashCache.magic.count + i * ContentHashCache.recordSize, as: Entry.self)

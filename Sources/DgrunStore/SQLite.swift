@@ -166,11 +166,10 @@ public struct SQLiteStatement {
             let i = Int32(index + 1)
             let rc: Int32
             switch argument.sqlValue {
-            case .null: rc = sqlite3_bind_null(handle, i)
-            case .integer(let v): rc = sqlite3_bind_int64(handle, i, v)
+            case .null: try bindNull(i); continue
+            case .integer(let v): try bind(i, v); continue
+            case .text(let v): try bind(i, v); continue
             case .real(let v): rc = sqlite3_bind_double(handle, i, v)
-            case .text(let v):
-                rc = sqlite3_bind_text(handle, i, v, Int32(v.utf8.count), transient)
             case .blob(let v): rc = v.withUnsafeBytes { sqlite3_bind_blob(handle, i, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32($0.count), transient) }
             }
             guard rc == SQLITE_OK else { throw connection.failure(rc, sql) }

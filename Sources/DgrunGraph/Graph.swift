@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The dependency graph of a task: the `dgrun.graph/1` contract of the design notes.
 public struct Graph: Sendable, Codable {
     public struct TaskInfo: Sendable, Codable {
@@ -60,26 +64,15 @@ public struct Graph: Sendable, Codable {
         public init(from: String, to: String, relation: String) { self.from = from; self.to = to; self.relation = relation }
     }
 
-    /// What stat(2) said of a file node when the graph was built, after the run (following links,
-    /// as the node's canonical ref does). Not part of the JSON: recording the run reads it rather
-    /// than stat every file again (8,000 stats of a pipeline's headers).
-    public struct FileStat: Sendable, Equatable {
-        public var size: Int64, mtimeNs: Int64, ctimeNs: Int64
-        public var inode: UInt64, device: UInt64
-        public var isDirectory: Bool
-        public init(size: Int64, mtimeNs: Int64, ctimeNs: Int64, inode: UInt64, device: UInt64, isDirectory: Bool) {
-            self.size = size; self.mtimeNs = mtimeNs; self.ctimeNs = ctimeNs
-            self.inode = inode; self.device = device; self.isDirectory = isDirectory
-        }
-    }
-
     public var schema = "dgrun.graph/1"
     public var task: TaskInfo
     public var nodes: [Node]
     public var edges: [Edge]
-    /// By node index: the builder's stat of each file node, nil where it took none. Empty for a
-    /// graph read back from JSON.
-    public var fileStats: [FileStat?] = []
+    /// By node index: the builder's stat(2) of each file node after the run (following links, as
+    /// the node's canonical ref does), nil where it took none; empty for a graph read back from
+    /// JSON. Not part of the JSON: recording the run reads it rather than stat every file again
+    /// (8,000 stats of a pipeline's headers).
+    public var fileStats: [stat?] = []
 
     enum CodingKeys: String, CodingKey { case schema, task, nodes, edges }
 

@@ -177,11 +177,9 @@ public struct GraphBuilder {
         hashVersions()
         addPackageVersions()
         var graph = Graph(task: .init(id: taskID, dir: taskDirectory, argv: argv), nodes: nodes, edges: edges)
-        graph.fileStats = nodeStat.map { known -> Graph.FileStat? in
+        graph.fileStats = nodeStat.map { known -> stat? in
             guard case .known(let st) = known else { return nil }
-            return Graph.FileStat(size: Int64(st.st_size), mtimeNs: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),
-                                  ctimeNs: Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec),
-                                  inode: UInt64(st.st_ino), device: UInt64(st.st_dev), isDirectory: (st.st_mode & S_IFMT) == S_IFDIR)
+            return st
         }
         return graph
     }

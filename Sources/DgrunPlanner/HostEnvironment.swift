@@ -59,6 +59,11 @@ public enum Fingerprints {
     public static func of(directory: Int32, name: UnsafePointer<CChar>) -> FileFingerprint? {
         var st = stat()
         guard fstatat(directory, name, &st, 0) == 0 else { return nil }
+        return of(st)
+    }
+
+    /// The fingerprint of a stat already taken (a graph builder's).
+    public static func of(_ st: stat) -> FileFingerprint {
         let isDirectory = (st.st_mode & S_IFMT) == S_IFDIR
         return FileFingerprint(size: isDirectory ? -1 : Int64(st.st_size),
                                mtimeNs: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),

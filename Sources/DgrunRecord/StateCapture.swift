@@ -83,21 +83,21 @@ public struct StateCapture: Sendable {
             // The dependencies and the action key on one CPU, the JSON rendered and saved as
             // graph.json on another: a pipeline's 8,000-node graph took ~35 and ~20 ms of them.
             let task = self.task, isPrivate = Self.privatePaths(of: spec), taskKey = cache?.taskKey
-            let (recorded, rendered) = Parallel.both({ () -> (GraphRecording, ActionKey.Outcome?) in
-                let recorded = GraphRecording(graph: graph, now: finished, isPrivate: isPrivate)
-                return (recorded, taskKey.map { Self.actionKey($0, of: task, dependencies: recorded.dependencies) })
+            let (made, rendered) = Parallel.both({ () -> (recording: GraphRecording, key: ActionKey.Outcome?) in
+                let recording = GraphRecording(graph: graph, now: finished, isPrivate: isPrivate)
+                return (recording, taskKey.map { Self.actionKey($0, of: task, dependencies: recording.dependencies) })
             }, { () -> (json: String?, warning: String?) in
                 let json = try? GraphRenderer.render(graph, as: .json)
                 return (json, Self.save(graph, in: task, json: json))
             })
-            dependencies = recorded.0.dependencies
-            record.outputs = recorded.0.outputs
+            dependencies = made.recording.dependencies
+            record.outputs = made.recording.outputs
             graphJSON = rendered.json
             warning = rendered.warning
-            if let cache, let dependencies, case .key(let key, _) = recorded.1 {
+            if let cache, case .key(let key, _) = made.key {
                 record.actionKey = key
-                storeOutputs(cache, key: key, dependencies: dependencies, graphJSON: graphJSON, outcome: outcome,
-                             written: Array(recorded.0.outputs.keys))
+                storeOutputs(cache, key: key, dependencies: made.recording.dependencies, graphJSON: graphJSON, outcome: outcome,
+                             written: Array(made.recording.outputs.keys))
             }
         }
         do {
@@ -263,8 +263,7 @@ public struct GraphRecording {
         let fingerprints = Parallel.map(kept.count) { i -> FileFingerprint? in
             guard fingerprinted[i] else { return nil }
             guard let st = known[i] else { return Fingerprints.settled(paths[i], now: now) }
-            return Fingerprints.settled(FileFingerprint(size: st.isDirectory ? -1 : st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs,
-                                                        inode: st.inode, device: st.device), now: now)
+            return Fingerprints.settled(Fingerprints.of(st), now: now)
         }
         dependencies.reserveCapacity(kept.count + 1)
         for (i, (n, relation)) in kept.enumerated() {

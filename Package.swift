@@ -99,7 +99,7 @@ let package = Package(
 /// Generic types (`[String: Int]`, `Optional<Dependency>`...) reached through their metadata
 /// accessors, not by mangled name: the runtime demangled each such name on first use, ~9 K
 /// instructions a type, 1.2 M of the 5,000-dependency no-op's 6.8 M and a third of an exec's
-/// start-up (callgrind: no-op 6.84 -> 6.17 M, `exec -- /bin/true` 2.41 -> 1.90 M; 250 KB more
+/// start-up (callgrind: no-op 6.84 -> 6.17 M, `exec -- /bin/true` 2.43 -> 1.91 M; 250 KB more
 /// code). In every configuration, so that the tests run the code that ships.
 for target in package.targets where target.name.hasPrefix("Dgrun") || target.name == "dgrun" {
     target.swiftSettings = (target.swiftSettings ?? []) + [

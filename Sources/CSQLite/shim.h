@@ -13,3 +13,9 @@ static inline int dgrun_sqlite3_no_checkpoint_on_close(sqlite3 *db) {
 static inline int dgrun_sqlite3_no_initial_page_cache(void) {
     return sqlite3_config(SQLITE_CONFIG_PAGECACHE, (void *)0, 0, 0);
 }
+
+// No memory statistics: with them every allocation takes one process-wide mutex, for which a
+// workspace's checks on all CPUs queue. dgrun never reads them. Before the first open only.
+static inline int dgrun_sqlite3_no_memory_statistics(void) {
+    return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}

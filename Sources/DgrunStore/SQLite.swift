@@ -49,7 +49,10 @@ public final class SQLiteConnection {
     private var statements: [String: OpaquePointer] = [:]
 
     /// Process-wide settings, made before the first open (SQLite refuses them after).
-    private static let configured: Void = { _ = dgrun_sqlite3_no_initial_page_cache() }()
+    private static let configured: Void = {
+        _ = dgrun_sqlite3_no_initial_page_cache()
+        _ = dgrun_sqlite3_no_memory_statistics()
+    }()
 
     public init(path: String, busyTimeoutSeconds: Int32 = 30) throws(DgrunError) {
         _ = Self.configured

@@ -1,4 +1,6 @@
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 // sqlite3_config and sqlite3_db_config are variadic, which Swift does not call: one wrapper each.
 
@@ -18,4 +20,19 @@ static inline int dgrun_sqlite3_no_initial_page_cache(void) {
 // workspace's checks on all CPUs queue. dgrun never reads them. Before the first open only.
 static inline int dgrun_sqlite3_no_memory_statistics(void) {
     return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
+// Run as root, SQLite gives each WAL and -shm file it opens the database's owner, even the owner
+// it has: fchown to the same ids is still an inode change (its ctime), journalled, twice per store
+// a command opens. Only a real change is made. After the sqlite3_config calls: this initialises.
+static int dgrun_sqlite3_fchown_to_change(int fd, uid_t uid, gid_t gid) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_uid == uid && st.st_gid == gid) return 0;
+    return fchown(fd, uid, gid);
+}
+
+static inline int dgrun_sqlite3_chown_only_to_change(void) {
+    sqlite3_vfs *vfs = sqlite3_vfs_find(0);
+    if (vfs == 0 || vfs->iVersion < 3 || vfs->xSetSystemCall == 0) return SQLITE_ERROR;
+    return vfs->xSetSystemCall(vfs, "fchown", (sqlite3_syscall_ptr)dgrun_sqlite3_fchown_to_change);
 }

@@ -92,7 +92,12 @@ extension Engine {
         let lock: FileLock
         var prepared: Prepared
         do throws(DgrunError) {
-            store = try StateLocation.open(for: task, stateOption: request.stateDirectory)
+            // Opened to read when it exists: a no-op check writes nothing, the first write reopens it.
+            if let existing = try StateLocation.existing(for: task, stateOption: request.stateDirectory) {
+                store = existing
+            } else {
+                store = try StateLocation.open(for: task, stateOption: request.stateDirectory)
+            }
             lock = try FileLock.task(task.directory, in: store, waiting: { sink(.waitingForLock(task: name)) })
         } catch {
             return .failed(error)

@@ -52,15 +52,20 @@ public final class SQLiteConnection {
     private static let configured: Void = {
         _ = dgrun_sqlite3_no_initial_page_cache()
         _ = dgrun_sqlite3_no_memory_statistics()
+        _ = dgrun_sqlite3_chown_only_to_change()
     }()
 
-    public init(path: String, busyTimeoutSeconds: Int32 = 30) throws(DgrunError) {
+    /// `readOnly`: a reader that writes nothing, not even the WAL's shared-memory index (see
+    /// `Store.openExisting`). SQLite reports a store it cannot read so at the first statement.
+    public init(path: String, readOnly: Bool = false, busyTimeoutSeconds: Int32 = 30) throws(DgrunError) {
         _ = Self.configured
         self.path = path
         self.busyTimeoutSeconds = busyTimeoutSeconds
         var db: OpaquePointer?
         // NOMUTEX: the caller serialises; SQLite's own mutex per call would be paid for nothing.
-        let rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
+        let rc = readOnly
+            ? sqlite3_open_v2(Self.readOnlyURI(path), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, nil)
+            : sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(rc))
             sqlite3_close_v2(db)
@@ -76,6 +81,27 @@ public final class SQLiteConnection {
     deinit {
         for statement in statements.values { sqlite3_finalize(statement) }
         sqlite3_close_v2(handle)
+    }
+
+    /// `file:PATH?mode=ro&readonly_shm=1`, every byte of the path but the unreserved ones and '/'
+    /// percent-encoded (a '?', '#' or '%' in a path would otherwise end it or escape).
+    /// readonly_shm: when no writer has the WAL's index open, SQLite builds it in this process's
+    /// memory instead of truncating and rewriting the -shm file as a first connection does.
+    static func readOnlyURI(_ path: String) -> String {
+        let hex = Array("0123456789ABCDEF".utf8)
+        var uri = Array("file:".utf8)
+        for byte in path.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "/"), UInt8(ascii: "."),
+                 UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "~"):
+                uri.append(byte)
+            default:
+                uri += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 15)]]
+            }
+        }
+        uri += Array("?mode=ro&readonly_shm=1".utf8)
+        return String(decoding: uri, as: UTF8.self)
     }
 
     func failure(_ rc: Int32, _ sql: String) -> DgrunError {

@@ -20,7 +20,7 @@ public enum StateLocation {
     public static func open(for task: TaskFile, stateOption: String?) throws(DgrunError) -> Store {
         let dir = directory(for: task, stateOption: stateOption)
         try checkNotLinked(dir, in: task)
-        return try opened(dir, relocation: relocation(of: dir, for: task))
+        return try opened(dir, relocation: relocation(of: dir, for: task), toRead: false)
     }
 
     /// A task's own store (TASKDIR/.dgrun) moves with the directory: its paths are relative. A
@@ -40,9 +40,11 @@ public enum StateLocation {
     /// The task's store only when one exists: a query never creates state.
     public static func existing(for task: TaskFile, stateOption: String?) throws(DgrunError) -> Store? {
         let dir = directory(for: task, stateOption: stateOption)
+        // Open already: checked when it was opened (a workspace asks for each store 3 times).
+        if let store = stores.withLock({ $0[dir] }) { return store }
         guard FileIO.exists(dir + "/" + Store.fileName) else { return nil }
         try checkNotLinked(dir, in: task)
-        return try opened(dir, relocation: relocation(of: dir, for: task))
+        return try opened(dir, relocation: relocation(of: dir, for: task), toRead: true)
     }
 
     /// One open store per directory while it is in use: a workspace run reads each task's store
@@ -58,17 +60,24 @@ public enum StateLocation {
         _ = stores.withLock { $0.removeValue(forKey: dir) }
     }
 
-    /// Opened outside the lock, so that stores open on all CPUs at once (a workspace's load);
-    /// when two threads open one store together, the first kept is everyone's.
-    private static func opened(_ directory: String, relocation: PathRelocation?) throws(DgrunError) -> Store {
+    /// Opened outside the cache's lock, so that stores open on all CPUs at once (a workspace's
+    /// load), but under one of 64 locks chosen by the directory, so that one directory is opened
+    /// once: a second Store of a file opened read-only (`toRead`, `Store.openExisting`) would
+    /// share that one's read-only WAL index in SQLite and fail to write.
+    private static func opened(_ directory: String, relocation: PathRelocation?, toRead: Bool) throws(DgrunError) -> Store {
         if let store = stores.withLock({ $0[directory] }) { return store }
-        let store = try Store(directory: directory, relocation: relocation)
-        return stores.withLock { stores in
-            if let kept = stores[directory] { return kept }
-            stores[directory] = store
+        var hasher = Hasher()
+        hasher.combine(directory)
+        return try opening[Int(UInt(bitPattern: hasher.finalize()) % UInt(opening.count))].withLock { _ throws(DgrunError) -> Store in
+            if let store = stores.withLock({ $0[directory] }) { return store }
+            let store = toRead ? try Store.openExisting(directory: directory, relocation: relocation)
+                               : try Store(directory: directory, relocation: relocation)
+            stores.withLock { $0[directory] = store }
             return store
         }
     }
+
+    private static let opening = (0..<64).map { _ in Locked(()) }
 }
 
 /// An exclusive flock on a file, held until released: the one lock of dgrun's state (a task's

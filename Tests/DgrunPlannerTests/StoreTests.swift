@@ -201,6 +201,61 @@ import Glibc
         #expect(try store.task(id: "t")?.staleReason == nil)
     }
 
+    /// When each of a store's files last changed (its WAL's index included): ctime moves with any
+    /// write, truncation or chmod.
+    func changeTimes(_ dir: String) -> [String: [Int]] {
+        var times: [String: [Int]] = [:]
+        for name in ["state.db", "state.db-wal", "state.db-shm"] {
+            var st = stat()
+            if stat(dir + "/" + name, &st) == 0 {
+                times[name] = [st.st_mtim.tv_sec, st.st_mtim.tv_nsec, st.st_ctim.tv_sec, st.st_ctim.tv_nsec, Int(st.st_size)]
+            }
+        }
+        return times
+    }
+
+    /// Issue 13: a store that exists is opened to read. Its reads change none of its files, not
+    /// even the WAL's index (a first read-write connection truncates and rewrites it); the first
+    /// write reopens it read-write, and every reader, this one too, sees that write.
+    @Test func anExistingStoreIsReadWithoutWritingAndItsFirstWriteReopensIt() throws {
+        let dir = temporaryDirectory()
+        let dep = Dependency(nodeID: "file:/w/a", kind: "data", ref: "/w/a", relation: .reads, version: "sha256:a",
+                             fingerprint: FileFingerprint(size: 1, mtimeNs: 2, ctimeNs: 3, inode: 4, device: 5))
+        do { try recordFinishedRun(try Store(directory: dir), task: "/w/t", dependencies: [dep]) }
+        let before = changeTimes(dir)
+        #expect(before.count == 3)
+        usleep(20_000)   // past the file system's timestamp granularity
+        let store = try Store.openExisting(directory: dir)
+        #expect(try store.lastFinishedRun(task: "/w/t") != nil)
+        #expect(try store.dependencies(task: "/w/t") == [dep])
+        #expect(try store.task(id: "/w/t")?.graphVersion != nil)
+        #expect(changeTimes(dir) == before)
+        try store.registerTask(id: "/w/u", directory: "/w/u")
+        #expect(try store.task(id: "/w/u")?.directory == "/w/u")
+        #expect(try Store.openExisting(directory: dir).task(id: "/w/u") != nil)
+        #expect(try store.lastFinishedRun(task: "/w/t") != nil)
+    }
+
+    /// Without its WAL's index (-shm), which a read-only connection cannot create, a store is
+    /// opened read-write, as before, and reads the same.
+    @Test func anExistingStoreWithoutItsWALIndexIsOpenedReadWrite() throws {
+        let dir = temporaryDirectory()
+        do { try recordFinishedRun(try Store(directory: dir), task: "/w/t", dependencies: []) }
+        #expect(unlink(dir + "/state.db-shm") == 0)   // safe with no connection open: an index only
+        let store = try Store.openExisting(directory: dir)
+        #expect(try store.lastFinishedRun(task: "/w/t") != nil)
+        try store.registerTask(id: "/w/u", directory: "/w/u")
+        #expect(try store.task(id: "/w/u") != nil)
+    }
+
+    /// A read-only connection's URI: every byte of the path that could end or escape it is encoded.
+    @Test func aStorePathWithURICharactersOpensToRead() throws {
+        let dir = temporaryDirectory() + "/a?b#c%41 d"
+        do { try recordFinishedRun(try Store(directory: dir), task: "/w/t", dependencies: []) }
+        #expect(try Store.openExisting(directory: dir).lastFinishedRun(task: "/w/t") != nil)
+        #expect(changeTimes(dir).count == 3)
+    }
+
     @Test func unwritableDirectoryIsAClearError() throws {
         #expect(throws: DgrunError.self) { try Store(directory: "/proc/dgrun-state") }
     }

@@ -62,7 +62,8 @@
 _Static_assert(DGRUN_NS_USER == CLONE_NEWUSER && DGRUN_NS_MNT == CLONE_NEWNS && DGRUN_NS_PID == CLONE_NEWPID &&
                DGRUN_NS_NET == CLONE_NEWNET && DGRUN_NS_IPC == CLONE_NEWIPC && DGRUN_NS_UTS == CLONE_NEWUTS &&
                DGRUN_NS_CGROUP == CLONE_NEWCGROUP, "namespace flags");
-_Static_assert(DGRUN_RLIMIT_NPROC == RLIMIT_NPROC && DGRUN_RLIMIT_AS == RLIMIT_AS, "rlimit numbers");
+_Static_assert(DGRUN_RLIMIT_NPROC == RLIMIT_NPROC && DGRUN_RLIMIT_AS == RLIMIT_AS && DGRUN_RLIMIT_NOFILE == RLIMIT_NOFILE,
+               "rlimit numbers");
 
 struct dg_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
 

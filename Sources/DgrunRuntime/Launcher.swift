@@ -53,7 +53,11 @@ public struct Launcher: Sendable {
         var flags = DGRUN_NS_USER | DGRUN_NS_MNT | DGRUN_NS_PID | DGRUN_NS_IPC | DGRUN_NS_UTS | DGRUN_NS_CGROUP
         if spec.network == .none { flags |= DGRUN_NS_NET }
         let bpf = spec.seccompProgram.flatMap { arena.buffer($0) }
-        let rlimits = sandbox.rlimits
+        var rlimits = sandbox.rlimits
+        // dgrun raised its own descriptor limit (OpenFileLimit): the command gets the one dgrun was given.
+        if let given = OpenFileLimit.original, !rlimits.contains(where: { $0.resource == DGRUN_RLIMIT_NOFILE }) {
+            rlimits.append(dgrun_rlimit(resource: DGRUN_RLIMIT_NOFILE, soft: given.soft, hard: given.hard))
+        }
         var plan = dgrun_plan()
         plan.argv = arena.array(spec.argv)
         plan.envp = arena.array(spec.environment)

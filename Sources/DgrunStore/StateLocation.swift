@@ -41,7 +41,7 @@ public enum StateLocation {
     public static func existing(for task: TaskFile, stateOption: String?) throws(DgrunError) -> Store? {
         let dir = directory(for: task, stateOption: stateOption)
         // Open already: checked when it was opened (a workspace asks for each store 3 times).
-        if let store = stores.withLock({ $0[dir] }) { return store }
+        if let store = stores.withLock({ $0.find(dir) }) { return store }
         guard FileIO.exists(dir + "/" + Store.fileName) else { return nil }
         try checkNotLinked(dir, in: task)
         return try opened(dir, relocation: relocation(of: dir, for: task), toRead: true)
@@ -49,7 +49,13 @@ public enum StateLocation {
 
     /// One open store per directory while it is in use: a workspace run reads each task's store
     /// to link the tasks, to size the pool, to plan and record, and to mark readers stale.
-    private static let stores = Locked([String: Store]())
+    private static let stores = Locked(StoreCache(capacity: StoreCache.capacity(openFiles: openFileLimit())))
+
+    static func openFileLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return Int.max }
+        return Int(clamping: limit.rlim_cur)
+    }
 
     /// Closes the task's own store once the command is done with it (its task finished): a
     /// workspace's every store open to the end was 200 MiB at 1,000 tasks. A shared store
@@ -57,7 +63,7 @@ public enum StateLocation {
     public static func release(for task: TaskFile, stateOption: String?) {
         let dir = directory(for: task, stateOption: stateOption)
         guard dir == ownDirectory(of: task) else { return }
-        _ = stores.withLock { $0.removeValue(forKey: dir) }
+        stores.withLock { $0.release(dir) }
     }
 
     /// Opened outside the cache's lock, so that stores open on all CPUs at once (a workspace's
@@ -65,19 +71,61 @@ public enum StateLocation {
     /// once: a second Store of a file opened read-only (`toRead`, `Store.openExisting`) would
     /// share that one's read-only WAL index in SQLite and fail to write.
     private static func opened(_ directory: String, relocation: PathRelocation?, toRead: Bool) throws(DgrunError) -> Store {
-        if let store = stores.withLock({ $0[directory] }) { return store }
+        if let store = stores.withLock({ $0.find(directory) }) { return store }
         var hasher = Hasher()
         hasher.combine(directory)
         return try opening[Int(UInt(bitPattern: hasher.finalize()) % UInt(opening.count))].withLock { _ throws(DgrunError) -> Store in
-            if let store = stores.withLock({ $0[directory] }) { return store }
+            if let store = stores.withLock({ $0.find(directory) }) { return store }
             let store = toRead ? try Store.openExisting(directory: directory, relocation: relocation)
                                : try Store(directory: directory, relocation: relocation)
-            stores.withLock { $0[directory] = store }
+            stores.withLock { $0.keep(directory, store) }
             return store
         }
     }
 
     private static let opening = (0..<64).map { _ in Locked(()) }
+}
+
+/// The stores a command keeps open, at most `capacity` of them: each holds 3 descriptors and
+/// ~0.1 MiB, and a 1,000-task workspace with every store open failed at the usual limit of 1,024
+/// descriptors ("cannot create a pipe"). One closed for room (the longest kept) is still found
+/// while anyone holds it: a directory never has two Stores at once (see `opened`).
+struct StoreCache {
+    private final class Held: @unchecked Sendable {
+        weak var store: Store?
+        init(_ store: Store) { self.store = store }
+    }
+    let capacity: Int
+    private var kept: [String: Store] = [:]
+    private var held: [String: Held] = [:]
+    private var order: [String] = []   // kept's directories, the longest kept first, from `head`
+    private var head = 0
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// A quarter of the descriptors left after 256 for the rest, at most 1,024 stores (~100 MiB).
+    static func capacity(openFiles: Int) -> Int { max(16, min(1024, (openFiles - 256) / 4)) }
+
+    mutating func find(_ directory: String) -> Store? {
+        if let store = kept[directory] { return store }
+        guard let store = held[directory]?.store else { return nil }
+        keep(directory, store)
+        return store
+    }
+
+    mutating func keep(_ directory: String, _ store: Store) {
+        if kept.updateValue(store, forKey: directory) == nil { order.append(directory) }
+        if held[directory]?.store !== store { held[directory] = Held(store) }
+        while kept.count > capacity, head < order.count {
+            let oldest = order[head]
+            head += 1
+            if oldest != directory { kept.removeValue(forKey: oldest) }
+        }
+        if head > 256, head * 2 > order.count { order.removeFirst(head); head = 0 }
+        if held.count > 2 * capacity + 64 { held = held.filter { $0.value.store != nil } }
+    }
+
+    mutating func release(_ directory: String) { kept.removeValue(forKey: directory) }
 }
 
 /// An exclusive flock on a file, held until released: the one lock of dgrun's state (a task's

@@ -95,3 +95,22 @@ public enum Clock {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }
+
+/// dgrun's own descriptor limit, raised to the hard limit (at most 65,536) for the command: a
+/// workspace keeps up to 1,024 task stores open, 3 descriptors each, and the usual soft limit is
+/// 1,024. The sandboxed command gets the limit dgrun was given (`original`), as Go's runtime
+/// does for the processes it starts: a program that uses select() may rely on it.
+public enum OpenFileLimit {
+    /// The limit before the raise; nil when nothing was raised. The first use raises it.
+    public static let original: (soft: UInt64, hard: UInt64)? = {
+        var limit = rlimit()
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        guard getrlimit(resource, &limit) == 0 else { return nil }
+        let wanted = min(limit.rlim_max, 65_536)
+        guard limit.rlim_cur < wanted else { return nil }
+        var raised = limit
+        raised.rlim_cur = wanted
+        guard setrlimit(resource, &raised) == 0 else { return nil }
+        return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
+    }()
+}

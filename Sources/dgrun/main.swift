@@ -1,5 +1,6 @@
 import CDgrunSpawn
 import DgrunCommands
+import DgrunSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,4 +8,6 @@ import Glibc
 // Before any thread exists, so that every thread inherits the mask and the signals that dgrun
 // forwards into the sandbox reach its signalfd instead of killing dgrun.
 _ = dgrun_block_signals()
+// Room for a workspace's stores; the sandboxed command gets the limit dgrun was given.
+_ = OpenFileLimit.original
 exit(CLI.main(Array(CommandLine.arguments.dropFirst())))

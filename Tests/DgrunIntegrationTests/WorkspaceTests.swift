@@ -249,6 +249,30 @@ import Glibc
         #expect(r.status == 0 && Self.outcome(r.stderr).upToDate.count == n, "\(r.stderr)")
     }
 
+    /// More tasks than the stores dgrun may keep open under a descriptor limit it cannot raise
+    /// (128, soft and hard: room for 16): the first run and the no-op complete, every task's
+    /// output right. Every store open at once failed at the usual 1,024 with 1,000 tasks.
+    @Test func aWorkspaceLargerThanItsDescriptorLimitAllows() throws {
+        let n = 40
+        let ws = try Self.chain(n)
+        defer { Harness.removeTree(ws) }
+        let command = ([Harness.binary, "exec"] + Self.limitFlags + ["--cache", "off", ws]).map { "'\($0)'" }.joined(separator: " ")
+        var r = Harness.run(["/bin/sh", "-c", "ulimit -n 128 && exec " + command])
+        #expect(r.status == 0, "\(r.stderr)")
+        let expected = (0..<n).map(String.init).joined(separator: "\n") + "\n"
+        #expect(try String(contentsOfFile: ws + "/t\(n - 1)/out.txt", encoding: .utf8) == expected)
+        r = Harness.run(["/bin/sh", "-c", "ulimit -n 128 && exec " + command])
+        #expect(r.status == 0 && Self.outcome(r.stderr).upToDate.count == n, "\(r.stderr)")
+    }
+
+    /// dgrun raises its own soft descriptor limit for its stores; the command gets the one dgrun was given.
+    @Test func theCommandGetsTheDescriptorLimitDgrunWasGiven() throws {
+        let command = ([Harness.binary, "exec"] + Self.limitFlags + ["--", "/bin/sh", "-c", "ulimit -Sn"]).map { "'\($0)'" }.joined(separator: " ")
+        let r = Harness.run(["/bin/sh", "-c", "ulimit -Sn 512 && exec " + command])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "512\n", "\(r.stdout) \(r.stderr)")
+    }
+
     /// A task in the middle of a chain that is blocked (an input nobody produces is gone): 122,
     /// the tasks before it up to date, the tasks after it not started, as without checks ahead.
     @Test func aBlockedTaskInAChain() throws {

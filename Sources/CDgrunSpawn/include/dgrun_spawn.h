@@ -20,6 +20,7 @@
 #define DGRUN_NS_NET    0x40000000ULL
 #define DGRUN_NS_MNT    0x00020000ULL
 #define DGRUN_RLIMIT_NPROC 6
+#define DGRUN_RLIMIT_NOFILE 7
 #define DGRUN_RLIMIT_AS 9
 
 enum dgrun_mount_kind {

@@ -61,6 +61,8 @@ public final class SQLiteConnection {
         _ = Self.configured
         self.path = path
         self.busyTimeoutSeconds = busyTimeoutSeconds
+        self.readOnly = readOnly
+        if !readOnly { Self.waitForReadersToClose(path) }
         var db: OpaquePointer?
         // NOMUTEX: the caller serialises; SQLite's own mutex per call would be paid for nothing.
         let rc = readOnly
@@ -72,6 +74,7 @@ public final class SQLiteConnection {
             throw DgrunError.store("cannot open the state store \(path): \(message); is its directory writable? (pass --state DIR or set DGRUN_STATE_DIR)")
         }
         handle = db
+        if readOnly { Self.readers.withLock { $0[path, default: 0] += 1 } }
         sqlite3_extended_result_codes(db, 1)
         _ = dgrun_sqlite3_no_checkpoint_on_close(db)
         // Another dgrun may be writing (a workspace runs tasks in parallel): wait, do not fail.
@@ -81,6 +84,28 @@ public final class SQLiteConnection {
     deinit {
         for statement in statements.values { sqlite3_finalize(statement) }
         sqlite3_close_v2(handle)
+        if readOnly {
+            Self.readers.withLock { readers in
+                readers[path, default: 1] -= 1
+                if readers[path] == 0 { readers[path] = nil }
+            }
+        }
+    }
+
+    let readOnly: Bool
+    /// The read-only connections of this process, by path, until each has closed.
+    private static let readers = Locked([String: Int]())
+
+    /// SQLite shares one WAL index among a process's connections to a file, with the access of the
+    /// first: a read-write connection opened while a read-only one is still closing (a store
+    /// dropped by one thread as another opens it) would be handed that read-only index and fail
+    /// at its first write. `Store` never keeps both: such a reader is one that is closing, and is
+    /// waited for (a reader held past 2 s is not waited for longer).
+    static func waitForReadersToClose(_ path: String) {
+        for _ in 0..<2_000 {
+            guard readers.withLock({ $0[path] != nil }) else { return }
+            usleep(1_000)
+        }
     }
 
     /// `file:PATH?mode=ro&readonly_shm=1`, every byte of the path but the unreserved ones and '/'

@@ -248,6 +248,22 @@ import Glibc
         #expect(try store.task(id: "/w/u") != nil)
     }
 
+    /// A read-write store opened while a read-only one of the same file is still closing (on
+    /// another thread) waits for it: SQLite would hand the writer the reader's read-only WAL index.
+    @Test func aWriterOpenedWhileAReaderClosesWaitsAndCanWrite() throws {
+        let dir = temporaryDirectory()
+        do { try recordFinishedRun(try Store(directory: dir), task: "/w/t", dependencies: []) }
+        let reader = Locked<Store?>(try Store.openExisting(directory: dir))
+        #expect(try reader.withLock { try $0?.lastFinishedRun(task: "/w/t") } != nil)
+        try Threads.detach {
+            usleep(100_000)
+            reader.withLock { $0 = nil }   // closed here, while the writer below is opening
+        }
+        let writer = try Store(directory: dir)
+        try writer.registerTask(id: "/w/u", directory: "/w/u")
+        #expect(try writer.task(id: "/w/u") != nil)
+    }
+
     /// A read-only connection's URI: every byte of the path that could end or escape it is encoded.
     @Test func aStorePathWithURICharactersOpensToRead() throws {
         let dir = temporaryDirectory() + "/a?b#c%41 d"

@@ -13,12 +13,8 @@ public final class Store: Sendable {
     /// nil for a shared store (--state DIR, $DGRUN_STATE_DIR, ad-hoc history): absolute, as before.
     public let relocation: PathRelocation?
     /// The one connection, used by one thread at a time: read-only while nothing is written
-    /// (`openExisting`), read-write from the first write on.
-    struct Connection {
-        var db: SQLiteConnection?
-        var readOnly: Bool
-    }
-    let connection: Locked<Connection>
+    /// (`openExisting`), read-write from the first write on; nil only after a failed reopen.
+    let connection: Locked<SQLiteConnection?>
 
     public static let fileName = "state.db"
 
@@ -26,13 +22,13 @@ public final class Store: Sendable {
     public init(directory: String, relocation: PathRelocation? = nil) throws(DgrunError) {
         self.directory = directory
         self.relocation = relocation
-        connection = Locked(Connection(db: try Self.openReadWrite(directory, relocation: relocation), readOnly: false))
+        connection = Locked(try Self.openReadWrite(directory, relocation: relocation))
     }
 
     private init(directory: String, relocation: PathRelocation?, reader: SQLiteConnection) {
         self.directory = directory
         self.relocation = relocation
-        connection = Locked(Connection(db: reader, readOnly: true))
+        connection = Locked(reader)
     }
 
     /// A store that exists, opened to read: its first write reopens it read-write. The first
@@ -273,8 +269,8 @@ public final class Store: Sendable {
 
     /// One immediate write transaction (see `SQLiteConnection.transaction`).
     func write<T>(_ body: (SQLiteConnection) throws(DgrunError) -> T) throws(DgrunError) -> T {
-        try connection.withLock { (c: inout Connection) throws(DgrunError) -> T in
-            let db = try writable(&c)
+        try connection.withLock { (current: inout SQLiteConnection?) throws(DgrunError) -> T in
+            let db = try writable(&current)
             return try db.transaction { () throws(DgrunError) -> T in try body(db) }
         }
     }
@@ -282,15 +278,15 @@ public final class Store: Sendable {
     /// The read-write connection, in place of the read-only one from the first write on. That
     /// one is closed first: SQLite shares one WAL index among a process's connections to a file,
     /// and a writer handed a reader's read-only index could not write.
-    private func writable(_ c: inout Connection) throws(DgrunError) -> SQLiteConnection {
-        if !c.readOnly, let db = c.db { return db }
-        c.db = nil
+    private func writable(_ current: inout SQLiteConnection?) throws(DgrunError) -> SQLiteConnection {
+        if let db = current, !db.readOnly { return db }
+        current = nil
         do {
             let db = try Self.openReadWrite(directory, relocation: relocation)
-            c = Connection(db: db, readOnly: false)
+            current = db
             return db
         } catch {
-            c.db = try? Self.readOnlyConnection(directory)   // reads go on as they did
+            current = try? Self.readOnlyConnection(directory)   // reads go on as they did
             throw error
         }
     }
@@ -298,8 +294,8 @@ public final class Store: Sendable {
     /// Reads outside a transaction: each statement sees one committed state (WAL), and no reader
     /// here needs two statements to agree.
     func read<T>(_ body: (SQLiteConnection) throws(DgrunError) -> T) throws(DgrunError) -> T {
-        try connection.withLock { (c: inout Connection) throws(DgrunError) -> T in
-            guard let db = c.db else { throw DgrunError.store("the state store in \(directory) could not be opened again after a failed write") }
+        try connection.withLock { (current: inout SQLiteConnection?) throws(DgrunError) -> T in
+            guard let db = current else { throw DgrunError.store("the state store in \(directory) could not be opened again after a failed write") }
             return try body(db)
         }
     }
@@ -384,7 +380,7 @@ public final class Store: Sendable {
     /// checkpoint's two fsyncs, paid once, cost less than that on every check after.
     func checkpointIfLarge() {
         if Self.fileSize(directory + "/" + Self.fileName + "-wal") > 128 << 10 {
-            connection.withLock { c in if !c.readOnly { c.db?.checkpoint() } }
+            connection.withLock { current in if let db = current, !db.readOnly { db.checkpoint() } }
         }
     }
 

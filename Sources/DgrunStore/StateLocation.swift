@@ -49,13 +49,7 @@ public enum StateLocation {
 
     /// One open store per directory while it is in use: a workspace run reads each task's store
     /// to link the tasks, to size the pool, to plan and record, and to mark readers stale.
-    private static let stores = Locked(StoreCache(capacity: StoreCache.capacity(openFiles: openFileLimit())))
-
-    static func openFileLimit() -> Int {
-        var limit = rlimit()
-        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return Int.max }
-        return Int(clamping: limit.rlim_cur)
-    }
+    private static let stores = Locked(StoreCache(capacity: StoreCache.capacity(openFiles: OpenFileLimit.current)))
 
     /// Closes the task's own store once the command is done with it (its task finished): a
     /// workspace's every store open to the end was 200 MiB at 1,000 tasks. A shared store

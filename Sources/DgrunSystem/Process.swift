@@ -101,10 +101,11 @@ public enum Clock {
 /// 1,024. The sandboxed command gets the limit dgrun was given (`original`), as Go's runtime
 /// does for the processes it starts: a program that uses select() may rely on it.
 public enum OpenFileLimit {
+    static let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+
     /// The limit before the raise; nil when nothing was raised. The first use raises it.
     public static let original: (soft: UInt64, hard: UInt64)? = {
         var limit = rlimit()
-        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
         guard getrlimit(resource, &limit) == 0 else { return nil }
         let wanted = min(limit.rlim_max, 65_536)
         guard limit.rlim_cur < wanted else { return nil }
@@ -113,4 +114,11 @@ public enum OpenFileLimit {
         guard setrlimit(resource, &raised) == 0 else { return nil }
         return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
     }()
+
+    /// The soft limit in force now; Int.max when there is none.
+    public static var current: Int {
+        var limit = rlimit()
+        guard getrlimit(resource, &limit) == 0, limit.rlim_cur != rlim_t.max else { return Int.max }
+        return Int(clamping: limit.rlim_cur)
+    }
 }

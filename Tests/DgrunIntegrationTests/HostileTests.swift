@@ -271,8 +271,10 @@ struct HostileTests {
         defer { Harness.removeTree(workdir) }
         let marker = "dgrun-hostile-bomb-\(getpid())"
         let started = Date()
+        // The shell execs its sleep rather than forking it: once the bomb fills the pids limit a fork
+        // of the shell's own fails too, and the shell would end with status 2 before the timeout.
         let fork = try Self.dgrun(.root, ["exec", "--pids", "64", "--timeout", "3s", "--stop-timeout", "1s", "--", "sh", "-c",
-                                          "b() { b | b & }; b; sleep 30; : \(marker)"], cwd: workdir)
+                                          "b() { b | b & }; b; exec sleep 30; : \(marker)"], cwd: workdir)
         #expect(fork.status == 124, "\(fork.status) \(fork.stderr)")
         #expect(Date().timeIntervalSince(started) < 10)
         #expect(Harness.waitUntil(timeout: 2) { Harness.processes(containing: marker).isEmpty })

@@ -41,6 +41,11 @@ public struct GraphBuilder {
     private var taskSlot: Int32 = 0
     /// taskDirectory + "/": what is inside the task directory, tested on every path.
     let taskPrefix: String
+    /// The task node's priority (task.toml's).
+    public var taskPriority = 0
+    /// A directory whose events are left out (dgrun's own state: read-only inside, never a
+    /// dependency). Skipped here, not filtered out of the trace before: that copied every event.
+    public var ignoredDirectory: String?
 
     /// One stat of a path: not taken, failed, or its result.
     enum FileStat {
@@ -94,13 +99,15 @@ public struct GraphBuilder {
         nodes.reserveCapacity(trace.events.count + 16)
         slots.reserveCapacity(trace.events.count + 16)
         let task = add(Graph.Node(id: taskID, kind: .task, ref: taskDirectory, version: nil, state: "available",
-                                  ownership: "internal", cost: [:], priority: 0, evidence: ["task"]))
+                                  ownership: "internal", cost: [:], priority: taskPriority, evidence: ["task"]))
+        let ignoredPrefix = ignoredDirectory.map { $0 + "/" }
         taskSlot = nodeSlot[task]
         var executed: [String] = []
         var network = "none"
         var evidenceBySyscall: [Int32: String] = [:]  // one string per syscall, not per event
         let served = trace.events.filter { $0.kind == .bind }.compactMap(Endpoint.init(event:))
         for event in trace.events {
+            if let ignoredDirectory, let ignoredPrefix, event.path == ignoredDirectory || Self.hasPrefix(event.path, ignoredPrefix) { continue }
             let evidence = evidenceBySyscall[event.syscall] ?? {
                 let text = "traced:" + event.syscallName
                 evidenceBySyscall[event.syscall] = text

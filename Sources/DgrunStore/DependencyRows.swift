@@ -30,8 +30,10 @@ struct DependencyRows {
         var keys: [UInt8] = [], starts: [Int] = []
         keys.reserveCapacity(dependencies.count * 80)
         starts.reserveCapacity(dependencies.count + 1)
-        for (i, d) in dependencies.enumerated() {
-            let row = Row(dependency: i, storedRef: storedRef(d.ref), relation: d.relation.rawValue, storedNodeID: storedNodeID(d))
+        // Dependencies are read in place, not copied (a copy retains and releases five strings).
+        for i in dependencies.indices {
+            let row = Row(dependency: i, storedRef: storedRef(dependencies[i].ref), relation: dependencies[i].relation.rawValue,
+                          storedNodeID: storedNodeID(dependencies[i]))
             starts.append(keys.count)
             keys.append(contentsOf: row.storedRef.utf8)
             keys.append(0)
@@ -56,21 +58,25 @@ struct DependencyRows {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(dependencies.count * 160)
         for row in rows {
-            let d = dependencies[row.dependency]
+            let i = row.dependency
             Self.append(row.storedRef, to: &bytes)
             Self.append(row.relation, to: &bytes)
             Self.append(row.storedNodeID, to: &bytes)
-            Self.append(d.kind, to: &bytes)
-            if let version = d.version { bytes.append(1); Self.append(version, to: &bytes) } else { bytes.append(0) }
-            if let f = d.fingerprint {
+            Self.append(dependencies[i].kind, to: &bytes)
+            if let version = dependencies[i].version { bytes.append(1); Self.append(version, to: &bytes) } else { bytes.append(0) }
+            if let f = dependencies[i].fingerprint {
                 bytes.append(1)
-                for v in [f.size, f.mtimeNs, f.ctimeNs, Int64(bitPattern: f.inode), Int64(bitPattern: f.device)] { Self.append(v, to: &bytes) }
+                Self.append(f.size, to: &bytes)
+                Self.append(f.mtimeNs, to: &bytes)
+                Self.append(f.ctimeNs, to: &bytes)
+                Self.append(Int64(bitPattern: f.inode), to: &bytes)
+                Self.append(Int64(bitPattern: f.device), to: &bytes)
             } else {
                 bytes.append(0)
             }
-            Self.append(Int64(d.priority), to: &bytes)
-            Self.append(d.costBytes, to: &bytes)
-            bytes.append(d.traced ? 1 : 0)
+            Self.append(Int64(dependencies[i].priority), to: &bytes)
+            Self.append(dependencies[i].costBytes, to: &bytes)
+            bytes.append(dependencies[i].traced ? 1 : 0)
         }
         self.rows = rows
         self.digest = ContentHash.version(ofBytes: bytes)  // nil (no sha256 here): always written

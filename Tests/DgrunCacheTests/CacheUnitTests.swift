@@ -1,4 +1,4 @@
-import DgrunCache
+@testable import DgrunCache
 import DgrunSpec
 import DgrunStore
 import DgrunSystem
@@ -42,6 +42,17 @@ import Glibc
         #expect(ActionKey.digest(fields) == ContentHash.version(ofBytes: Array(encoded.utf8)).map { String($0.dropFirst(7)) })
         let t = ActionKey.taskKey(argv: ["/bin/sh", "-c", "true"], environmentDigest: "sha256:0", sandbox: ["network=auto"], taskPath: "../gen")
         #expect(t != ActionKey.taskKey(argv: ["/bin/sh", "-c", "true"], environmentDigest: "sha256:1", sandbox: ["network=auto"], taskPath: "../gen"))
+    }
+
+    @Test func inputsAreOrderedAsStringsCompare() {
+        // The key's input order is pinned by String `<`: the byte sort of ASCII refs must agree
+        // with it (a prefix first, "/" against "-" and "."), and other refs fall back to it.
+        let ascii = ["/usr/include/a.h", "/usr/include/a", "./x", "/usr/include-x", "/usr/include.y", "/usr/include/", "", "./x/y", "/A", "/a"]
+        let pairs = ascii.map { (ref: $0, version: "v" + $0) }
+        #expect(ActionKey.sortedByRef(pairs).map(\.ref) == ascii.sorted())
+        #expect(ActionKey.sortedByRef(pairs).map(\.version) == ascii.sorted().map { "v" + $0 })
+        let other = ["/e\u{301}", "/\u{e9}x", "/ea", "/f", "/e"]
+        #expect(ActionKey.sortedByRef(other.map { (ref: $0, version: "") }).map(\.ref) == other.sorted())
     }
 
     @Test func theKeyCoversInputsNotOutputsAndIsTheSameAtAnotherPlace() {

@@ -71,6 +71,28 @@ import Testing
                           "uses infrastructure:resources", "uses infrastructure:network"])
     }
 
+    /// dgrun's own state directory is no part of the task's graph; the task node has the task's priority.
+    @Test func theStateDirectoryIsLeftOutAndTheTaskKeepsItsPriority() throws {
+        var template = Array("/tmp/dgrun-graph-builder-XXXXXX".utf8CString)
+        let task = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        defer { try? FileManager.default.removeItem(atPath: task) }
+        try FileIO.write(task + "/in.txt", "input\n", create: true)
+        mkdir(task + "/.dgrun", 0o755)
+        mkdir(task + "/.dgrunx", 0o755)
+        try FileIO.write(task + "/.dgrun/graph.json", "{}", create: true)
+        try FileIO.write(task + "/.dgrunx/kept.txt", "kept\n", create: true)
+        let events = [Self.event(.open, task + "/.dgrun"), Self.event(.open, task + "/.dgrun/graph.json"),
+                      Self.event(.open, task + "/in.txt"), Self.event(.open, task + "/.dgrunx/kept.txt")]
+        var builder = GraphBuilder(taskDirectory: task, argv: ["t"], environment: [], name: "t")
+        builder.ignoredDirectory = task + "/.dgrun"
+        builder.taskPriority = 7
+        let graph = builder.build(trace: TraceResult(events: events, notifications: 4, lost: 0),
+                                  usage: ResourceUsage(wallSeconds: 1, cpuUserSeconds: 0, cpuSystemSeconds: 0,
+                                                       memoryPeakBytes: nil, pidsPeak: nil, cgroupDriver: "none"))
+        #expect(graph.nodes.filter { $0.kind != .infrastructure }.map(\.id) == ["task:t", "file:\(task)/in.txt", "file:\(task)/.dgrunx/kept.txt"])
+        #expect(graph.nodes.first?.priority == 7)
+    }
+
     /// Prefixes by bytes, answered as String answers (by Characters).
     @Test func prefixesAsStringSaysThem() {
         for (text, prefix) in [("/dev/null", "/dev/"), ("/devices", "/dev/"), ("/dev/\u{301}x", "/dev/"), ("/t/a", "/t/"),

@@ -78,6 +78,7 @@ public struct StateCapture: Sendable {
         record.fill(from: outcome, finishedAt: finished)
         var dependencies: [Dependency]? = nil
         var graphJSON: String? = nil
+        var graphSavedAt: String? = nil
         var warning: String?
         if let graph, outcome.interruptedBy == nil {
             // The dependencies and the action key on one CPU, the JSON rendered and saved as
@@ -94,6 +95,7 @@ public struct StateCapture: Sendable {
             record.outputs = made.recording.outputs
             graphJSON = rendered.json
             warning = rendered.warning
+            if rendered.json != nil && rendered.warning == nil { graphSavedAt = StateLocation.ownDirectory(of: task) + "/graph.json" }
             if let cache, case .key(let key, _) = made.key {
                 record.actionKey = key
                 storeOutputs(cache, key: key, dependencies: made.recording.dependencies, graphJSON: graphJSON, outcome: outcome,
@@ -101,7 +103,7 @@ public struct StateCapture: Sendable {
             }
         }
         do {
-            try store.finishRun(record, id: id, graphJSON: graphJSON, dependencies: dependencies)
+            try store.finishRun(record, id: id, graphJSON: graphJSON, dependencies: dependencies, graphSavedAt: graphSavedAt)
             try store.addSamples(outcome.samples, run: id)
             if let signal = outcome.interruptedBy {
                 try store.markStale(task: task.directory, reason: "its last run (\(id)) was interrupted by signal \(signal)")

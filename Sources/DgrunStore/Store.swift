@@ -327,7 +327,10 @@ public final class Store: Sendable {
 
     /// Completes a run and, in the same transaction, replaces the task's dependencies with what this
     /// run used (when it recorded a graph) and clears its stale mark: a reader sees all or nothing.
-    public func finishRun(_ record: RunRecord, id: Int64, graphJSON: String?, dependencies: [Dependency]?) throws(DgrunError) {
+    /// `graphSavedAt`: a file that holds `graphJSON` already (TASKDIR/.dgrun/graph.json): the
+    /// recorded graph is then a second name of it, not a second copy of its megabytes.
+    public func finishRun(_ record: RunRecord, id: Int64, graphJSON: String?, dependencies: [Dependency]?,
+                          graphSavedAt: String? = nil) throws(DgrunError) {
         var written: String? = nil
         var replaced: [Int64] = []
         do throws(DgrunError) {
@@ -340,8 +343,12 @@ public final class Store: Sendable {
                     // Written (and renamed into place) before the commit that names it: a reader
                     // never finds a row without its file, only, after a crash, a file without a row.
                     let file = graphFile(db.lastInsertedRowID)
-                    do throws(SystemError) { try FileSystem.writeAtomically(file, graphJSON) } catch {
-                        throw DgrunError.store("cannot write the run's graph \(file): \(error)")
+                    if let saved = graphSavedAt, FileSystem.linkAtomically(saved, to: file, size: graphJSON.utf8.count) {
+                        // the same bytes, under the store's name
+                    } else {
+                        do throws(SystemError) { try FileSystem.writeAtomically(file, graphJSON) } catch {
+                            throw DgrunError.store("cannot write the run's graph \(file): \(error)")
+                        }
                     }
                     written = file
                     // Only the newest graph is read (`dgrun graph`, a cache restore), and every run

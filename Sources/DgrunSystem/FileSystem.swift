@@ -90,6 +90,25 @@ public enum FileSystem {
         }
     }
 
+    /// `path` made, atomically, a second name of the regular file `existing` when that file is
+    /// `size` bytes; false (nothing changed) otherwise, or where no link can be made (another
+    /// file system): the caller then writes it. A link planted at `existing` is never followed.
+    public static func linkAtomically(_ existing: String, to path: String, size: Int) -> Bool {
+        let fd = open(existing, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size == off_t(size) else { return false }
+        // The open file itself, through its /proc name: the path may have changed since the open.
+        let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        guard linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, temporary, AT_SYMLINK_FOLLOW) == 0 else { return false }
+        guard rename(temporary, path) == 0 else {
+            unlink(temporary)
+            return false
+        }
+        return true
+    }
+
     /// A path written to in place rather than replaced: a character device or a FIFO named
     /// directly, or dgrun's own standard streams and fds by their names (links into /proc, which
     /// no task can plant on the host). Any other link is replaced, never written through: one to a

@@ -89,6 +89,38 @@ import Glibc
         #expect(try store.consistencyProblems().contains { $0.contains("without their file") })
     }
 
+    /// A graph already saved as graph.json becomes the recorded graph by a second name, not a
+    /// second copy; a saved file of another size, or a link planted there, is not used.
+    @Test func aSavedGraphIsRecordedAsASecondNameOfTheSameFile() throws {
+        let dir = temporaryDirectory()
+        let store = try Store(directory: dir)
+        try store.registerTask(id: "/w/t", directory: "/w/t")
+        func record(_ json: String, savedAt: String?) throws -> String {
+            var run = RunRecord(taskID: "/w/t", status: .running, startedAt: 10, pid: getpid(), argv: ["t"], environmentDigest: "e", reasons: [])
+            let id = try store.beginRun(run, pidStartTime: nil)
+            run.status = .finished
+            run.finishedAt = 11
+            run.exitCode = 0
+            try store.finishRun(run, id: id, graphJSON: json, dependencies: [], graphSavedAt: savedAt)
+            let version = try #require(try store.task(id: "/w/t")?.graphVersion)
+            #expect(try store.graphJSON(version: version) == json)
+            return dir + "/graph-\(version).json"
+        }
+        let saved = dir + "/graph.json"
+        try FileIO.write(saved, "{\"nodes\":[]}", create: true)
+        var a = stat(), b = stat()
+        let linked = try record("{\"nodes\":[]}", savedAt: saved)
+        #expect(stat(saved, &a) == 0 && stat(linked, &b) == 0 && a.st_ino == b.st_ino && a.st_nlink == 2)
+        #expect(!FileIO.listDirectory(dir).contains { $0.contains(".tmp-") })
+        let copied = try record("{\"nodes\":[1]}", savedAt: saved)  // not what graph.json holds
+        #expect(stat(copied, &b) == 0 && a.st_ino != b.st_ino)
+        unlink(saved)
+        symlink(copied, saved)
+        let throughLink = try record("{\"nodes\":[2]}", savedAt: saved)
+        #expect(lstat(throughLink, &b) == 0 && (b.st_mode & S_IFMT) == S_IFREG && b.st_nlink == 1)
+        #expect(try store.consistencyProblems().isEmpty)
+    }
+
     func sqlite(_ db: String, _ sql: String) -> String {
         let out = temporaryDirectory() + "/out"
         guard let pid = try? Subprocess.spawn(["/usr/bin/sqlite3", db, sql], stdin: "/dev/null", stdout: out, stderr: "/dev/null") else { return "" }

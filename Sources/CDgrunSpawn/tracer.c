@@ -155,7 +155,15 @@ struct dir_entry { uint64_t hash; char *path; char *canonical; int fd; };  // fd
 struct cache_entry {
     uint64_t hash; char *path; char *canonical; int exists; int follow;
     int32_t recorded[6]; int n_recorded;  // syscalls already logged for this path: not again
+    uint64_t generation;                  // live only while it is the cache's (see cache_clear)
+    size_t canonical_len;
 };
+// Strings copied one after another into chunks, freed all at once: the resolution cache's
+// live until its next clear, the read paths' for the whole run. A strdup and a free each
+// (and malloc's trims of the drainer's heap, with their TLB shootdowns) were a fifth of what a
+// ring record cost the drainer (perf, a pipeline over /usr/include).
+struct arena_chunk { struct arena_chunk *next; size_t size, used; char bytes[]; };
+struct arena { struct arena_chunk *head; };
 struct path_set { uint64_t *hashes; char **paths; uint8_t *claimed; size_t capacity, count; };
 struct dg_trace_state {
     int rootfd;                   // the traced sandbox's root, for this run
@@ -167,6 +175,7 @@ struct dg_trace_state {
     size_t cache_capacity, cache_count;
     uint64_t cache_generation;    // bumped by every clear: a resolution that started before is not cached after
     struct path_set read_paths;
+    struct arena cache_strings, read_strings;
     struct dgrun_ring *ring;      // the fast path's records (dgrun_fasttrace_ring), NULL: none
     pthread_mutex_t drain_lock;   // one drainer at a time: records are logged in ring order
 };
@@ -202,6 +211,43 @@ static struct dg_trace_state *dg_state_of(struct dgrun_trace_log *log) {
 #define cache_count (dg_st->cache_count)
 #define cache_generation (dg_st->cache_generation)
 #define read_paths (dg_st->read_paths)
+
+static char *arena_copy(struct arena *a, const char *s, size_t n) {
+    struct arena_chunk *c = a->head;
+    if (!c || c->size - c->used < n + 1) {
+        size_t size = n + 1 > (64 << 10) ? n + 1 : (64 << 10);
+        c = malloc(sizeof *c + size);
+        if (!c) return NULL;
+        c->next = a->head;
+        c->size = size;
+        c->used = 0;
+        a->head = c;
+    }
+    char *copy = c->bytes + c->used;
+    memcpy(copy, s, n);
+    copy[n] = 0;
+    c->used += n + 1;
+    return copy;
+}
+
+// Every string freed but the newest chunk, which is kept (emptied) for the strings to come.
+static void arena_reset(struct arena *a, int keep) {
+    struct arena_chunk *c = a->head, *kept = NULL;
+    if (keep && c) { kept = c; c = c->next; kept->next = NULL; kept->used = 0; }
+    while (c) { struct arena_chunk *next = c->next; free(c); c = next; }
+    a->head = kept;
+}
+
+// `a` then `b` into `out` as snprintf(out, cap, "%s%s", a, b) would write them; the length written.
+static size_t copy_joined(char *out, size_t cap, const char *a, size_t na, const char *b, size_t nb) {
+    if (cap == 0) return 0;
+    if (na > cap - 1) na = cap - 1;
+    memcpy(out, a, na);
+    if (nb > cap - 1 - na) nb = cap - 1 - na;
+    memcpy(out + na, b, nb);
+    out[na + nb] = 0;
+    return na + nb;
+}
 
 // Every process of the sandbox shares one root (chroot is denied by the profiles), so the
 // first one's is kept open for the whole run (until the log is freed): two syscalls fewer.
@@ -320,7 +366,10 @@ static int resolve_in_directory(int root_fd, const char *path, int follow, char 
         result = -1;
     } else {
         result = 1;
-        snprintf(canonical, cap, "%s/%s", strcmp(d->canonical, "/") == 0 ? "" : d->canonical, name);
+        const char *base = strcmp(d->canonical, "/") == 0 ? "" : d->canonical;
+        size_t nb = strlen(base);
+        size_t n = copy_joined(canonical, cap, base, nb, "/", 1);
+        if (n == nb + 1) copy_joined(canonical + n, cap - n, name, strlen(name), "", 0);
     }
     pthread_mutex_unlock(&state_lock);
     return result;
@@ -363,21 +412,23 @@ static uint64_t hash_path(const char *s, int follow) {
     return h ? h : 1;
 }
 
+// Every entry of an older generation is dead, and a probe stops at a dead slot as at an empty
+// one: entries are only ever added between clears, so a live one is never behind a dead one on
+// its probe path. A clear is then a counter, not a walk of the table (a make clears it at every
+// file its compilers create), and the dead entries' strings go with their arena.
 static void cache_clear(void) {
-    for (size_t i = 0; i < cache_capacity; i++) {
-        free(cache[i].path);
-        free(cache[i].canonical);
-    }
-    memset(cache, 0, cache_capacity * sizeof *cache);
     cache_count = 0;
     cache_generation++;
+    arena_reset(&dg_st->cache_strings, 1);
 }
+
+static int cache_live(const struct cache_entry *e) { return e->hash && e->generation == cache_generation; }
 
 static struct cache_entry *cache_find(const char *path, int follow, uint64_t h) {
     if (!cache_capacity) return NULL;
     for (size_t i = h & (cache_capacity - 1);; i = (i + 1) & (cache_capacity - 1)) {
         struct cache_entry *e = &cache[i];
-        if (!e->hash) return NULL;
+        if (!cache_live(e)) return NULL;
         if (e->hash == h && e->follow == follow && strcmp(e->path, path) == 0) return e;
     }
 }
@@ -391,19 +442,21 @@ static void cache_put(const char *path, int follow, uint64_t h, int exists, cons
         if (!cache) { cache = old; cache_capacity = old_capacity; return; }
         cache_count = 0;
         for (size_t i = 0; i < old_capacity; i++) {
-            if (!old[i].hash) continue;
+            if (!cache_live(&old[i])) continue;
             size_t j = old[i].hash & (cache_capacity - 1);
-            while (cache[j].hash) j = (j + 1) & (cache_capacity - 1);
+            while (cache_live(&cache[j])) j = (j + 1) & (cache_capacity - 1);
             cache[j] = old[i];
             cache_count++;
         }
         free(old);
     }
-    char *p = strdup(path), *c = strdup(canonical);
-    if (!p || !c) { free(p); free(c); return; }
+    size_t canonical_len = strlen(canonical);
+    char *p = arena_copy(&dg_st->cache_strings, path, strlen(path));
+    char *c = p ? arena_copy(&dg_st->cache_strings, canonical, canonical_len) : NULL;
+    if (!p || !c) return;
     size_t j = h & (cache_capacity - 1);
-    while (cache[j].hash) j = (j + 1) & (cache_capacity - 1);
-    cache[j] = (struct cache_entry){ h, p, c, exists, follow };
+    while (cache_live(&cache[j])) j = (j + 1) & (cache_capacity - 1);
+    cache[j] = (struct cache_entry){ h, p, c, exists, follow, { 0 }, 0, cache_generation, canonical_len };
     cache_count++;
 }
 
@@ -414,7 +467,7 @@ static int resolve_cached(pid_t pid, const char *path, int follow, int nr, char 
     pthread_mutex_lock(&state_lock);
     struct cache_entry *hit = cache_find(path, follow, h);
     if (hit) {
-        snprintf(canonical, cap, "%s", hit->canonical);
+        copy_joined(canonical, cap, hit->canonical, hit->canonical_len, "", 0);
         for (int i = 0; i < hit->n_recorded; i++) if (hit->recorded[i] == nr) *seen = 1;
         if (!*seen && hit->n_recorded < 6) hit->recorded[hit->n_recorded++] = nr;
         int exists = hit->exists;
@@ -443,8 +496,7 @@ static int resolve_cached(pid_t pid, const char *path, int follow, int nr, char 
 // content is hashed first, while the writer waits. That is the version the task read; after the
 // run only the new content is left.
 
-static void path_set_free(struct path_set *set) {
-    for (size_t i = 0; i < set->capacity; i++) free(set->paths[i]);
+static void path_set_free(struct path_set *set) {  // its paths are in dg_st->read_strings
     free(set->hashes);
     free(set->paths);
     free(set->claimed);
@@ -481,7 +533,7 @@ static void path_set_add(struct path_set *set, const char *path) {  // under sta
     }
     size_t i = path_set_slot(set, path, h);
     if (set->hashes[i]) return;
-    char *copy = strdup(path);
+    char *copy = arena_copy(&dg_st->read_strings, path, strlen(path));
     if (!copy) return;
     set->hashes[i] = h;
     set->paths[i] = copy;
@@ -535,8 +587,8 @@ static void log_file_event(struct dgrun_trace_log *log, struct dgrun_trace_event
     int seen = 0;
     if (exists >= 0) e->exists = exists;
     else e->exists = resolve_cached(pid, full, follow, e->nr, canonical, 4096, &seen);
-    snprintf(path, 4096, "%s", e->exists ? canonical : full);
-    e->path_len = (int32_t)strlen(path);
+    const char *logged = e->exists ? canonical : full;
+    e->path_len = (int32_t)copy_joined(path, 4096, logged, strlen(logged), "", 0);
     if (e->exists && e->kind == DGRUN_TRACE_OPEN && !(e->flags & (O_WRONLY | O_RDWR | O_TRUNC | O_CREAT))) {
         pthread_mutex_lock(&state_lock);
         path_set_add(&read_paths, full);
@@ -957,6 +1009,8 @@ void dgrun_trace_log_free(struct dgrun_trace_log *log) {
             cache_clear();
             free(cache);
         }
+        arena_reset(&dg_st->cache_strings, 0);
+        arena_reset(&dg_st->read_strings, 0);
         if (dg_st->ring) munmap(dg_st->ring, DGRUN_RING_BYTES);
         pthread_mutex_destroy(&dg_st->drain_lock);
         pthread_mutex_destroy(&dg_st->lock);

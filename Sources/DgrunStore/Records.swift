@@ -158,12 +158,17 @@ extension Dependency {
     /// space is followed by ASCII (as a split by Characters would be), else by Characters.
     public static func firstWord(_ version: String) -> String {
         let utf8 = version.utf8
-        // Most versions are one word: memchr over the contiguous bytes answers that without
-        // walking the view byte by byte (twice a dependency, 8,000 of them, in a recording).
-        let noSpace = utf8.withContiguousStorageIfAvailable { bytes in
-            bytes.isEmpty || memchr(bytes.baseAddress!, 0x20, bytes.count) == nil
+        // memchr over the contiguous bytes, not a walk of the view byte by byte: twice a
+        // dependency, 8,000 of them, in a recording (an external file's is "sha256:… deb:…").
+        var word: String? = nil, decided = false
+        _ = utf8.withContiguousStorageIfAvailable { bytes in
+            guard !bytes.isEmpty, let hit = memchr(bytes.baseAddress!, 0x20, bytes.count) else { decided = true; return }
+            let space = UnsafeRawPointer(bytes.baseAddress!).distance(to: UnsafeRawPointer(hit))
+            guard space + 1 == bytes.count || bytes[space + 1] < 0x80 else { return }  // by Characters, below
+            word = String(decoding: UnsafeBufferPointer(rebasing: bytes[..<space]), as: UTF8.self)
+            decided = true
         }
-        if noSpace == true { return version }
+        if decided { return word ?? version }
         guard let space = utf8.firstIndex(of: UInt8(ascii: " ")) else { return version }
         let next = utf8.index(after: space)
         guard next == utf8.endIndex || utf8[next] < 0x80 else { return String(version.prefix { $0 != " " }) }

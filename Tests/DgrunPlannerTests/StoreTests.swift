@@ -121,6 +121,15 @@ import Glibc
         #expect(try store.consistencyProblems().isEmpty)
     }
 
+    /// A version's first word, by bytes where that is what a split by Characters gives.
+    @Test func aVersionsFirstWordIsSplitAsByCharacters() {
+        for (version, word) in [("sha256:ab", "sha256:ab"), ("sha256:ab deb:libc6=2.36", "sha256:ab"), ("", ""), ("a b c", "a"),
+                                (" lead", ""), ("end ", "end"), ("a \u{301}b c", "a \u{301}b"), ("é x", "é")] {
+            #expect(Dependency.firstWord(version) == word, "\(version)")
+            #expect(Dependency.firstWord(version) == String(version.prefix { $0 != " " }), "\(version)")
+        }
+    }
+
     func sqlite(_ db: String, _ sql: String) -> String {
         let out = temporaryDirectory() + "/out"
         guard let pid = try? Subprocess.spawn(["/usr/bin/sqlite3", db, sql], stdin: "/dev/null", stdout: out, stderr: "/dev/null") else { return "" }

@@ -375,6 +375,23 @@ static int resolve_in_directory(int root_fd, const char *path, int follow, char 
     return result;
 }
 
+// An unlink (not of a directory) whose target is a regular file now, as the call waits: it can
+// change no directory's resolution, so the directories resolved stay (a compiler removes its
+// temporary files all the time, and each clear cost the tracer an openat2, a readlink and a close
+// a directory after it). A task that swaps the file for a link meanwhile only makes the tracer
+// keep a directory it could have re-resolved.
+static int removes_a_file_only(pid_t pid, int nr, const __u64 *a, const char *full) {
+    if (!(nr == SYS_unlink || (nr == SYS_unlinkat && !(a[2] & AT_REMOVEDIR)))) return 0;
+    int root_fd = sandbox_root(pid);
+    if (root_fd < 0 || strncmp(full, "/proc/", 6) == 0) return 0;
+    int fd = open_in_root(root_fd, full, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat st;
+    int regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    close(fd);
+    return regular;
+}
+
 // Resolves `path` inside the target's root. On success, `canonical` is the path with symlinks
 // resolved (follow: the last component too) and 1 is returned; 0 when it does not exist.
 static int resolve(pid_t pid, const char *path, int follow, char *canonical, size_t cap) {
@@ -851,10 +868,12 @@ int dgrun_trace_handle(int listener, struct dgrun_trace_log *log) {
             e.path2_len = (int32_t)strlen(path2);
         }
         if (creates) {
+            // Only these can make, remove or rename a directory (O_CREAT and bind make files),
+            // and not an unlink of a regular file: no path resolves through one.
+            int keep_dirs = e.kind != DGRUN_TRACE_MODIFY || removes_a_file_only(pid, d->nr, a, full);
             pthread_mutex_lock(&state_lock);
             cache_clear();  // what existed may change now
-            // Only these can make, remove or rename a directory (O_CREAT and bind make files).
-            if (e.kind == DGRUN_TRACE_MODIFY) dirs_clear();
+            if (!keep_dirs) dirs_clear();
             pthread_mutex_unlock(&state_lock);
             e.exists = resolve(pid, full, follow, canonical, sizeof canonical);
         }

@@ -45,6 +45,31 @@ struct FastPathDiscoverTests {
         #expect(!fast.nodes.keys.contains { $0.hasSuffix("/libdgrun-preload.so") }, "dgrun's own library is not the task's dependency")
     }
 
+    /// Directories resolved before a removal: kept when a regular file is removed, dropped when
+    /// a link is (a path through the link names another directory after), with and without the
+    /// fast path.
+    @Test func aDirectoryReachedThroughARemovedLinkIsResolvedAgain() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        for d in ["a", "b"] {
+            try FileManager.default.createDirectory(atPath: work + "/" + d, withIntermediateDirectories: true)
+            for f in ["one.h", "two.h"] { try "\(d)\n".write(toFile: work + "/\(d)/\(f)", atomically: true, encoding: .utf8) }
+        }
+        let script = "cat via/one.h a/one.h; rm temp.txt; cat via/one.h; rm via; cat via/one.h 2>/dev/null; ln -s b via; cat via/two.h"
+        for environment in [[], ["DGRUN_PRELOAD=off"]] {
+            try "t\n".write(toFile: work + "/temp.txt", atomically: true, encoding: .utf8)
+            unlink(work + "/via")
+            symlink("a", work + "/via")
+            let f = DiscoverTests.discover(["sh", "-c", "{ " + script + "; } > out.txt"], cwd: work, environment: environment)
+            let out = (try? String(contentsOfFile: work + "/out.txt", encoding: .utf8)) ?? ""
+            #expect(f.status == 0 && out == "a\na\na\nb\n", "\(out) \(f.stderr)")
+            let mine = f.edges.filter { $0.contains(work) }.sorted()
+            let read = f.has("reads", work + "/a/one.h") && f.has("reads", work + "/b/two.h") && !f.has("reads", work + "/a/two.h")
+            let probed = f.has("probes", work + "/via/one.h")  // once the link is gone, via/one.h is absent
+            #expect(read && probed, "\(environment): \(mine)")
+        }
+    }
+
     /// More records than the ring holds between two trapped calls: the library falls back to
     /// trapping when it is full, and nothing is dropped.
     @Test func aFullRingLosesNothing() throws {

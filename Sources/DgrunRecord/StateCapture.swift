@@ -79,19 +79,23 @@ public struct StateCapture: Sendable {
         var dependencies: [Dependency]? = nil
         var graphJSON: String? = nil
         var graphSavedAt: String? = nil
+        var rows: Store.PreparedRows? = nil
         var warning: String?
         if let graph, outcome.interruptedBy == nil {
             // The dependencies and the action key on one CPU, the JSON rendered and saved as
             // graph.json on another: a pipeline's 8,000-node graph took ~35 and ~20 ms of them.
-            let task = self.task, isPrivate = Self.privatePaths(of: spec), taskKey = cache?.taskKey
-            let (made, rendered) = Parallel.both({ () -> (recording: GraphRecording, key: ActionKey.Outcome?) in
+            // The store's rows of the dependencies are made on the first CPU too, out of the write.
+            let task = self.task, isPrivate = Self.privatePaths(of: spec), taskKey = cache?.taskKey, store = self.store
+            let (made, rendered) = Parallel.both({ () -> (recording: GraphRecording, key: ActionKey.Outcome?, rows: Store.PreparedRows) in
                 let recording = GraphRecording(graph: graph, now: finished, isPrivate: isPrivate)
-                return (recording, taskKey.map { Self.actionKey($0, of: task, dependencies: recording.dependencies) })
+                return (recording, taskKey.map { Self.actionKey($0, of: task, dependencies: recording.dependencies) },
+                        store.prepareRows(recording.dependencies))
             }, { () -> (json: String?, warning: String?) in
                 let json = try? GraphRenderer.render(graph, as: .json)
                 return (json, Self.save(graph, in: task, json: json))
             })
             dependencies = made.recording.dependencies
+            rows = made.rows
             record.outputs = made.recording.outputs
             graphJSON = rendered.json
             warning = rendered.warning
@@ -103,7 +107,7 @@ public struct StateCapture: Sendable {
             }
         }
         do {
-            try store.finishRun(record, id: id, graphJSON: graphJSON, dependencies: dependencies, graphSavedAt: graphSavedAt)
+            try store.finishRun(record, id: id, graphJSON: graphJSON, dependencies: dependencies, graphSavedAt: graphSavedAt, rows: rows)
             try store.addSamples(outcome.samples, run: id)
             if let signal = outcome.interruptedBy {
                 try store.markStale(task: task.directory, reason: "its last run (\(id)) was interrupted by signal \(signal)")

@@ -34,9 +34,10 @@ public enum DebianPackages {
         }()
         // "deb:" + name made once a package, not once a path.
         let labels = index.names.map { "deb:" + $0 }
-        return paths.map { path in
+        let listed = index.ownerIndices(of: paths)
+        return paths.indices.map { i in
             // The aliases (merged /usr) only when the path itself is not listed: most are.
-            (index.ownerIndex(of: path) ?? aliases(of: path).lazy.compactMap(index.ownerIndex(of:)).first).map { labels[$0] }
+            (listed[i] ?? aliases(of: paths[i]).lazy.compactMap(index.ownerIndex(of:)).first).map { labels[$0] }
         }
     }
 
@@ -105,6 +106,41 @@ public enum DebianPackages {
                 let owner = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: tableOffset + low * Self.recordSize + 8, as: UInt32.self)))
                 return owner < names.count ? owner : nil
             }
+        }
+
+        /// `ownerIndex(of:)` of each path, looked up in the order of their hashes: each search
+        /// gallops on from where the last one ended, so a graph's 8,000 paths walk the table
+        /// (130,000 records, 1.5 MB) once, nearby, instead of 17 probes each all over it (the
+        /// binary searches were half of what a pipeline's discover spent on packages, perf).
+        func ownerIndices(of paths: [String]) -> [Int?] {
+            var hashes = [UInt64](repeating: 0, count: paths.count)
+            for i in paths.indices {
+                var path = paths[i], h = ShortHash.seed
+                path.withUTF8 { for byte in $0 { h = ShortHash.step(h, byte) } }
+                hashes[i] = h
+            }
+            let order = paths.indices.sorted { hashes[$0] < hashes[$1] }
+            var result = [Int?](repeating: nil, count: paths.count)
+            let count = self.count, tableOffset = self.tableOffset, names = self.names.count
+            table.withUnsafeBytes { raw in
+                func hash(_ i: Int) -> UInt64 { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: tableOffset + i * Self.recordSize, as: UInt64.self)) }
+                var start = 0  // every record before it hashes below the hash looked up now
+                for i in order {
+                    let h = hashes[i]
+                    var low = start, high = start, step = 1
+                    while high < count && hash(high) < h { low = high + 1; high = low + step; step *= 2 }
+                    high = min(high, count)
+                    while low < high {
+                        let mid = (low + high) / 2
+                        if hash(mid) < h { low = mid + 1 } else { high = mid }
+                    }
+                    start = low
+                    guard low < count, hash(low) == h else { continue }
+                    let owner = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: tableOffset + low * Self.recordSize + 8, as: UInt32.self)))
+                    if owner < names { result[i] = owner }
+                }
+            }
+            return result
         }
 
         static func build(database: String, stamp: Stamp) -> Index {

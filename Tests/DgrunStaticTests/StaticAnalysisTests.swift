@@ -206,6 +206,23 @@ func shell(_ script: String, in dir: String) -> Int32 {
         #expect(DebianPackages.Index.parse(bytes, stamp: .init(status: 1, info: 3)) == nil, "another dpkg database")
     }
 
+    /// The lookup of many paths in hash order finds what one lookup a path finds, duplicates,
+    /// equal hashes, misses before, between and after the records included.
+    @Test func manyPathsAtOnceAreLookedUpAsOneByOne() throws {
+        func h(_ path: String) -> UInt64 { path.utf8.reduce(ShortHash.seed) { ShortHash.step($0, $1) } }
+        let listed = (0..<300).map { "/usr/include/h\($0).h" }
+        var pairs = listed.enumerated().map { (h($0.element), UInt32($0.offset % 3)) }
+        pairs.append((h(listed[7]), 2))  // the same hash twice: the first record's owner, as one lookup finds
+        pairs.append((h("/damaged"), 9))  // past the names
+        pairs.sort { $0.0 < $1.0 }
+        let bytes = ReadOnlyBytes(Self.index("\(pairs.count) 3", names: ["a=1", "b=2", "c=3"], pairs: pairs))
+        let index = try #require(DebianPackages.Index.parse(bytes, stamp: nil))
+        var asked = listed.shuffled() + (0..<50).map { "/usr/include/none\($0).h" } + ["/damaged", listed[7], listed[7], ""]
+        asked.shuffle()
+        #expect(index.ownerIndices(of: asked) == asked.map(index.ownerIndex(of:)))
+        #expect(index.ownerIndices(of: []) == [])
+    }
+
     /// A record naming a package the file does not list (a damaged cache) owns nothing: checked
     /// at the lookup, not by reading every record at load.
     @Test func anOwnerPastTheNamesIsNoOwner() throws {

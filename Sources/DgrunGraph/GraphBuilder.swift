@@ -98,6 +98,9 @@ public struct GraphBuilder {
     public mutating func build(trace: TraceResult, usage: ResourceUsage) -> Graph {
         nodes.reserveCapacity(trace.events.count + 16)
         slots.reserveCapacity(trace.events.count + 16)
+        edges.reserveCapacity(trace.events.count + 16)
+        edgeKeys.reserveCapacity(trace.events.count + 16)
+        edgeSet.reserveCapacity(trace.events.count + 16)
         let task = add(Graph.Node(id: taskID, kind: .task, ref: taskDirectory, version: nil, state: "available",
                                   ownership: "internal", cost: [:], priority: taskPriority, evidence: ["task"]))
         let ignoredPrefix = ignoredDirectory.map { $0 + "/" }
@@ -195,13 +198,18 @@ public struct GraphBuilder {
 
     /// The slot of an id, made when it is new.
     mutating func slot(_ id: String) -> Int32 {
-        if let known = slots[id] { return known }
+        // One hash of the id, found or inserted (a lookup and then an insert were two).
         let new = Int32(slotNode.count)
-        slots[id] = new
-        slotNode.append(-1)
-        slotID.append(id)
-        return new
+        var found = new
+        Self.read(&slots[id, default: new], into: &found)
+        if found == new {
+            slotNode.append(-1)
+            slotID.append(id)
+        }
+        return found
     }
+
+    private static func read(_ value: inout Int32, into out: inout Int32) { out = value }
 
     /// The node with this id, if there is one.
     func node(_ id: String) -> Int? {
@@ -218,6 +226,11 @@ public struct GraphBuilder {
             for e in node.evidence where !nodes[n].evidence.contains(e) { nodes[n].evidence.append(e) }
             return n
         }
+        return place(node, at: s, stat: stat)
+    }
+
+    /// A new node in slot `s`, which has none yet.
+    private mutating func place(_ node: Graph.Node, at s: Int32, stat: FileStat) -> Int {
         slotNode[Int(s)] = Int32(nodes.count)
         nodeSlot.append(s)
         nodeStat.append(stat)
@@ -250,7 +263,9 @@ public struct GraphBuilder {
     mutating func file(_ path: String, existed: Bool, evidence: String, produced: Bool = false,
                        kind forced: Graph.Node.Kind? = nil, stat known: FileStat = .unknown) -> Int {
         let id = "file:" + path
-        if let n = node(id) {
+        let s = slot(id)  // the id hashed once, for the lookup and, when new, the node's slot
+        if slotNode[Int(s)] >= 0 {
+            let n = Int(slotNode[Int(s)])
             addEvidence(evidence, to: n)
             if forced == .code, nodes[n].kind != .code { nodes[n].kind = .code }
             if produced {
@@ -263,10 +278,10 @@ public struct GraphBuilder {
         var kind = forced ?? Self.kind(of: path)
         if forced == nil, kind == .data, existed, looksLikeLibrary(path) { kind = .library }
         let inside = path == taskDirectory || Self.hasPrefix(path, taskPrefix)
-        let n = add(Graph.Node(id: id, kind: kind, ref: path, version: nil,
-                               state: existed || produced ? "available" : "unavailable",
-                               ownership: inside || produced ? "internal" : "external",
-                               cost: [:], priority: 0, evidence: [evidence]), stat: existed ? known : .unknown)
+        let n = place(Graph.Node(id: id, kind: kind, ref: path, version: nil,
+                                 state: existed || produced ? "available" : "unavailable",
+                                 ownership: inside || produced ? "internal" : "external",
+                                 cost: [:], priority: 0, evidence: [evidence]), at: s, stat: existed ? known : .unknown)
         if existed { sized.append(n) }  // its size: in the cost, from the stat taken with the hashes
         // Outputs are hashed too (after the run): their versions are what dependants consume. A
         // process's own /proc files are not: read now, they would be dgrun's, different every run.

@@ -3,9 +3,6 @@ import DgrunPlanner
 import DgrunSpec
 import DgrunStore
 import DgrunSystem
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The action key of a task run: sha256 over a canonical encoding of everything that decides what
 /// the run produces. The same key on another machine means the same run (Bazel's action digest).
@@ -163,17 +160,7 @@ public enum ActionKey {
         }
         starts.append(arena.count)
         guard arena.allSatisfy({ $0 < 0x80 }) else { return pairs.sorted { $0.ref < $1.ref } }
-        var order = Array(pairs.indices)
-        arena.withUnsafeBufferPointer { a in
-            starts.withUnsafeBufferPointer { s in
-                order.sort { x, y in
-                    let lx = s[x + 1] - s[x], ly = s[y + 1] - s[y], n = min(lx, ly)
-                    let c = n == 0 ? 0 : memcmp(a.baseAddress! + s[x], a.baseAddress! + s[y], n)
-                    return c != 0 ? c < 0 : lx < ly
-                }
-            }
-        }
-        return order.map { pairs[$0] }
+        return ByteOrder.sortedIndices(arena: arena, starts: starts).map { pairs[$0] }
     }
 
     /// The current versions of the inputs of `dependencies`, for `compute`: the recorded one when

@@ -43,18 +43,8 @@ struct DependencyRows {
             made.append(row)
         }
         starts.append(keys.count)
-        var order = Array(0..<made.count)
-        keys.withUnsafeBufferPointer { k in
-            starts.withUnsafeBufferPointer { s in
-                order.sort { a, b in
-                    let la = s[a + 1] - s[a], lb = s[b + 1] - s[b], n = min(la, lb)
-                    let c = n == 0 ? 0 : memcmp(k.baseAddress! + s[a], k.baseAddress! + s[b], n)
-                    if c != 0 { return c < 0 }
-                    return la != lb ? la < lb : a < b  // the same key twice: the trace's order
-                }
-            }
-        }
-        let rows = order.map { made[$0] }
+        // The same key twice keeps the trace's order.
+        let rows = ByteOrder.sortedIndices(arena: keys, starts: starts).map { made[$0] }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(dependencies.count * 160)
         for row in rows {

@@ -90,25 +90,9 @@ public enum DebianPackages {
         func owner(of path: String) -> String? { ownerIndex(of: path).map { names[$0] } }
 
         /// The index in `names` of the package that lists `path`.
-        func ownerIndex(of path: String) -> Int? {
-            var h = ShortHash.seed
-            var path = path
-            path.withUTF8 { for byte in $0 { h = ShortHash.step(h, byte) } }
-            return table.withUnsafeBytes { raw -> Int? in
-                func hash(_ i: Int) -> UInt64 { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: tableOffset + i * Self.recordSize, as: UInt64.self)) }
-                var low = 0, high = count
-                while low < high {
-                    let mid = (low + high) / 2
-                    if hash(mid) < h { low = mid + 1 } else { high = mid }
-                }
-                guard low < count, hash(low) == h else { return nil }
-                // Checked here, not for all 130,000 records at load: a damaged file names no package.
-                let owner = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: tableOffset + low * Self.recordSize + 8, as: UInt32.self)))
-                return owner < names.count ? owner : nil
-            }
-        }
+        func ownerIndex(of path: String) -> Int? { ownerIndices(of: [path])[0] }
 
-        /// `ownerIndex(of:)` of each path, looked up in the order of their hashes: each search
+        /// The owner of each path, looked up in the order of their hashes: each search
         /// gallops on from where the last one ended, so a graph's 8,000 paths walk the table
         /// (130,000 records, 1.5 MB) once, nearby, instead of 17 probes each all over it (the
         /// binary searches were half of what a pipeline's discover spent on packages, perf).
@@ -136,6 +120,7 @@ public enum DebianPackages {
                     }
                     start = low
                     guard low < count, hash(low) == h else { continue }
+                    // Checked here, not for all 130,000 records at load: a damaged file names no package.
                     let owner = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: tableOffset + low * Self.recordSize + 8, as: UInt32.self)))
                     if owner < names { result[i] = owner }
                 }

@@ -72,7 +72,7 @@ public enum FileSystem {
             try writeAll(fd, bytes, path: path)
             return
         }
-        let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let temporary = temporaryName(for: path)
         let fd = try valueOrErrno("create", path: temporary) {
             open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         }
@@ -90,6 +90,11 @@ public enum FileSystem {
         }
     }
 
+    /// A name beside `path` for what is renamed onto it: unique to this process and attempt.
+    static func temporaryName(for path: String) -> String {
+        path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
     /// `path` made, atomically, a second name of the regular file `existing` when that file is
     /// `size` bytes; false (nothing changed) otherwise, or where no link can be made (another
     /// file system): the caller then writes it. A link planted at `existing` is never followed.
@@ -100,7 +105,7 @@ public enum FileSystem {
         var st = stat()
         guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size == off_t(size) else { return false }
         // The open file itself, through its /proc name: the path may have changed since the open.
-        let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let temporary = temporaryName(for: path)
         guard linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, temporary, AT_SYMLINK_FOLLOW) == 0 else { return false }
         guard rename(temporary, path) == 0 else {
             unlink(temporary)

@@ -110,22 +110,12 @@ enum CgroupFS {
     }
 
     static func readNumber(_ path: String) -> UInt64? {
-        guard let text = FileIO.readSmall(path) else { return nil }
-        return UInt64(text.trimmingCharacters(in: " \n"))
+        CounterFiles.readOnce(path, CounterText.number)
     }
 
-    /// `key value` lines (memory.events, cpu.stat, memory.oom_control).
-    static func keyed(_ text: String) -> [String: UInt64] {
-        var result: [String: UInt64] = [:]
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: " ")
-            if parts.count == 2, let v = UInt64(parts[1]) { result[String(parts[0])] = v }
-        }
-        return result
-    }
-
-    static func keyedFile(_ path: String) -> [String: UInt64] {
-        keyed(FileIO.readSmall(path) ?? "")
+    /// The value of `key` in a file of `key value` lines (memory.events, cpu.stat, memory.oom_control).
+    static func readValue(of key: StaticString, in path: String) -> UInt64? {
+        CounterFiles.readOnce(path) { CounterText.value(of: key, in: $0) }
     }
 }
 

@@ -23,9 +23,7 @@ public struct CgroupSample: Sendable, Equatable {
 
     /// The `total=` of the `some` line of a PSI file.
     static func psiSomeTotal(_ text: String?) -> UInt64? {
-        guard let text, let line = text.split(separator: "\n").first(where: { $0.hasPrefix("some ") }) else { return nil }
-        for field in line.split(separator: " ") where field.hasPrefix("total=") { return UInt64(field.dropFirst(6)) }
-        return nil
+        text.flatMap { CounterText.parse($0, CounterText.psiSomeTotal) }
     }
 }
 
@@ -61,22 +59,35 @@ public protocol LiveCgroup: AnyObject {
 }
 
 extension V2Run {
-    func memoryUsage() -> UInt64? { CgroupFS.readNumber(directory + "/memory.current") }
+    /// What a sample reads, in the run's cgroup.
+    /// (The raw value is the file's index in the run's CounterFiles.)
+    enum Counter: Int, CaseIterable {
+        case memoryCurrent, memoryEvents, cpuStat, memoryPressure, cpuPressure, ioPressure, pids
+        var file: String {
+            ["memory.current", "memory.events", "cpu.stat", "memory.pressure", "cpu.pressure", "io.pressure", "pids.current"][rawValue]
+        }
+    }
+
+    func memoryUsage() -> UInt64? { counters.read(Counter.memoryCurrent.rawValue, CounterText.number) }
 
     func sample() -> CgroupSample {
         var s = CgroupSample()
-        s.memoryCurrent = CgroupFS.readNumber(directory + "/memory.current")
-        let events = CgroupFS.keyedFile(directory + "/memory.events")
-        s.memoryHighEvents = events["high"]
-        s.memoryMaxEvents = events["max"]
-        s.oomKills = events["oom_kill"]
-        let cpu = CgroupFS.keyedFile(directory + "/cpu.stat")
-        s.cpuUsageMicros = cpu["usage_usec"]
-        s.cpuThrottledMicros = cpu["throttled_usec"]
-        s.memoryStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(directory + "/memory.pressure"))
-        s.cpuStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(directory + "/cpu.pressure"))
-        s.ioStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(directory + "/io.pressure"))
-        s.pids = CgroupFS.readNumber(directory + "/pids.current")
+        s.memoryCurrent = memoryUsage()
+        _ = counters.read(Counter.memoryEvents.rawValue) { bytes -> Void? in
+            s.memoryHighEvents = CounterText.value(of: "high", in: bytes)
+            s.memoryMaxEvents = CounterText.value(of: "max", in: bytes)
+            s.oomKills = CounterText.value(of: "oom_kill", in: bytes)
+            return ()
+        }
+        _ = counters.read(Counter.cpuStat.rawValue) { bytes -> Void? in
+            s.cpuUsageMicros = CounterText.value(of: "usage_usec", in: bytes)
+            s.cpuThrottledMicros = CounterText.value(of: "throttled_usec", in: bytes)
+            return ()
+        }
+        s.memoryStallMicros = counters.read(Counter.memoryPressure.rawValue, CounterText.psiSomeTotal)
+        s.cpuStallMicros = counters.read(Counter.cpuPressure.rawValue, CounterText.psiSomeTotal)
+        s.ioStallMicros = counters.read(Counter.ioPressure.rawValue, CounterText.psiSomeTotal)
+        s.pids = counters.read(Counter.pids.rawValue, CounterText.number)
         return s
     }
 
@@ -102,26 +113,39 @@ extension V2Run {
 }
 
 extension HybridRun {
-    func memoryUsage() -> UInt64? { byController["memory"].flatMap { CgroupFS.readNumber($0 + "/memory.usage_in_bytes") } }
+    /// What a sample reads: the v1 controllers' files and the unified tree's (cpu.stat, PSI).
+    /// (The raw value is the file's index in the run's CounterFiles.)
+    enum Counter: Int, CaseIterable {
+        case memoryUsage, memoryFailures, oomControl, cpuStat, unifiedCPUStat, memoryPressure, cpuPressure, ioPressure, pids
+        /// The controller whose directory holds it ("unified": the v2 tree), and the file.
+        var place: (String, String) {
+            switch self {
+            case .memoryUsage: ("memory", "memory.usage_in_bytes")
+            case .memoryFailures: ("memory", "memory.failcnt")
+            case .oomControl: ("memory", "memory.oom_control")
+            case .cpuStat: ("cpu", "cpu.stat")
+            case .unifiedCPUStat: ("unified", "cpu.stat")
+            case .memoryPressure: ("unified", "memory.pressure")
+            case .cpuPressure: ("unified", "cpu.pressure")
+            case .ioPressure: ("unified", "io.pressure")
+            case .pids: ("pids", "pids.current")
+            }
+        }
+    }
+
+    func memoryUsage() -> UInt64? { counters.read(Counter.memoryUsage.rawValue, CounterText.number) }
 
     func sample() -> CgroupSample {
         var s = CgroupSample()
-        if let memory = byController["memory"] {
-            s.memoryCurrent = CgroupFS.readNumber(memory + "/memory.usage_in_bytes")
-            s.memoryMaxEvents = CgroupFS.readNumber(memory + "/memory.failcnt")
-            let oom = CgroupFS.keyedFile(memory + "/memory.oom_control")
-            s.oomKills = oom["oom_kill"]
-        }
-        if let cpu = byController["cpu"] {
-            s.cpuThrottledMicros = CgroupFS.keyedFile(cpu + "/cpu.stat")["throttled_time"].map { $0 / 1000 }
-        }
-        if let unified = unifiedDirectory {
-            s.cpuUsageMicros = CgroupFS.keyedFile(unified + "/cpu.stat")["usage_usec"]
-            s.memoryStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(unified + "/memory.pressure"))
-            s.cpuStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(unified + "/cpu.pressure"))
-            s.ioStallMicros = CgroupSample.psiSomeTotal(FileIO.readSmall(unified + "/io.pressure"))
-        }
-        if let pids = byController["pids"] { s.pids = CgroupFS.readNumber(pids + "/pids.current") }
+        s.memoryCurrent = memoryUsage()
+        s.memoryMaxEvents = counters.read(Counter.memoryFailures.rawValue, CounterText.number)
+        s.oomKills = counters.read(Counter.oomControl.rawValue) { CounterText.value(of: "oom_kill", in: $0) }
+        s.cpuThrottledMicros = counters.read(Counter.cpuStat.rawValue) { CounterText.value(of: "throttled_time", in: $0) }.map { $0 / 1000 }
+        s.cpuUsageMicros = counters.read(Counter.unifiedCPUStat.rawValue) { CounterText.value(of: "usage_usec", in: $0) }
+        s.memoryStallMicros = counters.read(Counter.memoryPressure.rawValue, CounterText.psiSomeTotal)
+        s.cpuStallMicros = counters.read(Counter.cpuPressure.rawValue, CounterText.psiSomeTotal)
+        s.ioStallMicros = counters.read(Counter.ioPressure.rawValue, CounterText.psiSomeTotal)
+        s.pids = counters.read(Counter.pids.rawValue, CounterText.number)
         return s
     }
 

@@ -117,6 +117,12 @@ final class HybridRun: CgroupRun {
     var cloneFD: Int32 = -1
     var killFD: Int32 = -1
     var directories: [String] { v1Directories + (unifiedDirectory.map { [$0] } ?? []) }
+    /// The files of the monitor's samples (HybridRun.Counter), kept open while the run lasts;
+    /// made at the first sample, once the driver has set the directories.
+    lazy var counters = CounterFiles(Counter.allCases.map { counter in
+        let (directory, file) = counter.place
+        return (directory == "unified" ? unifiedDirectory : byController[directory]).map { $0 + "/" + file } ?? ""
+    })
 
     func openJoinFiles() throws(SystemError) -> [Int32] {
         var fds: [Int32] = []
@@ -136,7 +142,7 @@ final class HybridRun: CgroupRun {
         var stats = CgroupStats()
         if let memory = byController["memory"] {
             stats.memoryPeakBytes = CgroupFS.readNumber(memory + "/memory.max_usage_in_bytes")
-            stats.oomKills = Int(CgroupFS.keyedFile(memory + "/memory.oom_control")["oom_kill"] ?? 0)
+            stats.oomKills = Int(CgroupFS.readValue(of: "oom_kill", in: memory + "/memory.oom_control") ?? 0)
         }
         if let pids = byController["pids"] {
             stats.pidsPeak = CgroupFS.readNumber(pids + "/pids.peak").map(Int.init)
@@ -145,6 +151,7 @@ final class HybridRun: CgroupRun {
     }
 
     func remove() throws(SystemError) {
+        counters.close()
         if cloneFD >= 0 { close(cloneFD); cloneFD = -1 }
         if killFD >= 0 { close(killFD); killFD = -1 }
         var firstError: SystemError?

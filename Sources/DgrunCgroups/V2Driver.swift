@@ -72,12 +72,15 @@ final class V2Run: CgroupRun {
     private(set) var cloneFD: Int32 = -1
     private(set) var killFD: Int32 = -1
     var directories: [String] { [directory] }
+    /// The files of the monitor's samples (V2Run.Counter), kept open while the run lasts.
+    let counters: CounterFiles
 
     let takeover: Takeover?
 
     init(directory: String, takeover: Takeover? = nil) {
         self.directory = directory
         self.takeover = takeover
+        counters = CounterFiles(Counter.allCases.map { directory + "/" + $0.file })
     }
 
     func open() throws(SystemError) {
@@ -94,10 +97,12 @@ final class V2Run: CgroupRun {
     func stats() -> CgroupStats {
         var stats = CgroupStats()
         stats.memoryPeakBytes = CgroupFS.readNumber(directory + "/memory.peak")
-        stats.oomKills = Int(CgroupFS.keyedFile(directory + "/memory.events")["oom_kill"] ?? 0)
-        let cpu = CgroupFS.keyedFile(directory + "/cpu.stat")
-        stats.cpuUserMicros = cpu["user_usec"]
-        stats.cpuSystemMicros = cpu["system_usec"]
+        stats.oomKills = Int(CgroupFS.readValue(of: "oom_kill", in: directory + "/memory.events") ?? 0)
+        let cpu = CounterFiles.readOnce(directory + "/cpu.stat") {
+            (CounterText.value(of: "user_usec", in: $0), CounterText.value(of: "system_usec", in: $0))
+        }
+        stats.cpuUserMicros = cpu?.0
+        stats.cpuSystemMicros = cpu?.1
         stats.pidsPeak = CgroupFS.readNumber(directory + "/pids.peak").map(Int.init)
         return stats
     }
@@ -109,6 +114,7 @@ final class V2Run: CgroupRun {
     }
 
     func remove() throws(SystemError) {
+        counters.close()
         closeFDs()
         try CgroupFS.removeDirectory(directory)
         try takeover?.end()

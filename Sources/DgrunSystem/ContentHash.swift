@@ -128,21 +128,11 @@ public enum ShortHash {
 
 /// The host's memory that is free for new work (MemAvailable), nil when /proc/meminfo is unreadable.
 public enum HostMemory {
-    public static func available() -> UInt64? {
-        // One scan of the bytes for the one line: splitting all of /proc/meminfo into Strings
-        // cost 640 k instructions, once per planned task of a workspace.
-        guard let bytes = try? FileIO.readBytes("/proc/meminfo", limit: 1 << 16) else { return nil }
-        let key = Array("MemAvailable:".utf8)
-        var i = 0
-        while i + key.count <= bytes.count {
-            if (i == 0 || bytes[i - 1] == 0x0a) && bytes[i] == key[0] && Array(bytes[i..<(i + key.count)]) == key {
-                var j = i + key.count, value: UInt64 = 0, digits = 0
-                while j < bytes.count, bytes[j] == 0x20 { j += 1 }
-                while j < bytes.count, bytes[j] >= 0x30, bytes[j] <= 0x39 { value = value * 10 + UInt64(bytes[j] - 0x30); j += 1; digits += 1 }
-                return digits > 0 ? value * 1024 : nil
-            }
-            i += 1
-        }
-        return nil
+    public static func available() -> UInt64? { CounterFiles.readOnce("/proc/meminfo", available(in:)) }
+
+    /// MemAvailable in /proc/meminfo's bytes. One scan of the bytes for the one line: splitting
+    /// all of it into Strings cost 640 k instructions, once per planned task of a workspace.
+    public static func available(in bytes: UnsafeRawBufferPointer) -> UInt64? {
+        CounterText.value(of: "MemAvailable", in: bytes).map { $0 * 1024 }
     }
 }

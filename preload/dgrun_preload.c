@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +131,20 @@ static struct dgrun_ring_record *reserve(uint64_t *index) {
     return (struct dgrun_ring_record *)((char *)ring + DGRUN_RING_HEADER + (head & (DGRUN_RING_SLOTS - 1)) * DGRUN_RING_SLOT_SIZE);
 }
 
+// A record complete: the supervisor may take it. Every DGRUN_RING_WAKE_EVERY records the drainer
+// is woken (it also looks every 5 ms).
+static void publish(struct dgrun_ring_record *slot, uint64_t index) {
+    __atomic_store_n(&slot->commit, index + 1, __ATOMIC_RELEASE);
+    if ((index & (DGRUN_RING_WAKE_EVERY - 1)) == DGRUN_RING_WAKE_EVERY - 1) {
+        __atomic_add_fetch(&ring->wake, 1, __ATOMIC_RELEASE);
+        syscall(SYS_futex, &ring->wake, 1 /* FUTEX_WAKE, shared */, 1, NULL, NULL, 0);
+    }
+}
+
+static int is_proc(const char *path, long n) {
+    return n >= 5 && memcmp(path, "/proc", 5) == 0 && (n == 5 || path[5] == '/');
+}
+
 // The call made from the stub and recorded, or made the ordinary way (trapping) when it cannot be.
 static long traced(int kind, long nr, int dirfd, const char *path, int follow, int64_t flags,
                    long a, long b, long c, long d, long e) {
@@ -147,10 +162,10 @@ static long traced(int kind, long nr, int dirfd, const char *path, int follow, i
     if (!slot) return syscall(nr, a, b, c, d, e);
     long n = absolute(dirfd, path, slot->path, sizeof slot->path);
     // /proc is per process and its "self" is dgrun's to resolve: those trap.
-    if (n < 0 || (n >= 5 && memcmp(slot->path, "/proc", 5) == 0 && (n == 5 || slot->path[5] == '/'))) {
+    if (n < 0 || is_proc(slot->path, n)) {
         slot->kind = 0;  // an empty record: the supervisor skips it
         slot->path_len = 0;
-        __atomic_store_n(&slot->commit, index + 1, __ATOMIC_RELEASE);
+        publish(slot, index);
         errno = saved;
         return syscall(nr, a, b, c, d, e);
     }
@@ -162,11 +177,7 @@ static long traced(int kind, long nr, int dirfd, const char *path, int follow, i
     slot->kind = (int16_t)kind;
     slot->follow = (int16_t)follow;
     slot->path_len = (uint32_t)n;
-    __atomic_store_n(&slot->commit, index + 1, __ATOMIC_RELEASE);
-    if ((index & (DGRUN_RING_WAKE_EVERY - 1)) == DGRUN_RING_WAKE_EVERY - 1) {
-        __atomic_add_fetch(&ring->wake, 1, __ATOMIC_RELEASE);
-        syscall(SYS_futex, &ring->wake, 1 /* FUTEX_WAKE, shared */, 1, NULL, NULL, 0);
-    }
+    publish(slot, index);
     if (r < 0 && r > -4096) { errno = (int)-r; return -1; }
     errno = saved;
     return r;
@@ -283,12 +294,117 @@ int faccessat(int dirfd, const char *path, int mode, int flags) {
     return (int)traced(DGRUN_TRACE_LOOKUP, SYS_faccessat, dirfd, path, 1, 0, dirfd, (long)path, mode, 0, 0);
 }
 
+// euidaccess (make looks for every command along PATH with it): glibc's stats the path from
+// inside libc, which traps. The kernel makes the same check with faccessat2 and AT_EACCESS (as
+// glibc's own faccessat does); before Linux 5.8 (ENOSYS), libc's.
+static int (*next_euidaccess)(const char *, int);
+int euidaccess(const char *path, int mode) {
+    if (stub) {
+        int saved = errno;
+        long r = traced(DGRUN_TRACE_LOOKUP, SYS_faccessat2, AT_FDCWD, path, 1, 0, AT_FDCWD, (long)path, mode, AT_EACCESS, 0);
+        if (r == 0 || errno != ENOSYS) return (int)r;
+        errno = saved;
+    }
+    if (!next_euidaccess) next_euidaccess = (int (*)(const char *, int))dlsym(RTLD_NEXT, "euidaccess");
+    if (!next_euidaccess) { errno = ENOSYS; return -1; }
+    return next_euidaccess(path, mode);
+}
+int eaccess(const char *path, int mode) { return euidaccess(path, mode); }
+
 ssize_t readlink(const char *path, char *buf, size_t size) {
     return traced(DGRUN_TRACE_LOOKUP, SYS_readlink, AT_FDCWD, path, 0, 0, (long)path, (long)buf, (long)size, 0, 0);
 }
 ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t size) {
     return traced(DGRUN_TRACE_LOOKUP, SYS_readlinkat, dirfd, path, 0, 0, dirfd, (long)path, (long)buf, (long)size, 0);
 }
+
+// An exec of a path that is not there fails with ENOENT (or ENOTDIR) before the kernel looks at
+// anything else: the library fails it so, after a stat from the stub, recorded as the probe the
+// trapped exec would have been. A shell's walk along PATH and execvp's try each directory in turn
+// (dash: nine for `sh` here, gcc's driver as many for `as`), and each exec trapped. What exists
+// goes on to the exec, which traps as before (the stat is then not recorded: the exec is).
+// Returns the errno of a miss, 0 otherwise.
+static int exec_misses(const char *path) {
+    if (!stub || !path || !path[0]) return 0;
+    uint64_t index;
+    struct dgrun_ring_record *slot = reserve(&index);
+    if (!slot) return 0;
+    long n = absolute(AT_FDCWD, path, slot->path, sizeof slot->path);
+    long r = 0;
+    struct stat st;
+    if (n > 0 && !is_proc(slot->path, n)) r = stub(SYS_newfstatat, AT_FDCWD, (long)path, (long)&st, 0, 0);
+    int miss = r == -ENOENT || r == -ENOTDIR;
+    if (miss) {
+        slot->nr = SYS_newfstatat;
+        slot->pid = (int32_t)syscall(SYS_getpid);
+        slot->flags = 0;
+        slot->result = (int32_t)r;
+        slot->kind = DGRUN_TRACE_LOOKUP;
+        slot->follow = 1;
+        slot->path_len = (uint32_t)n;
+    } else {
+        slot->kind = 0;
+        slot->path_len = 0;
+    }
+    publish(slot, index);
+    return miss ? (int)-r : 0;
+}
+
+int execve(const char *path, char *const argv[], char *const envp[]) {
+    int miss = exec_misses(path);
+    if (miss) { errno = miss; return -1; }
+    return (int)syscall(SYS_execve, path, argv, envp);
+}
+
+// glibc's execvpe (2.36, posix/execvpe.c), its execs through the execve above: libc's calls its
+// own, which cannot be interposed.
+static void script_execute(const char *file, char *const argv[], char *const envp[]) {
+    int argc = 0;
+    while (argv[argc]) argc++;
+    char *script[argc > 1 ? argc + 1 : 3];
+    script[0] = (char *)"/bin/sh";
+    script[1] = (char *)file;
+    for (int i = 1; i <= argc; i++) script[i + 1] = argv[i];
+    if (argc <= 1) script[2] = NULL;
+    execve(script[0], script, envp);
+}
+
+int execvpe(const char *file, char *const argv[], char *const envp[]) {
+    if (!file || !*file) { errno = ENOENT; return -1; }
+    if (strchr(file, '/')) {
+        execve(file, argv, envp);
+        if (errno == ENOEXEC) script_execute(file, argv, envp);
+        return -1;
+    }
+    const char *path = getenv("PATH");
+    if (!path) path = "/bin:/usr/bin";  // confstr(_CS_PATH)
+    size_t file_len = strnlen(file, NAME_MAX) + 1;
+    size_t path_len = strnlen(path, PATH_MAX - 1) + 1;
+    if (file_len > NAME_MAX) { errno = ENAMETOOLONG; return -1; }
+    char buffer[path_len + file_len + 1];
+    int got_eacces = 0;
+    for (const char *p = path, *subp;; p = subp) {
+        subp = strchrnul(p, ':');
+        if ((size_t)(subp - p) >= path_len) {
+            if (*subp == '\0') break;
+            continue;
+        }
+        char *pend = mempcpy(buffer, p, (size_t)(subp - p));
+        *pend = '/';
+        memcpy(pend + (p < subp), file, file_len);  // an empty entry is the current directory
+        execve(buffer, argv, envp);
+        if (errno == ENOEXEC) script_execute(buffer, argv, envp);
+        switch (errno) {
+        case EACCES: got_eacces = 1; /* fallthrough */
+        case ENOENT: case ESTALE: case ENOTDIR: case ENODEV: case ETIMEDOUT: break;
+        default: return -1;  // found, and it failed otherwise
+        }
+        if (*subp++ == '\0') break;
+    }
+    if (got_eacces) errno = EACCES;
+    return -1;
+}
+int execvp(const char *file, char *const argv[]) { return execvpe(file, argv, environ); }
 
 // realpath: glibc's own walks the path with an internal readlink per component (a compiler's
 // include search is thousands of them). The same walk here, each readlink through `traced`, so

@@ -84,6 +84,46 @@ struct FastPathDiscoverTests {
         #expect(Self.untrapped(f.stderr) > 6000, "\(f.stderr)")
     }
 
+    /// N − M of "from N traced calls (M without a trap)".
+    static func trapped(_ stderr: String) -> Int? {
+        guard let from = stderr.range(of: " from "), let calls = stderr.range(of: " traced calls", range: from.upperBound..<stderr.endIndex),
+              let n = Int(stderr[from.upperBound..<calls.lowerBound]) else { return nil }
+        return n - untrapped(stderr)
+    }
+
+    /// A command looked for along PATH: the shell's walk, execvp's (env) and make's (euidaccess)
+    /// try each directory, and each miss is a probe in the graph whether it trapped or not; with
+    /// the fast path the misses do not trap, so twenty more directories ahead of the command cost
+    /// no more traps.
+    @Test func aWalkAlongPATHIsProbedWithoutATrap() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        try FileManager.default.createDirectory(atPath: work + "/found", withIntermediateDirectories: true)
+        try "#!/bin/sh\necho hi\n".write(toFile: work + "/found/hello", atomically: true, encoding: .utf8)
+        chmod(work + "/found/hello", 0o755)
+        let make = FileIO.exists("/usr/bin/make")
+        try "all:\n\thello\n".write(toFile: work + "/Makefile", atomically: true, encoding: .utf8)
+        let misses = (0..<20).map { work + "/empty\($0)" }
+        for dir in misses { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        let tail = work + "/found:/usr/bin:/bin"
+        let run = "hello; env hello" + (make ? "; make -s" : "")
+        func discover(_ path: String, _ environment: [String] = []) -> DiscoverTests.Found {
+            DiscoverTests.discover(["sh", "-c", "PATH=\(path); export PATH; { \(run); } > out.txt"], cwd: work, environment: environment)
+        }
+        let long = discover((misses + [tail]).joined(separator: ":"))
+        let short = discover(tail)
+        let trappedLong = discover((misses + [tail]).joined(separator: ":"), ["DGRUN_PRELOAD=off"])
+        let out = (try? String(contentsOfFile: work + "/out.txt", encoding: .utf8)) ?? ""
+        #expect(long.status == 0 && short.status == 0 && trappedLong.status == 0 && out.hasPrefix("hi\nhi\n"), "\(out) \(long.stderr)")
+        for f in [long, trappedLong] {
+            #expect(misses.allSatisfy { f.has("probes", $0 + "/hello") }, "\(f.edges.filter { $0.contains("/empty") }.sorted().prefix(5))")
+            #expect(f.has("executes", work + "/found/hello"))
+        }
+        let extra = (Self.trapped(long.stderr) ?? 0) - (Self.trapped(short.stderr) ?? 0)
+        #expect(extra < 10, "twenty more misses a walk (\(make ? 3 : 2) walks) trapped \(extra) more calls: \(long.stderr) \(short.stderr)")
+        #expect((Self.trapped(trappedLong.stderr) ?? 0) - (Self.trapped(long.stderr) ?? 0) >= 40, "\(trappedLong.stderr)")
+    }
+
     /// What does not go through the library traps as before.
     @Test func whatBypassesTheLibraryStillTraps() throws {
         let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))

@@ -14,6 +14,7 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -41,6 +42,8 @@ static const unsigned char stub_code[] = {
     0x4d, 0x89, 0xc2, 0x4d, 0x89, 0xc8, 0x0f, 0x05, 0xc3,
 };
 
+static void redirect_libc_opens(void);
+
 // Off unless dgrun passed a stub address and a ring this process can map: then every call traps.
 __attribute__((constructor)) static void dgrun_preload_init(void) {
     const char *config = getenv(DGRUN_FASTTRACE_ENV);
@@ -56,6 +59,7 @@ __attribute__((constructor)) static void dgrun_preload_init(void) {
     if (only != (void *)(uintptr_t)address) return;
     memcpy(only, stub_code, sizeof stub_code);
     if (mprotect(only, 4096, PROT_READ | PROT_EXEC) == 0) stub = (stub_fn)only;
+    if (stub) redirect_libc_opens();
     return;
 #endif
     if (*end || fd < 0) return;
@@ -83,6 +87,7 @@ __attribute__((constructor)) static void dgrun_preload_init(void) {
     }
     ring = candidate;
     stub = (stub_fn)page;
+    redirect_libc_opens();
 }
 
 static size_t length_of(const char *s) { size_t n = 0; while (s[n]) n++; return n; }
@@ -218,6 +223,59 @@ int __open_2(const char *path, int flags) { return open_at(AT_FDCWD, path, flags
 int __open64_2(const char *path, int flags) { return open_at(AT_FDCWD, path, flags, 0); }
 int __openat_2(int dirfd, const char *path, int flags) { return open_at(dirfd, path, flags, 0); }
 int __openat64_2(int dirfd, const char *path, int flags) { return open_at(dirfd, path, flags, 0); }
+
+// libc's own opens call its open functions directly, not through the PLT, so that interposing
+// open does not see them and each one traps: setlocale's locale files (a compiler opens 14 of
+// them as it starts: 900 of make -j2's 1,533 trapped calls), gettext's catalogs, iconv's modules,
+// fopen, opendir and nftw inside libc. As rr does with libc's system call sites, the entry of
+// those functions (the exported open64, which libc's internal open is, and __open64_nocancel) is
+// made a jump to the open64 above, which makes its calls with system calls of its own, never
+// libc's open. Only when it is safe to: a 5-byte relative jump that reaches (this library is
+// mapped near libc), no branch in the function that could land inside those 5 bytes (every byte
+// offset is read as a possible jump, so a doubt means no patch), and a page that can be made
+// writable while it stays executable (not under W^X policies). Anything else leaves libc as it is,
+// and its opens trap as before. Done in the constructor, before the program has threads.
+static int lands_inside(const unsigned char *code, size_t size, const unsigned char *start, size_t n) {
+    for (size_t i = 0; i + 2 <= size; i++) {
+        const unsigned char *at = code + i;
+        long target = -1;
+        if (at[0] == 0xeb || (at[0] >= 0x70 && at[0] <= 0x7f)) target = (long)(i + 2) + (signed char)at[1];
+        else if ((at[0] == 0xe9 || at[0] == 0xe8) && i + 5 <= size) target = (long)(i + 5) + *(const int32_t *)(at + 1);
+        else if (at[0] == 0x0f && at[1] >= 0x80 && at[1] <= 0x8f && i + 6 <= size) target = (long)(i + 6) + *(const int32_t *)(at + 2);
+        if (target > start - code && target < start - code + (long)n) return 1;
+    }
+    return 0;
+}
+
+static int redirect(void *from, void *to) {
+    Dl_info info;
+    const ElfW(Sym) *sym = NULL;
+    if (!from || !dladdr1(from, &info, (void **)&sym, RTLD_DL_SYMENT) || !sym || info.dli_saddr != from || sym->st_size < 16)
+        return 0;
+    unsigned char *code = from, *entry = code;
+    if (entry[0] == 0xf3 && entry[1] == 0x0f && entry[2] == 0x1e && entry[3] == 0xfa) entry += 4;  // endbr64 stays
+    if (entry[0] == 0xe9 || entry[0] == 0xeb || entry[0] == 0xff || entry[0] == 0xcc) return 0;  // hooked already
+    long distance = (long)((unsigned char *)to - (entry + 5));
+    if (distance != (long)(int32_t)distance || lands_inside(code, sym->st_size, entry, 5)) return 0;
+    uintptr_t first = (uintptr_t)entry & ~(uintptr_t)4095, last = ((uintptr_t)entry + 4) & ~(uintptr_t)4095;
+    size_t length = last - first + 4096;
+    if (stub(SYS_mprotect, (long)first, (long)length, PROT_READ | PROT_WRITE | PROT_EXEC, 0, 0) != 0) return 0;
+    volatile unsigned char *w = entry;
+    int32_t rel = (int32_t)distance;
+    w[1] = (unsigned char)rel; w[2] = (unsigned char)(rel >> 8); w[3] = (unsigned char)(rel >> 16); w[4] = (unsigned char)(rel >> 24);
+    w[0] = 0xe9;
+    stub(SYS_mprotect, (long)first, (long)length, PROT_READ | PROT_EXEC, 0, 0);
+    return 1;
+}
+
+static void redirect_libc_opens(void) {
+    void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+    if (!libc) return;
+    void *body = dlsym(libc, "open64"), *nocancel = dlvsym(libc, "__open64_nocancel", "GLIBC_PRIVATE");
+    if (body && body != (void *)open64) redirect(body, (void *)open64);
+    if (nocancel && nocancel != body) redirect(nocancel, (void *)open64);
+    dlclose(libc);
+}
 
 // libc's own fopen and opendir open through an internal call that cannot be interposed: a
 // read-only fopen and every opendir are opened here and handed to fdopen/fdopendir.

@@ -124,6 +124,28 @@ struct FastPathDiscoverTests {
         #expect((Self.trapped(trappedLong.stderr) ?? 0) - (Self.trapped(long.stderr) ?? 0) >= 40, "\(trappedLong.stderr)")
     }
 
+    /// libc's own opens (setlocale's locale files, here) do not go through the open the library
+    /// interposes: the library redirects libc's open functions to its own, so they are recorded
+    /// without a trap, and the graph has the same files as when every call traps.
+    @Test func libcsOwnOpensAreRecordedWithoutATrap() throws {
+        let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))
+        defer { Harness.removeTree(work) }
+        func discover(_ locale: String, _ environment: [String] = []) -> DiscoverTests.Found {
+            DiscoverTests.discover(["sh", "-c", "LC_ALL=\(locale) ls / > /dev/null; LC_ALL=\(locale) ls -d /usr > /dev/null"], cwd: work,
+                                   environment: environment)
+        }
+        let utf8 = discover("C.UTF-8"), plain = discover("C"), trapped = discover("C.UTF-8", ["DGRUN_PRELOAD=off"])
+        #expect(utf8.status == 0 && plain.status == 0 && trapped.status == 0, "\(utf8.stderr)")
+        let locale = { (f: DiscoverTests.Found) in Set(f.edges.filter { $0.contains("/locale") }) }
+        #expect(locale(utf8) == locale(trapped), "fast: \(locale(utf8).sorted()); trapped: \(locale(trapped).sorted())")
+        guard !locale(trapped).isEmpty else {
+            print("skipped: ls opens no locale file for C.UTF-8 on this host (no /usr/lib/locale)")
+            return
+        }
+        let extra = (Self.trapped(utf8.stderr) ?? 0) - (Self.trapped(plain.stderr) ?? 0)
+        #expect(extra < 3, "the locale's \(locale(utf8).count) files trapped \(extra) calls: \(utf8.stderr) \(plain.stderr)")
+    }
+
     /// What does not go through the library traps as before.
     @Test func whatBypassesTheLibraryStillTraps() throws {
         let work = try #require(FileIO.realPath(Harness.makeTemporaryDirectory()))

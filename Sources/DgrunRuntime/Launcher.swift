@@ -196,9 +196,8 @@ public struct Launcher: Sendable {
         outcome.interruptedBy = dgrun_is_stop_signal(result.last_signal) != 0 ? result.last_signal : nil
         if spec.trace {
             dgrun_fasttrace_finish(&log)  // what the ring still holds, now that every writer is gone
-            var events = TraceEvent.parse(log)
             // The loader opening the preloaded library is dgrun's doing, not the task's.
-            if let preloaded { events.removeAll { $0.path == preloaded } }
+            let events = TraceEvent.parse(log, excluding: preloaded)
             outcome.trace = TraceResult(events: events, notifications: log.notifications, lost: log.lost,
                                         supervisorSeconds: Double(log.busy_us) / 1e6, untrapped: log.fast)
         }

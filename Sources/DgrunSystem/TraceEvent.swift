@@ -1,4 +1,7 @@
 import CDgrunSpawn
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One call the discovery tracer saw (see dgrun_trace.h), as it was when the call was made.
 public struct TraceEvent: Sendable, Equatable {
@@ -39,17 +42,39 @@ public struct TraceEvent: Sendable, Equatable {
     }
 
     /// Parses the tracer's log: fixed headers, each followed by its variable parts.
-    public static func parse(_ log: dgrun_trace_log) -> [TraceEvent] {
+    /// The log's events in the order the calls were made; `excluding`: a path whose events are
+    /// left out (the preloaded library, which the loader opens for dgrun, not for the task).
+    public static func parse(_ log: dgrun_trace_log, excluding: String? = nil) -> [TraceEvent] {
         guard let base = log.bytes, log.length > 0 else { return [] }
         let header = MemoryLayout<dgrun_trace_event>.size
-        var events: [TraceEvent] = []
-        var order: [(seq: UInt64, index: Int32)] = []
+        // The headers first: serving threads log as they finish, and the graph wants the order
+        // the calls were received in. Sorting the small (seq, offset) pairs and decoding in that
+        // order makes each event once, where sorting (or filtering) decoded events copied each
+        // one, retaining and releasing its four parts (make -j2: 2.8 ms of 15,000 events).
+        var order: [(seq: UInt64, offset: Int)] = []
         var at = 0
         while at + header <= log.length {
             let e = UnsafeRawPointer(base + at).loadUnaligned(as: dgrun_trace_event.self)
+            if Kind(rawValue: e.kind) != nil { order.append((e.seq, at)) }
+            // A length past the end takes what is left: `at` never passes the end (fuzzing found
+            // that a later part's count went negative once an earlier one had).
             var p = at + header
-            // A length past the end takes what is left: p never passes the end (fuzzing found that a
-            // later part's count went negative once an earlier one had).
+            p += min(Int(max(0, e.path_len)), log.length - p)
+            p += min(Int(max(0, e.path2_len)), log.length - p)
+            p += min(Int(max(0, e.addr_len)), log.length - p)
+            p += min(Int(max(0, e.data_len)), log.length - p)
+            at = p
+        }
+        // Stable: equal seqs keep the log's order.
+        if !order.indices.dropFirst().allSatisfy({ order[$0 - 1].seq <= order[$0].seq }) {
+            order.sort { $0.seq < $1.seq || ($0.seq == $1.seq && $0.offset < $1.offset) }
+        }
+        let skipped = Array((excluding ?? "").utf8)
+        var events: [TraceEvent] = []
+        events.reserveCapacity(order.count)
+        for (_, offset) in order {
+            let e = UnsafeRawPointer(base + offset).loadUnaligned(as: dgrun_trace_event.self)
+            var p = offset + header
             func take(_ n: Int32) -> UnsafeBufferPointer<UInt8> {
                 let n = min(Int(max(0, n)), log.length - p)
                 defer { p += n }
@@ -58,20 +83,15 @@ public struct TraceEvent: Sendable, Equatable {
             // Strings decoded from the log in place, and the (empty, for most calls) byte parts
             // only copied when there are bytes: two copies a path cost more than the rest.
             let path = take(e.path_len), path2 = take(e.path2_len), address = take(e.addr_len), data = take(e.data_len)
-            at = p
-            guard let kind = Kind(rawValue: e.kind) else { continue }
-            order.append((e.seq, Int32(events.count)))
-            events.append(TraceEvent(kind: kind, syscall: e.nr, pid: e.pid, existed: e.exists != 0, flags: e.flags,
+            if !skipped.isEmpty, path.count == skipped.count, skipped.withUnsafeBufferPointer({ memcmp($0.baseAddress!, path.baseAddress!, path.count) == 0 }) {
+                continue
+            }
+            events.append(TraceEvent(kind: Kind(rawValue: e.kind)!, syscall: e.nr, pid: e.pid, existed: e.exists != 0, flags: e.flags,
                                      path: String(decoding: path, as: UTF8.self),
                                      path2: path2.isEmpty ? "" : String(decoding: path2, as: UTF8.self),
                                      address: address.isEmpty ? [] : Array(address), data: data.isEmpty ? [] : Array(data)))
         }
-        // Serving threads log as they finish; the graph wants the order the calls were made in.
-        // Stable, as the sort of the events was: equal seqs keep the log's order. The small
-        // (seq, index) pairs are sorted, not the events.
-        order.sort { $0.seq < $1.seq || ($0.seq == $1.seq && $0.index < $1.index) }
-        if order.indices.allSatisfy({ order[$0].index == Int32($0) }) { return events }
-        return order.map { events[Int($0.index)] }
+        return events
     }
 }
 

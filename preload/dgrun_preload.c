@@ -268,12 +268,19 @@ static int redirect(void *from, void *to) {
     return 1;
 }
 
+// Where libc's entries jump: this library's own, never a definition of open64 that the program
+// itself may export (which would come first in a lookup).
+static int libc_open_entry(const char *path, int flags, ...) {
+    va_list ap; va_start(ap, flags); mode_t mode = mode_arg(flags, ap); va_end(ap);
+    return open_at(AT_FDCWD, path, flags, mode);
+}
+
 static void redirect_libc_opens(void) {
     void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
     if (!libc) return;
     void *body = dlsym(libc, "open64"), *nocancel = dlvsym(libc, "__open64_nocancel", "GLIBC_PRIVATE");
-    if (body && body != (void *)open64) redirect(body, (void *)open64);
-    if (nocancel && nocancel != body) redirect(nocancel, (void *)open64);
+    if (body) redirect(body, (void *)libc_open_entry);
+    if (nocancel && nocancel != body) redirect(nocancel, (void *)libc_open_entry);
     dlclose(libc);
 }
 
@@ -419,7 +426,7 @@ int execve(const char *path, char *const argv[], char *const envp[]) {
 static void script_execute(const char *file, char *const argv[], char *const envp[]) {
     int argc = 0;
     while (argv[argc]) argc++;
-    char *script[argc > 1 ? argc + 1 : 3];
+    char *script[argc > 1 ? argc + 2 : 3];  // the shell, the file, argv[1..], NULL
     script[0] = (char *)"/bin/sh";
     script[1] = (char *)file;
     for (int i = 1; i <= argc; i++) script[i + 1] = argv[i];

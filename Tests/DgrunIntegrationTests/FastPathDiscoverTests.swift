@@ -101,12 +101,15 @@ struct FastPathDiscoverTests {
         try FileManager.default.createDirectory(atPath: work + "/found", withIntermediateDirectories: true)
         try "#!/bin/sh\necho hi\n".write(toFile: work + "/found/hello", atomically: true, encoding: .utf8)
         chmod(work + "/found/hello", 0o755)
+        // No #!: execve fails with ENOEXEC, and execvp runs it with /bin/sh, its arguments after.
+        try "echo plain \"$@\"\n".write(toFile: work + "/found/plain", atomically: true, encoding: .utf8)
+        chmod(work + "/found/plain", 0o755)
         let make = FileIO.exists("/usr/bin/make")
         try "all:\n\thello\n".write(toFile: work + "/Makefile", atomically: true, encoding: .utf8)
         let misses = (0..<20).map { work + "/empty\($0)" }
         for dir in misses { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         let tail = work + "/found:/usr/bin:/bin"
-        let run = "hello; env hello" + (make ? "; make -s" : "")
+        let run = "hello; env hello; env plain a b" + (make ? "; make -s" : "")
         func discover(_ path: String, _ environment: [String] = []) -> DiscoverTests.Found {
             DiscoverTests.discover(["sh", "-c", "PATH=\(path); export PATH; { \(run); } > out.txt"], cwd: work, environment: environment)
         }
@@ -114,7 +117,7 @@ struct FastPathDiscoverTests {
         let short = discover(tail)
         let trappedLong = discover((misses + [tail]).joined(separator: ":"), ["DGRUN_PRELOAD=off"])
         let out = (try? String(contentsOfFile: work + "/out.txt", encoding: .utf8)) ?? ""
-        #expect(long.status == 0 && short.status == 0 && trappedLong.status == 0 && out.hasPrefix("hi\nhi\n"), "\(out) \(long.stderr)")
+        #expect(long.status == 0 && short.status == 0 && trappedLong.status == 0 && out.hasPrefix("hi\nhi\nplain a b\n"), "\(out) \(long.stderr)")
         for f in [long, trappedLong] {
             #expect(misses.allSatisfy { f.has("probes", $0 + "/hello") }, "\(f.edges.filter { $0.contains("/empty") }.sorted().prefix(5))")
             #expect(f.has("executes", work + "/found/hello"))

@@ -112,11 +112,6 @@ enum CgroupFS {
     static func readNumber(_ path: String) -> UInt64? {
         CounterFiles.readOnce(path, CounterText.number)
     }
-
-    /// The value of `key` in a file of `key value` lines (memory.events, cpu.stat, memory.oom_control).
-    static func readValue(of key: StaticString, in path: String) -> UInt64? {
-        CounterFiles.readOnce(path) { CounterText.value(of: key, in: $0) }
-    }
 }
 
 public enum CgroupDrivers {

@@ -117,17 +117,17 @@ extension HybridRun {
     /// (The raw value is the file's index in the run's CounterFiles.)
     enum Counter: Int, CaseIterable {
         case memoryUsage, memoryFailures, oomControl, cpuStat, unifiedCPUStat, memoryPressure, cpuPressure, ioPressure, pids
-        /// The controller whose directory holds it ("unified": the v2 tree), and the file.
-        var place: (String, String) {
+        /// The v1 controller whose directory holds it (nil: the unified tree's), and the file.
+        var place: (controller: String?, file: String) {
             switch self {
             case .memoryUsage: ("memory", "memory.usage_in_bytes")
             case .memoryFailures: ("memory", "memory.failcnt")
             case .oomControl: ("memory", "memory.oom_control")
             case .cpuStat: ("cpu", "cpu.stat")
-            case .unifiedCPUStat: ("unified", "cpu.stat")
-            case .memoryPressure: ("unified", "memory.pressure")
-            case .cpuPressure: ("unified", "cpu.pressure")
-            case .ioPressure: ("unified", "io.pressure")
+            case .unifiedCPUStat: (nil, "cpu.stat")
+            case .memoryPressure: (nil, "memory.pressure")
+            case .cpuPressure: (nil, "cpu.pressure")
+            case .ioPressure: (nil, "io.pressure")
             case .pids: ("pids", "pids.current")
             }
         }

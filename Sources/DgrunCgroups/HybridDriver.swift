@@ -120,8 +120,8 @@ final class HybridRun: CgroupRun {
     /// The files of the monitor's samples (HybridRun.Counter), kept open while the run lasts;
     /// made at the first sample, once the driver has set the directories.
     lazy var counters = CounterFiles(Counter.allCases.map { counter in
-        let (directory, file) = counter.place
-        return (directory == "unified" ? unifiedDirectory : byController[directory]).map { $0 + "/" + file } ?? ""
+        let (controller, file) = counter.place
+        return (controller.map { byController[$0] } ?? unifiedDirectory).map { $0 + "/" + file } ?? ""
     })
 
     func openJoinFiles() throws(SystemError) -> [Int32] {
@@ -142,7 +142,7 @@ final class HybridRun: CgroupRun {
         var stats = CgroupStats()
         if let memory = byController["memory"] {
             stats.memoryPeakBytes = CgroupFS.readNumber(memory + "/memory.max_usage_in_bytes")
-            stats.oomKills = Int(CgroupFS.readValue(of: "oom_kill", in: memory + "/memory.oom_control") ?? 0)
+            stats.oomKills = Int(counters.read(Counter.oomControl.rawValue) { CounterText.value(of: "oom_kill", in: $0) } ?? 0)
         }
         if let pids = byController["pids"] {
             stats.pidsPeak = CgroupFS.readNumber(pids + "/pids.peak").map(Int.init)

@@ -97,8 +97,8 @@ final class V2Run: CgroupRun {
     func stats() -> CgroupStats {
         var stats = CgroupStats()
         stats.memoryPeakBytes = CgroupFS.readNumber(directory + "/memory.peak")
-        stats.oomKills = Int(CgroupFS.readValue(of: "oom_kill", in: directory + "/memory.events") ?? 0)
-        let cpu = CounterFiles.readOnce(directory + "/cpu.stat") {
+        stats.oomKills = Int(counters.read(Counter.memoryEvents.rawValue) { CounterText.value(of: "oom_kill", in: $0) } ?? 0)
+        let cpu = counters.read(Counter.cpuStat.rawValue) {
             (CounterText.value(of: "user_usec", in: $0), CounterText.value(of: "system_usec", in: $0))
         }
         stats.cpuUserMicros = cpu?.0

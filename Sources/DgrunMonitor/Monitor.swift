@@ -27,7 +27,8 @@ public final class Monitor: @unchecked Sendable {
     private var previousTime = 0.0
     private var previousCPU: (busy: UInt64, total: UInt64)?
     private var fds: [Int32] = []
-    /// /proc/stat and /proc/meminfo, read at every tuned sample.
+    /// /proc/stat and /proc/meminfo, read at every tuned sample (by HostFile).
+    private enum HostFile: Int { case stat, meminfo }
     private let hostFiles = CounterFiles(["/proc/stat", "/proc/meminfo"])
     private let stopFD: Int32
     private var thread: pthread_t?
@@ -183,7 +184,7 @@ public final class Monitor: @unchecked Sendable {
         observation.cpuThrottled = share(current.cpuThrottledMicros, before.cpuThrottledMicros) ?? 0
         observation.scheduled = follower?.next(usage: observation.memoryCurrent, seconds: now - started, lookahead: Self.lookahead(at: now - started))
         if tune {
-            bounds.memoryAvailable = hostFiles.read(1, HostMemory.available(in:))
+            bounds.memoryAvailable = hostFiles.read(HostFile.meminfo.rawValue, HostMemory.available(in:))
             bounds.idleCPUs = idleCPUs()
             for decision in LimitTuner.decide(observation, limits: limits, bounds: bounds) { apply(decision, at: now - started) }
         }
@@ -203,7 +204,7 @@ public final class Monitor: @unchecked Sendable {
         guard limits.memory != nil else { return }
         var o = Observation(seconds: Clock.monotonic() - started, memoryCurrent: cgroup.memoryUsage() ?? 0)
         o.scheduled = follower?.next(usage: o.memoryCurrent, seconds: o.seconds, lookahead: Self.lookahead(at: o.seconds))
-        bounds.memoryAvailable = hostFiles.read(1, HostMemory.available(in:))
+        bounds.memoryAvailable = hostFiles.read(HostFile.meminfo.rawValue, HostMemory.available(in:))
         for decision in LimitTuner.decide(o, limits: TunedLimits(memory: limits.memory), bounds: bounds) {
             apply(decision, at: o.seconds)
         }
@@ -266,7 +267,7 @@ public final class Monitor: @unchecked Sendable {
 
     /// Idle CPUs on the host over the last interval, from /proc/stat.
     private func idleCPUs() -> Double? {
-        let fields = hostFiles.read(0) { CounterText.numbers(after: "cpu", in: $0) } ?? []
+        let fields = hostFiles.read(HostFile.stat.rawValue) { CounterText.numbers(after: "cpu", in: $0) } ?? []
         guard fields.count >= 5 else { return nil }
         let total = fields.reduce(0, &+), idle = fields[3] &+ fields[4]
         defer { previousCPU = (total &- idle, total) }

@@ -146,6 +146,19 @@ static void publish(struct dgrun_ring_record *slot, uint64_t index) {
     }
 }
 
+// A record of a call made (its path already in the slot, `n` bytes), or an empty one (kind 0,
+// skipped by the supervisor) for a call the library leaves to trap; either way published.
+static void record(struct dgrun_ring_record *slot, uint64_t index, int kind, long nr, int64_t flags, int follow, long result, long n) {
+    slot->nr = (int32_t)nr;
+    slot->pid = kind ? (int32_t)syscall(SYS_getpid) : 0;
+    slot->flags = flags;
+    slot->result = (int32_t)result;
+    slot->kind = (int16_t)kind;
+    slot->follow = (int16_t)follow;
+    slot->path_len = kind ? (uint32_t)n : 0;
+    publish(slot, index);
+}
+
 static int is_proc(const char *path, long n) {
     return n >= 5 && memcmp(path, "/proc", 5) == 0 && (n == 5 || path[5] == '/');
 }
@@ -168,21 +181,12 @@ static long traced(int kind, long nr, int dirfd, const char *path, int follow, i
     long n = absolute(dirfd, path, slot->path, sizeof slot->path);
     // /proc is per process and its "self" is dgrun's to resolve: those trap.
     if (n < 0 || is_proc(slot->path, n)) {
-        slot->kind = 0;  // an empty record: the supervisor skips it
-        slot->path_len = 0;
-        publish(slot, index);
+        record(slot, index, 0, nr, 0, 0, 0, 0);
         errno = saved;
         return syscall(nr, a, b, c, d, e);
     }
     long r = stub(nr, a, b, c, d, e);
-    slot->nr = (int32_t)nr;
-    slot->pid = (int32_t)syscall(SYS_getpid);
-    slot->flags = flags;
-    slot->result = (int32_t)r;
-    slot->kind = (int16_t)kind;
-    slot->follow = (int16_t)follow;
-    slot->path_len = (uint32_t)n;
-    publish(slot, index);
+    record(slot, index, kind, nr, flags, follow, r, n);
     if (r < 0 && r > -4096) { errno = (int)-r; return -1; }
     errno = saved;
     return r;
@@ -399,19 +403,7 @@ static int exec_misses(const char *path) {
     struct stat st;
     if (n > 0 && !is_proc(slot->path, n)) r = stub(SYS_newfstatat, AT_FDCWD, (long)path, (long)&st, 0, 0);
     int miss = r == -ENOENT || r == -ENOTDIR;
-    if (miss) {
-        slot->nr = SYS_newfstatat;
-        slot->pid = (int32_t)syscall(SYS_getpid);
-        slot->flags = 0;
-        slot->result = (int32_t)r;
-        slot->kind = DGRUN_TRACE_LOOKUP;
-        slot->follow = 1;
-        slot->path_len = (uint32_t)n;
-    } else {
-        slot->kind = 0;
-        slot->path_len = 0;
-    }
-    publish(slot, index);
+    record(slot, index, miss ? DGRUN_TRACE_LOOKUP : 0, SYS_newfstatat, 0, 1, r, n);
     return miss ? (int)-r : 0;
 }
 

@@ -41,12 +41,19 @@ public struct TraceEvent: Sendable, Equatable {
         }
     }
 
-    /// Parses the tracer's log: fixed headers, each followed by its variable parts.
-    /// The log's events in the order the calls were made; `excluding`: a path whose events are
-    /// left out (the preloaded library, which the loader opens for dgrun, not for the task).
+    /// Parses the tracer's log (fixed headers, each followed by its variable parts) into its events
+    /// in the order the calls were made; `excluding`: a path whose events are left out (the
+    /// preloaded library, which the loader opens for dgrun, not for the task).
     public static func parse(_ log: dgrun_trace_log, excluding: String? = nil) -> [TraceEvent] {
         guard let base = log.bytes, log.length > 0 else { return [] }
         let header = MemoryLayout<dgrun_trace_event>.size
+        // A length past the end takes what is left: p never passes the end (fuzzing found that a
+        // later part's count went negative once an earlier one had).
+        func take(_ n: Int32, at p: inout Int) -> UnsafeBufferPointer<UInt8> {
+            let n = min(Int(max(0, n)), log.length - p)
+            defer { p += n }
+            return UnsafeBufferPointer(start: base + p, count: n)
+        }
         // The headers first: serving threads log as they finish, and the graph wants the order
         // the calls were received in. Sorting the small (seq, offset) pairs and decoding in that
         // order makes each event once, where sorting (or filtering) decoded events copied each
@@ -56,14 +63,12 @@ public struct TraceEvent: Sendable, Equatable {
         while at + header <= log.length {
             let e = UnsafeRawPointer(base + at).loadUnaligned(as: dgrun_trace_event.self)
             if Kind(rawValue: e.kind) != nil { order.append((e.seq, at)) }
-            // A length past the end takes what is left: `at` never passes the end (fuzzing found
-            // that a later part's count went negative once an earlier one had).
-            var p = at + header
-            p += min(Int(max(0, e.path_len)), log.length - p)
-            p += min(Int(max(0, e.path2_len)), log.length - p)
-            p += min(Int(max(0, e.addr_len)), log.length - p)
-            p += min(Int(max(0, e.data_len)), log.length - p)
-            at = p
+            at += header
+            // Past the variable parts, to the next header.
+            _ = take(e.path_len, at: &at)
+            _ = take(e.path2_len, at: &at)
+            _ = take(e.addr_len, at: &at)
+            _ = take(e.data_len, at: &at)
         }
         // Stable: equal seqs keep the log's order.
         if !order.indices.dropFirst().allSatisfy({ order[$0 - 1].seq <= order[$0].seq }) {
@@ -75,14 +80,10 @@ public struct TraceEvent: Sendable, Equatable {
         for (_, offset) in order {
             let e = UnsafeRawPointer(base + offset).loadUnaligned(as: dgrun_trace_event.self)
             var p = offset + header
-            func take(_ n: Int32) -> UnsafeBufferPointer<UInt8> {
-                let n = min(Int(max(0, n)), log.length - p)
-                defer { p += n }
-                return UnsafeBufferPointer(start: base + p, count: n)
-            }
             // Strings decoded from the log in place, and the (empty, for most calls) byte parts
             // only copied when there are bytes: two copies a path cost more than the rest.
-            let path = take(e.path_len), path2 = take(e.path2_len), address = take(e.addr_len), data = take(e.data_len)
+            let path = take(e.path_len, at: &p), path2 = take(e.path2_len, at: &p)
+            let address = take(e.addr_len, at: &p), data = take(e.data_len, at: &p)
             if !skipped.isEmpty, path.count == skipped.count, skipped.withUnsafeBufferPointer({ memcmp($0.baseAddress!, path.baseAddress!, path.count) == 0 }) {
                 continue
             }

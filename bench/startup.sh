@@ -87,9 +87,21 @@ SH
 chmod +x "$out/run-hyperfine.sh"
 unshare --mount --propagation private "$out/run-hyperfine.sh" >"$out/hyperfine.log" 2>&1 || { cat "$out/hyperfine.log"; exit 1; }
 
+# What loading the default profile's filter costs, as a chain of comparisons and as the binary tree
+# dgrun compiles it to (the kernel runs the program for every syscall number at load).
+python3 - "$repo/profiles/seccomp/default.json" > "$out/seccomp-names" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+for r in p["syscalls"]:
+    if r["action"] != p["defaultAction"] and not r.get("args"):
+        print("\n".join(r["names"]))
+PY
+gcc -O2 -o "$out/seccomp-load" "$here/floor/seccomp-load.c" -lseccomp || { echo "bench: cannot build bench/floor/seccomp-load.c (libseccomp-dev)" >&2; exit 1; }
+"$out/seccomp-load" "$runs" "$out/seccomp-names" > "$out/seccomp-load.tsv"
+
 rss_kib=$(/usr/bin/time -v "$dgrun" exec --memory 64m --net none -- /bin/true 2>&1 | sed -n 's/.*Maximum resident set size (kbytes): //p')
 
-python3 - "$out/startup.json" "$rss_kib" "$out/startup-interleaved.tsv" <<'PY' | tee "$out/startup.md"
+python3 - "$out/startup.json" "$rss_kib" "$out/startup-interleaved.tsv" "$out/seccomp-load.tsv" <<'PY' | tee "$out/startup.md"
 import json, sys, platform, subprocess, os
 data = json.load(open(sys.argv[1]))
 rss = int(sys.argv[2] or 0)
@@ -111,4 +123,10 @@ print("|---|---|---|---|")
 for name, (m, lo, hi) in inter.items():
     print(f"| {name} | {m:.2f} | {lo:.2f}–{hi:.2f} | {inter['dgrun'][0]/m:.2f} |")
 print(f"\ndgrun peak RSS (/usr/bin/time -v): {rss/1024:.1f} MiB")
+print("\nLoading the default profile's seccomp filter in a fresh process, µs:\n")
+print("| program | instructions | median | p25–p75 |")
+print("|---|---|---|---|")
+for line in open(sys.argv[4]):
+    shape, n, m, lo, hi = line.rstrip("\n").split("\t")
+    print(f"| {shape} | {n} | {float(m):.1f} | {float(lo):.1f}–{float(hi):.1f} |")
 PY

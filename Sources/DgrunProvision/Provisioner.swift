@@ -45,7 +45,8 @@ public struct AppliedLimits: Sendable, Encodable, Equatable {
 }
 
 /// A sandbox ready to launch: its spec, its cgroup with the limits in place, the rlimit fallback,
-/// and the monitor already watching. The caller releases it when the run is over.
+/// and the monitor, which starts watching once the launcher has let the sandbox go (`launched`).
+/// The caller releases it when the run is over.
 public final class ProvisionedSandbox: @unchecked Sendable {
     public let spec: SandboxSpec
     public let cgroup: (any CgroupRun)?
@@ -54,19 +55,33 @@ public final class ProvisionedSandbox: @unchecked Sendable {
     /// `v2`, `v1`, `hybrid` or `none`.
     public let cgroupDriver: String
     private let monitor: Monitor?
+    /// Whose stale cgroups (of dgruns that died) to remove once the sandbox is on its way.
+    private let sweep: (any CgroupDriver)?
     private let warn: @Sendable (String) -> Void
     private var stopped: (samples: [UsageSample], adjustments: [LimitAdjustment])?
     private var released = false
 
     init(spec: SandboxSpec, cgroup: (any CgroupRun)?, applied: AppliedLimits, rlimits: [dgrun_rlimit], cgroupDriver: String,
-         monitor: Monitor?, warn: @escaping @Sendable (String) -> Void) {
+         monitor: Monitor?, sweep: (any CgroupDriver)? = nil, warn: @escaping @Sendable (String) -> Void) {
         self.spec = spec
         self.cgroup = cgroup
         self.applied = applied
         self.rlimits = rlimits
         self.cgroupDriver = cgroupDriver
         self.monitor = monitor
+        self.sweep = sweep
         self.warn = warn
+    }
+
+    /// What need not happen before the sandbox exists: called by the launcher once the sandbox is
+    /// released, while its init builds the namespaces on another CPU and dgrun would only wait.
+    /// The monitor's thread starts (its first sample is 10 ms away anyway) and the stale cgroups
+    /// of dgruns that died are removed: ~150 µs that every start spent before its clone.
+    public func launched() throws(DgrunError) {
+        if let sweep { sweep.removeStale() }
+        do { try monitor?.start() } catch {
+            throw DgrunError.launch("cannot start the run's monitor: \(error)", cause: error)
+        }
     }
 
     /// Stops the monitor (once) and gives its series and the limit changes it made.
@@ -239,7 +254,6 @@ public struct Provisioner: Sendable {
         var applied = AppliedLimits(enforcedBy: "none")
         var rlimits: [dgrun_rlimit] = []
         if let driver {
-            driver.removeStale()
             do {
                 cgroup = try driver.create(limits: spec.limits)
             } catch {
@@ -257,18 +271,19 @@ public struct Provisioner: Sendable {
         var monitor: Monitor?
         if let cgroup, let tuning = spec.tuning {
             do {
-                monitor = try startMonitor(cgroup, tuning: tuning, limits: spec.limits, applied: &applied)
+                monitor = try prepareMonitor(cgroup, tuning: tuning, limits: spec.limits, applied: &applied)
             } catch {
                 try? cgroup.remove()
                 throw DgrunError.launch("cannot set the run's starting limits: \(error)", cause: error)
             }
         }
         return ProvisionedSandbox(spec: spec, cgroup: cgroup, applied: applied, rlimits: rlimits,
-                                  cgroupDriver: cgroup == nil ? "none" : (driver?.name ?? "none"), monitor: monitor, warn: warn)
+                                  cgroupDriver: cgroup == nil ? "none" : (driver?.name ?? "none"), monitor: monitor,
+                                  sweep: driver, warn: warn)
     }
 
-    /// Applies the starting points of the tuned limits and starts the monitor.
-    func startMonitor(_ cgroup: any CgroupRun, tuning: SandboxSpec.TuningPlan, limits: ResourceLimits,
+    /// Applies the starting points of the tuned limits and makes the monitor (started by `launched`).
+    func prepareMonitor(_ cgroup: any CgroupRun, tuning: SandboxSpec.TuningPlan, limits: ResourceLimits,
                       applied: inout AppliedLimits) throws(SystemError) -> Monitor {
         let knobs = cgroup.liveKnobs
         var tuned = TunedLimits()
@@ -297,7 +312,6 @@ public struct Provisioner: Sendable {
                                  idleCPUs: nil, memoryKnob: memoryKnob)
         let monitor = Monitor(cgroup: cgroup, limits: tuned, bounds: bounds, tune: tuning.tune, effectiveLimit: effective,
                               schedule: tuned.memory == nil ? UsageSchedule() : tuning.memorySchedule)
-        try monitor.start()
         return monitor
     }
 

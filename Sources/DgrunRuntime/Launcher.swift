@@ -159,6 +159,10 @@ public struct Launcher: Sendable {
             dgrun_abort(&child)
             throw DgrunError.launch("the sandbox init died before it started (see messages above)")
         }
+        do { try sandbox.launched() } catch {
+            dgrun_abort(&child)
+            throw error
+        }
 
         // 3. Wait, forwarding signals; the timeout ends everything in the sandbox.
         var result = dgrun_outcome()

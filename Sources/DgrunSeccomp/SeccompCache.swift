@@ -21,9 +21,10 @@ public enum SeccompCache {
         return "\(v.pointee.major).\(v.pointee.minor).\(v.pointee.micro)"
     }
 
-    /// FNV-1a: only a file name; the entry itself is checked byte for byte.
+    /// FNV-1a: only a file name; the entry itself is checked byte for byte. The format's version is
+    /// in it, so that dgruns of two versions on one machine do not overwrite each other's entries.
     static func fileName(for profile: [UInt8]) -> String {
-        ShortHash.hex(profile) + ".bpf"
+        ShortHash.hex(magic + profile) + ".bpf"
     }
 
     static func header(for profile: [UInt8]) -> [UInt8] {

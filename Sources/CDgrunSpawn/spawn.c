@@ -587,6 +587,62 @@ static void dg_join_cgroups(const struct dgrun_plan *plan) {
         dg_check(unshare(CLONE_NEWCGROUP) == 0, DGRUN_STAGE_CGROUPNS, "cgroup namespace");
 }
 
+// plan.resources_later: what dgrun_send_resources sends, the fds beside it (SCM_RIGHTS, v2
+// directory first when there is one).
+struct dg_resources {
+    int32_t has_cgroup_fd;
+    int32_t n_v1;
+    int32_t n_rlimits;
+    int32_t pad;
+    struct dgrun_rlimit rlimits[DGRUN_MAX_SENT_RLIMITS];
+};
+
+// The plan with the resources received: static, as the plan the command reads must outlive the
+// init's frames (the command runs on the init's memory until its exec).
+static struct dgrun_plan dg_received;
+static int32_t dg_received_task_fds[DGRUN_MAX_SENT_TASK_FDS];
+static struct dgrun_rlimit dg_received_rlimits[2 * DGRUN_MAX_SENT_RLIMITS];
+
+// Waits for dgrun's resources; the plan to go on with. EOF (dgrun died, or gave up on this
+// sandbox) or anything malformed ends the init: there is no command yet to report about.
+static const struct dgrun_plan *dg_receive_resources(const struct dgrun_plan *plan, int go_fd) {
+    struct dg_resources msg;
+    memset(&msg, 0, sizeof msg);
+    struct iovec iov = { &msg, sizeof msg };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * (1 + DGRUN_MAX_SENT_TASK_FDS))]; } control;
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control.buf;
+    mh.msg_controllen = sizeof control.buf;
+    ssize_t r;
+    do { r = recvmsg(go_fd, &mh, MSG_CMSG_CLOEXEC); } while (r < 0 && errno == EINTR);
+    if (r != (ssize_t)sizeof msg) _exit(125);
+    int fds[1 + DGRUN_MAX_SENT_TASK_FDS];
+    int n_fds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n && n_fds < (int)(sizeof fds / sizeof fds[0]); i++) memcpy(&fds[n_fds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+    }
+    int want = (msg.has_cgroup_fd ? 1 : 0) + msg.n_v1;
+    if (msg.n_v1 < 0 || msg.n_v1 > DGRUN_MAX_SENT_TASK_FDS || msg.n_rlimits < 0 || msg.n_rlimits > DGRUN_MAX_SENT_RLIMITS ||
+        n_fds != want || plan->n_rlimits < 0 || plan->n_rlimits > DGRUN_MAX_SENT_RLIMITS) _exit(125);
+    dg_received = *plan;
+    int next = 0;
+    dg_received.cgroup_fd = msg.has_cgroup_fd ? fds[next++] : -1;
+    for (int i = 0; i < msg.n_v1; i++) dg_received_task_fds[i] = fds[next++];
+    dg_received.v1_task_fds = dg_received_task_fds;
+    dg_received.n_v1_task_fds = msg.n_v1;
+    int n = 0;
+    for (int i = 0; i < plan->n_rlimits; i++) dg_received_rlimits[n++] = plan->rlimits[i];
+    for (int i = 0; i < msg.n_rlimits; i++) dg_received_rlimits[n++] = msg.rlimits[i];
+    dg_received.rlimits = dg_received_rlimits;
+    dg_received.n_rlimits = n;
+    return &dg_received;
+}
+
 struct dg_command_start { const struct dgrun_plan *plan; int status_fd; };
 
 // The command's side of the init's clone: the status pipe is the init's alone.
@@ -607,7 +663,7 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     ssize_t r;
     do { r = read(go_fd, &go, 1); } while (r < 0 && errno == EINTR);
     if (r != 1) _exit(125);
-    close(go_fd);
+    if (!plan->resources_later) close(go_fd);
     // The init is dgrun's own image and holds the status pipe to dgrun: a dumpable init would let
     // the command open /proc/1/exe (the dgrun binary on the host's writable mount, the runc
     // CVE-2019-5736 class) or /proc/1/fd/N (and forge the exit status dgrun reads). Not dumpable,
@@ -623,12 +679,22 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     }
 
     int command_joins = dg_command_joins(plan);
+    // The init joins the cgroups itself: it needs them now. The command joins them: they are
+    // made while the init builds the namespaces, and needed only before the command exists.
+    if (plan->resources_later && !command_joins) {
+        plan = dg_receive_resources(plan, go_fd);
+        close(go_fd);
+    }
     if (!command_joins) dg_join_cgroups(plan);
     if (plan->hostname)
         dg_check(sethostname(plan->hostname, dg_strlen(plan->hostname)) == 0, DGRUN_STAGE_HOSTNAME, plan->hostname);
     if (plan->loopback_up) dg_loopback_up();
     if (plan->clone_flags & CLONE_NEWNS) dg_setup_mounts(plan);
     if (plan->cwd) dg_check(chdir(plan->cwd) == 0, DGRUN_STAGE_CHDIR, plan->cwd);
+    if (plan->resources_later && command_joins) {
+        plan = dg_receive_resources(plan, go_fd);
+        close(go_fd);
+    }
     // Everything else dgrun had open (other threads' files, other sandboxes' pipes, the trees the
     // mounts above used) is closed now, before the command exists: the init never execs, so
     // close-on-exec would never close it, and the command must not find it through /proc/1/fd.
@@ -795,7 +861,9 @@ static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *ch
     memset(child, 0, sizeof *child);
     child->pid = -1;
     child->pidfd = child->go_fd = child->error_fd = child->status_fd = -1;
-    if (pipe2(go, O_CLOEXEC) != 0) return -errno;
+    // A socket, not a pipe: the resources made after the clone (plan.resources_later) follow the
+    // go byte as a message of their own, with their fds.
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, go) != 0) return -errno;
     if (pipe2(err, O_CLOEXEC) != 0) { int e = errno; close(go[0]); close(go[1]); return -e; }
     if (pipe2(status, O_CLOEXEC) != 0) {
         int e = errno; close(go[0]); close(go[1]); close(err[0]); close(err[1]); return -e;
@@ -820,6 +888,7 @@ static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *ch
     }
     child->pid = (pid_t)pid;
     child->pidfd = pidfd;
+    child->resources_later = plan->resources_later;
     child->go_fd = go[1];
     child->error_fd = err[0];
     child->status_fd = status[0];
@@ -829,8 +898,48 @@ static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *ch
 int dgrun_release(struct dgrun_child *child) {
     char go = 1;
     ssize_t r;
-    do { r = write(child->go_fd, &go, 1); } while (r < 0 && errno == EINTR);
+    do { r = send(child->go_fd, &go, 1, MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
     int e = r == 1 ? 0 : -errno;
+    if (!child->resources_later) {
+        close(child->go_fd);
+        child->go_fd = -1;
+    }
+    return e;
+}
+
+int dgrun_send_resources(struct dgrun_child *child, int cgroup_fd, const int32_t *v1_task_fds, int32_t n_v1,
+                         const struct dgrun_rlimit *rlimits, int32_t n_rlimits) {
+    if (child->go_fd < 0) return -EBADF;
+    if (n_v1 < 0 || n_v1 > DGRUN_MAX_SENT_TASK_FDS || n_rlimits < 0 || n_rlimits > DGRUN_MAX_SENT_RLIMITS) return -E2BIG;
+    struct dg_resources msg;
+    memset(&msg, 0, sizeof msg);
+    msg.has_cgroup_fd = cgroup_fd >= 0;
+    msg.n_v1 = n_v1;
+    msg.n_rlimits = n_rlimits;
+    for (int i = 0; i < n_rlimits; i++) msg.rlimits[i] = rlimits[i];
+    int fds[1 + DGRUN_MAX_SENT_TASK_FDS];
+    int n_fds = 0;
+    if (cgroup_fd >= 0) fds[n_fds++] = cgroup_fd;
+    for (int i = 0; i < n_v1; i++) fds[n_fds++] = v1_task_fds[i];
+    struct iovec iov = { &msg, sizeof msg };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * (1 + DGRUN_MAX_SENT_TASK_FDS))]; } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (n_fds > 0) {
+        mh.msg_control = control.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n_fds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n_fds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n_fds);
+    }
+    ssize_t r;
+    do { r = sendmsg(child->go_fd, &mh, MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
+    int e = r == (ssize_t)sizeof msg ? 0 : (r < 0 ? -errno : -EIO);
     close(child->go_fd);
     child->go_fd = -1;
     return e;

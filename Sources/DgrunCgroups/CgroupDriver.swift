@@ -18,8 +18,10 @@ public struct CgroupStats: Sendable, Equatable {
 public protocol CgroupDriver: Sendable {
     /// "v2", "hybrid" or "v1", as the --report field `cgroup_driver`.
     var name: String { get }
-    /// Creates the run's cgroup(s) below dgrun's own cgroup and applies the limits.
-    func create(limits: ResourceLimits) throws(SystemError) -> any CgroupRun
+    /// Creates the run's cgroup(s) below dgrun's own cgroup and applies the limits. `companions`:
+    /// dgrun's own children in its cgroup that go wherever dgrun goes (the run's sandbox init,
+    /// cloned before its cgroups are made), not processes that share dgrun's cgroup.
+    func create(limits: ResourceLimits, companions: [Int32]) throws(SystemError) -> any CgroupRun
     /// Removes run cgroups whose dgrun died (SIGKILL): their names carry the owner's pid and start time.
     @discardableResult func removeStale() -> [String]
 }
@@ -46,6 +48,12 @@ public protocol CgroupRun: LiveCgroup {
 
 extension CgroupRun {
     public var waitsForInitExit: Bool { false }
+}
+
+extension CgroupDriver {
+    public func create(limits: ResourceLimits) throws(SystemError) -> any CgroupRun {
+        try create(limits: limits, companions: [])
+    }
 }
 
 /// Naming that lets a later dgrun tell its own stale cgroups from everything else.

@@ -58,7 +58,7 @@ public struct HybridDriver: CgroupDriver {
         return writes
     }
 
-    public func create(limits: ResourceLimits) throws(SystemError) -> any CgroupRun {
+    public func create(limits: ResourceLimits, companions: [Int32]) throws(SystemError) -> any CgroupRun {
         let name = RunCgroupName.make()
         let run = HybridRun()
         do throws(SystemError) {

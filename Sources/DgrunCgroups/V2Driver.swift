@@ -36,7 +36,7 @@ public struct V2Driver: CgroupDriver {
         return needed
     }
 
-    public func create(limits: ResourceLimits) throws(SystemError) -> any CgroupRun {
+    public func create(limits: ResourceLimits, companions: [Int32]) throws(SystemError) -> any CgroupRun {
         let enabled = ((try? FileIO.read(base + "/cgroup.subtree_control")) ?? "")
             .split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
         let missing = Self.controllers(for: limits).filter { !enabled.contains($0) }
@@ -44,7 +44,7 @@ public struct V2Driver: CgroupDriver {
         // processes, and dgrun's own cgroup holds dgrun. When dgrun is the only process in it (a
         // cgroup delegated to it, as `systemd-run --scope -p Delegate=yes` makes), it steps into
         // a leaf of its own, enables them, and puts everything back when the run ends.
-        let takeover = missing.isEmpty ? nil : try Takeover.begin(base: base, controllers: missing)
+        let takeover = missing.isEmpty ? nil : try Takeover.begin(base: base, controllers: missing, companions: companions)
         let dir = base + "/" + RunCgroupName.make()
         let run = V2Run(directory: dir, takeover: takeover)
         do throws(SystemError) {
@@ -152,9 +152,14 @@ final class Takeover {
         self.enabled = enabled
     }
 
-    static func begin(base: String, controllers: [String]) throws(SystemError) -> Takeover {
+    /// `companions`: dgrun's own children in its cgroup (the sandbox init, cloned before the run's
+    /// cgroups are made), moved into the leaf with dgrun, where they would have been had they
+    /// been cloned after it.
+    static func begin(base: String, controllers: [String], companions: [Int32] = []) throws(SystemError) -> Takeover {
         let pid = getpid()
-        let members = CgroupFS.pids(in: base)
+        let all = CgroupFS.pids(in: base)
+        let moving = all.filter { companions.contains($0) }
+        let members = all.filter { !companions.contains($0) }
         let available = ((try? FileIO.read(base + "/cgroup.controllers")) ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" })
         let unavailable = controllers.filter { !available.contains(Substring($0)) }
         guard unavailable.isEmpty else {
@@ -170,6 +175,9 @@ final class Takeover {
         let takeover = Takeover(base: base, leaf: leaf, enabled: controllers)
         do throws(SystemError) {
             try FileIO.write(leaf + "/cgroup.procs", "0", hint: "dgrun could not move itself into its own leaf cgroup")
+            for companion in moving {
+                try FileIO.write(leaf + "/cgroup.procs", String(companion), hint: "dgrun could not move its sandbox's init into its own leaf cgroup")
+            }
             try FileIO.write(base + "/cgroup.subtree_control", controllers.map { "+" + $0 }.joined(separator: " "),
                              hint: "the cgroup does not let dgrun enable controllers for its children")
         } catch {

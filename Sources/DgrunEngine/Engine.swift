@@ -18,13 +18,13 @@ public protocol SandboxLauncher: Sendable {
     func launch(_ spec: SandboxSpec, control: Int32) throws(DgrunError) -> RunOutcome
 }
 
-/// The real one: the provisioner's cgroup, limits and monitor, then the launcher's clone and wait.
+/// The real one: the launcher clones, then makes the provisioner's cgroup, limits and monitor, and waits.
 public struct HostLauncher: SandboxLauncher {
     public var provisioner: Provisioner
     public var launcher: Launcher
 
     public func launch(_ spec: SandboxSpec, control: Int32) throws(DgrunError) -> RunOutcome {
-        let sandbox = try provisioner.provision(spec)
+        let sandbox = provisioner.provision(spec)
         defer { sandbox.release() }
         return try launcher.run(sandbox, control: control)
     }

@@ -44,39 +44,53 @@ public struct AppliedLimits: Sendable, Encodable, Equatable {
     }
 }
 
-/// A sandbox ready to launch: its spec, its cgroup with the limits in place, the rlimit fallback,
-/// and the monitor, which starts watching once the launcher has let the sandbox go (`launched`).
+/// A sandbox ready to launch: its spec, then (`createResources`, which the launcher calls after the
+/// clone, while the init builds the namespaces) its cgroup with the limits in place or the rlimit
+/// fallback, and the monitor, which starts watching once the sandbox is on its way (`launched`).
 /// The caller releases it when the run is over.
 public final class ProvisionedSandbox: @unchecked Sendable {
     public let spec: SandboxSpec
-    public let cgroup: (any CgroupRun)?
-    public let applied: AppliedLimits
-    public let rlimits: [dgrun_rlimit]
+    public private(set) var cgroup: (any CgroupRun)?
+    public private(set) var applied = AppliedLimits(enforcedBy: "none")
+    public private(set) var rlimits: [dgrun_rlimit] = []
     /// `v2`, `v1`, `hybrid` or `none`.
-    public let cgroupDriver: String
-    private let monitor: Monitor?
+    public private(set) var cgroupDriver = "none"
+    private var monitor: Monitor?
     /// Whose stale cgroups (of dgruns that died) to remove once the sandbox is on its way.
-    private let sweep: (any CgroupDriver)?
+    private var sweep: (any CgroupDriver)?
+    private let provisioner: Provisioner
     private let warn: @Sendable (String) -> Void
     private var stopped: (samples: [UsageSample], adjustments: [LimitAdjustment])?
+    private var created = false
     private var released = false
 
-    init(spec: SandboxSpec, cgroup: (any CgroupRun)?, applied: AppliedLimits, rlimits: [dgrun_rlimit], cgroupDriver: String,
-         monitor: Monitor?, sweep: (any CgroupDriver)? = nil, warn: @escaping @Sendable (String) -> Void) {
+    init(spec: SandboxSpec, provisioner: Provisioner, warn: @escaping @Sendable (String) -> Void) {
         self.spec = spec
-        self.cgroup = cgroup
-        self.applied = applied
-        self.rlimits = rlimits
-        self.cgroupDriver = cgroupDriver
-        self.monitor = monitor
-        self.sweep = sweep
+        self.provisioner = provisioner
         self.warn = warn
     }
 
-    /// What need not happen before the sandbox exists: called by the launcher once the sandbox is
-    /// released, while its init builds the namespaces on another CPU and dgrun would only wait.
-    /// The monitor's thread starts (its first sample is 10 ms away anyway) and the stale cgroups
-    /// of dgruns that died are removed: ~150 µs that every start spent before its clone.
+    /// The run's cgroup with its limits (or the rlimit fallback) and the tuned starting limits, once.
+    /// After the clone and before the command exists: a sandboxed /bin/true spent ~0.4 ms of its
+    /// start detecting the host's cgroups and making the run's before it could clone; made now,
+    /// that overlaps the init's namespaces and mounts on the other CPU.
+    /// `initPID`: the sandbox's init, which goes where dgrun goes if dgrun must leave its cgroup.
+    public func createResources(initPID: Int32) throws(DgrunError) {
+        guard !created else { return }
+        created = true
+        let made = try provisioner.createResources(spec, initPID: initPID)
+        cgroup = made.cgroup
+        applied = made.applied
+        rlimits = made.rlimits
+        cgroupDriver = made.cgroup == nil ? "none" : (made.driver?.name ?? "none")
+        monitor = made.monitor
+        sweep = made.driver
+    }
+
+    /// What need not happen before the sandbox exists: called by the launcher once the sandbox has
+    /// its resources, while its init builds the namespaces and dgrun would only wait. The
+    /// monitor's thread starts (its first sample is 10 ms away anyway) and the stale cgroups of
+    /// dgruns that died are removed: ~150 µs that every start spent before its clone.
     public func launched() throws(DgrunError) {
         if let sweep { sweep.removeStale() }
         do { try monitor?.start() } catch {
@@ -247,15 +261,30 @@ public struct Provisioner: Sendable {
 
     // MARK: - the run's resources
 
+    /// The sandbox for `spec`, whose resources the launcher has made after the clone
+    /// (`ProvisionedSandbox.createResources`).
+    public func provision(_ spec: SandboxSpec) -> ProvisionedSandbox {
+        ProvisionedSandbox(spec: spec, provisioner: self, warn: warn)
+    }
+
+    struct Resources {
+        var cgroup: (any CgroupRun)?
+        var applied: AppliedLimits
+        var rlimits: [dgrun_rlimit]
+        var monitor: Monitor?
+        var driver: (any CgroupDriver)?
+    }
+
     /// Creates the run's cgroup with the limits in place (or the rlimit fallback), applies the
-    /// tuned starting limits and starts the monitor: everything before the clone.
-    public func provision(_ spec: SandboxSpec) throws(DgrunError) -> ProvisionedSandbox {
+    /// tuned starting limits and makes the monitor: everything before the command's first instruction.
+    func createResources(_ spec: SandboxSpec, initPID: Int32) throws(DgrunError) -> Resources {
         var cgroup: (any CgroupRun)?
         var applied = AppliedLimits(enforcedBy: "none")
         var rlimits: [dgrun_rlimit] = []
+        let driver = self.driver
         if let driver {
             do {
-                cgroup = try driver.create(limits: spec.limits)
+                cgroup = try driver.create(limits: spec.limits, companions: [initPID])
             } catch {
                 throw DgrunError.launch("cannot create the run's cgroup: \(error)", cause: error)
             }
@@ -277,9 +306,7 @@ public struct Provisioner: Sendable {
                 throw DgrunError.launch("cannot set the run's starting limits: \(error)", cause: error)
             }
         }
-        return ProvisionedSandbox(spec: spec, cgroup: cgroup, applied: applied, rlimits: rlimits,
-                                  cgroupDriver: cgroup == nil ? "none" : (driver?.name ?? "none"), monitor: monitor,
-                                  sweep: driver, warn: warn)
+        return Resources(cgroup: cgroup, applied: applied, rlimits: rlimits, monitor: monitor, driver: driver)
     }
 
     /// Applies the starting points of the tuned limits and makes the monitor (started by `launched`).

@@ -110,7 +110,7 @@ public enum HostLayers {
         spec.outputFile = "/dev/null"
         spec.tuning = nil
         do {
-            let sandbox = try Provisioner(executable: executable, driver: nil, warn: quiet).provision(spec)
+            let sandbox = Provisioner(executable: executable, driver: nil, warn: quiet).provision(spec)
             defer { sandbox.release() }
             let outcome = try Launcher(warn: quiet).run(sandbox)
             // Setup got as far as exec: every namespace was made (126/127 only say the probe

@@ -25,7 +25,6 @@ public struct Launcher: Sendable {
     public func run(_ sandbox: ProvisionedSandbox, control: Int32 = -1) throws(DgrunError) -> RunOutcome {
         let started = Clock.monotonic()
         let spec = sandbox.spec
-        let cgroup = sandbox.cgroup
 
         // 1. The flat plan the C child reads.
         let arena = CStringArena()
@@ -53,9 +52,10 @@ public struct Launcher: Sendable {
         var flags = DGRUN_NS_USER | DGRUN_NS_MNT | DGRUN_NS_PID | DGRUN_NS_IPC | DGRUN_NS_UTS | DGRUN_NS_CGROUP
         if spec.network == .none { flags |= DGRUN_NS_NET }
         let bpf = spec.seccompProgram.flatMap { arena.buffer($0) }
-        var rlimits = sandbox.rlimits
         // dgrun raised its own descriptor limit (OpenFileLimit): the command gets the one dgrun was given.
-        if let given = OpenFileLimit.original, !rlimits.contains(where: { $0.resource == DGRUN_RLIMIT_NOFILE }) {
+        // (The no-cgroup fallback's rlimits follow with the resources.)
+        var rlimits: [dgrun_rlimit] = []
+        if let given = OpenFileLimit.original {
             rlimits.append(dgrun_rlimit(resource: DGRUN_RLIMIT_NOFILE, soft: given.soft, hard: given.hard))
         }
         var plan = dgrun_plan()
@@ -65,14 +65,10 @@ public struct Launcher: Sendable {
         plan.cwd = arena.string(spec.workingDirectory)
         plan.hostname = arena.string(spec.hostname)
         plan.clone_flags = flags
-        plan.cgroup_fd = cgroup?.cloneFD ?? -1
-        let joinFDs: [Int32]
-        do { joinFDs = try cgroup?.openJoinFiles() ?? [] } catch {
-            throw DgrunError.launch("cannot prepare the run's cgroup: \(error)", cause: error)
-        }
-        defer { for fd in joinFDs { close(fd) } }
-        plan.v1_task_fds = arena.buffer(joinFDs)
-        plan.n_v1_task_fds = Int32(joinFDs.count)
+        // The cgroups are made after the clone (step 2) and sent to the init.
+        plan.cgroup_fd = -1
+        plan.n_v1_task_fds = 0
+        plan.resources_later = 1
         plan.rootfs = arena.optionalString(spec.rootfs)
         plan.mounts = arena.buffer(mounts)
         plan.n_mounts = Int32(mounts.count)
@@ -159,10 +155,17 @@ public struct Launcher: Sendable {
             dgrun_abort(&child)
             throw DgrunError.launch("the sandbox init died before it started (see messages above)")
         }
-        do { try sandbox.launched() } catch {
+        // The run's cgroups and limits, while the init builds the namespaces; then what can wait
+        // until the command is on its way.
+        do {
+            try sandbox.createResources(initPID: child.pid)
+            try sendResources(sandbox, to: &child)
+            try sandbox.launched()
+        } catch {
             dgrun_abort(&child)
             throw error
         }
+        let cgroup = sandbox.cgroup
 
         // 3. Wait, forwarding signals; the timeout ends everything in the sandbox.
         var result = dgrun_outcome()
@@ -240,6 +243,29 @@ public struct Launcher: Sendable {
     }
 
     // MARK: - steps
+
+    /// The run's cgroup-v2 directory, its v1 `tasks` files and the fallback's rlimits, to the init.
+    /// An init that is gone already (its setup failed) is not an error here: its report says why.
+    func sendResources(_ sandbox: ProvisionedSandbox, to child: inout dgrun_child) throws(DgrunError) {
+        let cgroup = sandbox.cgroup
+        let joinFDs: [Int32]
+        do { joinFDs = try cgroup?.openJoinFiles() ?? [] } catch {
+            throw DgrunError.launch("cannot prepare the run's cgroup: \(error)", cause: error)
+        }
+        defer { for fd in joinFDs { close(fd) } }
+        guard joinFDs.count <= Int(DGRUN_MAX_SENT_TASK_FDS), sandbox.rlimits.count <= Int(DGRUN_MAX_SENT_RLIMITS) else {
+            throw DgrunError.launch("the run has more cgroup files (\(joinFDs.count)) or rlimits (\(sandbox.rlimits.count)) than the sandbox takes")
+        }
+        let rc = joinFDs.withUnsafeBufferPointer { fds in
+            sandbox.rlimits.withUnsafeBufferPointer { limits in
+                dgrun_send_resources(&child, cgroup?.cloneFD ?? -1, fds.baseAddress, Int32(fds.count),
+                                     limits.baseAddress, Int32(limits.count))
+            }
+        }
+        guard rc == 0 || rc == -EPIPE || rc == -ECONNRESET else {
+            throw DgrunError.launch("cannot hand the run's cgroups to the sandbox: \(String(cString: strerror(-rc)))")
+        }
+    }
 
     /// Maps the caller to root (or itself) inside. Without CAP_SETGID (an ordinary user, or root
     /// inside another sandbox) the kernel requires setgroups to be denied first.

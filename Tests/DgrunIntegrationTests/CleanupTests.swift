@@ -21,6 +21,16 @@ struct CleanupTests {
         assertNoMountsOnTheHost()
     }
 
+    /// The run's cgroups are made while the init builds the mounts; an init whose mounts fail may
+    /// be gone before they reach it. The failure is still the stage's, and nothing is left.
+    @Test func aSetupFailureInsideTheSandboxLeavesNothing() {
+        let r = Harness.dgrun(["exec", "--memory", "64m", "--tmpfs", "/proc/sys/dgrun-no-such-dir", "--", "true"])
+        #expect(r.status == 125)
+        #expect(r.stderr.contains("sandbox setup failed: mount a tmpfs /proc/sys/dgrun-no-such-dir"), "\(r.stderr)")
+        #expect(Harness.cgroups(ofDgrun: r.pid).isEmpty)
+        assertNoMountsOnTheHost()
+    }
+
     @Test func timeoutLeavesNothing() {
         let marker = "dgrun-clean-\(getpid())-b"
         let r = Harness.dgrun(["exec", "--timeout", "300ms", "--pids", "32", "--", "sh", "-c",

@@ -89,7 +89,15 @@ struct dgrun_plan {
                                // the command (it is named in its environment); -1: none
     int32_t linger_ms;         // after the command exits, let what it left behind run this long
                                // (discover traces daemons); 0: the sandbox ends with the command
+    // 1: the run's cgroups (cgroup_fd, v1_task_fds) and the rlimits of the no-cgroup fallback are
+    // made after the clone and arrive over the go socket (dgrun_send_resources), after the go byte;
+    // the init builds the namespaces meanwhile and waits for them only before the command exists.
+    int32_t resources_later;
 };
+
+// The most v1 `tasks` files and rlimits dgrun_send_resources carries.
+#define DGRUN_MAX_SENT_TASK_FDS 8
+#define DGRUN_MAX_SENT_RLIMITS 8
 
 struct dgrun_child {
     pid_t pid;          // sandbox init, as seen by the parent
@@ -97,6 +105,7 @@ struct dgrun_child {
     int32_t go_fd;      // parent writes one byte: maps and cgroups are in place
     int32_t error_fd;   // parent reads a dgrun_failure, or EOF once the command has exec'd
     int32_t status_fd;  // parent reads the init's report: the command's wait status and usage
+    int32_t resources_later;  // the plan's: go_fd stays open after the go byte
 };
 
 // Stages the child reports on failure; dgrun_stage_name() gives the operation.
@@ -153,8 +162,15 @@ int dgrun_idmapped_tree(const char *path, int userns_fd, int readonly, int *stag
 // Clone the sandbox init. Returns 0, or -errno of clone3/pipe2. Calls from several threads are
 // serialized, so that one sandbox's init never holds another's pipe ends.
 int dgrun_spawn(const struct dgrun_plan *plan, struct dgrun_child *child);
-// Let the child go (maps and cgroups are in place). Returns 0 or -errno.
+// Let the child go (its id maps are in place). Returns 0 or -errno. With plan.resources_later the
+// go socket stays open for dgrun_send_resources.
 int dgrun_release(struct dgrun_child *child);
+// plan.resources_later: the run's cgroup-v2 directory (-1: none), its v1 `tasks` files and the
+// rlimits to add (the fallback without cgroups), to the init, which waits for them before it
+// clones the command. The fds are the caller's to close. 0; -EPIPE (or another -errno) when the init
+// is gone: its setup failed, and dgrun_wait reports why.
+int dgrun_send_resources(struct dgrun_child *child, int cgroup_fd, const int32_t *v1_task_fds, int32_t n_v1,
+                         const struct dgrun_rlimit *rlimits, int32_t n_rlimits);
 // Read the child's setup/exec failure. 1: *out filled; 0: none (the command exec'd); -errno.
 int dgrun_read_failure(struct dgrun_child *child, struct dgrun_failure *out);
 // Wait for the sandbox, forwarding INT/TERM/HUP/QUIT/USR1/USR2. After timeout_ms (<0: none) send

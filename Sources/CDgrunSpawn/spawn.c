@@ -415,22 +415,8 @@ static void dg_install_tracer(const struct dgrun_plan *plan) {
     int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
     dg_check(listener >= 0, DGRUN_STAGE_TRACE, "seccomp notify filter");
     char byte = 0;
-    struct iovec iov = { &byte, 1 };
-    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
-    memset(&control, 0, sizeof control);
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof control.buf;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &listener, sizeof listener);
-    ssize_t r;
-    do { r = sendmsg(plan->trace_socket, &msg, MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
+    long r = dgrun_send_fds(plan->trace_socket, &byte, 1, &listener, 1);
+    if (r < 0) errno = (int)-r;
     dg_check(r == 1, DGRUN_STAGE_TRACE, "send the tracer's listener");
     close(listener);
     close(plan->trace_socket);
@@ -587,6 +573,57 @@ static void dg_join_cgroups(const struct dgrun_plan *plan) {
         dg_check(unshare(CLONE_NEWCGROUP) == 0, DGRUN_STAGE_CGROUPNS, "cgroup namespace");
 }
 
+#define DG_MAX_PASSED_FDS 16
+
+long dgrun_send_fds(int socket_fd, const void *data, size_t len, const int *fds, int n_fds) {
+    if (n_fds < 0 || n_fds > DG_MAX_PASSED_FDS) return -E2BIG;
+    struct iovec iov = { (void *)data, len };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * DG_MAX_PASSED_FDS)]; } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (n_fds > 0) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n_fds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n_fds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n_fds);
+    }
+    ssize_t r;
+    do { r = sendmsg(socket_fd, &msg, MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : (long)r;
+}
+
+long dgrun_recv_fds(int socket_fd, void *data, size_t len, int *fds, int max_fds, int *n_fds) {
+    *n_fds = 0;
+    struct iovec iov = { data, len };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * DG_MAX_PASSED_FDS)]; } control;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    ssize_t r;
+    do { r = recvmsg(socket_fd, &msg, MSG_CMSG_CLOEXEC); } while (r < 0 && errno == EINTR);
+    if (r < 0) return -errno;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (*n_fds < max_fds) fds[(*n_fds)++] = fd;
+            else close(fd);
+        }
+    }
+    return (long)r;
+}
+
 // plan.resources_later: what dgrun_send_resources sends, the fds beside it (SCM_RIGHTS, v2
 // directory first when there is one).
 struct dg_resources {
@@ -608,24 +645,9 @@ static struct dgrun_rlimit dg_received_rlimits[2 * DGRUN_MAX_SENT_RLIMITS];
 static const struct dgrun_plan *dg_receive_resources(const struct dgrun_plan *plan, int go_fd) {
     struct dg_resources msg;
     memset(&msg, 0, sizeof msg);
-    struct iovec iov = { &msg, sizeof msg };
-    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * (1 + DGRUN_MAX_SENT_TASK_FDS))]; } control;
-    struct msghdr mh;
-    memset(&mh, 0, sizeof mh);
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = control.buf;
-    mh.msg_controllen = sizeof control.buf;
-    ssize_t r;
-    do { r = recvmsg(go_fd, &mh, MSG_CMSG_CLOEXEC); } while (r < 0 && errno == EINTR);
-    if (r != (ssize_t)sizeof msg) _exit(125);
     int fds[1 + DGRUN_MAX_SENT_TASK_FDS];
     int n_fds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < n && n_fds < (int)(sizeof fds / sizeof fds[0]); i++) memcpy(&fds[n_fds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-    }
+    if (dgrun_recv_fds(go_fd, &msg, sizeof msg, fds, 1 + DGRUN_MAX_SENT_TASK_FDS, &n_fds) != (long)sizeof msg) _exit(125);
     int want = (msg.has_cgroup_fd ? 1 : 0) + msg.n_v1;
     if (msg.n_v1 < 0 || msg.n_v1 > DGRUN_MAX_SENT_TASK_FDS || msg.n_rlimits < 0 || msg.n_rlimits > DGRUN_MAX_SENT_RLIMITS ||
         n_fds != want || plan->n_rlimits < 0 || plan->n_rlimits > DGRUN_MAX_SENT_RLIMITS) _exit(125);
@@ -921,25 +943,8 @@ int dgrun_send_resources(struct dgrun_child *child, int cgroup_fd, const int32_t
     int n_fds = 0;
     if (cgroup_fd >= 0) fds[n_fds++] = cgroup_fd;
     for (int i = 0; i < n_v1; i++) fds[n_fds++] = v1_task_fds[i];
-    struct iovec iov = { &msg, sizeof msg };
-    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * (1 + DGRUN_MAX_SENT_TASK_FDS))]; } control;
-    memset(&control, 0, sizeof control);
-    struct msghdr mh;
-    memset(&mh, 0, sizeof mh);
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    if (n_fds > 0) {
-        mh.msg_control = control.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n_fds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n_fds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n_fds);
-    }
-    ssize_t r;
-    do { r = sendmsg(child->go_fd, &mh, MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
-    int e = r == (ssize_t)sizeof msg ? 0 : (r < 0 ? -errno : -EIO);
+    long r = dgrun_send_fds(child->go_fd, &msg, sizeof msg, fds, n_fds);
+    int e = r == (long)sizeof msg ? 0 : (r < 0 ? (int)r : -EIO);
     close(child->go_fd);
     child->go_fd = -1;
     return e;

@@ -5,6 +5,7 @@
 // Several threads serve one listener (each notification goes to one of them): a task with many
 // processes would otherwise queue on one supervisor.
 #define _GNU_SOURCE
+#include "dgrun_spawn.h"
 #include "dgrun_trace.h"
 #include "dgrun_hash.h"
 #include "dgrun_fasttrace.h"
@@ -60,20 +61,10 @@ const char *dgrun_traced_syscall_name(int nr) {
 
 int dgrun_trace_receive_listener(int socket_fd) {
     char byte;
-    struct iovec iov = { &byte, 1 };
-    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
-    struct msghdr msg = { 0 };
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof control.buf;
-    ssize_t r;
-    do { r = recvmsg(socket_fd, &msg, MSG_CMSG_CLOEXEC); } while (r < 0 && errno == EINTR);
-    if (r < 0) return -errno;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (r == 0 || !c || c->cmsg_type != SCM_RIGHTS) return -EPROTO;
-    int fd;
-    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    int fd = -1, n = 0;
+    long r = dgrun_recv_fds(socket_fd, &byte, 1, &fd, 1, &n);
+    if (r < 0) return (int)r;
+    if (r == 0 || n != 1) return -EPROTO;
     // Linux 6.6+: wake the tracer and the traced process on the current CPU. Each traced call is
     // two wake-ups, and across CPUs (worse in a VM) they are most of its cost. Older kernels say
     // EINVAL and keep the ordinary wake-ups.

@@ -95,6 +95,14 @@ struct dgrun_plan {
     int32_t resources_later;
 };
 
+// One message of `len` bytes with `n_fds` descriptors beside it (SCM_RIGHTS), over a unix socket;
+// no allocation (the command sends the tracer's listener between clone and exec). Returns the
+// bytes sent, or -errno.
+long dgrun_send_fds(int socket_fd, const void *data, size_t len, const int *fds, int n_fds);
+// One such message: its bytes (or -errno, 0 at EOF), the descriptors received (close-on-exec)
+// in fds[0..*n_fds), at most `max_fds` (any beyond are closed).
+long dgrun_recv_fds(int socket_fd, void *data, size_t len, int *fds, int max_fds, int *n_fds);
+
 // The most v1 `tasks` files and rlimits dgrun_send_resources carries.
 #define DGRUN_MAX_SENT_TASK_FDS 8
 #define DGRUN_MAX_SENT_RLIMITS 8

@@ -121,7 +121,7 @@ public struct Launcher: Sendable {
         }
         defer { for fd in traceSockets where fd >= 0 { close(fd) } }
 
-        // 2. Clone, then maps, then the go byte.
+        // 2. Clone, then maps, the go byte, and the run's cgroups and limits (made meanwhile).
         var child = dgrun_child()
         // dgrun ci: the task's stdout and stderr go to a log file of its own (the child dup2s it).
         var outputFD: Int32 = -1

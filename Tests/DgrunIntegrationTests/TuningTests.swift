@@ -85,7 +85,11 @@ struct TuningTests {
         }
         #expect(!raises.isEmpty, "the quota started from history and was raised: \(r.report["adjustments"] ?? [])")
         #expect(raises.allSatisfy { ($0["reason"] as? String)?.hasPrefix("throttled") == true })
-        #expect(raises.first?["from"] as? String == "1.00 CPUs", "started at one CPU: \(raises)")
+        // From history: the warm runs' CPU ÷ wall (~0.6 here) with its 20% margin, raised to the
+        // one-CPU floor. A loaded host (CI runs suites side by side) stretches their CPU a little
+        // (1.01 and 1.02 CPUs were seen), never to the ceiling.
+        let from = Double((raises.first?["from"] as? String)?.split(separator: " ").first ?? "") ?? 0
+        #expect(from >= 1.0 && from < 1.5, "started from history, at or just above one CPU: \(raises)")
         let last = raises.last?["to"] as? String ?? ""
         #expect(Double(last.split(separator: " ").first ?? "") ?? 9 <= 2.0, "never past the ceiling: \(last)")
     }

@@ -624,7 +624,7 @@ long dgrun_recv_fds(int socket_fd, void *data, size_t len, int *fds, int max_fds
     return (long)r;
 }
 
-// plan.resources_later: what dgrun_send_resources sends, the fds beside it (SCM_RIGHTS, v2
+// What dgrun_send_resources sends, the fds beside it (SCM_RIGHTS, v2
 // directory first when there is one).
 struct dg_resources {
     int32_t has_cgroup_fd;
@@ -640,14 +640,17 @@ static struct dgrun_plan dg_received;
 static int32_t dg_received_task_fds[DGRUN_MAX_SENT_TASK_FDS];
 static struct dgrun_rlimit dg_received_rlimits[2 * DGRUN_MAX_SENT_RLIMITS];
 
-// Waits for dgrun's resources; the plan to go on with. EOF (dgrun died, or gave up on this
-// sandbox) or anything malformed ends the init: there is no command yet to report about.
+// Waits for dgrun's resources, the last message on the go socket (closed here); the plan to go on
+// with. EOF (dgrun died, or gave up on this sandbox) or anything malformed ends the init: there
+// is no command yet to report about.
 static const struct dgrun_plan *dg_receive_resources(const struct dgrun_plan *plan, int go_fd) {
     struct dg_resources msg;
     memset(&msg, 0, sizeof msg);
     int fds[1 + DGRUN_MAX_SENT_TASK_FDS];
     int n_fds = 0;
-    if (dgrun_recv_fds(go_fd, &msg, sizeof msg, fds, 1 + DGRUN_MAX_SENT_TASK_FDS, &n_fds) != (long)sizeof msg) _exit(125);
+    long got = dgrun_recv_fds(go_fd, &msg, sizeof msg, fds, 1 + DGRUN_MAX_SENT_TASK_FDS, &n_fds);
+    close(go_fd);
+    if (got != (long)sizeof msg) _exit(125);
     int want = (msg.has_cgroup_fd ? 1 : 0) + msg.n_v1;
     if (msg.n_v1 < 0 || msg.n_v1 > DGRUN_MAX_SENT_TASK_FDS || msg.n_rlimits < 0 || msg.n_rlimits > DGRUN_MAX_SENT_RLIMITS ||
         n_fds != want || plan->n_rlimits < 0 || plan->n_rlimits > DGRUN_MAX_SENT_RLIMITS) _exit(125);
@@ -685,7 +688,6 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     ssize_t r;
     do { r = read(go_fd, &go, 1); } while (r < 0 && errno == EINTR);
     if (r != 1) _exit(125);
-    if (!plan->resources_later) close(go_fd);
     // The init is dgrun's own image and holds the status pipe to dgrun: a dumpable init would let
     // the command open /proc/1/exe (the dgrun binary on the host's writable mount, the runc
     // CVE-2019-5736 class) or /proc/1/fd/N (and forge the exit status dgrun reads). Not dumpable,
@@ -703,20 +705,16 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
     int command_joins = dg_command_joins(plan);
     // The init joins the cgroups itself: it needs them now. The command joins them: they are
     // made while the init builds the namespaces, and needed only before the command exists.
-    if (plan->resources_later && !command_joins) {
+    if (!command_joins) {
         plan = dg_receive_resources(plan, go_fd);
-        close(go_fd);
+        dg_join_cgroups(plan);
     }
-    if (!command_joins) dg_join_cgroups(plan);
     if (plan->hostname)
         dg_check(sethostname(plan->hostname, dg_strlen(plan->hostname)) == 0, DGRUN_STAGE_HOSTNAME, plan->hostname);
     if (plan->loopback_up) dg_loopback_up();
     if (plan->clone_flags & CLONE_NEWNS) dg_setup_mounts(plan);
     if (plan->cwd) dg_check(chdir(plan->cwd) == 0, DGRUN_STAGE_CHDIR, plan->cwd);
-    if (plan->resources_later && command_joins) {
-        plan = dg_receive_resources(plan, go_fd);
-        close(go_fd);
-    }
+    if (command_joins) plan = dg_receive_resources(plan, go_fd);
     // Everything else dgrun had open (other threads' files, other sandboxes' pipes, the trees the
     // mounts above used) is closed now, before the command exists: the init never execs, so
     // close-on-exec would never close it, and the command must not find it through /proc/1/fd.
@@ -883,8 +881,8 @@ static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *ch
     memset(child, 0, sizeof *child);
     child->pid = -1;
     child->pidfd = child->go_fd = child->error_fd = child->status_fd = -1;
-    // A socket, not a pipe: the resources made after the clone (plan.resources_later) follow the
-    // go byte as a message of their own, with their fds.
+    // A socket, not a pipe: the resources made after the clone follow the go byte as a message of
+    // their own, with their fds.
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, go) != 0) return -errno;
     if (pipe2(err, O_CLOEXEC) != 0) { int e = errno; close(go[0]); close(go[1]); return -e; }
     if (pipe2(status, O_CLOEXEC) != 0) {
@@ -910,7 +908,6 @@ static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *ch
     }
     child->pid = (pid_t)pid;
     child->pidfd = pidfd;
-    child->resources_later = plan->resources_later;
     child->go_fd = go[1];
     child->error_fd = err[0];
     child->status_fd = status[0];
@@ -921,12 +918,7 @@ int dgrun_release(struct dgrun_child *child) {
     char go = 1;
     ssize_t r;
     do { r = send(child->go_fd, &go, 1, MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
-    int e = r == 1 ? 0 : -errno;
-    if (!child->resources_later) {
-        close(child->go_fd);
-        child->go_fd = -1;
-    }
-    return e;
+    return r == 1 ? 0 : -errno;
 }
 
 int dgrun_send_resources(struct dgrun_child *child, int cgroup_fd, const int32_t *v1_task_fds, int32_t n_v1,

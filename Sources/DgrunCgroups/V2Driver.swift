@@ -155,7 +155,7 @@ final class Takeover {
     /// `companions`: dgrun's own children in its cgroup (the sandbox init, cloned before the run's
     /// cgroups are made), moved into the leaf with dgrun, where they would have been had they
     /// been cloned after it.
-    static func begin(base: String, controllers: [String], companions: [Int32] = []) throws(SystemError) -> Takeover {
+    static func begin(base: String, controllers: [String], companions: [Int32]) throws(SystemError) -> Takeover {
         let pid = getpid()
         let all = CgroupFS.pids(in: base)
         let moving = all.filter { companions.contains($0) }

@@ -67,8 +67,6 @@ public struct Launcher: Sendable {
         plan.clone_flags = flags
         // The cgroups are made after the clone (step 2) and sent to the init.
         plan.cgroup_fd = -1
-        plan.n_v1_task_fds = 0
-        plan.resources_later = 1
         plan.rootfs = arena.optionalString(spec.rootfs)
         plan.mounts = arena.buffer(mounts)
         plan.n_mounts = Int32(mounts.count)

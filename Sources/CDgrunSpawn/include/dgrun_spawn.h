@@ -55,7 +55,9 @@ struct dgrun_plan {
     uint64_t clone_flags;      // CLONE_NEW* namespaces (CLONE_NEWCGROUP is applied after placement)
     // The run's cgroups, which the command joins as it is created (the init stays in dgrun's, so
     // they are empty as soon as the sandbox's processes are reaped), or the init where the command
-    // cannot (--userns auto; not x86-64): see dg_command_joins in spawn.c.
+    // cannot (--userns auto; not x86-64): see dg_command_joins in spawn.c. They are made after the
+    // clone and follow the go byte (dgrun_send_resources); the init fills these two fields and
+    // adds the rlimits sent with them, in its copy of the plan, before the command exists.
     int32_t cgroup_fd;         // >= 0: clone3(CLONE_INTO_CGROUP) into this cgroup-v2 directory
     // cgroup-v1 `tasks` files opened by the parent: the joiner writes "0" (itself) to each before
     // anything else. A thread moving itself skips the global threadgroup lock and its RCU grace
@@ -89,10 +91,6 @@ struct dgrun_plan {
                                // the command (it is named in its environment); -1: none
     int32_t linger_ms;         // after the command exits, let what it left behind run this long
                                // (discover traces daemons); 0: the sandbox ends with the command
-    // 1: the run's cgroups (cgroup_fd, v1_task_fds) and the rlimits of the no-cgroup fallback are
-    // made after the clone and arrive over the go socket (dgrun_send_resources), after the go byte;
-    // the init builds the namespaces meanwhile and waits for them only before the command exists.
-    int32_t resources_later;
 };
 
 // One message of `len` bytes with `n_fds` descriptors beside it (SCM_RIGHTS), over a unix socket;
@@ -110,10 +108,9 @@ long dgrun_recv_fds(int socket_fd, void *data, size_t len, int *fds, int max_fds
 struct dgrun_child {
     pid_t pid;          // sandbox init, as seen by the parent
     int32_t pidfd;
-    int32_t go_fd;      // parent writes one byte: maps and cgroups are in place
+    int32_t go_fd;      // parent sends one byte (the maps are in place), then the resources
     int32_t error_fd;   // parent reads a dgrun_failure, or EOF once the command has exec'd
     int32_t status_fd;  // parent reads the init's report: the command's wait status and usage
-    int32_t resources_later;  // the plan's: go_fd stays open after the go byte
 };
 
 // Stages the child reports on failure; dgrun_stage_name() gives the operation.
@@ -167,13 +164,13 @@ int dgrun_idmap_userns(uint32_t inside_uid, uint32_t outside_uid, uint32_t insid
 // 1 mount_setattr). Only the host's root may idmap a filesystem mounted in the host's namespace.
 int dgrun_idmapped_tree(const char *path, int userns_fd, int readonly, int *stage);
 
-// Clone the sandbox init. Returns 0, or -errno of clone3/pipe2. Calls from several threads are
+// Clone the sandbox init. Returns 0, or -errno of clone3, socketpair or pipe2. Calls from several threads are
 // serialized, so that one sandbox's init never holds another's pipe ends.
 int dgrun_spawn(const struct dgrun_plan *plan, struct dgrun_child *child);
-// Let the child go (its id maps are in place). Returns 0 or -errno. With plan.resources_later the
-// go socket stays open for dgrun_send_resources.
+// Let the child go (its id maps are in place). Returns 0 or -errno. The go socket stays open for
+// dgrun_send_resources, which the init waits for before it clones the command.
 int dgrun_release(struct dgrun_child *child);
-// plan.resources_later: the run's cgroup-v2 directory (-1: none), its v1 `tasks` files and the
+// The run's cgroup-v2 directory (-1: none), its v1 `tasks` files and the
 // rlimits to add (the fallback without cgroups), to the init, which waits for them before it
 // clones the command. The fds are the caller's to close. 0; -EPIPE (or another -errno) when the init
 // is gone: its setup failed, and dgrun_wait reports why.

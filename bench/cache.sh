@@ -34,7 +34,7 @@ if [ -n "$need" ]; then
 fi
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 
-(cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
+"$repo/scripts/build-release.sh" >/dev/null 2>&1 || { echo "bench: release build failed" >&2; exit 1; }
 dgrun=$repo/.build/release/dgrun
 limits=""
 [ "$(id -u)" = 0 ] || limits="--limits best-effort"

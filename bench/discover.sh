@@ -16,8 +16,7 @@ mkdir -p "$out" "$work"
 for tool in hyperfine strace gcc make python3; do
     command -v $tool >/dev/null || { echo "bench: missing $tool (apt-get install hyperfine strace gcc make python3)" >&2; exit 1; }
 done
-(cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
-"$repo/scripts/build-preload.sh" "$repo/.build/release" || { echo "bench: cannot build the fast path's library" >&2; exit 1; }
+"$repo/scripts/build-release.sh" >/dev/null 2>&1 || { echo "bench: release build failed" >&2; exit 1; }
 dgrun=$repo/.build/release/dgrun
 floor=$out/unotify-floor
 gcc -O2 -o "$floor" "$here/floor/unotify-floor.c" -I"$repo/Sources/CDgrunSpawn/include" -lseccomp || { echo "bench: cannot build the unotify floor (libseccomp-dev)" >&2; exit 1; }

@@ -16,7 +16,7 @@ for tool in hyperfine make ninja python3 gcc; do
 done
 interleave=$out/interleave   # each round runs every check once, shuffled (see bench/floor/interleave.c)
 gcc -O2 -o "$interleave" "$here/floor/interleave.c" || { echo "bench: cannot build bench/floor/interleave.c" >&2; exit 1; }
-(cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
+"$repo/scripts/build-release.sh" >/dev/null 2>&1 || { echo "bench: release build failed" >&2; exit 1; }
 dgrun=$repo/.build/release/dgrun
 
 # A task directory of its own (no sibling tasks: not a workspace).

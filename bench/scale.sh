@@ -15,7 +15,7 @@ mkdir -p "$out"
 for tool in hyperfine python3 ninja; do
     command -v $tool >/dev/null || { echo "bench: missing $tool (DGRUN_WITH_BENCH=1 scripts/ensure-deps.sh)" >&2; exit 1; }
 done
-(cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
+"$repo/scripts/build-release.sh" >/dev/null 2>&1 || { echo "bench: release build failed" >&2; exit 1; }
 dgrun=$repo/.build/release/dgrun
 limits=""
 [ "$(id -u)" = 0 ] || limits="--limits best-effort"

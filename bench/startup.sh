@@ -21,7 +21,7 @@ done
 interleave=$out/interleave
 gcc -O2 -o "$interleave" "$here/floor/interleave.c" || { echo "bench: cannot build bench/floor/interleave.c" >&2; exit 1; }
 
-(cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
+"$repo/scripts/build-release.sh" >/dev/null 2>&1 || { echo "bench: release build failed" >&2; exit 1; }
 dgrun=$repo/.build/release/dgrun
 # An ad-hoc history of its own, empty: a /bin/true that once took 0.1 s (under valgrind, say) has
 # history in ~/.local/state/dgrun, and every start would then open the store to read it.

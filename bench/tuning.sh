@@ -21,7 +21,7 @@ work=$out/tuning
 for tool in cc python3; do command -v $tool >/dev/null || { echo "bench: missing $tool" >&2; exit 1; }; done
 # DGRUN=PATH measures another build (an A/B of two policies); TUNING_OUT=DIR keeps its results apart.
 if [ -n "${DGRUN:-}" ]; then dgrun=$DGRUN; else
-    (cd "$repo" && swift build -c release --static-swift-stdlib >/dev/null 2>&1) || { echo "bench: release build failed" >&2; exit 1; }
+    "$repo/scripts/build-release.sh" >/dev/null 2>&1 || { echo "bench: release build failed" >&2; exit 1; }
     dgrun=$repo/.build/release/dgrun
 fi
 rm -rf "$work" && mkdir -p "$work/reports"

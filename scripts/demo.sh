@@ -7,8 +7,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/ensure-deps.sh
-swift build -c release --static-swift-stdlib
-scripts/build-preload.sh .build/release   # the tracer's fast path (libdgrun-preload.so beside dgrun)
+scripts/build-release.sh   # dgrun, and the tracer's fast path (libdgrun-preload.so) beside it
 dgrun=$PWD/.build/release/dgrun
 cd examples/hello-build
 echo "== dgrun discover: what building and testing examples/hello-build depends on" >&2

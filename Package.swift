@@ -34,6 +34,9 @@ let package = Package(
         // The modules follow the data flow (ARCHITECTURE.md): each imports only modules before it.
         // Everything between clone and exec: async-signal-safe C, no Swift.
         .target(name: "CDgrunSpawn"),
+        // The executable's argv, given to the Swift runtime without its read of /proc/self/maps
+        // (start.c says why). Linked by the executable alone.
+        .target(name: "CDgrunStart"),
         // libseccomp and libcap are linked in statically by the modules that use them (below):
         // each shared library cost every start a search along the run path, its mappings and its
         // relocations. No pkgConfig, whose `-lseccomp` / `-lcap` would link the shared ones.
@@ -78,7 +81,7 @@ let package = Package(
         // libgcc_s cost each start its search, mappings and a constructor that runs CPUID, each a
         // VM exit here (`dgrun --version` 1.11 -> 1.00 ms, `exec -- /bin/true` 6.50 -> 6.27 ms,
         // interleaved rounds).
-        .executableTarget(name: "dgrun", dependencies: ["DgrunCommands", "CDgrunSpawn"],
+        .executableTarget(name: "dgrun", dependencies: ["DgrunCommands", "CDgrunSpawn", "CDgrunStart"],
                           exclude: ["static-libstdc++"],
                           linkerSettings: [.unsafeFlags(["-L", packageDirectory + "/Sources/dgrun/static-libstdc++"], .when(platforms: [.linux])),
                                            .unsafeFlags(positionDependentExecutable, .when(platforms: [.linux], configuration: .release)),

@@ -12,6 +12,12 @@ fi
 # The VM lane (QEMU under TCG) keeps a CPU busy for minutes: the suites that time CPU use run
 # first, on their own, and the VM lane after them.
 swift test --skip-build --skip VMLaneTests
+# The release lane: the binary users run is linked unlike the tests' (the Swift runtime inside, a
+# position-dependent executable, libgcc static, argv handed to the runtime by Sources/CDgrunStart),
+# so the command-line, exit-status, isolation, seccomp, limit and clean-up suites run against it too.
+scripts/build-release.sh
+DGRUN_BIN="$PWD/.build/release/dgrun" swift test --skip-build \
+    --filter "ExitCodeTests|IsolationTests|SeccompTests|CleanupTests|LimitTests"
 swift test --skip-build --filter VMLaneTests
 # The fuzz lane: every parser a user or a task controls, each fuzzed for a bounded time (about 5 min
 # with the build; DGRUN_FUZZ_SECONDS per target, DGRUN_FUZZ=0 to leave it out). A toolchain without

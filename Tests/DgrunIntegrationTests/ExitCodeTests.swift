@@ -11,6 +11,15 @@ import Glibc
         #expect(Harness.dgrun(["exec", "--", "sh", "-c", "exit \(code)"]).status == code)
     }
 
+    /// Every argument reaches the command as given: empty ones, spaces, quotes, a leading dash,
+    /// non-ASCII. (The release binary gives the Swift runtime its argv itself: Sources/CDgrunStart.)
+    @Test func theCommandGetsItsArgumentsExactly() {
+        let args = ["", "two words", "'quoted'", "--memory", "ünïcødé", "-", "a=b"]
+        let r = Harness.dgrun(["exec", "--", "/bin/sh", "-c", "printf '[%s]' \"$@\"", "sh"] + args)
+        #expect(r.status == 0)
+        #expect(r.stdout == args.map { "[\($0)]" }.joined())
+    }
+
     @Test func notFoundIs127AndNotExecutableIs126() {
         let missing = Harness.dgrun(["exec", "--", "dgrun-no-such-command"])
         #expect(missing.status == 127)

@@ -85,6 +85,7 @@ public struct Engine: Sendable {
 
     /// An ad-hoc command: history-based starting limits when it has history, recorded when worth it.
     public func runCommand(_ request: RunRequest) throws(DgrunError) -> RunOutcome {
+        provisioner.detectCgroupsAhead()
         // History for tuned limits: only when there is a ceiling to tune below, and the store is
         // opened only for a command that has history (a marker file says so): a short command
         // pays nothing for it.

@@ -150,6 +150,9 @@ public struct Provisioner: Sendable {
         Provisioner(executable: FileIO.realPath("/proc/self/exe") ?? CommandLine.arguments[0], cgroups: CgroupDetection(), warn: warn)
     }
 
+    /// A sandbox will be launched: the host's cgroups are detected meanwhile, on another thread.
+    public func detectCgroupsAhead() { cgroups.detectAhead() }
+
     // MARK: - the spec
 
     /// The profile a request names (default: "default").
@@ -374,6 +377,16 @@ final class CgroupDetection: Sendable {
 
     init() { state = Locked(nil) }
     init(driver: (any CgroupDriver)?, reason: String) { state = Locked(Detected(driver: driver, reason: reason)) }
+
+    /// Starts the detection on a thread of its own, for a caller that knows a sandbox comes: the
+    /// launch asks for it right after the clone, on the path to the init's go, and the reads of
+    /// /proc/self/cgroup and /proc/self/mountinfo are done by then on the other CPU. An ask before
+    /// the thread is done waits for it (the lock); a thread that cannot start leaves the work to
+    /// the first ask.
+    func detectAhead() {
+        guard state.withLock({ $0 == nil }) else { return }
+        try? Threads.detach { [self] in _ = self.detected }
+    }
 
     var detected: Detected {
         state.withLock { state in

@@ -275,12 +275,12 @@ public struct Launcher: Sendable {
         }
         let uid = getuid(), gid = getgid()
         let inside = mapping == .root ? (uid: UInt32(0), gid: UInt32(0)) : (uid: uid, gid: gid)
-        let caps = Capabilities.effective(["CAP_SETGID", "CAP_SETFCAP"])
-        if uid != 0 || !caps.contains("CAP_SETGID") {
+        let caps = Capabilities.effectiveMask()
+        if uid != 0 || caps & Capabilities.setgidBit == 0 {
             try FileIO.write("/proc/\(pid)/setgroups", "deny")
         }
         // Since Linux 5.12, mapping uid 0 needs CAP_SETFCAP in the parent namespace.
-        let hint = inside.uid == 0 && !caps.contains("CAP_SETFCAP")
+        let hint = inside.uid == 0 && caps & Capabilities.setfcapBit == 0
             ? "inside another sandbox, mapping root needs CAP_SETFCAP there (dgrun exec --cap-add CAP_SETFCAP)" : nil
         try FileIO.write("/proc/\(pid)/uid_map", "\(inside.uid) \(uid) 1\n", hint: hint)
         try FileIO.write("/proc/\(pid)/gid_map", "\(inside.gid) \(gid) 1\n")

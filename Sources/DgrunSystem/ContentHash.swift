@@ -105,7 +105,7 @@ public enum ShortHash {
     }
 
     public static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
-        String(value(bytes), radix: 16)
+        hex(value: value(bytes))
     }
 
     static func value(buffer: UnsafeBufferPointer<UInt8>) -> UInt64 {
@@ -115,14 +115,30 @@ public enum ShortHash {
     }
 
     public static func hex(_ bytes: [UInt8]) -> String {
-        String(bytes.withUnsafeBufferPointer(value(buffer:)), radix: 16)
+        hex(value: bytes.withUnsafeBufferPointer(value(buffer:)))
     }
 
     /// A String's UTF-8 without the generic path: across modules that is unspecialised, and its
     /// first call made the runtime look up String.UTF8View's witnesses (~0.17 M instructions).
     public static func hex(_ text: String) -> String {
         var text = text
-        return String(text.withUTF8(value(buffer:)), radix: 16)
+        return hex(value: text.withUTF8(value(buffer:)))
+    }
+
+    /// `String(value, radix: 16)`'s digits (lowercase, no leading zeros), which name files that
+    /// outlive a dgrun (the BPF cache, task locks, history ids). That initialiser is generic and
+    /// ran unspecialised here: its first call was ~25 µs of every sandboxed start.
+    public static func hex(value: UInt64) -> String {
+        let digits = max(1, (64 - value.leadingZeroBitCount + 3) / 4)
+        return String(unsafeUninitializedCapacity: digits) { buffer in
+            var rest = value
+            for index in stride(from: digits - 1, through: 0, by: -1) {
+                let nibble = UInt8(truncatingIfNeeded: rest & 0xf)
+                buffer[index] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
+                rest >>= 4
+            }
+            return digits
+        }
     }
 }
 

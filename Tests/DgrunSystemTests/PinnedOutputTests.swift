@@ -68,3 +68,18 @@ import Glibc
         #expect(Self.type("/dev/null") == S_IFCHR)
     }
 }
+
+/// ShortHash's hex names files that outlive one dgrun (the BPF cache, task locks, history ids):
+/// its digits stay String(radix: 16)'s.
+@Suite struct ShortHashHexTests {
+    @Test(arguments: [UInt64(0), 1, 9, 10, 15, 16, 0xff, 0x100, 0xdead_beef, 0x0123_4567_89ab_cdef, .max, .max >> 4, 1 << 63])
+    func digitsAreThoseOfRadix16(value: UInt64) {
+        #expect(ShortHash.hex(value: value) == String(value, radix: 16))
+    }
+
+    @Test func theByteAndTextFormsAgree() {
+        let text = "cmd:/bin/true\u{0}/work"
+        #expect(ShortHash.hex(text) == String(ShortHash.value(Array(text.utf8)), radix: 16))
+        #expect(ShortHash.hex(Array(text.utf8)) == ShortHash.hex(text))
+    }
+}

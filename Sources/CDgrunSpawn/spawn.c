@@ -678,11 +678,6 @@ static int dg_command_entry(void *arg) {
     dg_command(start->plan);
 }
 
-// Whether the init makes the network namespace itself (see dgrun_spawn).
-static int dg_netns_after_clone(const struct dgrun_plan *plan) {
-    return (plan->clone_flags & (CLONE_NEWUSER | CLONE_NEWNET)) == (CLONE_NEWUSER | CLONE_NEWNET);
-}
-
 __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *plan, int go_fd, int status_fd) {
     // Die with dgrun; the go byte read below also ends at EOF if dgrun died before this.
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
@@ -706,9 +701,6 @@ __attribute__((noreturn)) static void dg_child_main(const struct dgrun_plan *pla
         dg_check(syscall(SYS_setresgid, 0, 0, 0) == 0, DGRUN_STAGE_SET_IDS, "setresgid");
         dg_check(syscall(SYS_setresuid, 0, 0, 0) == 0, DGRUN_STAGE_SET_IDS, "setresuid");
     }
-    // Before anything that sees the network (the loopback, a sysfs mount): the namespace the
-    // clone would have made, while dgrun makes the run's cgroups on the other CPU.
-    if (dg_netns_after_clone(plan)) dg_check(unshare(CLONE_NEWNET) == 0, DGRUN_STAGE_NETNS, "unshare(CLONE_NEWNET)");
 
     int command_joins = dg_command_joins(plan);
     // The init joins the cgroups itself: it needs them now. The command joins them: they are
@@ -898,11 +890,6 @@ static int dg_spawn_locked(const struct dgrun_plan *plan, struct dgrun_child *ch
     }
     int pidfd = -1;
     uint64_t flags = plan->clone_flags & ~(uint64_t)CLONE_NEWCGROUP;
-    // With a user namespace, the network namespace is the init's to make, after the go byte
-    // (dg_netns_after_clone): made by the clone, it was ~0.5 ms (loopback, sysctl tables, IPv6)
-    // that dgrun waited for before it could write the id maps and make the run's cgroups. Owned
-    // by the same new user namespace either way.
-    if (dg_netns_after_clone(plan)) flags &= ~(uint64_t)CLONE_NEWNET;
     long pid = dg_clone3(flags | CLONE_PIDFD, &pidfd, dg_command_joins(plan) ? -1 : plan->cgroup_fd);
     if (pid == 0) {
         close(go[1]);
@@ -1249,7 +1236,6 @@ const char *dgrun_stage_name(int stage) {
     case DGRUN_STAGE_READONLY_PATH: return "make a kernel path read-only";
     case DGRUN_STAGE_MASK_PATH: return "mask a kernel path";
     case DGRUN_STAGE_SET_IDS: return "become root of the id range";
-    case DGRUN_STAGE_NETNS: return "create the network namespace";
     default: return "set up the sandbox";
     }
 }

@@ -22,8 +22,10 @@ typedef int (*final_fn)(void *, unsigned char *, unsigned int *);
 static struct { ctx_new_fn ctx_new; ctx_free_fn ctx_free; md_fn sha256; init_fn init; update_fn update; final_fn final; } api;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int available;
+static int tried;  // load() ran (read without the once: atomically)
 
 static void load(void) {
+    __atomic_store_n(&tried, 1, __ATOMIC_RELEASE);
     static const char *const names[] = { "libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so" };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         void *lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
@@ -45,6 +47,12 @@ static void load(void) {
 int dgrun_sha256_available(void) {
     pthread_once(&once, load);
     return available;
+}
+
+int dgrun_sha256_missed(void) {
+    if (!__atomic_load_n(&tried, __ATOMIC_ACQUIRE)) return 0;
+    pthread_once(&once, load);  // done already: waits only for a load still under way
+    return !available;
 }
 
 int dgrun_sha256_file(const char *path, uint8_t digest[32]) {

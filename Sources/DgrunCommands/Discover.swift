@@ -112,7 +112,7 @@ struct Discover {
                       + (trace.untrapped > 0 ? " (\(trace.untrapped) without a trap)" : "")
                       + (trace.lost > 0 ? " (\(trace.lost) lost: their process died first)" : "") + busy)
         if let task = discovery.task { CLI.write(2, Self.summary(DeclarationCheck(task: task, graph: graph))) }
-        if !GraphBuilder.canHash {
+        if GraphBuilder.hashingWasUnavailable {
             Terminal.line("dgrun: file versions are not hashed: the system's libcrypto (libssl3) could not be loaded")
         }
         return outcome.exitCode

@@ -128,6 +128,7 @@ public struct Engine: Sendable {
 
     /// `discover`: the command (or the task, with task.toml under the request) once, traced.
     public func discover(_ request: RunRequest, taskDirectory: String?) throws(DgrunError) -> Discovery {
+        ContentHash.loadAhead()  // the graph's versions are hashed after the run
         let task = try taskDirectory.map { (dir: String) throws(DgrunError) in try TaskFile.load(directory: dir) }
         var request = task.map { request.applying($0) } ?? request
         if let task {

@@ -145,7 +145,9 @@ extension Engine {
             capture.recordBlocked(capture.newRecord(reasons: plan.reasons, environmentDigest: prepared.input.environmentDigest))
             return .blocked(plan.blockers)
         case .run:
-            break
+            // The run is hashed after (its record, its graph's versions) and often before (the
+            // cache's action key): libcrypto loads beside the steps up to the launch.
+            ContentHash.loadAhead()
         }
         do throws(DgrunError) { prepared = try withAllDependencies(prepared, store: store, task: task, rows: !request.force) } catch { return .failed(error) }
         let cacheContext = self.cacheContext(task, request: request, environmentDigest: prepared.input.environmentDigest)

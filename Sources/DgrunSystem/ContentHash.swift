@@ -52,6 +52,18 @@ public enum ContentHash {
     }
 
     public static var isAvailable: Bool { dgrun_sha256_available() != 0 }
+    /// Loads libcrypto on a thread of its own, for a caller that will hash soon (a traced run is
+    /// recorded after it ends): the load (~1.5 ms of dlopen and relocations) then overlaps the
+    /// steps before the launch, on the other CPU. Started at the launch instead, it delayed the
+    /// command's exec by as much. A clone meanwhile is safe: the child side takes no lock of the
+    /// loader's (lazy binding does not) and allocates nothing.
+    public static func loadAhead() {
+        try? Threads.detach { _ = dgrun_sha256_available() }
+    }
+
+    /// Whether a hash was asked for and could not be made (no libcrypto): false while every
+    /// version came from the memo, without loading the library to find out.
+    public static var wasUnavailable: Bool { dgrun_sha256_missed() != 0 }
 
     /// A 32-byte sha256 digest in the version format, `sha256:<hex>`.
     public static func version(digest: [UInt8]) -> String {

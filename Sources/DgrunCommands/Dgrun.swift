@@ -1,4 +1,3 @@
-import DgrunEngine
 import DgrunSystem
 #if canImport(Glibc)
 import Glibc
@@ -29,18 +28,6 @@ public enum CLI {
     """
 
     /// Runs dgrun with `arguments` (without the program name); returns the exit status.
-    /// Starts a sandboxed start's first steps on another thread when the command line is
-    /// `exec … -- CMD`, which always launches one (a task directory may be up to date, and its
-    /// no-op check wants both CPUs). Read from the C strings, before the runtime's [String] of
-    /// them: the head start is the point.
-    public static func warmUp(argc: Int32, argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) {
-        guard argc > 2, let verb = argv[1], strcmp(verb, "exec") == 0 else { return }
-        for index in 2..<Int(argc) where argv[index].map({ strcmp($0, "--") == 0 }) ?? false {
-            Engine.warmUpForCommand()
-            return
-        }
-    }
-
     public static func main(_ arguments: [String]) -> Int32 {
         guard let verb = arguments.first else {
             write(2, overview + "\n")

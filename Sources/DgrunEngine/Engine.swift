@@ -44,11 +44,6 @@ public struct Engine: Sendable {
         self.launcher = launcher
     }
 
-    /// A face that will launch a command's sandbox says so before it parses its arguments: the
-    /// default profile, its seccomp programs and the host's cgroups are loaded meanwhile on
-    /// another thread (`Provisioner.warmUp`).
-    public static func warmUpForCommand() { Provisioner.warmUp() }
-
     /// For this host: its cgroup driver, the real launcher, warnings as events.
     public static func forHost(sink: @escaping EventSink) -> Engine {
         let warn: @Sendable (String) -> Void = { sink(.warning($0)) }

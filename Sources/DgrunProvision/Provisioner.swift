@@ -147,42 +147,11 @@ public struct Provisioner: Sendable {
     /// For this host: the cgroup driver is detected (statfs, mountinfo, dgrun's own cgroups) the
     /// first time it is asked for, so that a no-op check, which launches nothing, skips it.
     public static func forHost(warn: @escaping @Sendable (String) -> Void) -> Provisioner {
-        Provisioner(executable: hostExecutable, cgroups: CgroupDetection.host, warn: warn)
+        Provisioner(executable: FileIO.realPath("/proc/self/exe") ?? CommandLine.arguments[0], cgroups: CgroupDetection(), warn: warn)
     }
-    static let hostExecutable = FileIO.realPath("/proc/self/exe") ?? CommandLine.arguments[0]
 
     /// A sandbox will be launched: the host's cgroups are detected meanwhile, on another thread.
     public func detectCgroupsAhead() { cgroups.detectAhead() }
-
-    /// A sandboxed start's first steps, begun on another thread by a face that knows a sandbox
-    /// comes, before it parses its arguments: the profile a run most likely uses (`profile`) and
-    /// its seccomp programs, then the host's cgroups. What they load is kept where the start looks
-    /// first (the profile and BPF caches, the host's detection), and the spec waits for the
-    /// profile's part: ~0.3 ms of a sandboxed /bin/true's start overlapped the parsing on the other
-    /// CPU. A run that names another profile loads it as before; a failure here is left for the
-    /// start to meet and report.
-    public static func warmUp(profile: String = "default") {
-        let gate = Gate()
-        guard warming.withLock({ (current: inout Gate?) -> Bool in
-            guard current == nil else { return false }
-            current = gate
-            return true
-        }) else { return }
-        CgroupDetection.host.markStarted()
-        do {
-            try Threads.detach {
-                if let loaded = try? ProfileLocator.load(profile, executable: hostExecutable) {
-                    if let seccomp = loaded.seccompPath { _ = try? SeccompCache.program(path: seccomp) }
-                    if loaded.userNamespaces == .deny { _ = try? SeccompCache.userNamespaceGuard() }
-                }
-                gate.open()
-                _ = CgroupDetection.host.detected
-            }
-        } catch {
-            gate.open()
-        }
-    }
-    private static let warming = Locked<Gate?>(nil)
 
     // MARK: - the spec
 
@@ -193,7 +162,6 @@ public struct Provisioner: Sendable {
 
     /// Request (flags and task.toml merged) → spec, with the profile and built-in defaults under it.
     public func sandboxSpec(for request: RunRequest, tuning: SandboxSpec.TuningPlan? = nil) throws(DgrunError) -> SandboxSpec {
-        Self.warming.withLock { $0 }?.wait()
         let profile = try profile(for: request)
         let limits = try request.limits.validated(hostCPUs: DgrunSystem.ProcessInfo.cpuCount)
 
@@ -407,33 +375,17 @@ final class CgroupDetection: Sendable {
     }
     private let state: Locked<Detected?>
 
-    private let started: Locked<Bool>
-
-    init() { state = Locked(nil); started = Locked(false) }
-    init(driver: (any CgroupDriver)?, reason: String) {
-        state = Locked(Detected(driver: driver, reason: reason))
-        started = Locked(true)
-    }
-
-    /// This host's, shared by every provisioner of the process (the warm-up fills it).
-    static let host = CgroupDetection()
+    init() { state = Locked(nil) }
+    init(driver: (any CgroupDriver)?, reason: String) { state = Locked(Detected(driver: driver, reason: reason)) }
 
     /// Starts the detection on a thread of its own, for a caller that knows a sandbox comes: the
     /// launch asks for it right after the clone, on the path to the init's go, and the reads of
     /// /proc/self/cgroup and /proc/self/mountinfo are done by then on the other CPU. An ask before
     /// the thread is done waits for it (the lock); a thread that cannot start leaves the work to
-    /// the first ask. Once: a detection already under way (the warm-up's) is not started again.
+    /// the first ask.
     func detectAhead() {
-        guard markStarted() else { return }
+        guard state.withLock({ $0 == nil }) else { return }
         try? Threads.detach { [self] in _ = self.detected }
-    }
-
-    /// Whether this call is the first to start the detection ahead.
-    @discardableResult func markStarted() -> Bool {
-        started.withLock { started in
-            defer { started = true }
-            return !started
-        }
     }
 
     var detected: Detected {

@@ -46,32 +46,6 @@ public final class Locked<Value>: @unchecked Sendable {
     }
 }
 
-/// A one-shot signal between threads: `open()` once, `wait()` returns once it is open.
-public final class Gate: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
-    private var isOpen = false
-    public init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&condition, nil)
-    }
-    deinit {
-        pthread_cond_destroy(&condition)
-        pthread_mutex_destroy(&mutex)
-    }
-    public func open() {
-        pthread_mutex_lock(&mutex)
-        isOpen = true
-        pthread_cond_broadcast(&condition)
-        pthread_mutex_unlock(&mutex)
-    }
-    public func wait() {
-        pthread_mutex_lock(&mutex)
-        while !isOpen { pthread_cond_wait(&condition, &mutex) }
-        pthread_mutex_unlock(&mutex)
-    }
-}
-
 extension Locked {
     /// A per-command cache: the value kept under `key`, else `make()`'s, kept for the next caller
     /// (a workspace asks for the same profile, BPF program or directory listing once per task).

@@ -8,8 +8,6 @@ import Glibc
 // Before any thread exists, so that every thread inherits the mask and the signals that dgrun
 // forwards into the sandbox reach its signalfd instead of killing dgrun.
 _ = dgrun_block_signals()
-// `exec … -- CMD`: the profile, its seccomp programs and the host's cgroups load meanwhile.
-CLI.warmUp(argc: CommandLine.argc, argv: CommandLine.unsafeArgv)
 // Room for a workspace's stores; the sandboxed command gets the limit dgrun was given.
 _ = OpenFileLimit.original
 exit(CLI.main(Array(CommandLine.arguments.dropFirst())))

@@ -201,7 +201,7 @@ func shell(_ script: String, in dir: String) -> Int32 {
     @Test func aWellFormedIndexReadsBack() throws {
         let bytes = ReadOnlyBytes(Self.index("1 1", names: ["bash=5.2"], pairs: [(42, 0)]))
         let index = try #require(DebianPackages.Index.parse(bytes, stamp: nil))
-        #expect(index.names == ["bash=5.2"] && index.hashes == [42])
+        #expect(Array(index.names) == ["bash=5.2"] && index.hashes == [42])
         #expect(DebianPackages.Index.parse(bytes, stamp: .init(status: 1, info: 2)) != nil)
         #expect(DebianPackages.Index.parse(bytes, stamp: .init(status: 1, info: 3)) == nil, "another dpkg database")
     }
@@ -237,5 +237,15 @@ func shell(_ script: String, in dir: String) -> Int32 {
         #expect(index.owner(of: path) == nil)
         let good = try #require(DebianPackages.Index.parse(ReadOnlyBytes(Self.index("1 1", names: ["bash=5.2"], pairs: [(h, 0)])), stamp: nil))
         #expect(good.owner(of: path) == "bash=5.2")
+    }
+
+    /// The names of a mapped index are its lines, decoded when asked for: the same as those
+    /// written, empty, non-ASCII and last ones included.
+    @Test func aMappedIndexNamesWhatWasWritten() throws {
+        let names = ["a=1", "", "libü=2:3.4-5", "zlib1g=1:1.2.13"]
+        let index = try #require(DebianPackages.Index.parse(ReadOnlyBytes(Self.index("0 \(names.count)", names: names)), stamp: nil))
+        #expect(index.names.count == names.count)
+        #expect(Array(index.names) == names)
+        #expect(index.names[3] == "zlib1g=1:1.2.13" && index.names[1] == "")
     }
 }

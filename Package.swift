@@ -99,7 +99,7 @@ let package = Package(
         .testTarget(name: "DgrunEngineTests", dependencies: ["DgrunEngine", "DgrunProvision", "DgrunPlanner", "DgrunSpec", "DgrunStore"]),
         .testTarget(name: "DgrunCommandsTests", dependencies: ["DgrunCommands", "DgrunEngine", "DgrunRuntime", "DgrunPlanner", "DgrunSpec",
                                                            "DgrunSystem"]),
-        .testTarget(name: "DgrunIntegrationTests", dependencies: ["DgrunSystem", "DgrunCgroups", "DgrunStore"]),
+        .testTarget(name: "DgrunIntegrationTests", dependencies: ["DgrunSystem", "DgrunCgroups", "DgrunStore", "DgrunStatic"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -17,7 +17,7 @@ swift test --skip-build --skip VMLaneTests
 # so the command-line, exit-status, isolation, seccomp, limit and clean-up suites run against it too.
 scripts/build-release.sh
 DGRUN_BIN="$PWD/.build/release/dgrun" swift test --skip-build \
-    --filter "ExitCodeTests|IsolationTests|SeccompTests|CleanupTests|LimitTests"
+    --filter "ReleaseBinaryTests|ExitCodeTests|IsolationTests|SeccompTests|CleanupTests|LimitTests"
 swift test --skip-build --filter VMLaneTests
 # The fuzz lane: every parser a user or a task controls, each fuzzed for a bounded time (about 5 min
 # with the build; DGRUN_FUZZ_SECONDS per target, DGRUN_FUZZ=0 to leave it out). A toolchain without

@@ -49,6 +49,8 @@ int dgrun_sha256_available(void) {
     return available;
 }
 
+int dgrun_sha256_started(void) { return __atomic_load_n(&tried, __ATOMIC_ACQUIRE); }
+
 int dgrun_sha256_missed(void) {
     if (!__atomic_load_n(&tried, __ATOMIC_ACQUIRE)) return 0;
     pthread_once(&once, load);  // done already: waits only for a load still under way

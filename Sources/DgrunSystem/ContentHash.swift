@@ -57,7 +57,9 @@ public enum ContentHash {
     /// steps before the launch, on the other CPU. Started at the launch instead, it delayed the
     /// command's exec by as much. A clone meanwhile is safe: the child side takes no lock of the
     /// loader's (lazy binding does not) and allocates nothing.
+    /// Once loaded (a workspace's second task), nothing: no thread.
     public static func loadAhead() {
+        guard dgrun_sha256_started() == 0 else { return }
         try? Threads.detach { _ = dgrun_sha256_available() }
     }
 

@@ -22,6 +22,8 @@ int dgrun_memfd(const char *name);
 int dgrun_touch(const char *path);
 // 1 when libcrypto could be loaded, else 0 (loads it: ~1.5 ms, once).
 int dgrun_sha256_available(void);
+// 1 once libcrypto's load has begun (or is done), else 0.
+int dgrun_sha256_started(void);
 // 1 when a hash was asked for and libcrypto could not be loaded; 0 otherwise, also when nothing
 // was hashed yet (this loads nothing).
 int dgrun_sha256_missed(void);

@@ -85,7 +85,7 @@ public enum DebianPackages {
         /// The packages' "name=version", by owner index: in memory for an index just built, or
         /// the lines of the mapped file, each decoded when asked for. Decoding all 757 of them
         /// (and a label for each) was most of the 0.83 ms a discover of a small task spent here.
-        struct Names: RandomAccessCollection, Equatable {
+        struct Names: RandomAccessCollection {
             private enum Storage { case strings([String]), lines(ReadOnlyBytes, starts: [Int]) }
             private let storage: Storage
             init(_ strings: [String]) { storage = .strings(strings) }
@@ -105,7 +105,6 @@ public enum DebianPackages {
                     return bytes.withUnsafeBytes { String(decoding: UnsafeRawBufferPointer(rebasing: $0[starts[i]..<(starts[i + 1] - 1)]), as: UTF8.self) }
                 }
             }
-            static func == (a: Names, b: Names) -> Bool { a.elementsEqual(b) }
         }
 
         var hashes: [UInt64] { (0..<count).map(hash(at:)) }
@@ -214,8 +213,14 @@ public enum DebianPackages {
             // The two header lines, then `names` lines; the binary pairs follow.
             let parsed = data.withUnsafeBytes { bytes -> (stamp: Stamp, count: Int, starts: [Int], offset: Int)? in
                 var offset = 0
+                // The next newline from `offset` on.
+                func newline() -> Int? {
+                    guard offset < bytes.count, let base = bytes.baseAddress,
+                          let found = memchr(base + offset, 0x0a, bytes.count - offset) else { return nil }
+                    return base.distance(to: UnsafeRawPointer(found))
+                }
                 func line() -> String? {
-                    guard let end = bytes[offset...].firstIndex(of: 0x0a) else { return nil }
+                    guard let end = newline() else { return nil }
                     defer { offset = end + 1 }
                     return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[offset..<end]), as: UTF8.self)
                 }
@@ -227,14 +232,13 @@ public enum DebianPackages {
                       count >= 0, nameCount >= 0, count <= bytes.count / recordSize, nameCount <= bytes.count else { return nil }
                 let found = Stamp(status: status, info: info)
                 if let stamp, stamp != found { return nil }
-                // Where each name's line starts, found with memchr: the names are decoded only
-                // for the owners a lookup finds.
+                // Where each name's line starts: the names are decoded only for the owners a
+                // lookup finds.
                 var starts: [Int] = [offset]
                 starts.reserveCapacity(nameCount + 1)
                 for _ in 0..<nameCount {
-                    guard offset < bytes.count,
-                          let newline = memchr(bytes.baseAddress! + offset, 0x0a, bytes.count - offset) else { return nil }
-                    offset = bytes.baseAddress!.distance(to: UnsafeRawPointer(newline)) + 1
+                    guard let end = newline() else { return nil }
+                    offset = end + 1
                     starts.append(offset)
                 }
                 guard bytes.count - offset == count * recordSize else { return nil }

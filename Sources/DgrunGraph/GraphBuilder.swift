@@ -458,7 +458,7 @@ public struct GraphBuilder {
     public static var canHash: Bool { ContentHash.isAvailable }
     /// Whether some file's version could not be hashed for want of libcrypto. Unlike `canHash`
     /// it loads nothing: a graph whose versions all came from the content-hash memo needs no
-    /// libcrypto, and loading it only to ask cost every such discover ~1.5 ms.
+    /// libcrypto, and loading it only to ask cost every such discover ~1.2 ms.
     public static var hashingWasUnavailable: Bool { ContentHash.wasUnavailable }
 
     // MARK: - static analysis of what ran

@@ -53,7 +53,7 @@ public enum ContentHash {
 
     public static var isAvailable: Bool { dgrun_sha256_available() != 0 }
     /// Loads libcrypto on a thread of its own, for a caller that will hash soon (a traced run is
-    /// recorded after it ends): the load (~1.5 ms of dlopen and relocations) then overlaps the
+    /// recorded after it ends): the load (1.2 ms of dlopen and relocations here) then overlaps the
     /// steps before the launch, on the other CPU. Started at the launch instead, it delayed the
     /// command's exec by as much. A clone meanwhile is safe: the child side takes no lock of the
     /// loader's (lazy binding does not) and allocates nothing.

@@ -20,7 +20,7 @@ int dgrun_sha256_copy(int infd, int outfd, uint8_t digest[32], uint64_t *bytes);
 int dgrun_memfd(const char *name);
 // Sets a file's times to now without following a link: the cache's last-used mark.
 int dgrun_touch(const char *path);
-// 1 when libcrypto could be loaded, else 0 (loads it: ~1.5 ms, once).
+// 1 when libcrypto could be loaded, else 0 (loads it: ~1.2 ms, once).
 int dgrun_sha256_available(void);
 // 1 once libcrypto's load has begun (or is done), else 0.
 int dgrun_sha256_started(void);
